@@ -1,0 +1,135 @@
+"""Pure functions from cdr legs to calls: grouping, outcome, durations, the incoming filter."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from zoneinfo import ZoneInfo
+
+from .clock import to_aware
+from .config import IncomingRules
+from .model import Call, Leg
+from .recordings import render_name, template_fields
+
+log = logging.getLogger(__name__)
+
+ANSWERED, NO_ANSWER, BUSY, FAILED = "ANSWERED", "NO ANSWER", "BUSY", "FAILED"
+CONGESTION, CANCEL = "CONGESTION", "CANCEL"
+KNOWN_DISPOSITIONS = {ANSWERED, NO_ANSWER, BUSY, FAILED, CONGESTION, CANCEL}
+
+_CLID = re.compile(r'^\s*"?(?P<name>.*?)"?\s*<(?P<number>[^>]*)>\s*$')
+# PJSIP/101-0000002a, SIP/101-00000001, Local/101@from-internal-0000001a;1
+_CHANNEL = re.compile(r"^[^/]+/(?P<name>[^@;]+?)(?:@[^;]*)?(?:-[0-9a-fA-F]{6,}(?:;\d)?)?(?:;\d)?$")
+
+
+def unique_legs(legs: Iterable[Leg]) -> list[Leg]:
+    """The legs of one call without the copies a second CDR back-end wrote, in time order."""
+    seen: dict[tuple[object, ...], Leg] = {}
+    for leg in legs:
+        seen.setdefault(leg.identity, leg)
+    return sorted(seen.values(), key=lambda leg: (leg.calldate, leg.sequence, leg.uniqueid))
+
+
+def person_answered(leg: Leg) -> bool:
+    """ANSWERED with a callee channel: a phone picked up (not the PBX answering for itself)."""
+    return leg.disposition == ANSWERED and bool(leg.dstchannel.strip())
+
+
+def outcome(legs: Sequence[Leg]) -> str:
+    """The call's status over its legs, by the fixed rule of design §3."""
+    if any(person_answered(leg) for leg in legs):
+        return "answered"
+    # rows with no callee channel (the Hangup row after a failed Dial) rang nobody
+    rang = [leg for leg in legs if leg.dstchannel.strip()] or list(legs)
+    if any(leg.disposition in (NO_ANSWER, CANCEL) or leg.disposition not in KNOWN_DISPOSITIONS
+           for leg in rang):
+        return "unanswered"
+    if any(leg.disposition == BUSY for leg in legs):
+        return "busy"
+    if rang and all(leg.disposition in (FAILED, CONGESTION) for leg in rang):
+        return "impossible"
+    return "unanswered"
+
+
+def extension(channel: str) -> str:
+    """`PJSIP/101-0000002a` and `Local/101@from-internal-…;1` both give `101`."""
+    match = _CHANNEL.match(channel.strip())
+    return match.group("name") if match else ""
+
+
+def caller(legs: Sequence[Leg]) -> tuple[str, str]:
+    """The caller's number and name from the first leg (src, cnum, cnam, clid)."""
+    first = legs[0]
+    match = _CLID.match(first.clid)
+    number = first.src.strip() or first.cnum.strip() or (match.group("number") if match else "")
+    name = first.cnam.strip() or (match.group("name").strip() if match else "")
+    if name == number:
+        name = ""
+    return number, name
+
+
+def is_incoming(first: Leg, rules: IncomingRules) -> bool:
+    """Whether the call's first leg matches any configured incoming rule."""
+    if rules.did_set and first.did.strip():
+        return True
+    if any(fnmatch.fnmatchcase(first.channel, pattern) for pattern in rules.channels):
+        return True
+    return first.dcontext in rules.contexts
+
+
+def recording_names(legs: Sequence[Leg], template: str) -> tuple[str, ...]:
+    """The distinct files the legs name, in time order (a queue copies one name onto each leg)."""
+    names: list[str] = []
+    for leg in legs:
+        name = render_name(template, leg)
+        if name and name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, template: str) -> Call:
+    """One call record from all legs sharing a key."""
+    ordered = unique_legs(legs)
+    if not ordered:
+        raise ValueError("a call needs at least one leg")
+    first = ordered[0]
+    start = to_aware(first.calldate, zone, first.uniqueid)
+    end_leg = max(ordered, key=lambda leg: leg.end)
+    end = to_aware(end_leg.end, zone, end_leg.uniqueid)
+    duration = max(int((end - start).total_seconds()), 0)
+    answered = sorted((leg for leg in ordered if person_answered(leg)),
+                      key=lambda leg: (leg.end - dt.timedelta(seconds=leg.billsec), leg.sequence))
+    talk_time = sum(max(leg.billsec, 0) for leg in answered)
+    if answered:
+        pickup = answered[0].end - dt.timedelta(seconds=answered[0].billsec)
+        wait_time = min(max(int((pickup - first.calldate).total_seconds()), 0), duration)
+    else:
+        wait_time = duration
+    status = outcome(ordered)
+    recordings = recording_names(ordered, template)
+    expects = bool(recordings) and (
+        "recordingfile" in template_fields(template) or status == "answered")
+    unknown = tuple(sorted({leg.disposition for leg in ordered} - KNOWN_DISPOSITIONS))
+    number, name = caller(ordered)
+    return Call(
+        key=first.key,
+        start=start,
+        end=end,
+        number=number,
+        name=name,
+        did=first.did.strip(),
+        duration=duration,
+        talk_time=talk_time,
+        wait_time=wait_time,
+        status=status,
+        answered_by=extension(answered[0].dstchannel) if answered else "",
+        incoming=is_incoming(first, rules),
+        recordings=recordings if expects else (),
+        expects_recording=expects,
+        first_calldate=first.calldate,
+        last_calldate=max(leg.calldate for leg in ordered),
+        unknown_dispositions=unknown,
+    )

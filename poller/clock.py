@@ -1,0 +1,51 @@
+"""Local PBX time ↔ aware instants, including the repeated hour when clocks fall back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from zoneinfo import ZoneInfo
+
+_EPOCH = re.compile(r"(?:^|-)(\d{9,11})\.\d+$")
+# calldate is truncated to the second and may lag the channel's creation slightly
+_SLACK = 2.0
+
+
+def uniqueid_epoch(uniqueid: str) -> float | None:
+    """The UTC epoch that starts a uniqueid (`1795672100.1`, `pbx1-1795672100.1`), if any."""
+    match = _EPOCH.search(uniqueid.strip())
+    return float(match.group(1)) if match else None
+
+
+def to_aware(local: dt.datetime, zone: ZoneInfo, uniqueid: str = "") -> dt.datetime:
+    """Attach the source time zone to a naive calldate.
+
+    In the hour that repeats when clocks fall back, the uniqueid's epoch (when the channel was
+    created) tells which of the two instants it was: a leg never starts before its channel.
+    """
+    first = local.replace(tzinfo=zone, fold=0)
+    second = local.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first
+    epoch = uniqueid_epoch(uniqueid)
+    if epoch is None:
+        return first
+    candidates = [c for c in (first, second) if c.timestamp() >= epoch - _SLACK]
+    return min(candidates, key=lambda c: c.timestamp()) if candidates else second
+
+
+def parse_local(text: str) -> dt.datetime:
+    """A date or date-time as written on the command line, naive (in the source time zone)."""
+    text = text.strip()
+    for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M",
+                "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return dt.datetime.strptime(text, fmt)  # noqa: DTZ007 - local by contract
+        except ValueError:
+            continue
+    raise ValueError(f"not a date or date-time: {text!r} (use YYYY-MM-DD[ HH:MM[:SS]])")
+
+
+def local_now(zone: ZoneInfo) -> dt.datetime:
+    """Now, as a naive wall-clock time in the source zone (what calldate holds)."""
+    return dt.datetime.now(zone).replace(tzinfo=None)

@@ -1,0 +1,373 @@
+"""The TOML configuration, validated once at start into frozen dataclasses (design §7).
+
+Every problem is collected and reported together, each naming its key; secrets are kept in
+`Secret` values whose repr never shows them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_PATH = Path("/etc/poller/poller.toml")
+ENV_CONFIG = "POLLER_CONFIG"
+ENV_OVERRIDES = {
+    ("source", "url"): "POLLER_SOURCE_URL",
+    ("state", "url"): "POLLER_STATE_URL",
+    ("target", "easla", "password"): "POLLER_EASLA_PASSWORD",
+}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Turn "90s", "10m", "4h", "1d" or "250ms" into seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. \"90s\", \"10m\", \"4h\")")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class Seconds(float):
+    """A duration in seconds, written in the file as a string such as "4h"."""
+
+
+class Secret(str):
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password replaced, fit for messages."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+@dataclass(frozen=True)
+class IncomingRules:
+    did_set: bool = True
+    channels: tuple[str, ...] = ()
+    contexts: tuple[str, ...] = ("from-trunk", "from-pstn")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    url: Secret = Secret("")
+    table: str = "cdr"
+    timezone: str = "UTC"
+    legacy_encoding: str = "cp1251"
+    start: str = ""
+    cursor: str = "calldate"
+    lookback: Seconds = Seconds(4 * 3600)
+    settle: Seconds = Seconds(60)
+    batch_size: int = 1000
+    incoming: IncomingRules = field(default_factory=IncomingRules)
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    dir: str = "/var/lib/poller"
+    url: Secret = Secret("")
+
+    @property
+    def database_url(self) -> str:
+        return self.url or f"sqlite:///{Path(self.dir).resolve() / 'state.db'}"
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = 20
+    backoff: Seconds = Seconds(60)
+    max_backoff: Seconds = Seconds(6 * 3600)
+
+
+@dataclass(frozen=True)
+class RecordingsConfig:
+    dir: str = "/var/spool/asterisk/monitor"
+    name: str = "{calldate:%Y/%m/%d}/{recordingfile}"
+    wait: Seconds = Seconds(600)
+    min_bytes: int = 1024
+    after_upload: str = "keep"
+
+
+@dataclass(frozen=True)
+class TranscodeConfig:
+    ffmpeg: str = "ffmpeg"
+    bitrate: str = "32k"
+    nice: int = 10
+    timeout: Seconds = Seconds(600)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    file: str = ""
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    dir: str = "/var/lib/poller/archive"
+
+
+@dataclass(frozen=True)
+class EaslaConfig:
+    url: str = "https://easla.com/user/soap"
+    login: str = "poller"
+    password: Secret = Secret("")
+    process: str = "call_management"
+    objectdef: str = "incoming_call"
+    objectdef_version: int = 0
+    file_attribute: str = "incoming_call_file"
+    timeout: Seconds = Seconds(60)
+    verify_tls: bool = True
+    ca_bundle: str = ""
+    session_fault: str = "(?i)session|auth|login"
+    start_format: str = "%Y-%m-%d %H:%M:%S"
+    attributes: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "key": "incoming_call_key",
+            "number": "incoming_call_number",
+            "duration": "incoming_call_time",
+            "status": "status",
+        }
+    )
+    statuses: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "answered": "incoming_call_answered",
+            "unanswered": "incoming_call_unanswered",
+            "busy": "incoming_call_busy",
+            "impossible": "incoming_call_congestion",
+        }
+    )
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    kind: str = "easla"
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    easla: EaslaConfig = field(default_factory=EaslaConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
+    transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+
+
+CALL_FIELDS = (
+    "key", "start", "number", "name", "did", "duration", "talk_time", "wait_time",
+    "status", "answered_by", "recording", "recording_problem",
+)
+STATUSES = ("answered", "unanswered", "busy", "impossible")
+CURSORS = ("calldate",)
+TARGET_KINDS = ("easla", "archive")
+
+
+def load(path: str | os.PathLike[str] | None = None,
+         env: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate the configuration file."""
+    env = os.environ if env is None else env
+    chosen = Path(path or env.get(ENV_CONFIG) or DEFAULT_PATH)
+    try:
+        with open(chosen, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {chosen}") from None
+    except PermissionError:
+        raise ConfigError(f"config file not readable: {chosen}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
+    return from_mapping(data, env=env, origin=str(chosen))
+
+
+def from_mapping(
+    data: Mapping[str, Any], env: Mapping[str, str] | None = None, origin: str = "config"
+) -> Config:
+    """Validate a parsed TOML document (plus environment overrides) into a `Config`."""
+    merged = _apply_env(data, os.environ if env is None else env)
+    problems: list[str] = []
+    config = _build(Config, merged, "", problems)
+    if not problems:
+        _check_semantics(config, problems)
+    if problems:
+        raise ConfigError(f"{origin}: " + "; ".join(problems))
+    return config
+
+
+def _apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    merged: dict[str, Any] = _deep_copy(data)
+    for keys, variable in ENV_OVERRIDES.items():
+        if env.get(variable):
+            node = merged
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                node[keys[-1]] = env[variable]
+    return merged
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    if not isinstance(data, Mapping):
+        problems.append(f"[{prefix}] must be a table")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for unknown in sorted(set(data) - names):
+        problems.append(f"unknown key {_join(prefix, unknown)!r}")
+    values = {}
+    for name in names & set(data):
+        values[name] = _convert(hints[name], data[name], _join(prefix, name), problems)
+    try:
+        return cls(**values)
+    except TypeError:  # only reached when a problem was already recorded
+        return cls()
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, problems)  # type: ignore[arg-type]
+    if hint is Seconds:
+        if not isinstance(value, str):
+            problems.append(f"{key} must be a duration string such as \"10m\"")
+            return Seconds(0)
+        try:
+            return Seconds(parse_duration(value))
+        except ValueError as exc:
+            problems.append(f"{key}: {exc}")
+            return Seconds(0)
+    if hint is Secret:
+        return Secret(_expect(value, str, key, problems, ""))
+    if hint is bool:
+        return _expect(value, bool, key, problems, False)
+    if hint is int:
+        if isinstance(value, bool):
+            problems.append(f"{key} must be an integer")
+            return 0
+        return _expect(value, int, key, problems, 0)
+    if hint is str:
+        return _expect(value, str, key, problems, "")
+    if typing.get_origin(hint) is tuple:
+        items = _expect(value, list, key, problems, [])
+        if any(not isinstance(item, str) for item in items):
+            problems.append(f"{key} must be a list of strings")
+            return ()
+        return tuple(items)
+    if typing.get_origin(hint) is Mapping:
+        table = _expect(value, dict, key, problems, {})
+        bad = [k for k, v in table.items() if not isinstance(v, str)]
+        for name in bad:
+            problems.append(f"{key}.{name} must be a string")
+        return {k: v for k, v in table.items() if isinstance(v, str)}
+    raise TypeError(f"no converter for {hint!r}")  # a programming error, not a user one
+
+
+def _expect(value: Any, kind: type, key: str, problems: list[str], fallback: Any) -> Any:
+    if isinstance(value, kind):
+        return value
+    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list",
+             dict: "a table"}
+    problems.append(f"{key} must be {names.get(kind, kind.__name__)}, not {value!r}")
+    return fallback
+
+
+def _check_semantics(config: Config, problems: list[str]) -> None:
+    source = config.source
+    if not source.url:
+        problems.append("source.url is required (or set POLLER_SOURCE_URL)")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", source.table):
+        problems.append(f"source.table: not a plain table name: {source.table!r}")
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(source.timezone)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        problems.append(f"source.timezone: unknown time zone {source.timezone!r}")
+    try:
+        "".encode(source.legacy_encoding)
+    except LookupError:
+        problems.append(f"source.legacy_encoding: unknown encoding {source.legacy_encoding!r}")
+    if source.start:
+        from .clock import parse_local
+
+        try:
+            parse_local(source.start)
+        except ValueError as exc:
+            problems.append(f"source.start: {exc}")
+    if source.cursor not in CURSORS:
+        problems.append(f"source.cursor must be one of {', '.join(CURSORS)}, not {source.cursor!r}")
+    if source.lookback <= 0:
+        problems.append("source.lookback must be positive")
+    if source.settle < 0:
+        problems.append("source.settle must not be negative")
+    if not 1 <= source.batch_size <= 100_000:
+        problems.append("source.batch_size must be between 1 and 100000")
+    if config.retry.max_attempts < 1:
+        problems.append("retry.max_attempts must be at least 1")
+    if config.retry.backoff <= 0 or config.retry.max_backoff < config.retry.backoff:
+        problems.append("retry.backoff must be positive and not above retry.max_backoff")
+    if config.recordings.after_upload not in ("keep", "delete"):
+        problems.append("recordings.after_upload must be \"keep\" or \"delete\"")
+    if config.recordings.min_bytes < 0:
+        problems.append("recordings.min_bytes must not be negative")
+    _check_template(config.recordings.name, problems)
+    if not re.fullmatch(r"\d+k", config.transcode.bitrate):
+        problems.append(
+            f"transcode.bitrate must look like \"32k\", not {config.transcode.bitrate!r}")
+    if not 0 <= config.transcode.nice <= 19:
+        problems.append("transcode.nice must be between 0 and 19")
+    if config.target.kind not in TARGET_KINDS:
+        problems.append(f"target.kind must be one of {', '.join(TARGET_KINDS)}")
+    easla = config.target.easla
+    for name in set(easla.attributes) - set(CALL_FIELDS):
+        problems.append(
+            f"target.easla.attributes.{name}: not a call field ({', '.join(CALL_FIELDS)})")
+    for name in set(easla.statuses) - set(STATUSES):
+        problems.append(f"target.easla.statuses.{name}: not a status ({', '.join(STATUSES)})")
+    try:
+        re.compile(easla.session_fault)
+    except re.error as exc:
+        problems.append(f"target.easla.session_fault: bad pattern: {exc}")
+
+
+def _check_template(template: str, problems: list[str]) -> None:
+    from .recordings import template_fields
+
+    try:
+        unknown = template_fields(template) - set(_TEMPLATE_COLUMNS)
+    except ValueError as exc:
+        problems.append(f"recordings.name: {exc}")
+        return
+    for name in sorted(unknown):
+        problems.append(f"recordings.name: unknown field {{{name}}}")
+
+
+_TEMPLATE_COLUMNS = (
+    "calldate", "uniqueid", "linkedid", "recordingfile", "src", "dst", "did", "cnum",
+    "accountcode", "userfield",
+)
+TEMPLATE_COLUMNS = _TEMPLATE_COLUMNS

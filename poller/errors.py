@@ -1,0 +1,43 @@
+"""Exceptions grouped by what to do about them, and the exit codes they map to."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes of every command (design §9)."""
+
+    OK = 0  # done; also nothing new, or another run holds the lock
+    PARTIAL = 1  # the run finished but some calls failed or a service was unreachable
+    CONFIG = 2  # bad usage or configuration, including what only shows at run time
+
+
+class PollerError(Exception):
+    """Base of the errors this package raises on purpose."""
+
+    exit_code = ExitCode.PARTIAL
+
+
+class ConfigError(PollerError):
+    """Bad configuration or usage: fatal, the run stops with exit code 2 and changes nothing."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class SourceSchemaError(ConfigError):
+    """The cdr table lacks a column the poller needs (or the table does not exist)."""
+
+
+class ServiceUnavailable(PollerError):
+    """A database or target could not be reached: retried by the next run."""
+
+
+class DeliveryError(PollerError):
+    """One call could not be delivered; it is retried with back-off."""
+
+
+class LockHeld(PollerError):
+    """Another run holds the lock."""
+
+    exit_code = ExitCode.OK

@@ -1,0 +1,236 @@
+"""The poller's own state: the watermark and one row per call with its delivery stage (design §4).
+
+Each change is its own committed transaction, made right after the step it records succeeded,
+so a run killed at any point resumes at the right step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from .config import redact_url
+from .errors import ConfigError, ServiceUnavailable
+from .model import Call
+
+SCHEMA_VERSION = 1
+
+# stages in the order a call passes them; failed and skipped are where it may stop instead
+SEEN, CREATED, ATTACHED, DONE = "seen", "created", "attached", "done"
+FAILED, SKIPPED = "failed", "skipped"
+PENDING = (SEEN, CREATED, ATTACHED)
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "poller_meta", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+calls_table = sa.Table(
+    "poller_calls", metadata,
+    sa.Column("call_key", sa.String(96), primary_key=True),
+    sa.Column("first_calldate", sa.DateTime, nullable=False, index=True),
+    sa.Column("stage", sa.String(16), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("object_id", sa.String(255)),
+    sa.Column("recording", sa.String(255)),
+    sa.Column("recording_problem", sa.String(32)),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("note", sa.String(255)),
+    sa.Column("next_attempt_at", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, as the ledger stores times."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One call's row in the ledger."""
+
+    key: str
+    stage: str
+    call: Call
+    object_id: str | None
+    recording: str | None
+    recording_problem: str | None
+    attempts: int
+    last_error: str | None
+    note: str | None
+    next_attempt_at: dt.datetime | None
+
+
+class Ledger:
+    """The state database (any SQLAlchemy URL; SQLite in state.dir by default)."""
+
+    def __init__(self, url: str, create: bool = True):
+        try:
+            self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+            raise ConfigError(f"state.url: {exc}") from None
+        self.url = url
+        if create:
+            self._prepare()
+
+    def _prepare(self) -> None:
+        try:
+            metadata.create_all(self.engine, checkfirst=True)
+        except sa.exc.OperationalError as exc:
+            raise ServiceUnavailable(
+                f"state database: {exc.orig} ({redact_url(self.url)})") from None
+        version = self.get("schema_version")
+        if version is None:
+            self.put("schema_version", str(SCHEMA_VERSION))
+        elif int(version) > SCHEMA_VERSION:
+            raise ConfigError(f"the ledger has schema version {version}; this poller knows "
+                              f"{SCHEMA_VERSION}: upgrade the poller")
+
+    def exists(self) -> bool:
+        return sa.inspect(self.engine).has_table("poller_calls")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- the small key/value store: watermark, schema version, last run
+    def get(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            query = sa.select(meta_table.c.value).where(meta_table.c.name == name)
+            return conn.execute(query).scalar()
+
+    def put(self, name: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                meta_table.update().where(meta_table.c.name == name).values(value=value))
+            if updated.rowcount == 0:
+                conn.execute(meta_table.insert().values(name=name, value=value))
+
+    def watermark(self) -> dt.datetime | None:
+        """The calldate (naive local, full precision) up to which calls have been taken."""
+        value = self.get("watermark")
+        return dt.datetime.fromisoformat(value) if value else None
+
+    def set_watermark(self, mark: dt.datetime) -> None:
+        self.put("watermark", mark.isoformat())
+
+    def last_run(self) -> dict[str, Any] | None:
+        value = self.get("last_run")
+        return json.loads(value) if value else None
+
+    # -- calls
+    def known(self, keys: Iterable[str]) -> dict[str, str]:
+        """The stage of each key the ledger already holds."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                query = sa.select(calls_table.c.call_key, calls_table.c.stage).where(
+                    calls_table.c.call_key.in_(chunk))
+                found.update({row.call_key: row.stage for row in conn.execute(query)})
+        return found
+
+    def add(self, call: Call, stage: str, note: str | None = None) -> bool:
+        """Record a newly seen call; False if another writer recorded it first."""
+        values = {
+            "call_key": call.key, "first_calldate": call.first_calldate, "stage": stage,
+            "status": call.status, "payload": json.dumps(call.to_json()), "attempts": 0,
+            "note": note, "updated_at": utcnow(),
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(calls_table.insert().values(**values))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def entry(self, key: str) -> Entry | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(calls_table).where(calls_table.c.call_key == key)).first()
+        return _entry(row) if row else None
+
+    def due(self, now: dt.datetime, since: dt.datetime | None = None,
+            until: dt.datetime | None = None, limit: int | None = None) -> list[Entry]:
+        """Pending calls whose next attempt is due, oldest first."""
+        query = sa.select(calls_table).where(calls_table.c.stage.in_(PENDING)).where(
+            sa.or_(calls_table.c.next_attempt_at.is_(None), calls_table.c.next_attempt_at <= now))
+        query = _in_range(query, since, until).order_by(
+            calls_table.c.first_calldate, calls_table.c.call_key)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_entry(row) for row in conn.execute(query)]
+
+    def requeue_failed(self, keys: Sequence[str] | None = None, since: dt.datetime | None = None,
+                       until: dt.datetime | None = None) -> int:
+        """Put parked calls back in line, at the stage their object id says they reached."""
+        condition = calls_table.c.stage == FAILED
+        if keys is not None:
+            condition = condition & calls_table.c.call_key.in_(list(keys))
+        stage = sa.case((calls_table.c.object_id.is_(None), SEEN), else_=CREATED)
+        query = _in_range(calls_table.update().where(condition), since, until).values(
+            stage=stage, attempts=0, next_attempt_at=None, updated_at=utcnow())
+        with self.engine.begin() as conn:
+            return conn.execute(query).rowcount
+
+    def advance(self, key: str, stage: str, **values: Any) -> None:
+        """Record a confirmed step: the new stage plus what the step produced."""
+        values.update(stage=stage, updated_at=utcnow())
+        with self.engine.begin() as conn:
+            conn.execute(calls_table.update().where(calls_table.c.call_key == key).values(**values))
+
+    def defer(self, key: str, until: dt.datetime, note: str) -> None:
+        """Try again later without counting an attempt (e.g. a recording still being written)."""
+        self._update(key, next_attempt_at=until, note=note)
+
+    def record_failure(self, entry: Entry, error: str, next_at: dt.datetime | None) -> None:
+        """Count a failed attempt; `next_at` None parks the call as failed."""
+        values: dict[str, Any] = {"attempts": entry.attempts + 1, "last_error": error[:2000],
+                                  "next_attempt_at": next_at}
+        if next_at is None:
+            values["stage"] = FAILED
+        self._update(entry.key, **values)
+
+    def _update(self, key: str, **values: Any) -> None:
+        values["updated_at"] = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(calls_table.update().where(calls_table.c.call_key == key).values(**values))
+
+    def counts(self) -> dict[str, int]:
+        query = sa.select(calls_table.c.stage, sa.func.count()).group_by(calls_table.c.stage)
+        with self.engine.connect() as conn:
+            return {stage: count for stage, count in conn.execute(query)}
+
+    def entries(self, stages: Sequence[str], limit: int = 50) -> list[Entry]:
+        query = sa.select(calls_table).where(calls_table.c.stage.in_(list(stages))).order_by(
+            calls_table.c.first_calldate).limit(limit)
+        with self.engine.connect() as conn:
+            return [_entry(row) for row in conn.execute(query)]
+
+
+def _in_range(query: Any, since: dt.datetime | None, until: dt.datetime | None) -> Any:
+    if since is not None:
+        query = query.where(calls_table.c.first_calldate >= since)
+    if until is not None:
+        query = query.where(calls_table.c.first_calldate < until)
+    return query
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(
+        key=row.call_key, stage=row.stage, call=Call.from_json(json.loads(row.payload)),
+        object_id=row.object_id, recording=row.recording,
+        recording_problem=row.recording_problem, attempts=row.attempts,
+        last_error=row.last_error, note=row.note, next_attempt_at=row.next_attempt_at,
+    )

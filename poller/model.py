@@ -1,0 +1,113 @@
+"""The typed values that flow through a run: cdr legs in, call records out."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One cdr row, decoded: text is str, calldate is naive local time as the PBX wrote it."""
+
+    calldate: dt.datetime
+    uniqueid: str
+    linkedid: str
+    sequence: int
+    clid: str
+    src: str
+    dst: str
+    dcontext: str
+    channel: str
+    dstchannel: str
+    lastapp: str
+    duration: int
+    billsec: int
+    disposition: str
+    did: str = ""
+    cnum: str = ""
+    cnam: str = ""
+    recordingfile: str = ""
+    accountcode: str = ""
+    userfield: str = ""
+
+    @property
+    def key(self) -> str:
+        """The call this leg belongs to: linkedid, else its own uniqueid."""
+        return self.linkedid.strip() or self.uniqueid.strip()
+
+    @property
+    def end(self) -> dt.datetime:
+        return self.calldate + dt.timedelta(seconds=max(self.duration, 0))
+
+    @property
+    def identity(self) -> tuple[object, ...]:
+        """What makes two rows the same leg (two CDR back-ends writing one table)."""
+        return (self.uniqueid, self.sequence, self.channel, self.dstchannel, self.calldate,
+                self.disposition)
+
+
+@dataclass(frozen=True)
+class RecordingRef:
+    """A recording file a call names, as the template resolved it (not yet checked)."""
+
+    name: str  # the relative path under recordings.dir, or the absolute value from the row
+    calldate: dt.datetime
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call built from its legs: the record of design §8 plus what delivery needs."""
+
+    key: str
+    start: dt.datetime  # aware, in the source time zone
+    end: dt.datetime  # aware
+    number: str
+    name: str
+    did: str
+    duration: int
+    talk_time: int
+    wait_time: int
+    status: str
+    answered_by: str
+    incoming: bool
+    recordings: tuple[str, ...]  # relative names under recordings.dir, in time order
+    expects_recording: bool
+    first_calldate: dt.datetime  # naive local, for windows
+    last_calldate: dt.datetime  # naive local, for the watermark
+    unknown_dispositions: tuple[str, ...] = ()
+
+    def record(self, recording: str | None, problem: str | None) -> dict[str, Any]:
+        """The fields of design §8, exactly, as JSON-ready values."""
+        return {
+            "key": self.key,
+            "start": self.start.isoformat(),
+            "number": self.number,
+            "name": self.name,
+            "did": self.did,
+            "duration": self.duration,
+            "talk_time": self.talk_time,
+            "wait_time": self.wait_time,
+            "status": self.status,
+            "answered_by": self.answered_by,
+            "recording": recording,
+            "recording_problem": problem,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("start", "end", "first_calldate", "last_calldate"):
+            data[name] = getattr(self, name).isoformat()
+        data["recordings"] = list(self.recordings)
+        data["unknown_dispositions"] = list(self.unknown_dispositions)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Call:
+        values = dict(data)
+        for name in ("start", "end", "first_calldate", "last_calldate"):
+            values[name] = dt.datetime.fromisoformat(values[name])
+        values["recordings"] = tuple(values["recordings"])
+        values["unknown_dispositions"] = tuple(values.get("unknown_dispositions", ()))
+        return cls(**values)

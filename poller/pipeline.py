@@ -1,0 +1,352 @@
+"""One run: read new cdr rows into the ledger, then deliver the calls that are due.
+
+The two halves meet only in the ledger: the scan records every call it builds (incoming ones as
+pending, the rest as skipped) and moves the watermark; delivery works from the ledger alone, so a
+call that failed in an earlier run is retried without reading the cdr table again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from .calls import build_call
+from .config import Config
+from .delivery import Delivery
+from .errors import ExitCode, ServiceUnavailable
+from .ledger import SEEN, SKIPPED, Entry, Ledger, utcnow
+from .lock import RunLock
+from .model import Call
+from .source import CdrSource
+from .windows import Group, Walk
+
+if TYPE_CHECKING:
+    from .targets import Target
+
+log = logging.getLogger("poller")
+
+# rows dated a little in the future (clock skew between PBX and poller) are still read
+CLOCK_SKEW = dt.timedelta(minutes=10)
+KNOWN_BATCH = 200
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What one `poller run` was asked to do."""
+
+    since: dt.datetime | None = None  # naive, source time zone; a backfill when set
+    until: dt.datetime | None = None
+    dry_run: bool = False
+    limit: int | None = None
+    now: dt.datetime | None = None  # aware; tests pin the clock
+
+    @property
+    def backfill(self) -> bool:
+        return self.since is not None or self.until is not None
+
+
+@dataclass
+class RunReport:
+    """What a run did, for the summary line, `status` and the exit code."""
+
+    rows: int = 0
+    new_calls: int = 0
+    skipped: int = 0
+    delivered: Counter[str] = field(default_factory=Counter)
+    recordings: int = 0
+    failures: int = 0
+    parked: int = 0
+    waiting: int = 0
+    unavailable: list[str] = field(default_factory=list)
+    planned: list[Call] = field(default_factory=list)
+    seconds: float = 0.0
+    watermark: str | None = None
+    finished_at: str = ""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.PARTIAL if self.failures or self.unavailable else ExitCode.OK
+
+    def summary(self) -> str:
+        statuses = ", ".join(f"{name} {count}" for name, count in sorted(self.delivered.items()))
+        return (f"delivered {sum(self.delivered.values())} calls ({statuses or 'none'}), "
+                f"{self.recordings} recordings, {self.new_calls} new, {self.skipped} skipped, "
+                f"{self.waiting} waiting, {self.failures} failed ({self.parked} parked), "
+                f"{self.rows} rows read, {self.seconds:.2f}s")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows, "new_calls": self.new_calls, "skipped": self.skipped,
+            "delivered": dict(self.delivered), "recordings": self.recordings,
+            "failures": self.failures, "parked": self.parked, "waiting": self.waiting,
+            "unavailable": self.unavailable, "seconds": round(self.seconds, 3),
+            "watermark": self.watermark, "finished_at": self.finished_at,
+        }
+
+
+def run_once(config: Config, options: RunOptions | None = None,
+             target_factory: Callable[[Config], Target] | None = None) -> RunReport:
+    """One batch under the run lock. A cron run that finds the lock held raises LockHeld."""
+    options = options or RunOptions()
+    started = time.monotonic()
+    report = RunReport()
+    # a backfill waits for the lock; the minutely run gives way at once
+    with RunLock(config.state.dir, wait=options.backfill and not options.dry_run):
+        ledger = Ledger(config.state.database_url, create=not options.dry_run)
+        try:
+            Run(config, options, ledger, report, target_factory).execute()
+        finally:
+            report.seconds = time.monotonic() - started
+            report.finished_at = utcnow().isoformat(timespec="seconds") + "Z"
+            if not options.dry_run:
+                _save_last_run(ledger, report)
+            ledger.close()
+    return report
+
+
+def _save_last_run(ledger: Ledger, report: RunReport) -> None:
+    import json
+
+    try:
+        ledger.put("last_run", json.dumps(report.to_json()))
+    except Exception as exc:  # never mask the run's own outcome
+        log.warning("could not record the last run: %s", exc)
+
+
+class Run:
+    """The collaborators of one run, and its two phases."""
+
+    def __init__(self, config: Config, options: RunOptions, ledger: Ledger, report: RunReport,
+                 target_factory: Callable[[Config], Target] | None):
+        self.config = config
+        self.options = options
+        self.ledger = ledger
+        self.report = report
+        self.zone = ZoneInfo(config.source.timezone)
+        now = options.now or dt.datetime.now(dt.UTC)
+        self.now = now.astimezone(dt.UTC)
+        self.now_local = now.astimezone(self.zone).replace(tzinfo=None)
+        self.target_factory = target_factory
+        self._target: Target | None = None
+
+    def execute(self) -> None:
+        dry = self.options.dry_run
+        if dry and not self.ledger.exists():
+            self.ledger = _EmptyLedger()  # type: ignore[assignment]
+        try:
+            self.scan()
+        except ServiceUnavailable as exc:
+            log.error("%s", exc)
+            self.report.unavailable.append(str(exc))
+        if dry:
+            self.plan_pending()
+            return
+        try:
+            self.deliver()
+        finally:
+            if self._target is not None:
+                self._target.close()
+
+    # -- phase 1: cdr rows into the ledger
+    def scan(self) -> None:
+        source = CdrSource(self.config.source, needed=_template_columns(self.config))
+        try:
+            start, stop, horizon = self.read_range()
+            lookback = dt.timedelta(seconds=self.config.source.lookback)
+            walk = Walk(source.read_window, source.next_calldate, start, stop, horizon, lookback,
+                        self.config.source.batch_size)
+            log.debug("reading cdr rows from %s to %s (calls starting before %s)",
+                      start, horizon, stop)
+            Scan(self, source, walk).execute()
+            self.report.rows = walk.stats.rows
+        finally:
+            source.close()
+
+    def read_range(self) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
+        """[start, stop) for first legs, and how far to read ahead (naive local times)."""
+        lookback = dt.timedelta(seconds=self.config.source.lookback)
+        latest = self.now_local + CLOCK_SKEW
+        if self.options.backfill:
+            start = self.options.since or self.origin()
+            stop = min(self.options.until or latest, latest)
+            return start, stop, min(stop + lookback, latest)
+        origin = self.origin()
+        mark = self.ledger.watermark()
+        start = max(mark - lookback, origin) if mark else origin
+        return start, latest, latest
+
+    def origin(self) -> dt.datetime:
+        """Where a fresh ledger starts: source.start, else the lookback before the first run."""
+        stored = self.ledger.get("origin")
+        if stored:
+            return dt.datetime.fromisoformat(stored)
+        from .clock import parse_local
+
+        if self.config.source.start:
+            origin = parse_local(self.config.source.start)
+        else:
+            origin = self.now_local - dt.timedelta(seconds=self.config.source.lookback)
+        origin = origin.replace(microsecond=0)
+        if not self.options.dry_run:
+            self.ledger.put("origin", origin.isoformat())
+        return origin
+
+    # -- phase 2: pending calls to the target
+    def deliver(self) -> None:
+        limit = self.options.limit
+        delivered = 0
+        for entry in self._due():
+            if limit is not None and delivered >= limit:
+                break
+            if Delivery(self, entry).execute():
+                delivered += 1
+
+    def _due(self) -> Iterator[Entry]:
+        since, until = self.options.since, self.options.until
+        if self.options.backfill:
+            requeued = self.ledger.requeue_failed(since=since, until=until)
+            if requeued:
+                log.info("backfill: %d parked calls in the range put back in line", requeued)
+        seen: set[str] = set()
+        while True:
+            batch = [e for e in self.ledger.due(self.now.replace(tzinfo=None), since, until,
+                                                limit=100) if e.key not in seen]
+            if not batch:
+                return
+            for entry in batch:
+                seen.add(entry.key)
+                yield entry
+
+    def plan_pending(self) -> None:
+        if isinstance(self.ledger, _EmptyLedger):
+            return
+        for entry in self.ledger.due(self.now.replace(tzinfo=None), self.options.since,
+                                     self.options.until):
+            if entry.key not in {c.key for c in self.report.planned}:
+                self.report.planned.append(entry.call)
+
+    def target(self) -> Target:
+        if self._target is None:
+            if self.target_factory is not None:
+                self._target = self.target_factory(self.config)
+            else:
+                from .targets import open_target
+
+                self._target = open_target(self.config)
+        return self._target
+
+
+def _template_columns(config: Config) -> set[str]:
+    from .recordings import template_fields
+
+    return template_fields(config.recordings.name)
+
+
+class Scan:
+    """Groups from the walk → calls → ledger rows, and the watermark they justify."""
+
+    def __init__(self, run: Run, source: CdrSource, walk: Walk):
+        self.run = run
+        self.source = source
+        self.walk = walk
+        self.config = run.config.source
+        self.lookback = dt.timedelta(seconds=self.config.lookback)
+        self.settled_before = run.now - dt.timedelta(seconds=self.config.settle)
+        self.highest: dt.datetime | None = None  # last calldate of calls taken
+        self.unsettled: dt.datetime | None = None  # first calldate of the earliest call held back
+
+    def execute(self) -> None:
+        batch: list[Call] = []
+        for group in self.walk.groups():
+            call = self.build(group)
+            if call is None:
+                continue
+            if call.end > self.settled_before:
+                # it ended moments ago: late legs (CDR batch mode) may still be on their way
+                first = call.first_calldate
+                self.unsettled = first if self.unsettled is None else min(self.unsettled, first)
+                continue
+            batch.append(call)
+            if len(batch) >= KNOWN_BATCH:
+                self.record(batch)
+                batch = []
+        self.record(batch)
+        self.move_watermark()
+
+    def build(self, group: Group) -> Call | None:
+        try:
+            return build_call(group.legs, self.config.incoming, self.run.zone,
+                              self.run.config.recordings.name)
+        except Exception:  # a bug must not stop the batch; the call stays unrecorded
+            log.exception("call %s: could not be built from its %d legs", group.key,
+                          len(group.legs))
+            self.run.report.failures += 1
+            return None
+
+    def record(self, calls: list[Call]) -> None:
+        if not calls:
+            return
+        known = self.run.ledger.known(c.key for c in calls)
+        fresh = [c for c in calls if c.key not in known]
+        earlier = self.began_earlier(fresh)
+        for call in calls:
+            if call.key in earlier:
+                log.debug("call %s began before the read range: not taken", call.key)
+                continue
+            self.highest = max(self.highest or call.last_calldate, call.last_calldate)
+            if call.key in known:
+                continue
+            self.take(call)
+
+    def began_earlier(self, calls: list[Call]) -> set[str]:
+        """Keys whose first leg lies before the walk's start (we saw only their later legs)."""
+        start = self.walk.start
+        suspects = [c.key for c in calls if c.first_calldate < start + self.lookback]
+        return self.source.keys_before(suspects, start - self.lookback, start)
+
+    def take(self, call: Call) -> None:
+        report = self.run.report
+        for disposition in call.unknown_dispositions:
+            log.warning("call %s: unknown disposition %r counted as unanswered", call.key,
+                        disposition)
+        if self.run.options.dry_run:
+            if call.incoming:
+                report.planned.append(call)
+            return
+        if call.incoming:
+            if self.run.ledger.add(call, SEEN):
+                report.new_calls += 1
+        elif self.run.ledger.add(call, SKIPPED, note="not incoming"):
+            report.skipped += 1
+
+    def move_watermark(self) -> None:
+        run = self.run
+        if run.options.backfill or run.options.dry_run or self.highest is None:
+            return  # a backfill never moves it; nothing new leaves it alone
+        mark = self.highest
+        if self.unsettled is not None:
+            mark = min(mark, self.unsettled)
+        old = run.ledger.watermark()
+        if old is None or mark > old:
+            run.ledger.set_watermark(mark)
+            old = mark
+        run.report.watermark = old.isoformat()
+
+
+class _EmptyLedger:
+    """Stands in for a ledger that does not exist yet, in a dry run (which writes nothing)."""
+
+    def watermark(self) -> None:
+        return None
+
+    def get(self, name: str) -> None:
+        return None
+
+    def known(self, keys: Any) -> dict[str, str]:
+        return {}

@@ -1,0 +1,151 @@
+"""Recording files: naming calls' files from the template, path safety, and readiness."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RecordingsConfig
+from .model import Call, Leg
+
+log = logging.getLogger(__name__)
+
+WAV_HEADER_BYTES = 44
+
+
+def template_fields(template: str) -> set[str]:
+    """The cdr columns a `recordings.name` template uses; ValueError if it is malformed."""
+    fields = set()
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise ValueError(f"bad field {{{name}}} in {template!r}")
+        fields.add(name)
+    if not fields:
+        raise ValueError(f"{template!r} names no cdr column")
+    return fields
+
+
+def render_name(template: str, leg: Leg) -> str | None:
+    """The file a leg names under the template, or None when a column it needs is empty."""
+    values: dict[str, object] = {}
+    for name in template_fields(template):
+        value = getattr(leg, name, "")
+        if isinstance(value, str) and not value.strip():
+            return None
+        values[name] = value.strip() if isinstance(value, str) else value
+    recordingfile = str(values.get("recordingfile", ""))
+    if os.path.isabs(recordingfile):
+        # older FreePBX stores an absolute path; it is used as it is (and checked later)
+        return recordingfile
+    return template.format(**values)
+
+
+class RefusedPath(Exception):
+    """A recording name that resolves outside the recordings directory."""
+
+
+def resolve_inside(base: Path, name: str) -> Path:
+    """The real path of `name` under `base`; RefusedPath if it escapes (`..`, symlinks)."""
+    root = base.resolve()
+    candidate = Path(name) if os.path.isabs(name) else root / name
+    real = candidate.resolve()
+    if real != root and root not in real.parents:
+        raise RefusedPath(f"{name!r} resolves outside {root}")
+    return real
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What a look at a recording file found."""
+
+    path: Path
+    exists: bool
+    size: int = 0
+    mtime: float = 0.0
+    header_final: bool = False
+
+
+def inspect(path: Path) -> FileState:
+    """Size, time and whether a RIFF/WAVE header has its final sizes written."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return FileState(path, exists=False)
+    return FileState(path, True, stat.st_size, stat.st_mtime, _header_final(path, stat.st_size))
+
+
+def _header_final(path: Path, size: int) -> bool:
+    # MixMonitor writes zeros in the RIFF and data sizes until the file is closed
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return False
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return True  # not a RIFF file: nothing to wait for in its header
+    riff_size = int.from_bytes(head[4:8], "little")
+    return riff_size != 0 and riff_size + 8 <= size
+
+
+def is_settled(state: FileState, now: dt.datetime, quiet: float = 2.0) -> bool:
+    """A file is complete when its header is final and it has not changed for `quiet` seconds."""
+    return state.exists and state.header_final and now.timestamp() - state.mtime >= quiet
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The files to encode for a call (in time order), or why there are none."""
+
+    files: tuple[Path, ...] = ()
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Wait:
+    """An expected file is missing or still being written: look again at `until`."""
+
+    until: dt.datetime
+    note: str
+
+
+RECHECK = dt.timedelta(seconds=30)
+_PROBLEM_ORDER = ("refused_path", "unreadable", "missing", "empty")
+
+
+def plan_recording(call: Call, config: RecordingsConfig, now: dt.datetime) -> Plan | Wait:
+    """Decide what to attach: ready files, a reason for none, or to wait (design §3)."""
+    if not call.recordings:
+        return Plan()
+    give_up = call.end + dt.timedelta(seconds=config.wait)
+    base = Path(config.dir)
+    files: list[Path] = []
+    problems: list[str] = []
+    for name in call.recordings:
+        try:
+            path = resolve_inside(base, name)
+        except RefusedPath as exc:
+            log.warning("call %s: recording refused: %s", call.key, exc)
+            problems.append("refused_path")
+            continue
+        state = inspect(path)
+        if not is_settled(state, now) and now < give_up:
+            note = "waiting for recording " + (
+                f"{name} (still being written)" if state.exists else f"{name} (not there yet)")
+            return Wait(min(now + RECHECK, give_up), note)
+        if not state.exists:
+            log.warning("call %s: recording %s missing after %s", call.key, path,
+                        f"{config.wait:.0f}s")
+            problems.append("missing")
+        elif state.size <= WAV_HEADER_BYTES or state.size < config.min_bytes:
+            problems.append("empty")
+        else:
+            files.append(path)
+    if files:
+        return Plan(tuple(files))
+    return Plan((), min(problems, key=_PROBLEM_ORDER.index) if problems else None)

@@ -1,0 +1,221 @@
+"""Reads of the cdr table with SQLAlchemy Core: bounded calldate windows, raw text decoded.
+
+Every read is a range on the calldate index (present in the stock FreePBX and Asterisk
+schemas), so the cost of one window does not grow with the size of the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from .config import SourceConfig, redact_url
+from .errors import ConfigError, ServiceUnavailable, SourceSchemaError
+from .model import Leg
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("calldate", "clid", "src", "dst", "dcontext", "channel", "dstchannel", "lastapp",
+            "duration", "billsec", "disposition", "uniqueid")
+OPTIONAL = ("linkedid", "sequence", "did", "cnum", "cnam", "recordingfile", "accountcode",
+            "userfield")
+INTEGER_COLUMNS = ("duration", "billsec", "sequence")
+
+
+def decode_text(raw: Any, legacy_encoding: str) -> str:
+    """UTF-8 where the bytes are UTF-8, else the site's legacy code page; never raises."""
+    if raw is None:
+        return ""
+    if isinstance(raw, str):
+        return raw
+    data = bytes(raw)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode(legacy_encoding, errors="replace")
+
+
+def _to_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _to_datetime(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=None, microsecond=0)
+    if isinstance(value, (str, bytes)):  # SQLite text, or MySQL's zero date
+        text = value.decode() if isinstance(value, bytes) else value
+        try:
+            return dt.datetime.fromisoformat(text.strip()).replace(tzinfo=None, microsecond=0)
+        except ValueError:
+            return None
+    return None
+
+
+class CdrSource:
+    """The cdr table of one PBX, read-only."""
+
+    def __init__(self, config: SourceConfig, needed: Iterable[str] = ()):
+        self.config = config
+        self.engine = _make_engine(config.url)
+        self.table = self._reflect(set(needed))
+        self._columns = [c for c in REQUIRED + OPTIONAL if c in self.table.c]
+        self._sqlite = self.engine.dialect.name == "sqlite"
+
+    def _reflect(self, needed: set[str]) -> sa.Table:
+        try:
+            table = sa.Table(self.config.table, sa.MetaData(), autoload_with=self.engine)
+        except sa.exc.NoSuchTableError:
+            raise SourceSchemaError(
+                f"source: table {self.config.table!r} not found in "
+                f"{redact_url(self.config.url)}") from None
+        except sa.exc.OperationalError as exc:
+            raise _classify(exc, self.config.url) from None
+        present = set(table.c.keys())
+        for column in sorted(set(REQUIRED) | needed):
+            if column not in present:
+                raise SourceSchemaError(
+                    f"source: the {self.config.table!r} table has no column {column!r} "
+                    f"(columns: {', '.join(sorted(present))})")
+        return table
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _select(self) -> sa.Select[Any]:
+        cols: list[Any] = []
+        for name in self._columns:
+            column = self.table.c[name]
+            if name in INTEGER_COLUMNS or name == "calldate":
+                cols.append(column)
+            else:
+                # read the bytes as stored: a utf8mb4 connection would turn latin1 columns
+                # holding cp1251 bytes into valid but garbled UTF-8
+                cols.append(sa.cast(column, sa.LargeBinary).label(name))
+        return sa.select(*cols)
+
+    def _bound(self, value: dt.datetime) -> Any:
+        if self._sqlite:
+            # SQLite compares text: a bound without fraction orders correctly against both
+            # "YYYY-MM-DD HH:MM:SS" and SQLAlchemy's "….ffffff" spellings
+            return sa.literal(value.strftime("%Y-%m-%d %H:%M:%S"), sa.String)
+        return value
+
+    def window_query(self, lo: dt.datetime, hi: dt.datetime | None) -> sa.Select[Any]:
+        """The rows with lo <= calldate < hi, in a total order (ties on calldate kept)."""
+        calldate = self.table.c.calldate
+        query = self._select().where(calldate >= self._bound(lo))
+        if hi is not None:
+            query = query.where(calldate < self._bound(hi))
+        order: list[Any] = [calldate, self.table.c.uniqueid]
+        if "sequence" in self.table.c:
+            order.append(self.table.c.sequence)
+        return query.order_by(*order)
+
+    def read_window(self, lo: dt.datetime, hi: dt.datetime | None) -> list[Leg]:
+        """All legs of one window; the caller keeps windows small enough to hold."""
+        return list(self._legs(self.window_query(lo, hi)))
+
+    def next_calldate(self, after: dt.datetime) -> dt.datetime | None:
+        """The first calldate at or after `after` (an index probe), to jump over empty stretches."""
+        query = sa.select(sa.func.min(self.table.c.calldate)).where(
+            self.table.c.calldate >= self._bound(after))
+        with self._connect() as conn:
+            return _to_datetime(conn.execute(query).scalar())
+
+    def newest_calldate(self) -> dt.datetime | None:
+        with self._connect() as conn:
+            newest = conn.execute(sa.select(sa.func.max(self.table.c.calldate))).scalar()
+        return _to_datetime(newest)
+
+    def keys_before(self, keys: Sequence[str], lo: dt.datetime, hi: dt.datetime) -> set[str]:
+        """Which call keys have a leg with lo <= calldate < hi (calls that began earlier)."""
+        if not keys:
+            return set()
+        found: set[str] = set()
+        for leg in self._legs(self.window_query(lo, hi)):
+            if leg.key in keys:
+                found.add(leg.key)
+        return found
+
+    def _legs(self, query: sa.Select[Any]) -> Iterator[Leg]:
+        try:
+            with self._connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=500).execute(query)
+                for row in result:
+                    leg = self._leg(row._mapping)
+                    if leg is not None:
+                        yield leg
+        except sa.exc.OperationalError as exc:
+            raise _classify(exc, self.config.url) from None
+
+    def _leg(self, row: Any) -> Leg | None:
+        calldate = _to_datetime(row["calldate"])
+        if calldate is None:
+            log.warning("cdr row with unusable calldate %r skipped", row["calldate"])
+            return None
+        encoding = self.config.legacy_encoding
+        values: dict[str, Any] = {"calldate": calldate}
+        for name in self._columns:
+            if name == "calldate":
+                continue
+            if name in INTEGER_COLUMNS:
+                values[name] = _to_int(row[name])
+            else:
+                values[name] = decode_text(row[name], encoding)
+        values.setdefault("linkedid", "")
+        values.setdefault("sequence", 0)
+        values.pop("lastdata", None)
+        return Leg(**values)
+
+    def _connect(self) -> Connection:
+        try:
+            return self.engine.connect()
+        except sa.exc.OperationalError as exc:
+            raise _classify(exc, self.config.url) from None
+
+    def explain(self, lo: dt.datetime, hi: dt.datetime) -> list[dict[str, Any]]:
+        """The server's plan for one window read (MySQL/MariaDB), for tests and `check`."""
+        compiled = self.window_query(lo, hi).compile(self.engine)
+        with self._connect() as conn:
+            rows = conn.exec_driver_sql("EXPLAIN " + str(compiled), _positional(compiled))
+            return [dict(r._mapping) for r in rows]
+
+
+def _positional(compiled: Any) -> tuple[Any, ...] | dict[str, Any]:
+    params = compiled.params
+    if compiled.positiontup:
+        return tuple(params[name] for name in compiled.positiontup)
+    return dict(params)
+
+
+def _make_engine(url: str) -> Engine:
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"source.url: not a database URL: {redact_url(url)}") from None
+    kwargs: dict[str, Any] = {"poolclass": sa.pool.NullPool}
+    if parsed.get_backend_name() == "mysql":
+        kwargs["connect_args"] = {"charset": "utf8mb4", "connect_timeout": 10,
+                                  "read_timeout": 300}
+    try:
+        return sa.create_engine(parsed, **kwargs)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"source.url: {exc}") from None
+
+
+def _classify(exc: sa.exc.OperationalError, url: str) -> Exception:
+    code = getattr(exc.orig, "args", [None])[0]
+    text = str(getattr(exc.orig, "args", [exc])[-1])
+    if code in (1044, 1045, 1049):  # access denied, bad password, unknown database
+        return ConfigError(f"source: {text} ({redact_url(url)})")
+    return ServiceUnavailable(f"source database unreachable: {text} ({redact_url(url)})")

@@ -1,0 +1,112 @@
+"""What `poller status` shows: watermark and lag, waiting and failed calls, the last run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .clock import local_now
+from .config import Config
+from .errors import PollerError
+from .ledger import FAILED, PENDING, Entry, Ledger
+
+
+@dataclass
+class Status:
+    watermark: dt.datetime | None
+    newest_row: dt.datetime | None
+    source_error: str | None
+    counts: dict[str, int]
+    pending: list[Entry] = field(default_factory=list)
+    failed: list[Entry] = field(default_factory=list)
+    last_run: dict[str, Any] | None = None
+    now_local: dt.datetime | None = None
+
+    @property
+    def lag(self) -> dt.timedelta | None:
+        """How far the watermark is behind the newest cdr row."""
+        if self.watermark is None or self.newest_row is None:
+            return None
+        return max(self.newest_row - self.watermark, dt.timedelta(0))
+
+
+def collect(config: Config) -> Status:
+    ledger = Ledger(config.state.database_url, create=False)
+    try:
+        if not ledger.exists():
+            counts: dict[str, int] = {}
+            watermark, pending, failed, last = None, [], [], None
+        else:
+            counts = ledger.counts()
+            watermark = ledger.watermark()
+            pending = ledger.entries(PENDING)
+            failed = ledger.entries([FAILED])
+            last = ledger.last_run()
+    finally:
+        ledger.close()
+    newest, error = None, None
+    try:
+        from .source import CdrSource
+
+        source = CdrSource(config.source)
+        try:
+            newest = source.newest_calldate()
+        finally:
+            source.close()
+    except PollerError as exc:
+        error = str(exc)
+    return Status(watermark, newest, error, counts, pending, failed, last,
+                  local_now(ZoneInfo(config.source.timezone)))
+
+
+def render(status: Status) -> str:
+    lines = []
+    mark = status.watermark.isoformat(sep=" ") if status.watermark else "none yet"
+    lines.append(f"watermark:   {mark}")
+    if status.source_error:
+        lines.append(f"cdr table:   unreachable: {status.source_error}")
+    elif status.newest_row is not None:
+        lag = status.lag
+        lines.append(f"newest row:  {status.newest_row.isoformat(sep=' ')}"
+                     + (f" (watermark {_duration(lag)} behind)" if lag is not None else ""))
+    else:
+        lines.append("newest row:  the cdr table is empty")
+    counts = ", ".join(f"{stage} {n}" for stage, n in sorted(status.counts.items())) or "none"
+    lines.append(f"calls:       {counts}")
+    if status.pending:
+        lines.append("waiting:")
+        for entry in status.pending:
+            lines.append(f"  {entry.key:<24} {entry.stage:<8} {_why_waiting(entry)}")
+    if status.failed:
+        lines.append("failed (requeue with `poller run --since DATE` over their range):")
+        for entry in status.failed:
+            lines.append(f"  {entry.key:<24} {entry.attempts} attempts: {entry.last_error}")
+    if status.last_run:
+        run = status.last_run
+        delivered = sum(run.get("delivered", {}).values())
+        lines.append(f"last run:    {run.get('finished_at', '?')}: {delivered} delivered, "
+                     f"{run.get('failures', 0)} failed, {run.get('rows', 0)} rows read, "
+                     f"{run.get('seconds', 0)}s")
+    else:
+        lines.append("last run:    never")
+    return "\n".join(lines)
+
+
+def _why_waiting(entry: Entry) -> str:
+    if entry.last_error:
+        when = entry.next_attempt_at.isoformat(sep=" ", timespec="seconds") if \
+            entry.next_attempt_at else "next run"
+        return f"retry at {when} UTC after: {entry.last_error}"
+    if entry.note:
+        return entry.note
+    return "due at the next run"
+
+
+def _duration(delta: dt.timedelta | None) -> str:
+    if delta is None:
+        return "?"
+    seconds = int(delta.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

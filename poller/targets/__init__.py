@@ -1,0 +1,41 @@
+"""Where calls go: one module per target behind one small interface."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..config import Config
+from ..errors import ConfigError
+from ..model import Call
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_name(key: str) -> str:
+    """A call key fit for a file name (keys come from the cdr table: never trust them)."""
+    name = _UNSAFE.sub("_", key).lstrip(".")
+    return name or "_"
+
+
+class Target(Protocol):
+    """Creates one object per call, then attaches the call's MP3 to it."""
+
+    def create(self, call: Call, record: dict[str, Any]) -> str:
+        """Create the call's object from its record (design §8); returns the object's id."""
+
+    def attach(self, object_id: str, call: Call, mp3: Path) -> None:
+        """Attach the recording to the object `create` made."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def open_target(config: Config) -> Target:
+    """The configured target; imports only the module that kind needs."""
+    if config.target.kind == "archive":
+        from .archive import ArchiveTarget
+
+        return ArchiveTarget(config.target.archive, config.source.timezone)
+    raise ConfigError(f"target.kind = {config.target.kind!r} is not available in this version")

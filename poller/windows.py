@@ -1,0 +1,96 @@
+"""Walking the cdr table in bounded calldate windows and handing out complete leg groups.
+
+A call belongs to the window of its first leg, but its later legs (queue rounds, the Hangup row,
+transfers) carry later calldates: a group is handed out only once the walk is `lookback` past
+its first leg, or the walk reached the end. Memory holds the legs of one lookback span, whatever
+the length of the range.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from .model import Leg
+
+MIN_WIDTH = dt.timedelta(seconds=1)
+MAX_WIDTH = dt.timedelta(days=1)
+
+
+@dataclass
+class Group:
+    """The legs of one call seen so far."""
+
+    key: str
+    legs: list[Leg] = field(default_factory=list)
+
+    @property
+    def first(self) -> dt.datetime:
+        return self.legs[0].calldate
+
+
+@dataclass
+class WalkStats:
+    rows: int = 0
+    windows: int = 0
+
+
+@dataclass
+class Walk:
+    """One pass over [start, stop) with read-ahead to `horizon` (all naive local times)."""
+
+    read_window: Callable[[dt.datetime, dt.datetime], list[Leg]]
+    next_calldate: Callable[[dt.datetime], dt.datetime | None]
+    start: dt.datetime
+    stop: dt.datetime  # calls whose first leg is at or after this belong to a later range
+    horizon: dt.datetime  # the walk reads legs up to here (stop + lookback, capped at now)
+    lookback: dt.timedelta
+    batch_size: int = 1000
+    stats: WalkStats = field(default_factory=WalkStats)
+
+    def groups(self) -> Iterator[Group]:
+        """Complete groups in the order of their first leg; legs outside the range dropped."""
+        open_groups: dict[str, Group] = {}
+        width = min(self.lookback, dt.timedelta(hours=1))
+        pos = self.start
+        while pos < self.horizon:
+            if pos >= self.stop and not open_groups:
+                break  # only calls of a later range lie ahead
+            hi = min(pos + width, self.horizon)
+            legs = self.read_window(pos, hi)
+            self.stats.windows += 1
+            self.stats.rows += len(legs)
+            for leg in legs:
+                group = open_groups.get(leg.key)
+                if group is None:
+                    if leg.calldate >= self.stop:
+                        continue  # a call of the next range; its own run builds it
+                    group = open_groups[leg.key] = Group(leg.key)
+                group.legs.append(leg)
+            pos = hi
+            yield from self._flush(open_groups, pos - self.lookback)
+            width = self._next_width(width, len(legs))
+            if not legs and not open_groups:
+                pos = self._skip_empty(pos)
+        yield from self._flush(open_groups, None)
+
+    def _flush(self, open_groups: dict[str, Group], before: dt.datetime | None) -> Iterator[Group]:
+        ready = [g for g in open_groups.values() if before is None or g.first < before]
+        for group in sorted(ready, key=lambda g: (g.first, g.key)):
+            del open_groups[group.key]
+            yield group
+
+    def _next_width(self, width: dt.timedelta, rows: int) -> dt.timedelta:
+        # keep one window near batch_size rows: its cost stays flat however large the table
+        if rows > self.batch_size:
+            return max(width / 2, MIN_WIDTH)
+        if rows < self.batch_size // 4:
+            return min(width * 2, MAX_WIDTH)
+        return width
+
+    def _skip_empty(self, pos: dt.datetime) -> dt.datetime:
+        upcoming = self.next_calldate(pos)
+        if upcoming is None or upcoming >= self.horizon:
+            return self.horizon
+        return max(pos, upcoming.replace(microsecond=0))
