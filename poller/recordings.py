@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import os
 import string
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +94,12 @@ def _header_final(path: Path, size: int) -> bool:
     return riff_size != 0 and riff_size + 8 <= size
 
 
-def is_settled(state: FileState, now: dt.datetime, quiet: float = 2.0) -> bool:
-    """A file is complete when its header is final and it has not changed for `quiet` seconds."""
-    return state.exists and state.header_final and now.timestamp() - state.mtime >= quiet
+def is_settled(state: FileState, quiet: float = 2.0) -> bool:
+    """A file is complete when its header is final and it has not changed for `quiet` seconds.
+
+    File times are compared with the real clock, not a run's (possibly pinned) time.
+    """
+    return state.exists and state.header_final and time.time() - state.mtime >= quiet
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ def plan_recording(call: Call, config: RecordingsConfig, now: dt.datetime) -> Pl
             problems.append("refused_path")
             continue
         state = inspect(path)
-        if not is_settled(state, now) and now < give_up:
+        if not is_settled(state) and now < give_up:
             note = "waiting for recording " + (
                 f"{name} (still being written)" if state.exists else f"{name} (not there yet)")
             return Wait(min(now + RECHECK, give_up), note)
