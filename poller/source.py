@@ -67,28 +67,41 @@ class CdrSource:
     def __init__(self, config: SourceConfig, needed: Iterable[str] = ()):
         self.config = config
         self.engine = _make_engine(config.url)
+        # one connection for the whole run: connecting (a TLS context, a handshake) costs more
+        # than an idle run's queries
+        self._conn: Connection | None = None
         self.table = self._reflect(set(needed))
-        self._columns = [c for c in REQUIRED + OPTIONAL if c in self.table.c]
+        self._columns = list(self.table.c.keys())
         self._sqlite = self.engine.dialect.name == "sqlite"
 
-    def _reflect(self, needed: set[str]) -> sa.Table:
+    def _reflect(self, needed: set[str]) -> sa.TableClause:
+        # the column names are all we need: `SELECT * … LIMIT 0` costs one round trip, where
+        # SQLAlchemy's MySQL reflection parses SHOW CREATE TABLE with dozens of regexes
+        name = self.config.table
+        probe = sa.select(sa.text("*")).select_from(sa.table(name)).limit(0)
         try:
-            table = sa.Table(self.config.table, sa.MetaData(), autoload_with=self.engine)
-        except sa.exc.NoSuchTableError:
-            raise SourceSchemaError(
-                f"source: table {self.config.table!r} not found in "
-                f"{redact_url(self.config.url)}") from None
+            present = {key.lower() for key in self._connection().execute(probe).keys()}
+        except sa.exc.ProgrammingError as exc:
+            if "doesn't exist" in str(exc.orig) or "no such table" in str(exc.orig):
+                raise SourceSchemaError(
+                    f"source: table {name!r} not found in {redact_url(self.config.url)}") from None
+            raise
         except sa.exc.OperationalError as exc:
+            if "no such table" in str(exc.orig):
+                raise SourceSchemaError(
+                    f"source: table {name!r} not found in {redact_url(self.config.url)}") from None
             raise _classify(exc, self.config.url) from None
-        present = set(table.c.keys())
         for column in sorted(set(REQUIRED) | needed):
             if column not in present:
                 raise SourceSchemaError(
-                    f"source: the {self.config.table!r} table has no column {column!r} "
+                    f"source: the {name!r} table has no column {column!r} "
                     f"(columns: {', '.join(sorted(present))})")
-        return table
+        return sa.table(name, *(sa.column(c) for c in REQUIRED + OPTIONAL if c in present))
 
     def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         self.engine.dispose()
 
     def _select(self) -> sa.Select[Any]:
@@ -129,13 +142,10 @@ class CdrSource:
         """The first calldate at or after `after` (an index probe), to jump over empty stretches."""
         query = sa.select(sa.func.min(self.table.c.calldate)).where(
             self.table.c.calldate >= self._bound(after))
-        with self._connect() as conn:
-            return _to_datetime(conn.execute(query).scalar())
+        return _to_datetime(self._scalar(query))
 
     def newest_calldate(self) -> dt.datetime | None:
-        with self._connect() as conn:
-            newest = conn.execute(sa.select(sa.func.max(self.table.c.calldate))).scalar()
-        return _to_datetime(newest)
+        return _to_datetime(self._scalar(sa.select(sa.func.max(self.table.c.calldate))))
 
     def keys_before(self, keys: Sequence[str], lo: dt.datetime, hi: dt.datetime) -> set[str]:
         """Which call keys have a leg with lo <= calldate < hi (calls that began earlier)."""
@@ -149,12 +159,17 @@ class CdrSource:
 
     def _legs(self, query: sa.Select[Any]) -> Iterator[Leg]:
         try:
-            with self._connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=500).execute(query)
-                for row in result:
-                    leg = self._leg(row._mapping)
-                    if leg is not None:
-                        yield leg
+            rows = self._connection().execute(query).fetchall()
+        except sa.exc.OperationalError as exc:
+            raise _classify(exc, self.config.url) from None
+        for row in rows:
+            leg = self._leg(row._mapping)
+            if leg is not None:
+                yield leg
+
+    def _scalar(self, query: sa.Select[Any]) -> Any:
+        try:
+            return self._connection().execute(query).scalar()
         except sa.exc.OperationalError as exc:
             raise _classify(exc, self.config.url) from None
 
@@ -177,18 +192,20 @@ class CdrSource:
         values.pop("lastdata", None)
         return Leg(**values)
 
-    def _connect(self) -> Connection:
-        try:
-            return self.engine.connect()
-        except sa.exc.OperationalError as exc:
-            raise _classify(exc, self.config.url) from None
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            try:
+                self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            except sa.exc.OperationalError as exc:
+                raise _classify(exc, self.config.url) from None
+        return self._conn
 
     def explain(self, lo: dt.datetime, hi: dt.datetime) -> list[dict[str, Any]]:
         """The server's plan for one window read (MySQL/MariaDB), for tests and `check`."""
         compiled = self.window_query(lo, hi).compile(self.engine)
-        with self._connect() as conn:
-            rows = conn.exec_driver_sql("EXPLAIN " + str(compiled), _positional(compiled))
-            return [dict(r._mapping) for r in rows]
+        rows = self._connection().exec_driver_sql("EXPLAIN " + str(compiled),
+                                                  _positional(compiled))
+        return [dict(r._mapping) for r in rows]
 
 
 def _positional(compiled: Any) -> tuple[Any, ...] | dict[str, Any]:
@@ -207,10 +224,18 @@ def _make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "mysql":
         kwargs["connect_args"] = {"charset": "utf8mb4", "connect_timeout": 10,
                                   "read_timeout": 300}
+        if _loopback(parsed) and not any(k.startswith("ssl") for k in parsed.query):
+            # PyMySQL tries TLS whenever the server offers it; on loopback that buys nothing
+            # and building its context costs more than an idle run's queries
+            kwargs["connect_args"]["ssl_disabled"] = True
     try:
         return sa.create_engine(parsed, **kwargs)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"source.url: {exc}") from None
+
+
+def _loopback(url: sa.engine.URL) -> bool:
+    return url.host in (None, "", "localhost", "127.0.0.1", "::1") or "unix_socket" in url.query
 
 
 def _classify(exc: sa.exc.OperationalError, url: str) -> Exception:
