@@ -47,6 +47,10 @@ def guarded(work: Callable[[], ExitCode]) -> NoReturn:
     except KeyboardInterrupt:
         log.error("interrupted")
         code = ExitCode.PARTIAL
+    except Exception as exc:  # a bug or an unforeseen failure: say what, keep the trace for -v
+        log.error("unexpected error: %s: %s", type(exc).__name__, exc)
+        log.debug("traceback", exc_info=True)
+        code = ExitCode.PARTIAL
     _exit(code)
 
 

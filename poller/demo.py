@@ -104,21 +104,18 @@ def speech_like(seconds: float, rate: int = 8000, seed: int = 0) -> bytes:
     rng = random.Random(seed)
     samples = array.array("h")
     pitch = 110.0 + 40 * rng.random()
-    t = 0
     total = int(seconds * rate)
-    while t < total:
-        syllable = int(rate * (0.12 + 0.2 * rng.random()))
-        silent = rng.random() < 0.25
-        f0 = pitch * (0.9 + 0.2 * rng.random())
-        for i in range(min(syllable, total - t)):
-            if silent:
-                samples.append(int(rng.gauss(0, 30)))
-                continue
-            envelope = math.sin(math.pi * i / syllable)
-            x = (t + i) / rate
-            value = sum(math.sin(2 * math.pi * f0 * k * x) / k for k in (1, 2, 3, 5))
-            samples.append(int(6000 * envelope * value))
-        t += syllable
+    while len(samples) < total:
+        length = min(int(rate * (0.12 + 0.2 * rng.random())), total - len(samples))
+        if rng.random() < 0.25:
+            samples.extend(int(rng.gauss(0, 30)) for _ in range(length))
+            continue
+        # one glottal period, repeated under a syllable-long envelope
+        period = max(int(rate / (pitch * (0.9 + 0.2 * rng.random()))), 1)
+        cycle = [sum(math.sin(2 * math.pi * k * n / period) / k for k in (1, 2, 3, 5))
+                 for n in range(period)]
+        samples.extend(int(6000 * math.sin(math.pi * i / length) * cycle[i % period])
+                       for i in range(length))
     return samples.tobytes()
 
 

@@ -97,6 +97,26 @@ class Ledger:
             raise ConfigError(f"the ledger has schema version {version}; this poller knows "
                               f"{SCHEMA_VERSION}: upgrade the poller")
 
+    @classmethod
+    def open_existing(cls, url: str) -> Ledger | None:
+        """The ledger if it has been created, without creating anything (dry runs, status)."""
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            from pathlib import Path
+
+            if not Path(parsed.database).is_file():
+                return None
+        ledger = cls(url, create=False)
+        try:
+            if ledger.exists():
+                return ledger
+        except sa.exc.OperationalError as exc:
+            ledger.close()
+            raise ServiceUnavailable(
+                f"state database: {exc.orig} ({redact_url(url)})") from None
+        ledger.close()
+        return None
+
     def exists(self) -> bool:
         return sa.inspect(self.engine).has_table("poller_calls")
 

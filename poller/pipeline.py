@@ -34,6 +34,7 @@ log = logging.getLogger("poller")
 # rows dated a little in the future (clock skew between PBX and poller) are still read
 CLOCK_SKEW = dt.timedelta(minutes=10)
 KNOWN_BATCH = 200
+PROGRESS_EVERY = 10.0  # seconds between progress lines on long reads
 
 
 @dataclass(frozen=True)
@@ -96,16 +97,26 @@ def run_once(config: Config, options: RunOptions | None = None,
     options = options or RunOptions()
     started = time.monotonic()
     report = RunReport()
+    if options.dry_run:
+        # a dry run takes no lock and creates nothing, not even an empty ledger
+        existing = Ledger.open_existing(config.state.database_url)
+        try:
+            Run(config, options, existing or _EmptyLedger(), report,  # type: ignore[arg-type]
+                target_factory).execute()
+        finally:
+            if existing is not None:
+                existing.close()
+        report.seconds = time.monotonic() - started
+        return report
     # a backfill waits for the lock; the minutely run gives way at once
-    with RunLock(config.state.dir, wait=options.backfill and not options.dry_run):
-        ledger = Ledger(config.state.database_url, create=not options.dry_run)
+    with RunLock(config.state.dir, wait=options.backfill):
+        ledger = Ledger(config.state.database_url)
         try:
             Run(config, options, ledger, report, target_factory).execute()
         finally:
             report.seconds = time.monotonic() - started
             report.finished_at = utcnow().isoformat(timespec="seconds") + "Z"
-            if not options.dry_run:
-                _save_last_run(ledger, report)
+            _save_last_run(ledger, report)
             ledger.close()
     return report
 
@@ -137,8 +148,6 @@ class Run:
 
     def execute(self) -> None:
         dry = self.options.dry_run
-        if dry and not self.ledger.exists():
-            self.ledger = _EmptyLedger()  # type: ignore[assignment]
         try:
             self.scan()
         except ServiceUnavailable as exc:
@@ -224,8 +233,6 @@ class Run:
                 yield entry
 
     def plan_pending(self) -> None:
-        if isinstance(self.ledger, _EmptyLedger):
-            return
         for entry in self.ledger.due(self.now.replace(tzinfo=None), self.options.since,
                                      self.options.until):
             if entry.key not in {c.key for c in self.report.planned}:
@@ -263,7 +270,13 @@ class Scan:
 
     def execute(self) -> None:
         batch: list[Call] = []
+        progress_at = time.monotonic() + PROGRESS_EVERY
         for group in self.walk.groups():
+            if time.monotonic() >= progress_at:
+                progress_at = time.monotonic() + PROGRESS_EVERY
+                log.info("reading: at %s, %d rows so far, %d new calls",
+                         group.first.isoformat(sep=" "), self.walk.stats.rows,
+                         self.run.report.new_calls)
             call = self.build(group)
             if call is None:
                 continue
@@ -350,3 +363,6 @@ class _EmptyLedger:
 
     def known(self, keys: Any) -> dict[str, str]:
         return {}
+
+    def due(self, *args: Any, **kwargs: Any) -> list[Entry]:
+        return []

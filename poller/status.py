@@ -33,19 +33,18 @@ class Status:
 
 
 def collect(config: Config) -> Status:
-    ledger = Ledger(config.state.database_url, create=False)
-    try:
-        if not ledger.exists():
-            counts: dict[str, int] = {}
-            watermark, pending, failed, last = None, [], [], None
-        else:
+    ledger = Ledger.open_existing(config.state.database_url)
+    counts: dict[str, int] = {}
+    watermark, pending, failed, last = None, [], [], None
+    if ledger is not None:
+        try:
             counts = ledger.counts()
             watermark = ledger.watermark()
             pending = ledger.entries(PENDING)
             failed = ledger.entries([FAILED])
             last = ledger.last_run()
-    finally:
-        ledger.close()
+        finally:
+            ledger.close()
     newest, error = None, None
     try:
         from .source import CdrSource
