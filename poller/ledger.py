@@ -81,6 +81,8 @@ class Ledger:
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"state.url: {exc}") from None
         self.url = url
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         if create:
             self._prepare()
 
@@ -163,17 +165,27 @@ class Ledger:
 
     def add(self, call: Call, stage: str, note: str | None = None) -> bool:
         """Record a newly seen call; False if another writer recorded it first."""
-        values = {
-            "call_key": call.key, "first_calldate": call.first_calldate, "stage": stage,
-            "status": call.status, "payload": json.dumps(call.to_json()), "attempts": 0,
-            "note": note, "updated_at": utcnow(),
-        }
+        return bool(self.add_many([(call, stage, note)]))
+
+    def add_many(self, calls: Sequence[tuple[Call, str, str | None]]) -> int:
+        """Record newly seen calls in one transaction (nothing has been sent for them yet).
+
+        Returns how many were new; a key some other writer recorded meanwhile is left as it is.
+        """
+        if not calls:
+            return 0
+        now = utcnow()
+        rows = [{"call_key": call.key, "first_calldate": call.first_calldate, "stage": stage,
+                 "status": call.status, "payload": json.dumps(call.to_json()), "attempts": 0,
+                 "note": note, "updated_at": now} for call, stage, note in calls]
         try:
             with self.engine.begin() as conn:
-                conn.execute(calls_table.insert().values(**values))
+                conn.execute(calls_table.insert(), rows)
+            return len(rows)
         except sa.exc.IntegrityError:
-            return False
-        return True
+            if len(rows) == 1:
+                return 0
+        return sum(self.add(call, stage, note) for call, stage, note in calls)
 
     def entry(self, key: str) -> Entry | None:
         with self.engine.connect() as conn:
@@ -237,6 +249,15 @@ class Ledger:
             calls_table.c.first_calldate).limit(limit)
         with self.engine.connect() as conn:
             return [_entry(row) for row in conn.execute(query)]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets `status` read while a run writes; NORMAL sync is still crash-safe under WAL
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
 
 
 def _in_range(query: Any, since: dt.datetime | None, until: dt.datetime | None) -> Any:

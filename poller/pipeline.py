@@ -308,14 +308,15 @@ class Scan:
         known = self.run.ledger.known(c.key for c in calls)
         fresh = [c for c in calls if c.key not in known]
         earlier = self.began_earlier(fresh)
+        taken = []
         for call in calls:
             if call.key in earlier:
                 log.debug("call %s began before the read range: not taken", call.key)
                 continue
             self.highest = max(self.highest or call.last_calldate, call.last_calldate)
-            if call.key in known:
-                continue
-            self.take(call)
+            if call.key not in known:
+                taken.append(call)
+        self.take(taken)
 
     def began_earlier(self, calls: list[Call]) -> set[str]:
         """Keys whose first leg lies before the walk's start (we saw only their later legs)."""
@@ -323,20 +324,20 @@ class Scan:
         suspects = [c.key for c in calls if c.first_calldate < start + self.lookback]
         return self.source.keys_before(suspects, start - self.lookback, start)
 
-    def take(self, call: Call) -> None:
+    def take(self, calls: list[Call]) -> None:
+        """Record new calls in the ledger: incoming ones pending, the others skipped."""
         report = self.run.report
-        for disposition in call.unknown_dispositions:
-            log.warning("call %s: unknown disposition %r counted as unanswered", call.key,
-                        disposition)
+        for call in calls:
+            for disposition in call.unknown_dispositions:
+                log.warning("call %s: unknown disposition %r counted as unanswered", call.key,
+                            disposition)
         if self.run.options.dry_run:
-            if call.incoming:
-                report.planned.append(call)
+            report.planned.extend(c for c in calls if c.incoming)
             return
-        if call.incoming:
-            if self.run.ledger.add(call, SEEN):
-                report.new_calls += 1
-        elif self.run.ledger.add(call, SKIPPED, note="not incoming"):
-            report.skipped += 1
+        report.new_calls += self.run.ledger.add_many(
+            [(c, SEEN, None) for c in calls if c.incoming])
+        report.skipped += self.run.ledger.add_many(
+            [(c, SKIPPED, "not incoming") for c in calls if not c.incoming])
 
     def move_watermark(self) -> None:
         run = self.run

@@ -1,0 +1,150 @@
+"""The command line: help, the demo, exit codes, what an idle run imports, docs that match."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT
+
+from poller import config as config_module
+from poller.cli import main
+from poller.errors import ExitCode
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_exit_codes_are_the_documented_ones():
+    """Scripts and systemd rely on 0 done, 1 some calls failed, 2 bad usage or config."""
+    assert [int(c) for c in ExitCode] == [0, 1, 2]
+    assert (ExitCode.OK, ExitCode.PARTIAL, ExitCode.CONFIG) == (0, 1, 2)
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["status"], ["demo"]])
+def test_every_command_explains_itself(command):
+    """`--help` on each command describes it; an administrator should not need the source."""
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+    assert len(result.output.splitlines()) > 4
+
+
+def test_every_command_and_option_is_in_the_readme():
+    """The README's command table cannot drift from the CLI."""
+    for name, command in main.commands.items():
+        assert f"`{name}" in README, f"command {name} missing from README"
+        for param in command.params:
+            for opt in getattr(param, "opts", []):
+                if opt.startswith("--") and opt != "--help":
+                    assert opt in README, f"{name} {opt} missing from README"
+
+
+def _config_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for field in dataclasses.fields(cls):
+        path = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(field.type) or isinstance(field.default_factory, type):
+            nested = field.default_factory  # type: ignore[misc]
+            if isinstance(nested, type) and dataclasses.is_dataclass(nested):
+                keys += _config_keys(nested, path + ".")
+                continue
+        keys.append(path)
+    return keys
+
+
+def test_readme_documents_every_configuration_key():
+    """Every key the config accepts (bar the easla target's own) appears in the README."""
+    keys = [k for k in _config_keys(config_module.Config) if not k.startswith("target.easla")]
+    assert "source.lookback" in keys and "target.archive.dir" in keys
+    for key in keys:
+        leaf = key.rsplit(".", 1)[-1]
+        assert re.search(rf"(^|\s){re.escape(leaf)}\s*=", README, re.M) or f"`{key}`" in README, key
+
+
+def test_demo_delivers_the_sample_pbx(tmp_path):
+    """`poller demo` builds a sample PBX and delivers its incoming calls into the archive."""
+    result = CliRunner().invoke(main, ["demo", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    archive = tmp_path / "demo" / "archive"
+    records = [json.loads(p.read_text()) for p in archive.rglob("*.json")]
+    statuses = sorted(r["status"] for r in records)
+    assert len(records) == 11  # 13 calls, of which one outgoing and one internal are skipped
+    assert set(statuses) == {"answered", "unanswered", "busy", "impossible"}
+    recorded = [r for r in records if r["recording"]]
+    assert len(recorded) == 7
+    for record in recorded:
+        mp3 = next(archive.rglob(record["recording"]))
+        head = mp3.read_bytes()[:3]
+        # an ID3 tag, or an MPEG audio frame sync (11 bits set)
+        assert head == b"ID3" or (head[0] == 0xFF and head[1] & 0xE0 == 0xE0), head
+    assert {r["recording_problem"] for r in records if not r["recording"]} == {"empty", None}
+    names = {r["name"] for r in records}
+    assert "Кузнецов Пётр" in names
+    assert "answered" in result.output and "delivered" in result.output
+
+
+def test_demo_runs_again_in_its_own_folder_but_not_in_a_foreign_one(tmp_path):
+    """Re-running the demo rebuilds its folder; it never wipes a folder it did not make."""
+    folder = tmp_path / "demo"
+    assert CliRunner().invoke(main, ["demo", str(folder)]).exit_code == 0
+    again = CliRunner().invoke(main, ["demo", str(folder)])
+    assert again.exit_code == 0
+    assert len(list((folder / "archive").rglob("*.json"))) == 11
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    result = CliRunner().invoke(main, ["demo", str(foreign)])
+    assert result.exit_code == ExitCode.CONFIG
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_status_after_the_demo(tmp_path):
+    """`poller status` shows the watermark, the calls by stage and the last run."""
+    folder = tmp_path / "demo"
+    CliRunner().invoke(main, ["demo", str(folder)])
+    result = CliRunner().invoke(main, ["--config", str(folder / "poller.toml"), "status"])
+    assert result.exit_code == 0, result.output
+    assert "watermark:" in result.output and "none yet" not in result.output
+    assert "done 11" in result.output and "skipped 2" in result.output
+    assert "last run:" in result.output and "never" not in result.output
+
+
+def test_idle_run_imports_no_encoder_or_soap_library(tmp_path):
+    """The minutely idle run loads neither suds, pydub nor lameenc (import only what work needs)."""
+    folder = tmp_path / "demo"
+    CliRunner().invoke(main, ["demo", str(folder)])
+    probe = (
+        "import sys\n"
+        "from poller.cli import main\n"
+        "try:\n"
+        f"    main(['-q', '--config', {str(folder / 'poller.toml')!r}, 'run'])\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'suds', 'pydub', 'lameenc'})\n"
+        "print(code, heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert out.stdout.strip() == "0 []", out.stdout + out.stderr
+
+
+def test_bad_date_on_the_command_line_is_a_usage_error(tmp_path):
+    """A mistyped --since is refused before anything runs (exit 2)."""
+    result = CliRunner().invoke(main, ["--config", str(tmp_path / "x.toml"), "run",
+                                       "--since", "last tuesday"])
+    assert result.exit_code == 2
+    assert "not a date" in result.output
+
+
+def test_until_before_since_is_refused(tmp_path):
+    """--until must be later than --since."""
+    folder = tmp_path / "demo"
+    CliRunner().invoke(main, ["demo", str(folder)])
+    result = CliRunner().invoke(main, ["--config", str(folder / "poller.toml"), "run",
+                                       "--since", "2026-02-01", "--until", "2026-01-01"])
+    assert result.exit_code == ExitCode.CONFIG
