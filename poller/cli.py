@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -27,12 +28,19 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.getLogger("suds").setLevel(logging.WARNING)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _exit(code: ExitCode) -> NoReturn:
     sys.exit(int(code))
 
 
 def guarded(work: Callable[[], ExitCode]) -> NoReturn:
     """Run a command; the one place that turns the library's errors into messages and codes."""
+    # SIGTERM (systemd, kill) unwinds like Ctrl-C, so temporary files and the encoder child
+    # are cleaned up and the ledger keeps only confirmed stages
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = work()
     except LockHeld as exc:

@@ -192,7 +192,27 @@ def load(path: str | os.PathLike[str] | None = None,
         raise ConfigError(f"config file not readable: {chosen}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
-    return from_mapping(data, env=env, origin=str(chosen))
+    config = from_mapping(data, env=env, origin=str(chosen))
+    _warn_if_exposed(chosen, data)
+    return config
+
+
+def _warn_if_exposed(path: Path, data: Mapping[str, Any]) -> None:
+    """A file holding a password should be readable by the poller's user only (0600/0640)."""
+    easla_password = data.get("target", {}).get("easla", {}).get("password", "")
+    source_url = str(data.get("source", {}).get("url", ""))
+    state_url = str(data.get("state", {}).get("url", ""))
+    has_secret = bool(easla_password) or any(
+        re.search(r"://[^/@:]*:[^@]+@", url) for url in (source_url, state_url))
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if has_secret and mode & 0o004:
+        import logging
+
+        logging.getLogger("poller").warning(
+            "%s holds a password and is readable by every user: chmod 0600 (or 0640)", path)
 
 
 def from_mapping(
