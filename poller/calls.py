@@ -90,6 +90,12 @@ def recording_names(legs: Sequence[Leg], template: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _hangup(leg: Leg, zone: ZoneInfo) -> dt.datetime:
+    """When a leg hung up, in UTC: its duration counts elapsed seconds, not wall-clock ones."""
+    start = to_aware(leg.calldate, zone, leg.uniqueid).astimezone(dt.UTC)
+    return start + dt.timedelta(seconds=max(leg.duration, 0))
+
+
 def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, template: str) -> Call:
     """One call record from all legs sharing a key."""
     ordered = unique_legs(legs)
@@ -97,15 +103,17 @@ def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, templa
         raise ValueError("a call needs at least one leg")
     first = ordered[0]
     start = to_aware(first.calldate, zone, first.uniqueid)
-    end_leg = max(ordered, key=lambda leg: leg.end)
-    end = to_aware(end_leg.end, zone, end_leg.uniqueid)
-    duration = max(int((end - start).total_seconds()), 0)
+    start_utc = start.astimezone(dt.UTC)
+    # aware datetimes sharing one ZoneInfo add and subtract as wall-clock times: work in UTC
+    end_utc = max(_hangup(leg, zone) for leg in ordered)
+    end = end_utc.astimezone(zone)
+    duration = max(int((end_utc - start_utc).total_seconds()), 0)
     answered = sorted((leg for leg in ordered if person_answered(leg)),
                       key=lambda leg: (leg.end - dt.timedelta(seconds=leg.billsec), leg.sequence))
     talk_time = sum(max(leg.billsec, 0) for leg in answered)
     if answered:
-        pickup = answered[0].end - dt.timedelta(seconds=answered[0].billsec)
-        wait_time = min(max(int((pickup - first.calldate).total_seconds()), 0), duration)
+        pickup = _hangup(answered[0], zone) - dt.timedelta(seconds=answered[0].billsec)
+        wait_time = min(max(int((pickup - start_utc).total_seconds()), 0), duration)
     else:
         wait_time = duration
     status = outcome(ordered)

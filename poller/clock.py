@@ -49,3 +49,19 @@ def parse_local(text: str) -> dt.datetime:
 def local_now(zone: ZoneInfo) -> dt.datetime:
     """Now, as a naive wall-clock time in the source zone (what calldate holds)."""
     return dt.datetime.now(zone).replace(tzinfo=None)
+
+
+def earliest_local(since: dt.datetime, until: dt.datetime, zone: ZoneInfo) -> dt.datetime:
+    """The earliest wall-clock reading the zone shows between two instants (naive).
+
+    Wall-clock time runs backwards once a year: after the autumn change, rows of the repeated
+    hour carry local times earlier than those written just before it.
+    """
+    lowest = since.astimezone(zone).replace(tzinfo=None)
+    step = dt.timedelta(minutes=15)  # every zone changes its offset on a quarter hour (UTC)
+    moment = since.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    while moment <= until:
+        if moment > since:
+            lowest = min(lowest, moment.astimezone(zone).replace(tzinfo=None))
+        moment += step
+    return lowest

@@ -281,7 +281,11 @@ def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
             problems.append(f"{key}: {exc}")
             return Seconds(0)
     if hint is Secret:
-        return Secret(_expect(value, str, key, problems, ""))
+        if not isinstance(value, str):
+            # never echo a secret, even a mistyped one (`password = 12345678` unquoted)
+            problems.append(f"{key} must be a string (quote it; value not shown)")
+            return Secret("")
+        return Secret(value)
     if hint is bool:
         return _expect(value, bool, key, problems, False)
     if hint is int:

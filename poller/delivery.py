@@ -55,7 +55,7 @@ class Delivery:
         if isinstance(plan, Wait):
             if stage != SEEN:
                 raise DeliveryError(f"recording vanished after the object was made: {plan.note}")
-            ledger.defer(call.key, plan.until.replace(tzinfo=None), plan.note)
+            ledger.defer(call.key, plan.until.astimezone(dt.UTC).replace(tzinfo=None), plan.note)
             self.run.report.waiting += 1
             log.info("call %s: %s", call.key, plan.note)
             return False

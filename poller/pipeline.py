@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from .calls import build_call
+from .clock import earliest_local, to_aware
 from .config import Config
 from .delivery import Delivery
 from .errors import ExitCode, ServiceUnavailable
@@ -187,8 +188,13 @@ class Run:
             return start, stop, min(stop + lookback, latest)
         origin = self.origin()
         mark = self.ledger.watermark()
-        start = max(mark - lookback, origin) if mark else origin
-        return start, latest, latest
+        if mark is None:
+            return origin, latest, latest
+        # the lookback is elapsed time: measure it on instants, then take the earliest wall
+        # clock reading since then (the hour that repeats in autumn reads earlier than the mark)
+        since = to_aware(mark, self.zone) - lookback
+        start = earliest_local(since, self.now, self.zone)
+        return max(start, origin), latest, latest
 
     def origin(self) -> dt.datetime:
         """Where a fresh ledger starts: source.start, else the lookback before the first run."""

@@ -53,10 +53,12 @@ class RefusedPath(Exception):
 
 def resolve_inside(base: Path, name: str) -> Path:
     """The real path of `name` under `base`; RefusedPath if it escapes (`..`, symlinks)."""
+    if ".." in Path(name).parts:
+        raise RefusedPath(f"{name!r} climbs out with '..'")  # even when it lands inside again
     root = base.resolve()
     candidate = Path(name) if os.path.isabs(name) else root / name
     real = candidate.resolve()
-    if real != root and root not in real.parents:
+    if root not in real.parents:
         raise RefusedPath(f"{name!r} resolves outside {root}")
     return real
 

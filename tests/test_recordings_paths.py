@@ -1,0 +1,169 @@
+"""Recording names from the template, and keeping resolved paths inside recordings.dir."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from poller.model import Leg
+from poller.recordings import RefusedPath, render_name, resolve_inside, template_fields
+
+DEFAULT = "{calldate:%Y/%m/%d}/{recordingfile}"
+FILE = "in-74951230001-+79161002301-20261126-093827-1795675107.1.wav"
+
+
+def local(text: str) -> dt.datetime:
+    """A naive wall-clock time in the PBX's zone, as the calldate column holds it."""
+    return dt.datetime.fromisoformat(text)
+
+
+P1_01 = Leg(calldate=local("2026-11-26 09:38:27"), uniqueid="1795675107.1",
+            linkedid="1795675107.0", sequence=2, clid='"Sokolov Ivan" <+79161002301>',
+            src="+79161002301", dst="201", dcontext="from-did-direct",
+            channel="Local/74951230001@from-pstn-00000000;2",
+            dstchannel="Local/201@sim-phone-00000001;1", lastapp="Dial", duration=9,
+            billsec=6, disposition="ANSWERED", did="74951230001", recordingfile=FILE)
+
+
+def sample_leg(**values: Any) -> Leg:
+    """P1-01's leg (answered direct call, recorded by FreePBX), with some columns changed."""
+    return dataclasses.replace(P1_01, **values)
+
+
+@pytest.fixture
+def monitor(tmp_path: Path) -> Path:
+    """A recordings directory with one FreePBX date folder and a file outside it."""
+    base = tmp_path / "monitor"
+    (base / "2026" / "11" / "26").mkdir(parents=True)
+    (base / "2026" / "11" / "26" / FILE).write_bytes(b"RIFF")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "shadow").write_text("root:x:0:0")
+    return base
+
+
+# --- resolve_inside --------------------------------------------------------------------------
+
+
+def test_relative_name_inside_is_accepted(monitor):
+    """The usual FreePBX name `2026/11/26/<file>` resolves under the directory."""
+    path = resolve_inside(monitor, f"2026/11/26/{FILE}")
+    assert path == monitor.resolve() / "2026" / "11" / "26" / FILE
+    assert path.is_file()
+
+
+def test_absolute_name_inside_is_accepted(monitor):
+    """Older FreePBX stores an absolute path: accepted when it lies inside the directory."""
+    absolute = str(monitor / "2026" / "11" / "26" / FILE)
+    assert resolve_inside(monitor, absolute) == monitor.resolve() / "2026" / "11" / "26" / FILE
+
+
+def test_missing_file_inside_is_accepted(monitor):
+    """A file MixMonitor has not written yet still resolves (then it is waited for)."""
+    assert resolve_inside(monitor, "2026/11/26/not-yet.wav").parent == (
+        monitor.resolve() / "2026" / "11" / "26")
+
+
+def test_dot_dot_escape_is_refused(monitor):
+    """A recordingfile column of `../../etc/shadow` is refused, never read."""
+    with pytest.raises(RefusedPath):
+        resolve_inside(monitor, "../../etc/shadow")
+    with pytest.raises(RefusedPath):
+        resolve_inside(monitor, "../outside/shadow")
+
+
+def test_absolute_name_outside_is_refused(monitor, tmp_path):
+    """An absolute path outside the directory (`/etc/shadow`) is refused."""
+    with pytest.raises(RefusedPath):
+        resolve_inside(monitor, "/etc/shadow")
+    with pytest.raises(RefusedPath):
+        resolve_inside(monitor, str(tmp_path / "outside" / "shadow"))
+
+
+def test_absolute_name_sharing_the_prefix_is_refused(monitor, tmp_path):
+    """`/…/monitor-old/x.wav` is not inside `/…/monitor` although the string starts alike."""
+    (tmp_path / "monitor-old").mkdir()
+    with pytest.raises(RefusedPath):
+        resolve_inside(monitor, str(tmp_path / "monitor-old" / "x.wav"))
+
+
+def test_symlink_inside_pointing_outside_is_refused(monitor, tmp_path):
+    """A symlink in the directory that points outside it is refused."""
+    link = monitor / "2026" / "11" / "26" / "evil.wav"
+    os.symlink(tmp_path / "outside" / "shadow", link)
+    with pytest.raises(RefusedPath):
+        resolve_inside(monitor, "2026/11/26/evil.wav")
+
+
+def test_symlinked_folder_pointing_outside_is_refused(monitor, tmp_path):
+    """A date folder that is a symlink to somewhere else is refused too."""
+    os.symlink(tmp_path / "outside", monitor / "2026" / "12")
+    with pytest.raises(RefusedPath):
+        resolve_inside(monitor, "2026/12/shadow")
+
+
+def test_recordings_dir_itself_a_symlink_is_fine(monitor, tmp_path):
+    """/var/spool/asterisk/monitor is often a symlink to a bigger disk: its files are inside."""
+    alias = tmp_path / "spool-monitor"
+    os.symlink(monitor, alias)
+    assert resolve_inside(alias, f"2026/11/26/{FILE}") == (
+        monitor.resolve() / "2026" / "11" / "26" / FILE)
+    assert resolve_inside(alias, str(alias / "2026" / "11" / "26" / FILE)).is_file()
+
+
+# --- render_name and template_fields ---------------------------------------------------------
+
+
+def test_default_template_gives_freepbx_date_folder():
+    """FreePBX's layout: the call's local date as YYYY/MM/DD, then the recordingfile column."""
+    assert render_name(DEFAULT, sample_leg()) == f"2026/11/26/{FILE}"
+
+
+def test_default_template_passes_absolute_recordingfile_through():
+    """An absolute recordingfile (older FreePBX) is used as it is, without the date folder."""
+    absolute = f"/var/spool/asterisk/monitor/2026/11/26/{FILE}"
+    assert render_name(DEFAULT, sample_leg(recordingfile=absolute)) == absolute
+
+
+@pytest.mark.parametrize("empty", ["", "   "])
+def test_empty_recordingfile_names_nothing(empty):
+    """A route that does not record leaves recordingfile empty: no name at all."""
+    assert render_name(DEFAULT, sample_leg(recordingfile=empty)) is None
+
+
+def test_uniqueid_template():
+    """A plain MixMonitor folder named by uniqueid."""
+    assert render_name("{uniqueid}.wav", sample_leg(recordingfile="")) == "1795675107.1.wav"
+
+
+def test_dot_dot_recordingfile_with_default_template_is_refused(monitor):
+    """The column value `../../etc/shadow` under the FreePBX template is refused (design §3)."""
+    name = render_name(DEFAULT, sample_leg(recordingfile="../../etc/shadow"))
+    assert name is not None
+    with pytest.raises(RefusedPath):
+        resolve_inside(monitor, name)
+
+
+def test_template_fields_lists_the_columns():
+    """The columns a template uses decide whether an unanswered call expects a file."""
+    assert template_fields(DEFAULT) == {"calldate", "recordingfile"}
+    assert template_fields("{uniqueid}.wav") == {"uniqueid"}
+
+
+@pytest.mark.parametrize("template", [
+    "{calldate:%Y/%m/%d/{recordingfile}",  # a brace not closed
+    "{calldate:%Y/%m/%d}/{recordingfile",
+    "{}.wav",  # no column name
+    "{0}.wav",  # a position, not a column
+    "{recordingfile.name}",  # attribute access
+    "{leg[0]}.wav",
+    "monitor.wav",  # names no column: every call would get the same file
+])
+def test_template_fields_rejects_malformed_templates(template):
+    """A malformed recordings.name is reported at start-up rather than at the first call."""
+    with pytest.raises(ValueError):
+        template_fields(template)
