@@ -81,7 +81,13 @@ def is_incoming(first: Leg, rules: IncomingRules) -> bool:
 
 
 def recording_names(legs: Sequence[Leg], template: str) -> tuple[str, ...]:
-    """The distinct files the legs name, in time order (a queue copies one name onto each leg)."""
+    """The distinct files the legs name, in time order (a queue copies one name onto each leg).
+
+    A template without {recordingfile} (e.g. "{uniqueid}.wav") names the file MixMonitor wrote
+    for the call's first channel: only the first leg counts.
+    """
+    if "recordingfile" not in template_fields(template):
+        legs = legs[:1]
     names: list[str] = []
     for leg in legs:
         name = render_name(template, leg)

@@ -102,13 +102,14 @@ class Delivery:
         path = Path(name)
         try:
             try:
-                seconds = to_mp3(list(plan.files), path, self.config.transcode)
+                encoded = to_mp3(list(plan.files), path, self.config.transcode)
             except Unreadable as exc:
                 log.warning("call %s: recording %s unreadable: %s", self.call.key,
                             ", ".join(str(f) for f in plan.files), exc)
                 yield None, "unreadable"
                 return
-            log.debug("call %s: %.1f s of audio encoded", self.call.key, seconds)
+            log.debug("call %s: %.1f s of audio encoded (encoder peak %d KiB)", self.call.key,
+                      encoded.seconds, encoded.peak_rss_kb)
             yield path, None
         finally:
             path.unlink(missing_ok=True)

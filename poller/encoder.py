@@ -1,22 +1,29 @@
-"""The encoder child: PCM WAV files in, one MP3 out, at low CPU and I/O priority.
+"""The encoder child: a call's recording files in, one validated MP3 out, at low priority.
 
-Run as `python -m poller.encoder` in a session of its own, so that lowering the session's
-autogroup niceness affects only this process (with sched_autogroup, plain nice ranks a process
-only against its own session).
+Run as `python -m poller.encoder` in a session of its own. With sched_autogroup (the default on
+many distributions) plain nice ranks a process only against its own session, so the child also
+lowers its session's autogroup niceness, and asks for the idle I/O class. It prints one JSON line:
+the audio seconds written and its own peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
+import re
+import shutil
 import sys
-import wave
 from pathlib import Path
 
 _IOPRIO_WHO_PROCESS = 1
 _IOPRIO_CLASS_IDLE = 3
-_SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "i686": 289, "armv7l": 314}
+_IOPRIO_CLASS_SHIFT = 13
+_SYS_IOPRIO = {"x86_64": (251, 252), "aarch64": (30, 31), "i686": (289, 290),
+               "armv7l": (314, 315)}
+LENGTH_TOLERANCE = 0.5  # seconds between input and output length
+EXIT_UNREADABLE, EXIT_NO_DECODER = 3, 4
 
 
 def lower_priority(niceness: int) -> None:
@@ -26,74 +33,105 @@ def lower_priority(niceness: int) -> None:
         with open("/proc/self/autogroup", "w") as handle:
             handle.write(str(niceness))
     except OSError:
-        pass  # no autogroups (cgroup CPU control applies instead) or not permitted
-    number = _SYS_IOPRIO_SET.get(os.uname().machine)
-    if number is not None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.syscall(number, _IOPRIO_WHO_PROCESS, 0, _IOPRIO_CLASS_IDLE << 13)
-        except OSError:
-            pass
+        pass  # no autogroups (a cgroup CPU controller applies instead) or not permitted
+    numbers = _SYS_IOPRIO.get(os.uname().machine)
+    if numbers is not None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall(numbers[0], _IOPRIO_WHO_PROCESS, 0,
+                     _IOPRIO_CLASS_IDLE << _IOPRIO_CLASS_SHIFT)
 
 
-class UnreadableAudio(Exception):
-    """The input is not audio this encoder can read."""
+def io_priority_class(pid: int) -> int | None:
+    """The I/O scheduling class of a process (3 = idle), None where it cannot be read."""
+    numbers = _SYS_IOPRIO.get(os.uname().machine)
+    if numbers is None:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    value = libc.syscall(numbers[1], _IOPRIO_WHO_PROCESS, pid)
+    return None if value < 0 else value >> _IOPRIO_CLASS_SHIFT
 
 
-def encode(sources: list[Path], target: Path, bitrate_kbps: int) -> float:
-    """Encode the sources, joined in order, to one MP3; returns the audio seconds written."""
+def encode(sources: list[Path], target: Path, bitrate_kbps: int, ffmpeg: str) -> float:
+    """Encode the sources, joined in order, into one mono MP3; returns the input seconds."""
+    from .audio import is_mp3, mp3_seconds, pcm_chunks, wav_info
+
+    if len(sources) == 1 and wav_info(sources[0]) is None and is_mp3(sources[0]):
+        seconds = mp3_seconds(sources[0])  # already MP3: uploaded as it is, once checked
+        shutil.copyfile(sources[0], target)
+        return seconds
     import lameenc
 
-    params = None
-    seconds = 0.0
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(bitrate_kbps)
+    encoder.set_channels(1)
+    encoder.set_quality(7)
+    shape = None
+    samples = 0
     with open(target, "wb") as out:
-        encoder = None
         for source in sources:
-            try:
-                reader = wave.open(str(source), "rb")
-            except (wave.Error, EOFError) as exc:
-                raise UnreadableAudio(f"{source.name}: {exc}") from None
-            with reader:
-                shape = (reader.getnchannels(), reader.getsampwidth(), reader.getframerate())
-                if shape[1] != 2:
-                    raise UnreadableAudio(f"{source.name}: {8 * shape[1]}-bit PCM is not supported")
-                if params is None:
-                    params = shape
-                    encoder = lameenc.Encoder()
-                    encoder.set_bit_rate(bitrate_kbps)
-                    encoder.set_in_sample_rate(shape[2])
-                    encoder.set_channels(shape[0])
-                    encoder.set_quality(7)
-                elif shape != params:
-                    raise UnreadableAudio(f"{source.name}: format differs from the first file")
-                assert encoder is not None
-                chunk = shape[2]  # one second of frames: memory stays flat
-                while True:
-                    frames = reader.readframes(chunk)
-                    if not frames:
-                        break
-                    seconds += len(frames) / (shape[0] * shape[1] * shape[2])
-                    out.write(encoder.encode(frames))
-        if encoder is None:
-            raise UnreadableAudio("no input")
+            file_shape, chunks = pcm_chunks(source, shape, ffmpeg)
+            if shape is None:
+                shape = file_shape
+                encoder.set_in_sample_rate(shape.rate)
+            for chunk in chunks:
+                samples += len(chunk) // 2
+                out.write(encoder.encode(chunk))
         out.write(encoder.flush())
-    return seconds
+    assert shape is not None
+    return samples / shape.rate
+
+
+def validate(target: Path, seconds: float) -> float:
+    """The MP3 must parse frame by frame and last as long as its input (within 0.5 s)."""
+    from .audio import UnreadableAudio, mp3_seconds
+
+    produced = mp3_seconds(target)
+    if seconds <= 0:
+        raise UnreadableAudio("no audio in the input")
+    # LAME adds up to ~2 frames of delay and padding; anything beyond is a broken encode
+    if abs(produced - seconds) > LENGTH_TOLERANCE + 0.15:
+        raise RuntimeError(f"the MP3 lasts {produced:.2f}s for {seconds:.2f}s of input")
+    return produced
+
+
+def peak_rss_kb() -> int:
+    try:
+        with open("/proc/self/status") as handle:
+            match = re.search(r"VmHWM:\s+(\d+)", handle.read())
+        return int(match.group(1)) if match else 0
+    except OSError:
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m poller.encoder")
+    parser = argparse.ArgumentParser(prog="python -m poller.encoder",
+                                     description="Encode recordings into one MP3 (internal).")
     parser.add_argument("--bitrate", type=int, default=32, help="kbit/s")
     parser.add_argument("--nice", type=int, default=10)
+    parser.add_argument("--ffmpeg", default="ffmpeg")
     parser.add_argument("output", type=Path)
     parser.add_argument("inputs", type=Path, nargs="+")
     args = parser.parse_args(argv)
     lower_priority(args.nice)
+    from .audio import DecoderMissing, UnreadableAudio
+
     try:
-        seconds = encode(args.inputs, args.output, args.bitrate)
+        seconds = encode(args.inputs, args.output, args.bitrate, args.ffmpeg)
+        produced = validate(args.output, seconds)
     except UnreadableAudio as exc:
         print(f"unreadable: {exc}", file=sys.stderr)
-        return 3
-    print(f"{seconds:.3f}")
+        return EXIT_UNREADABLE
+    except DecoderMissing as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_NO_DECODER
+    except OSError as exc:
+        if exc.filename and Path(exc.filename) in args.inputs:
+            print(f"unreadable: {exc.strerror}: {exc.filename}", file=sys.stderr)
+            return EXIT_UNREADABLE
+        print(f"{exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 1
+    print(json.dumps({"seconds": round(seconds, 3), "mp3_seconds": round(produced, 3),
+                      "peak_rss_kb": peak_rss_kb()}))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import string
 import time
 from dataclasses import dataclass
@@ -130,7 +131,7 @@ def plan_recording(call: Call, config: RecordingsConfig, now: dt.datetime) -> Pl
         return Plan()
     give_up = call.end + dt.timedelta(seconds=config.wait)
     base = Path(config.dir)
-    files: list[Path] = []
+    found: list[Path] = []
     problems: list[str] = []
     for name in call.recordings:
         try:
@@ -139,19 +140,86 @@ def plan_recording(call: Call, config: RecordingsConfig, now: dt.datetime) -> Pl
             log.warning("call %s: recording refused: %s", call.key, exc)
             problems.append("refused_path")
             continue
+        found += [p for p in siblings(base, path) if p not in found]
+    writing = open_for_writing(found)
+    files: list[Path] = []
+    for path in found:
         state = inspect(path)
-        if not is_settled(state) and now < give_up:
-            note = "waiting for recording " + (
-                f"{name} (still being written)" if state.exists else f"{name} (not there yet)")
-            return Wait(min(now + RECHECK, give_up), note)
+        if (not is_settled(state) or path in writing) and now < give_up:
+            what = "still being written" if state.exists else "not there yet"
+            return Wait(min(now + RECHECK, give_up), f"waiting for recording {path.name} ({what})")
         if not state.exists:
-            log.warning("call %s: recording %s missing after %s", call.key, path,
-                        f"{config.wait:.0f}s")
+            log.warning("call %s: recording %s still missing %.0fs after the call ended",
+                        call.key, path, config.wait)
             problems.append("missing")
         elif state.size <= WAV_HEADER_BYTES or state.size < config.min_bytes:
-            problems.append("empty")
+            problems.append("empty")  # MixMonitor's bare header for a call nobody answered
         else:
             files.append(path)
     if files:
         return Plan(tuple(files))
     return Plan((), min(problems, key=_PROBLEM_ORDER.index) if problems else None)
+
+
+_UNIQUEID_SUFFIX = re.compile(r"-(\d{9,11}\.\d+)(\.[A-Za-z0-9]+)$")
+
+
+def siblings(base: Path, path: Path) -> list[Path]:
+    """The file and the others of the same channel, oldest first.
+
+    Pausing and resuming MixMonitor (FreePBX's *7 / *8) starts a new file that differs only in
+    its time stamp, and `recordingfile` names only the last one: they share the
+    `-<uniqueid>.<ext>` ending.
+    """
+    match = _UNIQUEID_SUFFIX.search(path.name)
+    if not match or not path.parent.is_dir():
+        return [path]
+    root = base.resolve()
+    found = {path}
+    for candidate in path.parent.glob(f"*-{match.group(1)}{match.group(2)}"):
+        real = candidate.resolve()
+        if root in real.parents and real.is_file():
+            found.add(real)
+    return sorted(found, key=_age)
+
+
+def _age(path: Path) -> tuple[float, str]:
+    try:
+        return (path.stat().st_mtime, path.name)
+    except OSError:
+        return (float("inf"), path.name)
+
+
+def open_for_writing(paths: list[Path]) -> set[Path]:
+    """Which of the paths some process holds open for writing, as far as /proc shows.
+
+    A poller that is not root cannot see Asterisk's descriptors; the header and quiet-time
+    checks must then suffice.
+    """
+    wanted = {str(p) for p in paths if p.exists()}
+    busy: set[Path] = set()
+    if not wanted:
+        return busy
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            entries = list(fd_dir.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                target = os.readlink(entry)
+            except OSError:
+                continue
+            if target in wanted and _writable(fd_dir.parent / "fdinfo" / entry.name):
+                busy.add(Path(target))
+    return busy
+
+
+def _writable(fdinfo: Path) -> bool:
+    try:
+        for line in fdinfo.read_text().splitlines():
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8) & (os.O_WRONLY | os.O_RDWR) != 0
+    except (OSError, ValueError, IndexError):
+        pass
+    return False

@@ -1,49 +1,69 @@
-"""Turning a call's WAV files into one MP3 in a low-priority child process."""
+"""Turning a call's recording files into one MP3 in a low-priority child process."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TranscodeConfig
+from .errors import DeliveryError
 
 log = logging.getLogger(__name__)
 
 
-class TranscodeError(Exception):
-    """The recording could not be turned into an MP3."""
+class TranscodeError(DeliveryError):
+    """The MP3 could not be made this time (a stuck encoder, no ffmpeg): retried later."""
 
 
-class Unreadable(TranscodeError):
-    """The input is truncated, corrupt or of a format the encoder cannot read."""
+class Unreadable(Exception):
+    """The input is truncated, corrupt or not audio: the call goes out without it."""
 
 
-def to_mp3(sources: list[Path], target: Path, config: TranscodeConfig) -> float:
-    """Encode `sources` (joined in order) into `target`; returns the audio seconds.
+@dataclass(frozen=True)
+class Encoded:
+    """What the encoder child reported."""
 
-    The child runs in a session of its own at `transcode.nice` and is killed, with its whole
-    process group, when it exceeds `transcode.timeout`.
+    seconds: float  # audio seconds read
+    mp3_seconds: float  # audio seconds in the MP3, by its frame headers
+    peak_rss_kb: int  # the child's own peak memory
+
+
+def to_mp3(sources: list[Path], target: Path, config: TranscodeConfig) -> Encoded:
+    """Encode `sources` (joined in order) into `target`.
+
+    The child runs in a session of its own at `transcode.nice` (see poller.encoder) and is
+    killed with its whole process group when it exceeds `transcode.timeout` or when this process
+    is interrupted.
     """
     command = [sys.executable, "-m", "poller.encoder", "--bitrate", config.bitrate.rstrip("k"),
-               "--nice", str(config.nice), str(target), *map(str, sources)]
+               "--nice", str(config.nice), "--ffmpeg", config.ffmpeg, str(target),
+               *map(str, sources)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               start_new_session=True, text=True)
+                               stdin=subprocess.DEVNULL, start_new_session=True, text=True)
     try:
         out, err = process.communicate(timeout=float(config.timeout))
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
+        _kill(process)
         raise TranscodeError(f"encoder killed after {config.timeout:.0f}s") from None
     except BaseException:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        _kill(process)
         raise
     if process.returncode == 3:
         raise Unreadable(err.strip().removeprefix("unreadable: "))
     if process.returncode != 0:
         raise TranscodeError(f"encoder failed ({process.returncode}): {err.strip()[-500:]}")
-    return float(out.strip() or 0)
+    return Encoded(**json.loads(out.strip().splitlines()[-1]))
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate()

@@ -1,0 +1,232 @@
+"""Reading what MixMonitor writes, in one-second chunks, and checking the MP3 that comes out.
+
+16-bit PCM WAV is read directly and A-law/μ-law WAV decoded in C (audioop); GSM (`wav49`) and
+anything else goes through ffmpeg, streamed through a pipe, so memory stays flat whatever the
+length of the call.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+with warnings.catch_warnings():
+    # deprecated on Python 3.11-3.12 (audioop-lts provides it from 3.13 on)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+PCM, ALAW, MULAW, GSM610, EXTENSIBLE = 0x0001, 0x0006, 0x0007, 0x0031, 0xFFFE
+FORMAT_NAMES = {PCM: "PCM", ALAW: "A-law", MULAW: "mu-law", GSM610: "GSM 6.10 (wav49)"}
+
+
+class UnreadableAudio(Exception):
+    """The file is truncated, corrupt or not audio."""
+
+
+class DecoderMissing(Exception):
+    """The file needs ffmpeg and the configured ffmpeg cannot be run."""
+
+
+@dataclass(frozen=True)
+class WavInfo:
+    """The `fmt ` and `data` chunks of a RIFF/WAVE file."""
+
+    tag: int
+    channels: int
+    rate: int
+    bits: int
+    data_offset: int
+    data_size: int  # as the header says; 0 while MixMonitor is still writing
+    file_size: int
+
+    @property
+    def name(self) -> str:
+        return FORMAT_NAMES.get(self.tag, f"format 0x{self.tag:04x}")
+
+    @property
+    def declared_complete(self) -> bool:
+        return 0 < self.data_size and self.data_offset + self.data_size <= self.file_size
+
+
+def wav_info(path: Path) -> WavInfo | None:
+    """The WAV header, None for a file that is not RIFF/WAVE; UnreadableAudio if it is broken."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        fmt: tuple[int, int, int, int] | None = None
+        while True:
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                raise UnreadableAudio("no data chunk (truncated header)")
+            kind, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if kind == b"fmt ":
+                body = handle.read(length)
+                if len(body) < 16:
+                    raise UnreadableAudio("truncated fmt chunk")
+                tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+                if tag == EXTENSIBLE and len(body) >= 26:
+                    tag = struct.unpack("<H", body[24:26])[0]
+                fmt = (tag, channels, rate, bits)
+                if length % 2:
+                    handle.read(1)
+            elif kind == b"data":
+                if fmt is None:
+                    raise UnreadableAudio("data chunk before fmt chunk")
+                if not fmt[1] or not fmt[2]:
+                    raise UnreadableAudio("no channels or no sample rate in the header")
+                return WavInfo(*fmt, handle.tell(), length, size)
+            else:
+                handle.seek(length + (length % 2), 1)
+
+
+def is_mp3(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(3)
+    return head == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the encoder is fed: 16-bit little-endian PCM at this rate, mono."""
+
+    rate: int
+
+
+def pcm_chunks(path: Path, shape: Shape | None, ffmpeg: str) -> tuple[Shape, Iterator[bytes]]:
+    """Mono 16-bit PCM in about one-second chunks, at `shape` (or the file's own rate)."""
+    info = wav_info(path)
+    if info is not None and info.tag in (PCM, ALAW, MULAW):
+        if info.data_size and not info.declared_complete:
+            raise UnreadableAudio(f"truncated: the header promises {info.data_size} bytes of "
+                                  f"audio, the file holds {info.file_size - info.data_offset}")
+        if info.data_size == 0:
+            raise UnreadableAudio("the WAV header was never completed (writer stopped?)")
+        direct = (info.tag == PCM and info.bits == 16) or (info.tag != PCM and info.bits == 8)
+        if direct and (shape is None or shape.rate == info.rate):
+            return Shape(info.rate), _read_direct(path, info)
+    if info is None and not is_mp3(path):
+        raise UnreadableAudio("neither a WAV nor an MP3 file")
+    rate = shape.rate if shape else (info.rate if info else 8000)
+    return Shape(rate), _read_ffmpeg(path, rate, ffmpeg)
+
+
+def _read_direct(path: Path, info: WavInfo) -> Iterator[bytes]:
+    width = info.bits // 8
+    frame = width * info.channels
+    chunk = info.rate * frame
+    remaining = info.data_size - info.data_size % frame
+    with open(path, "rb") as handle:
+        handle.seek(info.data_offset)
+        while remaining > 0:
+            data = handle.read(min(chunk, remaining))
+            if not data:
+                break
+            remaining -= len(data)
+            yield _to_mono16(data, info)
+
+
+def _to_mono16(data: bytes, info: WavInfo) -> bytes:
+    if info.tag == ALAW:
+        data = audioop.alaw2lin(data, 2)
+    elif info.tag == MULAW:
+        data = audioop.ulaw2lin(data, 2)
+    if info.channels == 2:
+        data = audioop.tomono(data, 2, 0.5, 0.5)
+    elif info.channels > 2:
+        first = bytearray()
+        step = 2 * info.channels
+        for offset in range(0, len(data) - step + 1, step):
+            first += data[offset:offset + 2]
+        data = bytes(first)
+    return data
+
+
+def _read_ffmpeg(path: Path, rate: int, ffmpeg: str) -> Iterator[bytes]:
+    executable = shutil.which(ffmpeg)
+    if executable is None:
+        raise DecoderMissing(f"{path.name} needs ffmpeg to decode, and {ffmpeg!r} was not found "
+                             "(install ffmpeg or set transcode.ffmpeg)")
+    return _ffmpeg_stream(executable, path, rate)
+
+
+def _ffmpeg_stream(executable: str, path: Path, rate: int) -> Iterator[bytes]:
+    command = [executable, "-nostdin", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1",
+               "-ar", str(rate), "-"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        got = False
+        while True:
+            data = _read_full(process.stdout, rate * 2)
+            if not data:
+                break
+            got = True
+            yield data
+        errors = process.stderr.read().decode(errors="replace").strip()
+        if process.wait() != 0 or not got:
+            raise UnreadableAudio(f"ffmpeg could not decode it: {errors[-300:] or 'no audio'}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _read_full(stream: IO[bytes], size: int) -> bytes:
+    parts, left = [], size
+    while left:
+        data = stream.read(left)
+        if not data:
+            break
+        parts.append(data)
+        left -= len(data)
+    return b"".join(parts)
+
+
+# MPEG audio frame header tables (ISO 11172-3 / 13818-3, MPEG 2.5)
+_BITRATES = {
+    (3, 1): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG1 L3
+    (2, 1): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),  # MPEG2/2.5 L3
+}
+_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def mp3_seconds(path: Path) -> float:
+    """The audio length of an MP3 by walking its frame headers; UnreadableAudio if broken."""
+    seconds, frames = 0.0, 0
+    with open(path, "rb") as handle:
+        data = handle.read(10)
+        if data[:3] == b"ID3":
+            tag = ((data[6] & 0x7F) << 21) | ((data[7] & 0x7F) << 14) | \
+                  ((data[8] & 0x7F) << 7) | (data[9] & 0x7F)
+            handle.seek(10 + tag)
+        else:
+            handle.seek(0)
+        while True:
+            header = handle.read(4)
+            if len(header) < 4 or header[:3] == b"TAG":
+                break
+            if header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+                raise UnreadableAudio(f"MP3 frame sync lost after {frames} frames")
+            version = (header[1] >> 3) & 3
+            layer = (header[1] >> 1) & 3
+            index, rate_index = header[2] >> 4, (header[2] >> 2) & 3
+            if version == 1 or layer != 1 or index in (0, 15) or rate_index == 3:
+                raise UnreadableAudio(f"not an MPEG layer III frame after {frames} frames")
+            bitrate = _BITRATES[(3, 1) if version == 3 else (2, 1)][index] * 1000
+            rate = _RATES[version][rate_index]
+            samples = 1152 if version == 3 else 576
+            length = samples // 8 * bitrate // rate + ((header[2] >> 1) & 1)
+            handle.seek(length - 4, 1)
+            seconds += samples / rate
+            frames += 1
+    if frames == 0:
+        raise UnreadableAudio("no MP3 frames")
+    return seconds
