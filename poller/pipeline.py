@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -111,6 +112,7 @@ def run_once(config: Config, options: RunOptions | None = None,
         return report
     # a backfill waits for the lock; the minutely run gives way at once
     with RunLock(config.state.dir, wait=options.backfill):
+        _clear_leftovers(config.state.dir)
         ledger = Ledger(config.state.database_url)
         try:
             Run(config, options, ledger, report, target_factory).execute()
@@ -120,6 +122,15 @@ def run_once(config: Config, options: RunOptions | None = None,
             _save_last_run(ledger, report)
             ledger.close()
     return report
+
+
+def _clear_leftovers(state_dir: str) -> None:
+    """Temporary files of a run that was killed: under the lock no other run is using them."""
+    for path in (Path(state_dir) / "tmp").glob("*"):
+        try:
+            path.unlink()
+        except OSError as exc:
+            log.warning("could not remove leftover %s: %s", path, exc)
 
 
 def _save_last_run(ledger: Ledger, report: RunReport) -> None:

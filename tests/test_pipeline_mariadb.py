@@ -1,0 +1,616 @@
+"""End-to-end runs on a real MariaDB cdr table: the CDR pitfalls of design §3 and the ledger's
+"nothing lost, nothing twice" of §4, with calls built from copies of the real sample rows.
+
+The helpers at the top (row factory, archive and ledger readers, TOML config files, the CLI
+runner) are shared with test_pipeline_faults.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from click.testing import CliRunner, Result
+from conftest import MSK, ROOT, SAMPLES, make_config, msk
+
+from poller.ledger import Entry, Ledger
+from poller.pipeline import RunOptions, run_once
+from poller.source import CdrSource
+
+# real sample calls (tests/data/samples/calls.csv), by the uniqueid of their rows
+DIRECT_ANSWERED = "1795675107.1"  # P1-01: DID …01 → 201 answers after 3 s, talks 6 s; recorded
+RING_GROUP_ANSWERED = "1795675142.17"  # P1-05: 211 rings, 212 answers, 213 busy; recorded
+QUEUE_ANSWERED = "1795675156.25"  # P1-06: 221 answers, 222 rang (NO ANSWER 3/3)
+QUEUE_ABANDON = "1795675167.31"  # P1-07: the caller hangs up in the queue (NO ANSWER 7/7, 6/6)
+IVR_NOBODY = "1795675176.37"  # P1-08: announcement, Dial, nobody answers (+ ANSWERED 0/0 row)
+OUTGOING = "1795675194.47"  # P1-10: 203 dials out, answered
+INTERNAL = "1795675205.51"  # P1-11: 206 calls 207, answered
+
+BERLIN = ZoneInfo("Europe/Berlin")
+MINIMAL_COLUMNS = ("calldate", "clid", "src", "dst", "dcontext", "channel", "dstchannel",
+                   "lastapp", "lastdata", "duration", "billsec", "disposition", "amaflags",
+                   "accountcode", "uniqueid", "userfield")
+
+_call_numbers = itertools.count(1)
+_sequence = itertools.count(1000)
+
+
+# -- building cdr rows in the shape Asterisk writes them
+
+def legs_of(sample_rows: list[dict[str, Any]], uniqueid: str) -> list[dict[str, Any]]:
+    """Copies of the rows of one real sample call, in insertion order."""
+    rows = [dict(row) for row in sample_rows if row["uniqueid"] == uniqueid]
+    assert rows, uniqueid
+    return rows
+
+
+def clone_call(template: list[dict[str, Any]], start: dt.datetime, *, zone: ZoneInfo = MSK,
+               epoch: int | None = None, monitor: Path | None = None, keep_name: bool = False,
+               **changes: Any) -> list[dict[str, Any]]:
+    """A real call's rows moved to `start` (naive local time, as calldate holds it).
+
+    The legs keep their offsets from the first leg, their order and every column Asterisk
+    wrote; uniqueid/linkedid get a fresh `<epoch>.<n>` (epoch = `start` in `zone`, or given,
+    e.g. for the repeated DST hour) and sequence continues one counter. The recording:
+    `monitor` copies the call's real WAV there under the call's new name (FreePBX date folder);
+    `keep_name` renames it but writes no file; otherwise recordingfile is emptied, as on an
+    unrecorded route. `changes` are set on every row.
+    """
+    base = template[0]["calldate"]
+    if epoch is None:
+        epoch = int(start.replace(tzinfo=zone).timestamp())
+    number = 2 * next(_call_numbers)
+    uniqueid, linkedid = f"{epoch}.{number + 1}", f"{epoch}.{number}"
+    old_uniqueid = template[0]["uniqueid"]
+    rows = []
+    for row in template:
+        new = dict(row)
+        new["calldate"] = start + (row["calldate"] - base)
+        new["uniqueid"], new["linkedid"] = uniqueid, linkedid
+        new["sequence"] = next(_sequence)
+        name = row.get("recordingfile", "")
+        if name and (monitor is not None or keep_name):
+            new["recordingfile"] = name.replace(old_uniqueid, uniqueid).replace(
+                base.strftime("%Y%m%d-%H%M%S"), start.strftime("%Y%m%d-%H%M%S"))
+        else:
+            new["recordingfile"] = ""
+        new.update(changes)
+        rows.append(new)
+    if monitor is not None and rows[0]["recordingfile"]:
+        source = SAMPLES / "recordings" / base.strftime("%Y/%m/%d") / template[0]["recordingfile"]
+        place_wav(source, monitor / start.strftime("%Y/%m/%d") / rows[0]["recordingfile"])
+    return rows
+
+
+def place_wav(source: Path, target: Path) -> Path:
+    """A finished recording: copied, and last written an hour ago (settled)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    past = time.time() - 3600
+    os.utime(target, (past, past))
+    return target
+
+
+def key_of(rows: list[dict[str, Any]]) -> str:
+    return rows[0]["linkedid"] or rows[0]["uniqueid"]
+
+
+def local(text: str) -> dt.datetime:
+    """A naive local calldate from 'YYYY-MM-DD HH:MM[:SS]'."""
+    return dt.datetime.fromisoformat(text)
+
+
+# -- what a run left behind
+
+def archived(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """The archive's JSON records by call key."""
+    records = [json.loads(path.read_text(encoding="utf-8"))
+               for path in (tmp_path / "archive").rglob("*.json")]
+    by_key = {record["key"]: record for record in records}
+    assert len(by_key) == len(records), "two JSON files for one call"
+    return by_key
+
+
+def archive_files(tmp_path: Path, suffix: str) -> list[Path]:
+    return sorted((tmp_path / "archive").rglob(f"*{suffix}"))
+
+
+def snapshot(tmp_path: Path) -> dict[str, tuple[bytes, int]]:
+    """Content and mtime of every archive file, to prove a run left them untouched."""
+    return {str(path): (path.read_bytes(), path.stat().st_mtime_ns)
+            for path in (tmp_path / "archive").rglob("*") if path.is_file()}
+
+
+def is_mp3(path: Path) -> bool:
+    data = path.read_bytes()
+    return len(data) > 0 and (data[:3] == b"ID3" or (data[0] == 0xFF and data[1] & 0xE0 == 0xE0))
+
+
+@contextlib.contextmanager
+def open_ledger(config: Any) -> Iterator[Ledger]:
+    ledger = Ledger(config.state.database_url, create=False)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def entry_of(config: Any, key: str) -> Entry:
+    with open_ledger(config) as ledger:
+        found = ledger.entry(key)
+    assert found is not None, f"call {key} is not in the ledger"
+    return found
+
+
+def watermark_of(config: Any) -> dt.datetime | None:
+    with open_ledger(config) as ledger:
+        return ledger.watermark()
+
+
+# -- config files and the command line
+
+def config_data(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> dict[str, Any]:
+    """The same document make_config validates, for a TOML file."""
+    data: dict[str, Any] = {
+        "source": {"url": source_url, "timezone": "Europe/Moscow", "settle": "60s",
+                   "lookback": "4h", "start": "2026-11-26 09:00"},
+        "state": {"dir": str(tmp_path / "state")},
+        "recordings": {"dir": str(tmp_path / "monitor")},
+        "target": {"kind": "archive", "archive": {"dir": str(tmp_path / "archive")}},
+    }
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return data
+
+
+def to_toml(data: dict[str, Any], path: tuple[str, ...] = ()) -> str:
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    text = ""
+    if scalars:
+        if path:
+            text += f"[{'.'.join(path)}]\n"
+        text += "".join(f"{k} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in scalars.items())
+    for name, value in data.items():
+        if isinstance(value, dict):
+            text += to_toml(value, (*path, name))
+    return text
+
+
+def write_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> Path:
+    path = tmp_path / "poller.toml"
+    path.write_text(to_toml(config_data(tmp_path, source_url, **sections)), encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str) -> Result:
+    """`poller ARGS` through click's runner; the root logger is put back afterwards (the CLI
+    points it at the runner's captured stderr)."""
+    from poller.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+# -- the tests
+
+def test_long_call_inserted_after_the_watermark_passed_its_start(tmp_path, cdr_db, sample_rows):
+    """A 40-minute call starts at 09:20; its row is inserted only when it ends at 10:00, after
+    a run at 10:00 already took the short calls of 09:30 and 09:40 and moved the watermark
+    past 09:20. The lookback re-read finds it: delivered once, never twice."""
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    short = [clone_call(direct, local("2026-11-26 09:30:00")),
+             clone_call(direct, local("2026-11-26 09:40:00"))]
+    for rows in short:
+        cdr_db.insert(rows)
+    config = make_config(tmp_path, cdr_db.url)
+
+    first = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    assert first.exit_code == 0, first.summary()
+    assert set(archived(tmp_path)) == {key_of(rows) for rows in short}
+    mark = watermark_of(config)
+    assert mark is not None and mark > local("2026-11-26 09:20:00")
+
+    long_call = clone_call(direct, local("2026-11-26 09:20:00"), monitor=tmp_path / "monitor",
+                           duration=2400, billsec=2391)
+    cdr_db.insert(long_call)  # Asterisk writes the row when the call hangs up
+    second = run_once(config, RunOptions(now=msk("2026-11-26 10:45")))
+    assert second.exit_code == 0, second.summary()
+    assert sum(second.delivered.values()) == 1
+
+    records = archived(tmp_path)
+    assert len(records) == 3
+    record = records[key_of(long_call)]
+    assert record["start"] == "2026-11-26T09:20:00+03:00"
+    assert record["duration"] == 2400 and record["status"] == "answered"
+    assert record["recording"] == f"{key_of(long_call)}.mp3"
+    assert len(archive_files(tmp_path, ".mp3")) == 1
+    assert entry_of(config, key_of(long_call)).stage == "done"
+
+    third = run_once(config, RunOptions(now=msk("2026-11-26 11:00")))
+    assert sum(third.delivered.values()) == 0
+    assert len(archived(tmp_path)) == 3
+    with open_ledger(config) as ledger:
+        assert ledger.counts() == {"done": 3}
+
+
+def test_daylight_saving_fall_back_hour_keeps_both_calls(tmp_path, cdr_db, sample_rows):
+    """Berlin, 25 Oct 2026: clocks go back from 03:00 CEST to 02:00 CET, so local 02:30 happens
+    twice. One call at each 02:30 (uniqueid epochs 00:30 and 01:30 UTC): the calldate is the
+    same, the uniqueid tells the instants apart; both are delivered with their own offset."""
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    summer_epoch = int(dt.datetime(2026, 10, 25, 0, 30, tzinfo=dt.UTC).timestamp())
+    winter_epoch = int(dt.datetime(2026, 10, 25, 1, 30, tzinfo=dt.UTC).timestamp())
+    summer = clone_call(direct, local("2026-10-25 02:30:00"), zone=BERLIN, epoch=summer_epoch)
+    winter = clone_call(direct, local("2026-10-25 02:30:00"), zone=BERLIN, epoch=winter_epoch)
+    cdr_db.insert(summer + winter)
+    config = make_config(tmp_path, cdr_db.url,
+                         source={"timezone": "Europe/Berlin", "start": "2026-10-25 00:00"})
+
+    report = run_once(config, RunOptions(now=dt.datetime(2026, 10, 25, 3, 0, tzinfo=dt.UTC)))
+    assert report.exit_code == 0, report.summary()
+    records = archived(tmp_path)
+    assert set(records) == {key_of(summer), key_of(winter)}
+    assert records[key_of(summer)]["start"] == "2026-10-25T02:30:00+02:00"
+    assert records[key_of(winter)]["start"] == "2026-10-25T02:30:00+01:00"
+    assert records[key_of(summer)]["duration"] == records[key_of(winter)]["duration"] == 9
+    assert all(p.parent.relative_to(tmp_path / "archive") == Path("2026/10/25")
+               for p in archive_files(tmp_path, ".json"))
+
+
+def test_call_running_across_the_fall_back_keeps_its_duration(tmp_path, cdr_db, sample_rows):
+    """A 20-second call starting at 02:59:50 CEST, 10 s before the clocks go back, ends at
+    02:00:10 CET (03:00:10 by calldate + duration). It keeps its summer start offset and
+    lasts 20 s, not 20 s plus or minus the repeated hour."""
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    epoch = int(dt.datetime(2026, 10, 25, 0, 59, 50, tzinfo=dt.UTC).timestamp())
+    rows = clone_call(direct, local("2026-10-25 02:59:50"), zone=BERLIN, epoch=epoch,
+                      duration=20, billsec=17)
+    cdr_db.insert(rows)
+    config = make_config(tmp_path, cdr_db.url,
+                         source={"timezone": "Europe/Berlin", "start": "2026-10-25 00:00"})
+
+    report = run_once(config, RunOptions(now=dt.datetime(2026, 10, 25, 3, 0, tzinfo=dt.UTC)))
+    assert report.exit_code == 0, report.summary()
+    record = archived(tmp_path)[key_of(rows)]
+    assert record["start"] == "2026-10-25T02:59:50+02:00"
+    assert record["duration"] == 20
+
+
+def test_fall_back_hour_with_a_short_lookback_loses_nothing(tmp_path, cdr_db, sample_rows):
+    """A site with short calls sets lookback = "30m". A run at 02:58 CEST takes a call of
+    02:50 CEST (watermark 02:50). The clocks go back; a call at 02:05 CET (an hour later in
+    real time) must still be delivered by the runs that follow."""
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    summer = clone_call(direct, local("2026-10-25 02:50:00"), zone=BERLIN,
+                        epoch=int(dt.datetime(2026, 10, 25, 0, 50, tzinfo=dt.UTC).timestamp()))
+    cdr_db.insert(summer)
+    config = make_config(tmp_path, cdr_db.url, source={
+        "timezone": "Europe/Berlin", "start": "2026-10-25 00:00", "lookback": "30m"})
+    run_once(config, RunOptions(now=dt.datetime(2026, 10, 25, 0, 58, tzinfo=dt.UTC)))
+    assert set(archived(tmp_path)) == {key_of(summer)}
+
+    winter = clone_call(direct, local("2026-10-25 02:05:00"), zone=BERLIN,
+                        epoch=int(dt.datetime(2026, 10, 25, 1, 5, tzinfo=dt.UTC).timestamp()))
+    cdr_db.insert(winter)
+    for hour, minute in ((1, 20), (1, 40), (2, 30), (4, 0)):  # 02:20 CET … 05:00 CET
+        run_once(config, RunOptions(now=dt.datetime(2026, 10, 25, hour, minute, tzinfo=dt.UTC)))
+    records = archived(tmp_path)
+    assert key_of(winter) in records, "the call of 02:05 CET was never delivered"
+    assert records[key_of(winter)]["start"] == "2026-10-25T02:05:00+01:00"
+
+
+def test_cp1251_caller_name_in_a_latin1_column(tmp_path, cdr_db, sample_rows):
+    """An old PBX writes caller names in cp1251 into latin1 columns (the bytes as they came).
+    A utf8mb4 connection would turn them into garbled UTF-8; the poller reads the raw bytes
+    and decodes them with source.legacy_encoding: "Иванов Пётр", from cnam or from clid."""
+    cdr_db.execute("ALTER TABLE cdr MODIFY cnam varchar(80) CHARACTER SET latin1 "
+                   "NOT NULL DEFAULT ''")
+    cdr_db.execute("ALTER TABLE cdr MODIFY clid varchar(80) CHARACTER SET latin1 "
+                   "NOT NULL DEFAULT ''")
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    with_cnam = clone_call(direct, local("2026-11-26 09:30:00"), cnam="", clid="")
+    clid_only = clone_call(direct, local("2026-11-26 09:31:00"), cnam="", clid="")
+    cdr_db.insert(with_cnam + clid_only)
+    number = direct[0]["src"]
+
+    def set_bytes(rows: list[dict[str, Any]], name: str, cnam: bool) -> bytes:
+        raw = name.encode("cp1251")
+        clid = b'"' + raw + b'" <' + number.encode() + b">"
+        cnam_sql = f"X'{raw.hex()}'" if cnam else "''"
+        # hex literals are binary strings: the bytes land in the latin1 column unconverted
+        cdr_db.execute(f"UPDATE cdr SET cnam = {cnam_sql}, clid = X'{clid.hex()}' "
+                       "WHERE uniqueid = :u", u=rows[0]["uniqueid"])
+        return raw
+
+    raw = set_bytes(with_cnam, "Иванов Пётр", cnam=True)
+    set_bytes(clid_only, "Петрова Ольга", cnam=False)
+    stored = cdr_db.execute("SELECT HEX(cnam) FROM cdr WHERE uniqueid = :u",
+                            u=with_cnam[0]["uniqueid"]).scalar()
+    assert bytes.fromhex(stored) == raw  # no conversion on the way in
+
+    config = make_config(tmp_path, cdr_db.url)
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    assert report.exit_code == 0, report.summary()
+    records = archived(tmp_path)
+    assert records[key_of(with_cnam)]["name"] == "Иванов Пётр"
+    assert records[key_of(with_cnam)]["number"] == number
+    assert records[key_of(clid_only)]["name"] == "Петрова Ольга"
+    assert records[key_of(clid_only)]["number"] == number
+
+
+def test_utf8mb4_caller_name(tmp_path, cdr_db, sample_rows):
+    """A current FreePBX stores caller names as utf8mb4: "Сидорова Анна" arrives unchanged."""
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    number = direct[0]["src"]
+    rows = clone_call(direct, local("2026-11-26 09:30:00"), cnam="Сидорова Анна",
+                      clid=f'"Сидорова Анна" <{number}>')
+    cdr_db.insert(rows)
+    config = make_config(tmp_path, cdr_db.url)
+
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    assert report.exit_code == 0, report.summary()
+    record = archived(tmp_path)[key_of(rows)]
+    assert record["name"] == "Сидорова Анна"
+    assert record["number"] == number
+
+
+def test_ring_group_ivr_queue_outgoing_and_internal(tmp_path, cdr_db, sample_rows):
+    """A morning's mix: a three-leg ring group where 212 answers (211 rang, 213 was busy), an
+    IVR that answered itself but no agent picked up, a caller who gave up in the queue, an
+    outgoing and an internal call. Incoming calls are delivered with the right outcome; the
+    other two are only recorded in the ledger as skipped."""
+    monitor = tmp_path / "monitor"
+    ring = clone_call(legs_of(sample_rows, RING_GROUP_ANSWERED), local("2026-11-26 09:30:00"),
+                      monitor=monitor)
+    ivr = clone_call(legs_of(sample_rows, IVR_NOBODY), local("2026-11-26 09:31:00"))
+    abandon = clone_call(legs_of(sample_rows, QUEUE_ABANDON), local("2026-11-26 09:32:00"))
+    outgoing = clone_call(legs_of(sample_rows, OUTGOING), local("2026-11-26 09:33:00"),
+                          monitor=monitor)
+    internal = clone_call(legs_of(sample_rows, INTERNAL), local("2026-11-26 09:34:00"))
+    assert len(ring) == 3 and len(ivr) == 3 and len(abandon) == 2
+    cdr_db.insert(ring + ivr + abandon + outgoing + internal)
+    config = make_config(tmp_path, cdr_db.url)
+
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    assert report.exit_code == 0, report.summary()
+    assert dict(report.delivered) == {"answered": 1, "unanswered": 2}
+    assert report.skipped == 2
+
+    records = archived(tmp_path)
+    assert set(records) == {key_of(ring), key_of(ivr), key_of(abandon)}
+    group = records[key_of(ring)]
+    assert (group["status"], group["answered_by"]) == ("answered", "212")
+    assert (group["duration"], group["talk_time"], group["wait_time"]) == (11, 7, 4)
+    assert group["recording"] == f"{key_of(ring)}.mp3" and group["recording_problem"] is None
+    mp3s = archive_files(tmp_path, ".mp3")
+    assert [p.name for p in mp3s] == [f"{key_of(ring)}.mp3"]  # one file for three legs
+    assert is_mp3(mp3s[0])
+
+    for rows in (ivr, abandon):
+        record = records[key_of(rows)]
+        assert (record["status"], record["answered_by"], record["talk_time"]) == (
+            "unanswered", "", 0)
+        assert record["wait_time"] == record["duration"] > 0
+    assert records[key_of(ivr)]["duration"] == 13  # 09:31:00 until the Hangup row at +13 s
+
+    for rows in (outgoing, internal):
+        entry = entry_of(config, key_of(rows))
+        assert entry.stage == "skipped" and entry.note == "not incoming"
+        assert entry.object_id is None
+    with open_ledger(config) as ledger:
+        assert ledger.counts() == {"done": 3, "skipped": 2}
+
+
+def test_call_whose_legs_straddle_a_read_window(tmp_path, cdr_db, sample_rows, monkeypatch):
+    """A busy PBX makes the windows narrow (batch_size 2 here). A queue call whose first round
+    rang 222 for 25 s and whose second round, 30 s later, 221 answered has legs in two windows;
+    it still comes out as one call with both legs: 70 s long, answered by 221."""
+    windows: list[tuple[dt.datetime, dt.datetime, int]] = []
+    read_window = CdrSource.read_window
+
+    def spy(self, lo, hi):
+        legs = read_window(self, lo, hi)
+        windows.append((lo, hi, len(legs)))
+        return legs
+
+    monkeypatch.setattr(CdrSource, "read_window", spy)
+
+    outgoing = legs_of(sample_rows, OUTGOING)
+    filler = [clone_call(outgoing, local("2026-11-26 09:20:00") + dt.timedelta(seconds=10 * i))
+              for i in range(72)]  # an outgoing call every 10 s, 09:20:00 … 09:31:50
+    queue = legs_of(sample_rows, QUEUE_ANSWERED)
+    answered, rang = queue  # P1-06: ANSWERED 221 9/9, NO ANSWER 222 3/3
+    first_round = dict(rang, duration=25, billsec=25)
+    second_round = dict(answered, calldate=rang["calldate"] + dt.timedelta(seconds=30),
+                        duration=40, billsec=40)
+    t0 = local("2026-11-26 09:29:03")
+    split = clone_call([first_round, second_round], t0)
+    cdr_db.insert([row for rows in filler for row in rows] + split)
+    config = make_config(tmp_path, cdr_db.url,
+                         source={"batch_size": 2, "lookback": "2m"})
+
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    assert report.exit_code == 0, report.summary()
+    assert report.rows == 72 + 2  # every row read once: windows neither overlap nor leave gaps
+    assert any(lo <= t0 < hi <= t0 + dt.timedelta(seconds=30) for lo, hi, _ in windows), (
+        "the two legs were read in one window; the test did not split the call")
+
+    records = archived(tmp_path)
+    assert list(records) == [key_of(split)]
+    record = records[key_of(split)]
+    assert record["duration"] == 70
+    assert (record["status"], record["answered_by"]) == ("answered", "221")
+    assert (record["talk_time"], record["wait_time"]) == (40, 30)
+    assert record["start"] == "2026-11-26T09:29:03+03:00"
+    with open_ledger(config) as ledger:
+        assert ledger.counts() == {"done": 1, "skipped": 72}
+
+
+def _three_calls(cdr_db: Any, sample_rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    calls = [clone_call(direct, local(f"2026-11-26 09:{minute}:00")) for minute in (30, 35, 40)]
+    cdr_db.insert([row for rows in calls for row in rows])
+    return calls
+
+
+def test_rerun_delivers_nothing_twice(tmp_path, cdr_db, sample_rows):
+    """Cron starts the poller every minute; the same rows are re-read through the lookback
+    each time, and none of them is delivered again."""
+    calls = _three_calls(cdr_db, sample_rows)
+    config = make_config(tmp_path, cdr_db.url)
+    first = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    assert sum(first.delivered.values()) == 3
+    before = snapshot(tmp_path)
+    assert len(before) == 3
+
+    for minute in ("10:01", "10:02", "12:00"):
+        again = run_once(config, RunOptions(now=msk(f"2026-11-26 {minute}")))
+        assert again.exit_code == 0 and sum(again.delivered.values()) == 0, again.summary()
+        assert again.rows == 3 and again.new_calls == 0  # re-read, recognised, not delivered
+    assert snapshot(tmp_path) == before
+    assert set(archived(tmp_path)) == {key_of(rows) for rows in calls}
+
+
+def test_overlapping_backfill_delivers_nothing_twice(tmp_path, cdr_db, sample_rows):
+    """An administrator runs `poller run --since 09:00 --until 10:00` over a range the minutely
+    runs already delivered: nothing is delivered again and the watermark stays where it is."""
+    _three_calls(cdr_db, sample_rows)
+    config = make_config(tmp_path, cdr_db.url)
+    run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    before, mark = snapshot(tmp_path), watermark_of(config)
+    assert len(before) == 3 and mark == local("2026-11-26 09:40:00")
+
+    report = run_once(config, RunOptions(since=local("2026-11-26 09:00"),
+                                         until=local("2026-11-26 10:00"),
+                                         now=msk("2026-11-26 10:10")))
+    assert report.exit_code == 0, report.summary()
+    assert report.rows == 3 and sum(report.delivered.values()) == 0
+    assert snapshot(tmp_path) == before
+    assert watermark_of(config) == mark
+
+
+def test_backfill_of_history_before_source_start(tmp_path, cdr_db, sample_rows):
+    """A new install starts at source.start (09:00); the calls of 08:00–08:59 are history,
+    fetched on purpose with `run --since 08:00 --until 09:00`: delivered once, watermark
+    untouched, and a repeated backfill delivers nothing."""
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    old = [clone_call(direct, local(f"2026-11-26 08:{minute}:00")) for minute in (10, 50)]
+    cdr_db.insert([row for rows in old for row in rows])
+    recent = _three_calls(cdr_db, sample_rows)
+    config = make_config(tmp_path, cdr_db.url)
+
+    run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    assert set(archived(tmp_path)) == {key_of(rows) for rows in recent}
+    mark = watermark_of(config)
+
+    options = RunOptions(since=local("2026-11-26 08:00"), until=local("2026-11-26 09:00"),
+                         now=msk("2026-11-26 10:05"))
+    report = run_once(config, options)
+    assert report.exit_code == 0, report.summary()
+    assert sum(report.delivered.values()) == 2
+    records = archived(tmp_path)
+    assert set(records) == {key_of(rows) for rows in old + recent}
+    assert records[key_of(old[0])]["start"] == "2026-11-26T08:10:00+03:00"
+    assert watermark_of(config) == mark
+
+    before = snapshot(tmp_path)
+    repeat = run_once(config, options)
+    assert sum(repeat.delivered.values()) == 0
+    assert snapshot(tmp_path) == before
+    assert watermark_of(config) == mark
+
+
+def _minimal_table(db: Any) -> None:
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql((ROOT / "sql" / "cdr-asterisk-minimal.sql").read_text())
+
+
+def _minimal_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**{name: row[name] for name in MINIMAL_COLUMNS}, "dcontext": "from-pstn"}
+            for row in rows]
+
+
+def test_asterisk_minimal_schema(tmp_path, empty_db, sample_rows):
+    """A plain Asterisk with the contrib cdr schema: no linkedid, did, recordingfile or
+    sequence; MixMonitor writes `<uniqueid>.wav`. With recordings.name "{uniqueid}.wav" and
+    incoming recognised by dcontext from-pstn, calls are grouped by uniqueid and delivered."""
+    _minimal_table(empty_db)
+    monitor = tmp_path / "monitor"
+    ring = clone_call(legs_of(sample_rows, RING_GROUP_ANSWERED), local("2026-11-26 09:30:00"))
+    abandon = clone_call(legs_of(sample_rows, QUEUE_ABANDON), local("2026-11-26 09:31:00"))
+    uniqueid = ring[0]["uniqueid"]
+    sample = legs_of(sample_rows, RING_GROUP_ANSWERED)[0]
+    place_wav(SAMPLES / "recordings" / "2026/11/26" / sample["recordingfile"],
+              monitor / f"{uniqueid}.wav")
+    empty_db.insert(_minimal_rows(ring + abandon))
+    config = make_config(tmp_path, empty_db.url, recordings={"name": "{uniqueid}.wav"},
+                         source={"incoming": {"contexts": ["from-pstn"]}})
+
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    assert report.exit_code == 0, report.summary()
+    records = archived(tmp_path)
+    assert set(records) == {uniqueid, abandon[0]["uniqueid"]}  # the key is the uniqueid
+    group = records[uniqueid]
+    assert (group["status"], group["answered_by"], group["did"]) == ("answered", "212", "")
+    assert group["recording"] == f"{uniqueid}.mp3" and group["recording_problem"] is None
+    assert is_mp3(archive_files(tmp_path, ".mp3")[0])
+    gave_up = records[abandon[0]["uniqueid"]]
+    assert gave_up["status"] == "unanswered"
+    assert gave_up["recording"] is None and gave_up["recording_problem"] is None
+
+
+def test_asterisk_minimal_schema_with_freepbx_template_fails_naming_column(tmp_path, empty_db,
+                                                                          sample_rows):
+    """The same minimal table with the default (FreePBX) recordings template, which needs a
+    recordingfile column: the run stops with exit 2 and names the missing column."""
+    _minimal_table(empty_db)
+    rows = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), local("2026-11-26 09:30:00"))
+    empty_db.insert(_minimal_rows(rows))
+    path = write_config(tmp_path, empty_db.url,
+                        source={"incoming": {"contexts": ["from-pstn"]}})
+
+    result = run_cli("--config", str(path), "run")
+    assert result.exit_code == 2, result.output
+    assert "no column 'recordingfile'" in result.output
+    assert not archive_files(tmp_path, ".json")
+
+
+def test_window_read_uses_the_calldate_index(tmp_path, cdr_db, sample_rows):
+    """On a table with a month of history the read of one window is a range scan of the
+    calldate key, never a full table scan, whatever the window width the walk picks."""
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    first = local("2026-11-01 00:00:00")
+    rows = [row for i in range(3000)
+            for row in clone_call(direct, first + dt.timedelta(minutes=15 * i))]
+    cdr_db.insert(rows)
+    cdr_db.execute("ANALYZE TABLE cdr")
+    config = make_config(tmp_path, cdr_db.url)
+
+    source = CdrSource(config.source)
+    try:
+        for lo, width in ((local("2026-11-15 10:00:00"), dt.timedelta(seconds=20)),
+                          (local("2026-11-15 10:00:00"), dt.timedelta(hours=1)),
+                          (local("2026-11-15 00:00:00"), dt.timedelta(days=1))):
+            plan = source.explain(lo, lo + width)
+            assert plan, "no plan"
+            assert all(step["type"] != "ALL" for step in plan), plan
+            cdr = [step for step in plan if step["table"] == "cdr"]
+            assert len(cdr) == 1 and cdr[0]["type"] == "range", plan
+            assert cdr[0]["key"] == "calldate", plan
+    finally:
+        source.close()
