@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, DeliveryError, PollerError
+from .errors import ConfigError, DeliveryError, PollerError, ServiceUnavailable
 from .ledger import ATTACHED, CREATED, DONE, SEEN, Entry
 from .recordings import Plan, Wait, plan_recording
 from .targets import safe_name
@@ -41,6 +41,10 @@ class Delivery:
         try:
             return self._advance()
         except ConfigError:
+            raise
+        except ServiceUnavailable as exc:
+            # the target is down: count this call's attempt, leave the others for the next run
+            self.fail(str(exc))
             raise
         except PollerError as exc:
             self.fail(str(exc))

@@ -170,6 +170,9 @@ class Run:
             return
         try:
             self.deliver()
+        except ServiceUnavailable as exc:
+            log.error("%s; the remaining calls wait for the next run", exc)
+            self.report.unavailable.append(str(exc))
         finally:
             if self._target is not None:
                 self._target.close()

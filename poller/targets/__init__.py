@@ -38,4 +38,8 @@ def open_target(config: Config) -> Target:
         from .archive import ArchiveTarget
 
         return ArchiveTarget(config.target.archive, config.source.timezone)
-    raise ConfigError(f"target.kind = {config.target.kind!r} is not available in this version")
+    if config.target.kind == "easla":
+        from .easla import EaslaTarget
+
+        return EaslaTarget(config.target.easla, config.state.dir)
+    raise ConfigError(f"target.kind = {config.target.kind!r} is not known")

@@ -1,0 +1,212 @@
+"""The easla target: one call object per call and its MP3, over SOAP with suds-community.
+
+The client is driven by the WSDL served at `target.easla.url` (operation and element names of
+design §5); arguments are passed as plain mappings, so no namespace, prefix or type name of our
+own is involved. One client, one login and one lookup of the process and object definition per
+run; a fault that says the session expired logs in again and retries that call once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..config import EaslaConfig
+from ..errors import ConfigError, DeliveryError, ServiceUnavailable
+from ..model import Call
+from .soap_transport import ConnectionFailed, KeepAliveTransport
+
+log = logging.getLogger("poller")
+T = TypeVar("T")
+
+PLACEHOLDER = "@@poller-file-content@@"
+# fault texts that say "try again later" rather than "this will never work"
+TRANSIENT_FAULT = re.compile(r"(?i)temporar|unavailable|try again|timeout|timed out|busy|overload")
+CONFIG_FAULT = re.compile(r"(?i)unknown|not found|no such|invalid|attribute|denied|permission")
+
+
+class TargetUnavailable(DeliveryError, ServiceUnavailable):
+    """easla did not answer (connection refused, reset, timed out, HTTP 5xx)."""
+
+
+def hms(seconds: int) -> str:
+    """A duration as easla shows it: H:MM:SS."""
+    seconds = max(int(seconds), 0)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def attribute_values(config: EaslaConfig, call: Call, record: dict[str, Any]) -> dict[str, str]:
+    """The call's fields as easla attribute values (strings), per the configured mapping."""
+    values: dict[str, str] = {}
+    for name, attribute in config.attributes.items():
+        value = record.get(name)
+        if name in ("duration", "talk_time", "wait_time"):
+            text = hms(int(value or 0))
+        elif name == "start":
+            text = call.start.strftime(config.start_format)
+        elif name == "status":
+            text = config.statuses.get(str(value), str(value))
+        elif value is None:
+            text = ""
+        else:
+            text = str(value)
+        values[attribute] = text
+    return values
+
+
+class EaslaTarget:
+    """Creates `incoming_call` objects in easla and attaches their recordings."""
+
+    def __init__(self, config: EaslaConfig, state_dir: str):
+        # suds logs whole envelopes at debug level, and the login envelope holds the password
+        logging.getLogger("suds").setLevel(logging.WARNING)
+        import suds.cache
+        import suds.client
+
+        self.config = config
+        self.session_fault = re.compile(config.session_fault)
+        self.transport = KeepAliveTransport(float(config.timeout), config.verify_tls,
+                                            config.ca_bundle)
+        cache_dir = Path(state_dir) / "wsdl-cache"
+        try:
+            self.client = suds.client.Client(
+                config.url, transport=self.transport, timeout=float(config.timeout),
+                cache=suds.cache.ObjectCache(location=str(cache_dir), days=1))
+        except ConnectionFailed as exc:
+            raise TargetUnavailable(f"easla: WSDL not reachable at {config.url}: {exc}") from None
+        except Exception as exc:  # suds raises plain exceptions for a bad or missing WSDL
+            raise self._wsdl_error(exc) from None
+        self._login()
+        self.process = self._call("getProcess", lambda s: s.getProcess(name=config.process),
+                                  setup=True)
+        self.objectdef = self._call(
+            "getObjectdef",
+            lambda s: s.getObjectdef(process=self.process, name=config.objectdef,
+                                     version=config.objectdef_version), setup=True)
+        log.debug("easla: process %s, object definition %s", self.process, self.objectdef)
+
+    def _wsdl_error(self, exc: Exception) -> Exception:
+        text = str(exc)
+        status = _status_of(exc)
+        if status is not None and status >= 500:
+            return TargetUnavailable(f"easla: WSDL at {self.config.url}: HTTP {status}")
+        return ConfigError(f"target.easla.url: no usable WSDL at {self.config.url}: {text[:300]}")
+
+    # -- the Target interface
+    def create(self, call: Call, record: dict[str, Any]) -> str:
+        items = [{"key": name, "values": {"item": [value]}}
+                 for name, value in attribute_values(self.config, call, record).items()]
+        result = self._call("createObjectref", lambda s: s.createObjectref(
+            objectdef=self.objectdef, parent=None, attributes={"item": items}))
+        if result in (None, "", 0):
+            raise DeliveryError("easla: createObjectref answered without an object id")
+        return str(result)
+
+    def attach(self, object_id: str, call: Call, mp3: Path) -> None:
+        name = f"{_file_name(call.key)}.mp3"
+        self._call("addFile", lambda s: self._stream_add_file(object_id, name, mp3))
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # -- internals
+    def _login(self) -> None:
+        config = self.config
+        try:
+            self.client.service.login(login=config.login, password=str(config.password))
+        except ConnectionFailed as exc:
+            raise TargetUnavailable(f"easla: login: {exc}") from None
+        except Exception as exc:
+            text = _fault_text(exc)
+            if TRANSIENT_FAULT.search(text) or (_status_of(exc) or 0) >= 500:
+                raise TargetUnavailable(f"easla: login: {text}") from None
+            raise ConfigError(f"target.easla: login as {config.login!r} refused: {text}") from None
+
+    def _call(self, operation: str, invoke: Callable[[Any], T], setup: bool = False) -> T:
+        """One operation, logging in again once if the session expired."""
+        for attempt in (1, 2):
+            try:
+                return invoke(self.client.service)
+            except ConnectionFailed as exc:
+                raise TargetUnavailable(f"easla: {operation}: {exc}") from None
+            except Exception as exc:
+                text = _fault_text(exc)
+                if attempt == 1 and _is_fault(exc) and self.session_fault.search(text):
+                    log.info("easla: session expired (%s); logging in again", text)
+                    self._login()
+                    continue
+                raise self._classify(operation, exc, text, setup) from None
+        raise AssertionError("unreachable")
+
+    def _classify(self, operation: str, exc: Exception, text: str, setup: bool) -> Exception:
+        status = _status_of(exc)
+        if status is not None and not _is_fault(exc):
+            if status in (401, 403):
+                return ConfigError(f"target.easla: {operation}: HTTP {status} (credentials?)")
+            return TargetUnavailable(f"easla: {operation}: HTTP {status}")
+        if TRANSIENT_FAULT.search(text):
+            return TargetUnavailable(f"easla: {operation}: {text}")
+        if setup:
+            what = {"getProcess": f"process {self.config.process!r}",
+                    "getObjectdef": f"object definition {self.config.objectdef!r}"}[operation]
+            return ConfigError(f"target.easla: {what} not usable: {text}")
+        if CONFIG_FAULT.search(text):
+            return ConfigError(f"target.easla: {operation} refused: {text} "
+                               "(check target.easla.attributes / file_attribute)")
+        return DeliveryError(f"easla: {operation}: {text}")
+
+    def _stream_add_file(self, object_id: str, name: str, mp3: Path) -> Any:
+        """addFile with the base64 content streamed from disk (suds builds the rest)."""
+        service = self.client.service
+        self.client.options.nosend = True
+        try:
+            context = service.addFile(
+                objectref=_object_ref(object_id), attribute=self.config.file_attribute,
+                file={"item": [{"key": "srcname", "value": name},
+                               {"key": "content", "value": PLACEHOLDER}]})
+        finally:
+            self.client.options.nosend = False
+        envelope: bytes = context.envelope
+        prefix, _, suffix = envelope.partition(PLACEHOLDER.encode())
+        method = service.addFile.method
+        headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": method.soap.action}
+        status, reply = self.transport.post_stream(method.location, headers, prefix, mp3, suffix)
+        if status == 200:
+            return context.process_reply(reply)
+        return context.process_reply(reply, status, f"HTTP {status}")
+
+
+def _file_name(key: str) -> str:
+    from . import safe_name
+
+    return safe_name(key)
+
+
+def _object_ref(object_id: str) -> int | str:
+    return int(object_id) if object_id.isdigit() else object_id
+
+
+def _is_fault(exc: Exception) -> bool:
+    return type(exc).__name__ == "WebFault"
+
+
+def _fault_text(exc: Exception) -> str:
+    fault = getattr(exc, "fault", None)
+    text = getattr(fault, "faultstring", None)
+    if text:
+        return str(text)
+    return str(exc)
+
+
+def _status_of(exc: Exception) -> int | None:
+    """The HTTP status suds reports for a non-SOAP error: Exception((status, description))."""
+    if _is_fault(exc):
+        return 500
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], tuple) and args[0] and isinstance(args[0][0], int):
+        return int(args[0][0])
+    code = getattr(exc, "httpcode", None)
+    return int(code) if isinstance(code, int) else None
