@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -16,13 +17,21 @@ from .errors import ConfigError, ExitCode, LockHeld, PollerError
 log = logging.getLogger("poller")
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
+def _setup_logging(verbose: int, quiet: bool, syslog: bool = False) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
                                            "%Y-%m-%d %H:%M:%S"))
+    handlers: list[logging.Handler] = [handler]
+    if syslog:
+        from logging.handlers import SysLogHandler
+
+        address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
+        to_syslog = SysLogHandler(address=address, facility=SysLogHandler.LOG_DAEMON)
+        to_syslog.setFormatter(logging.Formatter("poller[%(process)d]: %(levelname)s %(message)s"))
+        handlers.append(to_syslog)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(level)
     # suds logs whole SOAP envelopes (the login one carries the password) at debug level
     logging.getLogger("suds").setLevel(logging.WARNING)
@@ -83,16 +92,18 @@ class LocalDateTime(click.ParamType):
               help="TOML configuration file [env POLLER_CONFIG; default /etc/poller/poller.toml].")
 @click.option("-v", "--verbose", count=True, help="Log debug detail.")
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@click.option("--syslog", is_flag=True, help="Also log to syslog (facility daemon).")
 @click.version_option(package_name="asterisk-cdr-poller")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) -> None:
+def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool,
+         syslog: bool) -> None:
     """Deliver incoming calls from Asterisk's cdr table, with their recordings, to a target.
 
     Run `poller run` every minute from cron or a systemd timer; try `poller demo` first.
     Exit codes: 0 done (also nothing new, or another run busy), 1 some calls failed or a
     service was unreachable (retried next run), 2 bad usage or configuration.
     """
-    _setup_logging(verbose, quiet)
+    _setup_logging(verbose, quiet, syslog)
     ctx.obj = config_path
 
 
@@ -109,13 +120,23 @@ def _load(ctx: click.Context) -> Any:
               help="Backfill calls starting before this date[-time] (source time zone).")
 @click.option("--dry-run", is_flag=True, help="Print what would be delivered; write nothing.")
 @click.option("--limit", type=click.IntRange(min=1), help="Deliver at most N calls this run.")
+@click.option("--metrics-file", metavar="PATH",
+              help="Write Prometheus metrics here after each run (else [metrics] file).")
+@click.option("--follow", is_flag=True,
+              help="Keep running: poll every --interval (for a systemd service).")
+@click.option("--interval", default="15s", show_default=True, metavar="DURATION",
+              help="Time between polls in --follow mode.")
 @click.pass_context
 def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None,
-        dry_run: bool, limit: int | None) -> None:
+        dry_run: bool, limit: int | None, metrics_file: str | None, follow: bool,
+        interval: str) -> None:
     """Read new cdr rows and deliver the calls that are due (one batch).
 
     With --since/--until it backfills that range: the watermark does not move, calls already
     delivered are not delivered again, and parked calls in the range are retried.
+
+    With --follow it polls every --interval in one long-running process, holding the lock only
+    while it works a batch; SIGTERM stops it after the call in hand.
     """
 
     def work() -> ExitCode:
@@ -123,15 +144,66 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
 
         if since and until and until <= since:
             raise ConfigError("--until must be later than --since")
+        if follow and (since or until or dry_run or limit):
+            raise ConfigError("--follow cannot be combined with --since, --until, --dry-run "
+                              "or --limit")
         config = _load(ctx)
-        report = run_once(config, RunOptions(since=since, until=until, dry_run=dry_run,
-                                             limit=limit))
+        if follow:
+            from .config import parse_duration
+            from .follow import follow as follow_loop
+
+            try:
+                seconds = parse_duration(interval)
+            except ValueError as exc:
+                raise ConfigError(f"--interval: {exc}") from None
+            return follow_loop(config, seconds, metrics_file)
+        progress = _progress_bar() if (since or until) and not dry_run else None
+        try:
+            report = run_once(config, RunOptions(since=since, until=until, dry_run=dry_run,
+                                                 limit=limit, metrics_file=metrics_file,
+                                                 progress=progress))
+        finally:
+            if progress is not None:
+                progress.finish()
         if dry_run:
             _print_planned(report.planned)
         log.info("run: %s", report.summary())
         return report.exit_code
 
     guarded(work)
+
+
+class _TerminalProgress:
+    """One self-rewriting line on a terminal: how far a backfill has read."""
+
+    def __init__(self) -> None:
+        self.shown = False
+        self.last = 0.0
+
+    def __call__(self, progress: Any) -> None:
+        import time
+
+        now = time.monotonic()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        width = 30
+        filled = int(progress.fraction * width)
+        line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.fraction:4.0%}  "
+                f"{progress.position:%Y-%m-%d %H:%M}  {progress.rows:,} rows  "
+                f"{progress.new_calls:,} new calls")
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def _progress_bar() -> _TerminalProgress | None:
+    """A progress bar only on a terminal: under cron and systemd, log lines say it instead."""
+    return _TerminalProgress() if sys.stderr.isatty() else None
 
 
 def _print_planned(calls: list[Any]) -> None:
@@ -143,14 +215,80 @@ def _print_planned(calls: list[Any]) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in the README).")
 @click.pass_context
-def status(ctx: click.Context) -> None:
+def status(ctx: click.Context, as_json: bool) -> None:
     """Show the watermark and lag, waiting and failed calls, and the last run."""
 
     def work() -> ExitCode:
-        from .status import collect, render
+        from .status import collect, render, to_json
 
-        click.echo(render(collect(_load(ctx))))
+        current = collect(_load(ctx))
+        if as_json:
+            import json
+
+            click.echo(json.dumps(to_json(current), indent=2, ensure_ascii=False))
+        else:
+            click.echo(render(current))
+        return ExitCode.OK
+
+    guarded(work)
+
+
+@main.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Check the config, databases, target, encoder and recordings, one line each.
+
+    Exit 0 when all pass, 1 when some fail, 2 when the config itself is invalid.
+    Nothing is written to the cdr table and nothing is delivered.
+    """
+
+    def work() -> ExitCode:
+        from .check import FAIL, run_checks
+
+        results = run_checks(_load(ctx))
+        for result in results:
+            click.echo(f"{result.outcome:<4}  {result.name:<15} {result.detail}")
+        return ExitCode.PARTIAL if any(r.outcome == FAIL for r in results) else ExitCode.OK
+
+    guarded(work)
+
+
+@main.command()
+@click.argument("keys", nargs=-1)
+@click.option("--failed", "all_failed", is_flag=True, help="Requeue every parked call.")
+@click.pass_context
+def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
+    """Put parked (failed) calls back in line for the next run.
+
+    Name the calls by KEY (as `poller status` lists them) or give --failed for all of them.
+    Only the ledger is written, so this works while a follow-mode service runs.
+    """
+
+    def work() -> ExitCode:
+        from .ledger import FAILED, Ledger
+
+        if bool(keys) == all_failed:
+            raise ConfigError("name calls by KEY, or give --failed (not both)")
+        config = _load(ctx)
+        ledger = Ledger.open_existing(config.state.database_url)
+        if ledger is None:
+            raise ConfigError("the ledger does not exist yet: nothing to retry")
+        try:
+            if keys:
+                known = ledger.known(keys)
+                unknown = [k for k in keys if k not in known]
+                if unknown:
+                    raise ConfigError(f"unknown call key(s): {', '.join(unknown)}")
+                not_parked = [k for k in keys if known[k] != FAILED]
+                for key in not_parked:
+                    log.warning("call %s is not parked (stage %s): left as it is", key,
+                                known[key])
+            count = ledger.requeue_failed(list(keys) if keys else None)
+        finally:
+            ledger.close()
+        click.echo(f"{count} call(s) put back in line for the next run")
         return ExitCode.OK
 
     guarded(work)

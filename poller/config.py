@@ -79,6 +79,7 @@ class SourceConfig:
 class StateConfig:
     dir: str = "/var/lib/poller"
     url: Secret = Secret("")
+    retention: Seconds = Seconds(90 * 86400)  # delivered calls are forgotten after this
 
     @property
     def database_url(self) -> str:
@@ -117,6 +118,7 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class ArchiveConfig:
     dir: str = "/var/lib/poller/archive"
+    keep_days: int = 0  # 0 keeps everything
 
 
 @dataclass(frozen=True)
@@ -350,6 +352,11 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
         problems.append("source.settle must not be negative")
     if not 1 <= source.batch_size <= 100_000:
         problems.append("source.batch_size must be between 1 and 100000")
+    if config.state.retention < 2 * source.lookback:
+        problems.append("state.retention must be at least twice source.lookback (a call the "
+                        "lookback re-reads must still be known)")
+    if config.target.archive.keep_days < 0:
+        problems.append("target.archive.keep_days must not be negative")
     if config.retry.max_attempts < 1:
         problems.append("retry.max_attempts must be at least 1")
     if config.retry.backoff <= 0 or config.retry.max_backoff < config.retry.backoff:

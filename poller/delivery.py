@@ -79,6 +79,7 @@ class Delivery:
                     assert object_id is not None
                     self.run.target().attach(object_id, call, mp3)
                     self.run.report.recordings += 1
+                    self.run.report.recording_bytes += mp3.stat().st_size
                 ledger.advance(call.key, ATTACHED)
                 stage = ATTACHED
         if recording and self.config.recordings.after_upload == "delete":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,10 @@ calls_table = sa.Table(
     sa.Column("next_attempt_at", sa.DateTime),
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
+
+
+# upgrades of the ledger's own schema, applied in order at start: version -> step
+MIGRATIONS: dict[int, Callable[[Any], None]] = {}
 
 
 def utcnow() -> dt.datetime:
@@ -95,9 +99,16 @@ class Ledger:
         version = self.get("schema_version")
         if version is None:
             self.put("schema_version", str(SCHEMA_VERSION))
-        elif int(version) > SCHEMA_VERSION:
+            return
+        current = int(version)
+        if current > SCHEMA_VERSION:
             raise ConfigError(f"the ledger has schema version {version}; this poller knows "
                               f"{SCHEMA_VERSION}: upgrade the poller")
+        for target in range(current + 1, SCHEMA_VERSION + 1):
+            with self.engine.begin() as conn:
+                MIGRATIONS[target](conn)
+                conn.execute(meta_table.update().where(meta_table.c.name == "schema_version")
+                             .values(value=str(target)))
 
     @classmethod
     def open_existing(cls, url: str) -> Ledger | None:
@@ -238,6 +249,13 @@ class Ledger:
         values["updated_at"] = utcnow()
         with self.engine.begin() as conn:
             conn.execute(calls_table.update().where(calls_table.c.call_key == key).values(**values))
+
+    def prune(self, before: dt.datetime) -> int:
+        """Forget delivered and skipped calls that began before `before` (naive local)."""
+        query = calls_table.delete().where(calls_table.c.stage.in_([DONE, SKIPPED])).where(
+            calls_table.c.first_calldate < before)
+        with self.engine.begin() as conn:
+            return conn.execute(query).rowcount
 
     def counts(self) -> dict[str, int]:
         query = sa.select(calls_table.c.stage, sa.func.count()).group_by(calls_table.c.stage)

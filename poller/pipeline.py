@@ -48,10 +48,32 @@ class RunOptions:
     dry_run: bool = False
     limit: int | None = None
     now: dt.datetime | None = None  # aware; tests pin the clock
+    metrics_file: str | None = None  # overrides [metrics] file
+    # asked between calls: a follow-mode service stops after the call in hand
+    should_stop: Callable[[], bool] = field(default=lambda: False, compare=False)
+    # told how far a long read has come (a progress bar on a terminal)
+    progress: Callable[[Progress], None] | None = field(default=None, compare=False)
 
     @property
     def backfill(self) -> bool:
         return self.since is not None or self.until is not None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the read of one run has come."""
+
+    position: dt.datetime  # the first calldate of the call just read (naive local)
+    start: dt.datetime
+    stop: dt.datetime
+    rows: int
+    new_calls: int
+
+    @property
+    def fraction(self) -> float:
+        span = (self.stop - self.start).total_seconds()
+        done = (self.position - self.start).total_seconds()
+        return min(max(done / span, 0.0), 1.0) if span > 0 else 1.0
 
 
 @dataclass
@@ -63,6 +85,7 @@ class RunReport:
     skipped: int = 0
     delivered: Counter[str] = field(default_factory=Counter)
     recordings: int = 0
+    recording_bytes: int = 0
     failures: int = 0
     parked: int = 0
     waiting: int = 0
@@ -87,6 +110,7 @@ class RunReport:
         return {
             "rows": self.rows, "new_calls": self.new_calls, "skipped": self.skipped,
             "delivered": dict(self.delivered), "recordings": self.recordings,
+            "recording_bytes": self.recording_bytes,
             "failures": self.failures, "parked": self.parked, "waiting": self.waiting,
             "unavailable": self.unavailable, "seconds": round(self.seconds, 3),
             "watermark": self.watermark, "finished_at": self.finished_at,
@@ -115,13 +139,24 @@ def run_once(config: Config, options: RunOptions | None = None,
         _clear_leftovers(config.state.dir)
         ledger = Ledger(config.state.database_url)
         try:
-            Run(config, options, ledger, report, target_factory).execute()
+            run = Run(config, options, ledger, report, target_factory)
+            run.execute()
+            if not options.backfill:
+                run.upkeep()
         finally:
             report.seconds = time.monotonic() - started
             report.finished_at = utcnow().isoformat(timespec="seconds") + "Z"
             _save_last_run(ledger, report)
             ledger.close()
+    if options.metrics_file or config.metrics.file:
+        from .metrics import write_metrics
+
+        write_metrics(config, report, options.metrics_file)
     return report
+
+
+def _days(delta: dt.timedelta) -> str:
+    return f"{delta.total_seconds() / 86400:g} days"
 
 
 def _clear_leftovers(state_dir: str) -> None:
@@ -210,6 +245,20 @@ class Run:
         start = earliest_local(since, self.now, self.zone)
         return max(start, origin), latest, latest
 
+    def upkeep(self) -> None:
+        """Forget old delivered calls (never ones the lookback still meets); trim the archive."""
+        retention = dt.timedelta(seconds=self.config.state.retention)
+        pruned = self.ledger.prune(self.now_local - retention)
+        if pruned:
+            log.info("ledger: forgot %d delivered calls older than %s", pruned,
+                     _days(retention))
+        keep = self.config.target.archive.keep_days
+        if self.config.target.kind == "archive" and keep > 0:
+            from .targets.archive import prune_archive
+
+            prune_archive(Path(self.config.target.archive.dir),
+                          (self.now_local - dt.timedelta(days=keep)).date())
+
     def origin(self) -> dt.datetime:
         """Where a fresh ledger starts: source.start, else the lookback before the first run."""
         stored = self.ledger.get("origin")
@@ -232,6 +281,9 @@ class Run:
         delivered = 0
         for entry in self._due():
             if limit is not None and delivered >= limit:
+                break
+            if self.options.should_stop():
+                log.info("stopping: the remaining calls wait for the next run")
                 break
             if Delivery(self, entry).execute():
                 delivered += 1
@@ -292,7 +344,11 @@ class Scan:
         batch: list[Call] = []
         progress_at = time.monotonic() + PROGRESS_EVERY
         for group in self.walk.groups():
-            if time.monotonic() >= progress_at:
+            if self.run.options.progress is not None:
+                self.run.options.progress(Progress(
+                    group.first, self.walk.start, self.walk.stop, self.walk.stats.rows,
+                    self.run.report.new_calls))
+            elif time.monotonic() >= progress_at:
                 progress_at = time.monotonic() + PROGRESS_EVERY
                 log.info("reading: at %s, %d rows so far, %d new calls",
                          group.first.isoformat(sep=" "), self.walk.stats.rows,

@@ -60,6 +60,38 @@ def collect(config: Config) -> Status:
                   local_now(ZoneInfo(config.source.timezone)))
 
 
+STATUS_SCHEMA = 1
+
+
+def to_json(status: Status) -> dict[str, Any]:
+    """`poller status --json`: the documented, stable form (see the README)."""
+    def when(value: dt.datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    def entry(e: Entry) -> dict[str, Any]:
+        return {
+            "key": e.key, "stage": e.stage, "start": e.call.start.isoformat(),
+            "number": e.call.number, "status": e.call.status, "attempts": e.attempts,
+            "last_error": e.last_error, "reason": _why_waiting(e) if e.stage in PENDING else None,
+            "next_attempt_at": e.next_attempt_at.isoformat() + "Z" if e.next_attempt_at else None,
+            "object_id": e.object_id,
+        }
+
+    lag = status.lag
+    return {
+        "schema": STATUS_SCHEMA,
+        "now": when(status.now_local),
+        "watermark": when(status.watermark),
+        "newest_row": when(status.newest_row),
+        "lag_seconds": int(lag.total_seconds()) if lag is not None else None,
+        "source_error": status.source_error,
+        "calls": dict(sorted(status.counts.items())),
+        "waiting": [entry(e) for e in status.pending],
+        "failed": [entry(e) for e in status.failed],
+        "last_run": status.last_run,
+    }
+
+
 def render(status: Status) -> str:
     lines = []
     mark = status.watermark.isoformat(sep=" ") if status.watermark else "none yet"
@@ -79,7 +111,7 @@ def render(status: Status) -> str:
         for entry in status.pending:
             lines.append(f"  {entry.key:<24} {entry.stage:<8} {_why_waiting(entry)}")
     if status.failed:
-        lines.append("failed (requeue with `poller run --since DATE` over their range):")
+        lines.append("failed (requeue: `poller retry KEY ...` or `poller retry --failed`):")
         for entry in status.failed:
             lines.append(f"  {entry.key:<24} {entry.attempts} attempts: {entry.last_error}")
     if status.last_run:

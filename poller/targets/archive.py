@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -65,3 +67,20 @@ def _atomic_write(path: Path, write: Any) -> None:
         if isinstance(exc, OSError):
             raise DeliveryError(f"archive: cannot write {path}: {exc}") from None
         raise
+
+
+def prune_archive(root: Path, before: dt.date) -> int:
+    """Remove day folders (YYYY/MM/DD) older than `before`; returns how many went."""
+    removed = 0
+    for day in sorted(root.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]")):
+        try:
+            date = dt.date(int(day.parent.parent.name), int(day.parent.name), int(day.name))
+        except ValueError:
+            continue  # not one of ours
+        if date < before:
+            shutil.rmtree(day, ignore_errors=True)
+            removed += 1
+            for parent in (day.parent, day.parent.parent):
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only when empty
+    return removed

@@ -1,0 +1,135 @@
+"""`poller check`: is everything the poller touches usable, each on its own line."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .errors import PollerError
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+_WRITE_PRIVILEGES = re.compile(r"\b(ALL PRIVILEGES|INSERT|UPDATE|DELETE|DROP|ALTER)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    outcome: str  # ok | warn | FAIL
+    detail: str
+
+
+def run_checks(config: Config) -> list[Result]:
+    """Every check, in order; none of them writes to the cdr table or delivers anything."""
+    results = [Result("config", OK, "valid")]
+    for name, check in CHECKS:
+        try:
+            results.extend(check(config))
+        except PollerError as exc:
+            results.append(Result(name, FAIL, str(exc)))
+        except Exception as exc:  # a check must report, not crash the others
+            results.append(Result(name, FAIL, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+def _source(config: Config) -> Iterator[Result]:
+    from .recordings import template_fields
+    from .source import CdrSource
+
+    source = CdrSource(config.source, needed=template_fields(config.recordings.name))
+    try:
+        newest = source.newest_calldate()
+        yield Result("source", OK, f"table {config.source.table!r} readable, "
+                     f"newest row {newest.isoformat(sep=' ') if newest else 'none (empty)'}")
+        yield _grants(source)
+    finally:
+        source.close()
+
+
+def _grants(source: object) -> Result:
+    """The poller's user should only read: look at its grants, never try a write."""
+    engine = source.engine  # type: ignore[attr-defined]
+    if engine.dialect.name != "mysql":
+        return Result("source grants", OK, f"{engine.dialect.name}: no grants to inspect")
+    with engine.connect() as conn:
+        grants = [row[0] for row in conn.exec_driver_sql("SHOW GRANTS FOR CURRENT_USER()")]
+    writable = [g for g in grants if _WRITE_PRIVILEGES.search(g.split(" TO ")[0])]
+    if writable:
+        return Result("source grants", WARN, "the user may write (recommended: SELECT only, "
+                      f"see sql/grant-readonly.sql): {writable[0][:120]}")
+    return Result("source grants", OK, "read-only user")
+
+
+def _state(config: Config) -> Iterator[Result]:
+    from .ledger import Ledger
+
+    folder = Path(config.state.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-"):
+        pass
+    yield Result("state.dir", OK, f"{folder} writable")
+    ledger = Ledger(config.state.database_url)
+    try:
+        mark = ledger.watermark()
+        counts = ledger.counts()
+    finally:
+        ledger.close()
+    shown = mark.isoformat(sep=" ") if mark else "none yet"
+    yield Result("state database", OK, f"watermark {shown}, {sum(counts.values())} calls known")
+
+
+def _target(config: Config) -> Iterator[Result]:
+    if config.target.kind == "archive":
+        folder = Path(config.target.archive.dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-"):
+            pass
+        yield Result("target", OK, f"archive {folder} writable")
+        return
+    from .targets.easla import EaslaTarget
+
+    target = EaslaTarget(config.target.easla, config.state.dir)
+    try:
+        yield Result("target", OK, f"easla at {config.target.easla.url}: logged in, process "
+                     f"{target.process}, object definition {target.objectdef}")
+    finally:
+        target.close()
+
+
+def _encoder(config: Config) -> Iterator[Result]:
+    out = subprocess.run([sys.executable, "-c", "import lameenc, poller.encoder"],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        yield Result("encoder", FAIL, out.stderr.strip().splitlines()[-1])
+    else:
+        yield Result("encoder", OK, "in-process LAME (lameenc) for PCM, A-law and mu-law WAV")
+    ffmpeg = shutil.which(config.transcode.ffmpeg)
+    if ffmpeg:
+        yield Result("ffmpeg", OK, ffmpeg)
+    else:
+        yield Result("ffmpeg", WARN, f"{config.transcode.ffmpeg!r} not found: needed only for "
+                     "GSM (wav49) and other non-PCM recordings")
+
+
+def _recordings(config: Config) -> Iterator[Result]:
+    folder = Path(config.recordings.dir)
+    if not folder.is_dir():
+        yield Result("recordings", FAIL, f"{folder} is not a directory")
+    elif not os.access(folder, os.R_OK | os.X_OK):
+        yield Result("recordings", FAIL, f"{folder} is not readable by this user "
+                     "(add it to the asterisk group)")
+    else:
+        yield Result("recordings", OK, f"{folder} readable")
+
+
+CHECKS: list[tuple[str, Callable[[Config], Iterator[Result]]]] = [
+    ("source", _source), ("state", _state), ("target", _target), ("encoder", _encoder),
+    ("recordings", _recordings),
+]

@@ -1,0 +1,70 @@
+"""Prometheus metrics for node_exporter's textfile collector, written atomically after a run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from .config import Config
+from .ledger import FAILED, Ledger
+
+if TYPE_CHECKING:
+    from .pipeline import RunReport
+
+log = logging.getLogger("poller")
+STATUSES = ("answered", "unanswered", "busy", "impossible")
+
+
+def write_metrics(config: Config, report: RunReport, path: str | None = None) -> None:
+    """Write the metrics file; a failure to write is logged, never fatal to the run."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    target = path or config.metrics.file
+    registry = CollectorRegistry()
+
+    def gauge(name: str, text: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(f"poller_{name}", text, labels, registry=registry)
+
+    delivered = gauge("last_run_calls_delivered", "Calls delivered by the last run", ("status",))
+    for status in STATUSES:
+        delivered.labels(status).set(report.delivered.get(status, 0))
+    gauge("last_run_calls_new", "Calls newly read by the last run").set(report.new_calls)
+    gauge("last_run_calls_skipped", "Outgoing and internal calls skipped by the last run").set(
+        report.skipped)
+    gauge("last_run_recordings_uploaded", "Recordings uploaded by the last run").set(
+        report.recordings)
+    gauge("last_run_recording_bytes_uploaded", "MP3 bytes uploaded by the last run").set(
+        report.recording_bytes)
+    gauge("last_run_failures", "Failed delivery attempts in the last run").set(report.failures)
+    gauge("last_run_rows_read", "cdr rows read by the last run").set(report.rows)
+    gauge("last_run_duration_seconds", "Wall time of the last run").set(report.seconds)
+    gauge("last_run_service_unavailable", "1 when a database or the target was unreachable").set(
+        1 if report.unavailable else 0)
+    gauge("last_run_timestamp_seconds", "When the last run finished").set(
+        dt.datetime.now(dt.UTC).timestamp())
+    if report.exit_code == 0:
+        gauge("last_success_timestamp_seconds", "When a run last finished without failures").set(
+            dt.datetime.now(dt.UTC).timestamp())
+    ledger = Ledger.open_existing(config.state.database_url)
+    if ledger is not None:
+        try:
+            counts = ledger.counts()
+            calls = gauge("ledger_calls", "Calls in the ledger by stage", ("stage",))
+            for stage, count in counts.items():
+                calls.labels(stage).set(count)
+            gauge("calls_parked", "Calls parked as failed (see poller status)").set(
+                counts.get(FAILED, 0))
+            mark = ledger.watermark()
+        finally:
+            ledger.close()
+        if mark is not None:
+            zone = ZoneInfo(config.source.timezone)
+            lag = dt.datetime.now(zone) - mark.replace(tzinfo=zone)
+            gauge("watermark_lag_seconds", "How far the watermark is behind now").set(
+                max(lag.total_seconds(), 0))
+    try:
+        write_to_textfile(target, registry)  # writes a temporary file, then renames it
+    except OSError as exc:
+        log.warning("metrics: could not write %s: %s", target, exc)
