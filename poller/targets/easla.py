@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from ..config import EaslaConfig
 from ..errors import ConfigError, DeliveryError, ServiceUnavailable
 from ..model import Call
-from .soap_transport import ConnectionFailed, KeepAliveTransport
+from .soap_transport import ConnectionFailed, HttpStatusError, KeepAliveTransport
 
 log = logging.getLogger("poller")
 T = TypeVar("T")
@@ -63,13 +63,21 @@ class EaslaTarget:
     def __init__(self, config: EaslaConfig, state_dir: str):
         # suds logs whole envelopes at debug level, and the login envelope holds the password
         logging.getLogger("suds").setLevel(logging.WARNING)
-        import suds.cache
-        import suds.client
-
         self.config = config
         self.session_fault = re.compile(config.session_fault)
         self.transport = KeepAliveTransport(float(config.timeout), config.verify_tls,
                                             config.ca_bundle)
+        try:
+            self._connect(state_dir)
+        except BaseException:
+            self.transport.close()
+            raise
+
+    def _connect(self, state_dir: str) -> None:
+        import suds.cache
+        import suds.client
+
+        config = self.config
         cache_dir = Path(state_dir) / "wsdl-cache"
         try:
             self.client = suds.client.Client(
@@ -96,11 +104,24 @@ class EaslaTarget:
         return ConfigError(f"target.easla.url: no usable WSDL at {self.config.url}: {text[:300]}")
 
     # -- the Target interface
+    def _array(self, operation: str, items: list[dict[str, Any]]) -> Any:
+        """An array argument as the WSDL's binding wants it: a list under rpc/encoded
+        (SOAP-ENC arrays, as PHP's SoapServer describes them), an `item` sequence otherwise."""
+        if self._rpc(operation):
+            return items
+        return {"item": items}
+
+    def _rpc(self, operation: str) -> bool:
+        binding = getattr(self.client.service, operation).method.binding.input
+        return type(binding).__name__ in ("RPC", "Encoded")
+
     def create(self, call: Call, record: dict[str, Any]) -> str:
-        items = [{"key": name, "values": {"item": [value]}}
+        rpc = self._rpc("createObjectref")
+        items = [{"key": name, "values": [value] if rpc else {"item": [value]}}
                  for name, value in attribute_values(self.config, call, record).items()]
         result = self._call("createObjectref", lambda s: s.createObjectref(
-            objectdef=self.objectdef, parent=None, attributes={"item": items}))
+            objectdef=self.objectdef, parent=None,
+            attributes=self._array("createObjectref", items)))
         if result in (None, "", 0):
             raise DeliveryError("easla: createObjectref answered without an object id")
         return str(result)
@@ -121,7 +142,8 @@ class EaslaTarget:
             raise TargetUnavailable(f"easla: login: {exc}") from None
         except Exception as exc:
             text = _fault_text(exc)
-            if TRANSIENT_FAULT.search(text) or (_status_of(exc) or 0) >= 500:
+            status = None if _is_fault(exc) else _status_of(exc)
+            if TRANSIENT_FAULT.search(text) or (status or 0) >= 500:
                 raise TargetUnavailable(f"easla: login: {text}") from None
             raise ConfigError(f"target.easla: login as {config.login!r} refused: {text}") from None
 
@@ -165,8 +187,8 @@ class EaslaTarget:
         try:
             context = service.addFile(
                 objectref=_object_ref(object_id), attribute=self.config.file_attribute,
-                file={"item": [{"key": "srcname", "value": name},
-                               {"key": "content", "value": PLACEHOLDER}]})
+                file=self._array("addFile", [{"key": "srcname", "value": name},
+                                             {"key": "content", "value": PLACEHOLDER}]))
         finally:
             self.client.options.nosend = False
         envelope: bytes = context.envelope
@@ -205,6 +227,8 @@ def _status_of(exc: Exception) -> int | None:
     """The HTTP status suds reports for a non-SOAP error: Exception((status, description))."""
     if _is_fault(exc):
         return 500
+    if isinstance(exc, HttpStatusError):
+        return exc.status
     args = getattr(exc, "args", ())
     if args and isinstance(args[0], tuple) and args[0] and isinstance(args[0][0], int):
         return int(args[0][0])

@@ -29,6 +29,14 @@ class ConnectionFailed(Exception):
     """The server could not be reached, timed out, or dropped the connection."""
 
 
+class HttpStatusError(Exception):
+    """A non-SOAP error reply (an HTML or text page with a 4xx/5xx status)."""
+
+    def __init__(self, status: int, body: bytes):
+        super().__init__(f"HTTP {status}: {body[:200].decode(errors='replace').strip()}")
+        self.status = status
+
+
 def base64_length(size: int) -> int:
     return 4 * ((size + 2) // 3)
 
@@ -68,6 +76,9 @@ class KeepAliveTransport(Transport):
         status, headers, reply = self._exchange("POST", request.url, dict(request.headers),
                                                 [body], len(body), request.timeout)
         if status >= 300:
+            if not _looks_like_xml(headers, reply):
+                # suds would try to parse it as a SOAP fault and fail with a SAX error
+                raise HttpStatusError(status, reply)
             raise TransportError(f"HTTP {status}", status, io.BytesIO(reply))
         return Reply(status, headers, reply)
 
@@ -78,7 +89,9 @@ class KeepAliveTransport(Transport):
         size = path.stat().st_size
         length = len(prefix) + base64_length(size) + len(suffix)
         parts = _chain([prefix], base64_chunks(path), [suffix])
-        status, _, reply = self._exchange("POST", url, headers, parts, length, None)
+        status, reply_headers, reply = self._exchange("POST", url, headers, parts, length, None)
+        if status >= 300 and not _looks_like_xml(reply_headers, reply):
+            raise HttpStatusError(status, reply)
         return status, reply
 
     def close(self) -> None:
@@ -160,6 +173,11 @@ def _dropped(connection: http.client.HTTPConnection) -> bool:
     except (OSError, ValueError):
         return True
     return bool(readable)
+
+
+def _looks_like_xml(headers: dict[str, str], body: bytes) -> bool:
+    kind = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    return "xml" in kind.lower() or body.lstrip()[:1] == b"<"
 
 
 def _chain(*iterables: Any) -> Iterator[bytes]:
