@@ -24,6 +24,7 @@ SCHEMA_VERSION = 1
 SEEN, CREATED, ATTACHED, DONE = "seen", "created", "attached", "done"
 FAILED, SKIPPED = "failed", "skipped"
 PENDING = (SEEN, CREATED, ATTACHED)
+STAGES = (SEEN, CREATED, ATTACHED, DONE, FAILED, SKIPPED)
 
 metadata = sa.MetaData()
 
@@ -122,6 +123,11 @@ class Ledger:
         ledger = cls(url, create=False)
         try:
             if ledger.exists():
+                version = ledger.get("schema_version")
+                if version is not None and int(version) > SCHEMA_VERSION:
+                    ledger.close()
+                    raise ConfigError(f"the ledger has schema version {version}; this poller "
+                                      f"knows {SCHEMA_VERSION}: upgrade the poller")
                 return ledger
         except sa.exc.OperationalError as exc:
             ledger.close()

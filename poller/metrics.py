@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from .config import Config
-from .ledger import FAILED, Ledger
+from .ledger import FAILED, STAGES, Ledger
 
 if TYPE_CHECKING:
     from .pipeline import RunReport
@@ -44,16 +44,20 @@ def write_metrics(config: Config, report: RunReport, path: str | None = None) ->
         1 if report.unavailable else 0)
     gauge("last_run_timestamp_seconds", "When the last run finished").set(
         dt.datetime.now(dt.UTC).timestamp())
-    if report.exit_code == 0:
-        gauge("last_success_timestamp_seconds", "When a run last finished without failures").set(
-            dt.datetime.now(dt.UTC).timestamp())
     ledger = Ledger.open_existing(config.state.database_url)
     if ledger is not None:
         try:
+            # kept in the ledger: a failing run must not drop the series an alert watches
+            if report.exit_code == 0:
+                ledger.put("last_success", repr(dt.datetime.now(dt.UTC).timestamp()))
+            last_success = ledger.get("last_success")
+            if last_success:
+                gauge("last_success_timestamp_seconds",
+                      "When a run last finished without failures").set(float(last_success))
             counts = ledger.counts()
             calls = gauge("ledger_calls", "Calls in the ledger by stage", ("stage",))
-            for stage, count in counts.items():
-                calls.labels(stage).set(count)
+            for stage in STAGES:
+                calls.labels(stage).set(counts.get(stage, 0))
             gauge("calls_parked", "Calls parked as failed (see poller status)").set(
                 counts.get(FAILED, 0))
             mark = ledger.watermark()

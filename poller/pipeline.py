@@ -248,7 +248,15 @@ class Run:
     def upkeep(self) -> None:
         """Forget old delivered calls (never ones the lookback still meets); trim the archive."""
         retention = dt.timedelta(seconds=self.config.state.retention)
-        pruned = self.ledger.prune(self.now_local - retention)
+        before = self.now_local - retention
+        mark = self.ledger.watermark()
+        if mark is not None:
+            # the next read starts a lookback before the watermark and looks one more lookback
+            # back for calls that began earlier: a quiet PBX leaves that far behind now
+            lookback = dt.timedelta(seconds=self.config.source.lookback)
+            since = to_aware(mark, self.zone) - 2 * lookback
+            before = min(before, earliest_local(since, self.now, self.zone))
+        pruned = self.ledger.prune(before)
         if pruned:
             log.info("ledger: forgot %d delivered calls older than %s", pruned,
                      _days(retention))

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from .clock import local_now
 from .config import Config
 from .errors import PollerError
-from .ledger import FAILED, PENDING, Entry, Ledger
+from .ledger import FAILED, PENDING, STAGES, Entry, Ledger
 
 
 @dataclass
@@ -85,7 +85,7 @@ def to_json(status: Status) -> dict[str, Any]:
         "newest_row": when(status.newest_row),
         "lag_seconds": int(lag.total_seconds()) if lag is not None else None,
         "source_error": status.source_error,
-        "calls": dict(sorted(status.counts.items())),
+        "calls": {stage: status.counts.get(stage, 0) for stage in STAGES},
         "waiting": [entry(e) for e in status.pending],
         "failed": [entry(e) for e in status.failed],
         "last_run": status.last_run,

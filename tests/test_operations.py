@@ -1,0 +1,1038 @@
+"""What an administrator touches every day, on a real MariaDB cdr table: `poller status` (text
+and JSON), `poller check`, `poller retry`, the Prometheus metrics file, follow mode, upkeep of
+the ledger and the archive, the ledger's own schema version, backfill progress and the logs.
+
+Calls are copies of the real sample calls (tests/data/samples) moved to new times by the
+helpers of test_pipeline_mariadb.py. Runs through the library pin the clock; runs through the
+command line use the real clock, so their calls are placed relative to now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import pty
+import re
+import select
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+from conftest import MSK, MYSQL_URL, ROOT, make_config, msk
+from prometheus_client.parser import text_string_to_metric_families
+from test_pipeline_mariadb import (
+    DIRECT_ANSWERED,
+    OUTGOING,
+    QUEUE_ABANDON,
+    archive_files,
+    archived,
+    clone_call,
+    entry_of,
+    key_of,
+    legs_of,
+    local,
+    open_ledger,
+    watermark_of,
+    write_config,
+)
+
+from poller import ledger as ledger_module
+from poller.errors import DeliveryError, LockHeld
+from poller.follow import follow
+from poller.ledger import Ledger
+from poller.lock import RunLock
+from poller.model import Call
+from poller.pipeline import Progress, RunOptions, run_once
+from poller.targets.archive import ArchiveTarget, prune_archive
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+PASSWORD = "Sekr3t-pw"
+UNREACHABLE = f"mysql+pymysql://poller:{PASSWORD}@127.0.0.1:1/asteriskcdrdb"
+CHECK_NAMES = ["config", "source", "source grants", "state.dir", "state database", "target",
+               "encoder", "ffmpeg", "recordings"]
+
+
+# -- helpers
+
+class RefusingTarget(ArchiveTarget):
+    """The real archive target, refusing chosen calls at create or at attach, and counting."""
+
+    def __init__(self, config: Any, counts: Counter[str] | None = None,
+                 refuse_create: Callable[[str], bool] = lambda key: False,
+                 refuse_attach: Callable[[str], bool] = lambda key: False):
+        super().__init__(config.target.archive, config.source.timezone)
+        self.counts = counts if counts is not None else Counter()
+        self.refuse_create = refuse_create
+        self.refuse_attach = refuse_attach
+
+    def create(self, call: Call, record: dict[str, Any]) -> str:
+        self.counts["create"] += 1
+        if self.refuse_create(call.key):
+            raise DeliveryError("objectdef incoming_call: attribute incoming_call_key rejected")
+        return super().create(call, record)
+
+    def attach(self, object_id: str, call: Call, mp3: Path) -> None:
+        self.counts["attach"] += 1
+        if self.refuse_attach(call.key):
+            raise DeliveryError("addFile: file too large for the attribute")
+        super().attach(object_id, call, mp3)
+
+
+def refusing(keys: set[str] | None = None, counts: Counter[str] | None = None,
+             at: str = "create") -> Callable[[Any], RefusingTarget]:
+    """A target factory refusing the given keys (all calls when None)."""
+    def refused(key: str) -> bool:
+        return keys is None or key in keys
+
+    def factory(config: Any) -> RefusingTarget:
+        if at == "create":
+            return RefusingTarget(config, counts, refuse_create=refused)
+        return RefusingTarget(config, counts, refuse_attach=refused)
+
+    return factory
+
+
+def cli(*args: str) -> Result:
+    """`poller ARGS` through click's runner. The root logger is put back afterwards and the
+    handlers the CLI added (a syslog socket among them) are closed, so no socket leaks."""
+    from poller.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def check_lines(result: Result) -> list[tuple[str, str, str]]:
+    """(outcome, name, detail) of each line `poller check` printed."""
+    lines = []
+    for line in result.stdout.splitlines():
+        lines.append((line[:4].strip(), line[6:21].strip(), line[21:].strip()))
+    return lines
+
+
+def now_local() -> dt.datetime:
+    """Now as Moscow wall-clock time (what calldate holds), for runs on the real clock."""
+    return dt.datetime.now(MSK).replace(tzinfo=None, microsecond=0)
+
+
+def stamp(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def direct_calls(cdr_db: Any, sample_rows: list[dict[str, Any]], *starts: dt.datetime,
+                 **options: Any) -> list[list[dict[str, Any]]]:
+    """Answered direct calls (sample P1-01) at the given local times, inserted."""
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    calls = [clone_call(direct, start, **options) for start in starts]
+    cdr_db.insert([row for rows in calls for row in rows])
+    return calls
+
+
+def metrics_of(path: Path) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """The samples of a Prometheus text file, by family name and then by label set."""
+    found: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(path.read_text(encoding="utf-8")):
+        for sample in family.samples:
+            found.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(metrics: dict[str, dict[tuple[tuple[str, str], ...], float]], name: str,
+          **labels: str) -> float:
+    return metrics[name][tuple(sorted(labels.items()))]
+
+
+def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:
+    """Poll `condition` until it is truthy or the deadline passes (then fail naming `what`)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {seconds}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def readme_status_schema() -> dict[str, list[str]]:
+    """The README's `status --json` table: each key with the backticked names its row lists."""
+    section = README.split("`poller status --json` prints one object", 1)[1]
+    table = section.split("\n\n", 2)[1]
+    schema = {}
+    for line in table.splitlines():
+        match = re.match(r"^\| `(\w+)` \| (.*) \|$", line)
+        if match:
+            schema[match.group(1)] = re.findall(r"`(\w+)`", match.group(2))
+    assert "watermark" in schema and "last_run" in schema, table
+    return schema
+
+
+# -- status
+
+def _status_scene(tmp_path: Path, cdr_db: Any, sample_rows: list[dict[str, Any]]
+                  ) -> tuple[Any, dict[str, str]]:
+    """A morning at 10:00: one call delivered, one parked by a refusing target (max_attempts 1),
+    one waiting for its recording, and an outgoing call that ended seconds ago (unsettled)."""
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    delivered = clone_call(direct, local("2026-11-26 09:30:00"))
+    parked = clone_call(direct, local("2026-11-26 09:35:00"))
+    waiting = clone_call(direct, local("2026-11-26 09:40:00"), keep_name=True)
+    recent = clone_call(legs_of(sample_rows, OUTGOING), local("2026-11-26 09:59:40"))
+    cdr_db.insert(delivered + parked + waiting + recent)
+    sections = {"retry": {"max_attempts": 1}, "recordings": {"wait": "1h"}}
+    config = make_config(tmp_path, cdr_db.url, **sections)
+    keys = {"delivered": key_of(delivered), "parked": key_of(parked),
+            "waiting": key_of(waiting), "recording": waiting[0]["recordingfile"]}
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")),
+                      target_factory=refusing({keys["parked"]}))
+    assert report.exit_code == 1, report.summary()
+    assert (sum(report.delivered.values()), report.parked, report.waiting) == (1, 1, 1)
+    write_config(tmp_path, cdr_db.url, **sections)
+    return config, keys
+
+
+def test_status_text_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
+    """status after a morning's run: lag, calls by stage, a call waiting for its WAV, one parked."""
+    _, keys = _status_scene(tmp_path, cdr_db, sample_rows)
+    result = cli("--config", str(tmp_path / "poller.toml"), "status")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "watermark:   2026-11-26 09:40:00\n" in text
+    # the outgoing call of 09:59:40 was still settling: the watermark stays at 09:40
+    assert "newest row:  2026-11-26 09:59:40 (watermark 19m40s behind)" in text
+    assert "calls:       done 1, failed 1, seen 1\n" in text
+    waiting = text.split("waiting:\n", 1)[1].split("failed (", 1)[0]
+    assert keys["waiting"] in waiting
+    assert f"waiting for recording {keys['recording']} (not there yet)" in waiting
+    assert keys["parked"] not in waiting and keys["delivered"] not in waiting
+    failed = text.split("failed (requeue: `poller retry KEY ...` or `poller retry --failed`):\n",
+                        1)[1]
+    assert re.search(rf"^  {re.escape(keys['parked'])} +1 attempts: objectdef incoming_call: "
+                     r"attribute incoming_call_key rejected$", failed, re.M), failed
+    assert re.search(r"^last run:    \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: 1 delivered, 1 failed, "
+                     r"4 rows read, [\d.]+s$", text, re.M), text
+
+
+def test_status_json_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
+    """status --json after that run: every README key, lag_seconds, waiting reason, last_error."""
+    _, keys = _status_scene(tmp_path, cdr_db, sample_rows)
+    result = cli("--config", str(tmp_path / "poller.toml"), "status", "--json")
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)
+
+    schema = readme_status_schema()
+    assert set(schema) <= set(status), set(schema) - set(status)
+    assert status["schema"] == 1
+    assert status["watermark"] == "2026-11-26T09:40:00"
+    assert status["newest_row"] == "2026-11-26T09:59:40"
+    assert status["lag_seconds"] == 19 * 60 + 40
+    assert status["source_error"] is None
+    now = dt.datetime.fromisoformat(status["now"])
+    assert now.tzinfo is None and abs((now - now_local()).total_seconds()) < 60
+    assert {stage: n for stage, n in status["calls"].items() if n} == {"done": 1, "failed": 1,
+                                                                       "seen": 1}
+
+    entry_fields = schema["waiting"]
+    assert "reason" in entry_fields and "next_attempt_at" in entry_fields
+    assert [e["key"] for e in status["waiting"]] == [keys["waiting"]]
+    waiting = status["waiting"][0]
+    assert set(entry_fields) <= set(waiting)
+    assert waiting["stage"] == "seen" and waiting["attempts"] == 0
+    assert waiting["start"] == "2026-11-26T09:40:00+03:00" and waiting["status"] == "answered"
+    assert waiting["reason"] == f"waiting for recording {keys['recording']} (not there yet)"
+    assert waiting["next_attempt_at"] == "2026-11-26T07:00:30Z"  # 10:00 MSK + 30 s, in UTC
+    assert waiting["last_error"] is None and waiting["object_id"] is None
+
+    assert [e["key"] for e in status["failed"]] == [keys["parked"]]
+    failed = status["failed"][0]
+    assert set(entry_fields) <= set(failed)
+    assert (failed["stage"], failed["attempts"], failed["next_attempt_at"]) == ("failed", 1, None)
+    assert failed["last_error"] == "objectdef incoming_call: attribute incoming_call_key rejected"
+
+    last = status["last_run"]
+    assert set(schema["last_run"]) <= set(last), set(schema["last_run"]) - set(last)
+    assert (last["rows"], last["new_calls"], last["skipped"]) == (4, 3, 0)
+    assert last["delivered"] == {"answered": 1}
+    assert (last["failures"], last["parked"], last["waiting"]) == (1, 1, 1)
+    assert (last["recordings"], last["recording_bytes"], last["unavailable"]) == (0, 0, [])
+    assert last["watermark"] == "2026-11-26T09:40:00"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", last["finished_at"])
+
+
+def test_status_json_lists_every_stage_even_at_zero(tmp_path, cdr_db, sample_rows,
+                                                    recordings_dir):
+    """A script reads calls.failed from status --json: all six documented stages, 0 if none."""
+    _status_scene(tmp_path, cdr_db, sample_rows)
+    status = json.loads(cli("--config", str(tmp_path / "poller.toml"), "status",
+                            "--json").stdout)
+    assert set(readme_status_schema()["calls"]) == {"seen", "created", "attached", "done",
+                                                    "failed", "skipped"}
+    assert status["calls"] == {"seen": 1, "created": 0, "attached": 0, "done": 1, "failed": 1,
+                               "skipped": 0}
+
+
+def test_status_with_the_source_down_still_shows_the_ledger(tmp_path, cdr_db, sample_rows):
+    """cdr database down: status still shows the ledger, says unreachable, hides the password."""
+    direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    report = run_once(make_config(tmp_path, cdr_db.url), RunOptions(now=msk("2026-11-26 10:00")))
+    assert report.exit_code == 0, report.summary()
+    path = write_config(tmp_path, UNREACHABLE)
+
+    result = cli("--config", str(path), "status")
+    assert result.exit_code == 0, result.output
+    assert "watermark:   2026-11-26 09:30:00" in result.stdout
+    assert "calls:       done 1" in result.stdout
+    assert re.search(r"^cdr table:   unreachable: .*127\.0\.0\.1", result.stdout, re.M), \
+        result.stdout
+    assert PASSWORD not in result.output
+
+    result = cli("--config", str(path), "status", "--json")
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)
+    assert "unreachable" in status["source_error"] and PASSWORD not in status["source_error"]
+    assert (status["newest_row"], status["lag_seconds"]) == (None, None)
+    assert status["watermark"] == "2026-11-26T09:30:00"
+    assert {stage: n for stage, n in status["calls"].items() if n} == {"done": 1}
+    assert PASSWORD not in result.output
+
+
+def test_status_before_the_first_run(tmp_path, cdr_db):
+    """status on a fresh install (no ledger yet) says so, exits 0 and creates nothing."""
+    path = write_config(tmp_path, cdr_db.url)
+    result = cli("--config", str(path), "status")
+    assert result.exit_code == 0, result.output
+    assert "watermark:   none yet" in result.stdout
+    assert "newest row:  the cdr table is empty" in result.stdout
+    assert "last run:    never" in result.stdout
+    assert not (tmp_path / "state" / "state.db").exists()
+
+
+# -- check
+
+def test_check_all_pass_against_mariadb_and_the_archive(tmp_path, cdr_db, sample_rows,
+                                                        recordings_dir):
+    """check on MariaDB + archive: one line per check, ok/warn (grants warn for root), exit 0."""
+    direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    path = write_config(tmp_path, cdr_db.url)
+    result = cli("--config", str(path), "check")
+    assert result.exit_code == 0, result.output
+    lines = check_lines(result)
+    assert [name for _, name, _ in lines] == CHECK_NAMES, result.stdout
+    outcomes = {name: (outcome, detail) for outcome, name, detail in lines}
+    assert all(outcome in ("ok", "warn") for outcome, _, _ in lines), result.stdout
+    assert outcomes["source"] == ("ok", "table 'cdr' readable, newest row 2026-11-26 09:30:00")
+    assert outcomes["source grants"][0] == "warn"
+    assert "may write" in outcomes["source grants"][1]
+    assert outcomes["target"][0] == "ok" and "writable" in outcomes["target"][1]
+    assert outcomes["encoder"][0] == "ok" and outcomes["recordings"][0] == "ok"
+    assert outcomes["state database"] == ("ok", "watermark none yet, 0 calls known")
+    assert cdr_db.execute("SELECT COUNT(*) FROM cdr").scalar() == 1
+    assert not archive_files(tmp_path, ".json")
+    leftovers = [p.name for p in (tmp_path / "archive").iterdir()]
+    assert leftovers == [], leftovers  # the probe file is removed again
+
+
+def test_check_read_only_user_passes_the_grants_check(tmp_path, cdr_db, recordings_dir):
+    """check with the recommended SELECT-only account: the grants line is ok, password hidden."""
+    user = f"poller_ro_{os.getpid()}"
+    database = cdr_db.url.rsplit("/", 1)[1]
+    admin = sa.create_engine(MYSQL_URL, poolclass=sa.pool.NullPool)
+    try:
+        try:
+            with admin.begin() as conn:
+                conn.execute(sa.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{PASSWORD}'"))
+                conn.execute(sa.text(f"GRANT SELECT ON `{database}`.`cdr` TO '{user}'@'%'"))
+        except sa.exc.SQLAlchemyError as exc:
+            pytest.skip(f"the test server's user cannot create a read-only account: {exc}")
+        host = sa.engine.make_url(MYSQL_URL)
+        url = f"mysql+pymysql://{user}:{PASSWORD}@{host.host}:{host.port or 3306}/{database}"
+        result = cli("--config", str(write_config(tmp_path, url)), "check")
+        assert result.exit_code == 0, result.output
+        outcomes = {name: (outcome, detail) for outcome, name, detail in check_lines(result)}
+        assert outcomes["source"][0] == "ok"
+        assert outcomes["source grants"] == ("ok", "read-only user")
+        assert PASSWORD not in result.output
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP USER IF EXISTS '{user}'@'%'"))
+        admin.dispose()
+
+
+def test_check_unreachable_source_fails_that_line_only(tmp_path, recordings_dir):
+    """check with the cdr database down (port 1): source FAIL, others still printed, exit 1."""
+    result = cli("--config", str(write_config(tmp_path, UNREACHABLE)), "check")
+    assert result.exit_code == 1, result.output
+    lines = check_lines(result)
+    outcomes = {name: (outcome, detail) for outcome, name, detail in lines}
+    assert outcomes["source"][0] == "FAIL"
+    assert "unreachable" in outcomes["source"][1] and "127.0.0.1" in outcomes["source"][1]
+    others = [name for name in CHECK_NAMES if name not in ("source", "source grants")]
+    assert all(name in outcomes for name in others), result.stdout
+    assert [name for outcome, name, _ in lines if outcome == "FAIL"] == ["source"]
+    assert PASSWORD not in result.output
+
+
+def test_check_missing_recordings_folder_fails(tmp_path, cdr_db):
+    """check with recordings.dir missing (spool not mounted): recordings FAIL, exit 1."""
+    result = cli("--config", str(write_config(tmp_path, cdr_db.url)), "check")
+    assert result.exit_code == 1, result.output
+    lines = check_lines(result)
+    assert [name for _, name, _ in lines] == CHECK_NAMES
+    outcomes = {name: (outcome, detail) for outcome, name, detail in lines}
+    assert outcomes["recordings"] == ("FAIL", f"{tmp_path / 'monitor'} is not a directory")
+    assert [name for outcome, name, _ in lines if outcome == "FAIL"] == ["recordings"]
+
+
+def test_check_invalid_config_exits_2(tmp_path, cdr_db):
+    """check on a config with a misspelt key: exit 2 naming it, no check runs."""
+    path = write_config(tmp_path, cdr_db.url, state={"retension": "90d"})
+    result = cli("--config", str(path), "check")
+    assert result.exit_code == 2, result.output
+    assert "unknown key 'state.retension'" in result.output
+    assert result.stdout == ""
+
+
+# -- retry
+
+def _parked(tmp_path: Path, cdr_db: Any, sample_rows: list[dict[str, Any]], count: int = 2,
+            **options: Any) -> tuple[Any, list[str]]:
+    """`count` calls parked as failed by a refusing target with retry.max_attempts 1."""
+    at = options.pop("at", "create")
+    calls = direct_calls(cdr_db, sample_rows,
+                         *(local(f"2026-11-26 09:3{i}:00") for i in range(count)), **options)
+    config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")),
+                      target_factory=refusing(at=at))
+    assert report.exit_code == 1 and report.parked == count, report.summary()
+    write_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
+    return config, [key_of(rows) for rows in calls]
+
+
+def test_retry_one_key_then_the_next_run_delivers_it(tmp_path, cdr_db, sample_rows):
+    """retry KEY once the target is fixed: back to seen, delivered next run; the other stays."""
+    config, (first, second) = _parked(tmp_path, cdr_db, sample_rows)
+    result = cli("--config", str(tmp_path / "poller.toml"), "retry", first)
+    assert result.exit_code == 0, result.output
+    assert "1 call(s) put back in line" in result.stdout
+    entry = entry_of(config, first)
+    assert (entry.stage, entry.attempts, entry.next_attempt_at) == ("seen", 0, None)
+    assert entry_of(config, second).stage == "failed"
+
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:05")))
+    assert report.exit_code == 0 and sum(report.delivered.values()) == 1, report.summary()
+    assert set(archived(tmp_path)) == {first}
+    assert entry_of(config, first).stage == "done"
+    assert entry_of(config, second).stage == "failed"
+
+
+def test_retry_failed_requeues_every_parked_call(tmp_path, cdr_db, sample_rows):
+    """retry --failed requeues all three parked calls and the next run delivers them."""
+    config, keys = _parked(tmp_path, cdr_db, sample_rows, count=3)
+    result = cli("--config", str(tmp_path / "poller.toml"), "retry", "--failed")
+    assert result.exit_code == 0, result.output
+    assert "3 call(s) put back in line" in result.stdout
+    with open_ledger(config) as ledger:
+        assert ledger.counts() == {"seen": 3}
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:05")))
+    assert sum(report.delivered.values()) == 3, report.summary()
+    assert set(archived(tmp_path)) == set(keys)
+
+
+def test_retry_of_a_call_parked_after_its_object_was_made(tmp_path, cdr_db, sample_rows,
+                                                          recordings_dir):
+    """Parked after create (attach refused): retry puts it at created; next run only attaches."""
+    config, (key,) = _parked(tmp_path, cdr_db, sample_rows, count=1,
+                             monitor=tmp_path / "monitor", at="attach")
+    parked = entry_of(config, key)
+    assert parked.stage == "failed" and parked.object_id == f"2026/11/26/{key}.json"
+    result = cli("--config", str(tmp_path / "poller.toml"), "retry", key)
+    assert result.exit_code == 0, result.output
+    assert (entry_of(config, key).stage, entry_of(config, key).attempts) == ("created", 0)
+
+    counts: Counter[str] = Counter()
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:05")),
+                      target_factory=refusing(set(), counts))
+    assert report.exit_code == 0 and report.recordings == 1, report.summary()
+    assert counts == {"attach": 1}
+    assert [p.name for p in archive_files(tmp_path, ".mp3")] == [f"{key}.mp3"]
+    assert entry_of(config, key).stage == "done"
+
+
+def test_retry_unknown_key_exits_2_naming_it(tmp_path, cdr_db, sample_rows):
+    """retry with a mistyped key: exit 2 naming it, nothing requeued."""
+    config, (first, _) = _parked(tmp_path, cdr_db, sample_rows)
+    result = cli("--config", str(tmp_path / "poller.toml"), "retry", first, "1795675107.999")
+    assert result.exit_code == 2, result.output
+    assert "unknown call key(s): 1795675107.999" in result.output
+    assert entry_of(config, first).stage == "failed"
+
+
+def test_retry_key_and_failed_together_or_neither_exit_2(tmp_path, cdr_db, sample_rows):
+    """retry KEY --failed, or a bare retry, is a usage error: exit 2."""
+    config, (first, _) = _parked(tmp_path, cdr_db, sample_rows)
+    path = str(tmp_path / "poller.toml")
+    for args in (["retry", first, "--failed"], ["retry"]):
+        result = cli("--config", path, *args)
+        assert result.exit_code == 2, result.output
+        assert "name calls by KEY, or give --failed (not both)" in result.output
+    assert entry_of(config, first).stage == "failed"
+
+
+def test_retry_before_the_first_run_exits_2(tmp_path, cdr_db):
+    """retry --failed on a fresh install: no ledger yet, exit 2, none created."""
+    result = cli("--config", str(write_config(tmp_path, cdr_db.url)), "retry", "--failed")
+    assert result.exit_code == 2, result.output
+    assert "the ledger does not exist yet" in result.output
+    assert not (tmp_path / "state" / "state.db").exists()
+
+
+def test_retry_works_while_a_run_holds_the_lock(tmp_path, cdr_db, sample_rows):
+    """retry while a follow service holds the run lock: requeued without waiting."""
+    config, (first, _) = _parked(tmp_path, cdr_db, sample_rows)
+    with RunLock(tmp_path / "state"):
+        result = cli("--config", str(tmp_path / "poller.toml"), "retry", first)
+        assert result.exit_code == 0, result.output
+        assert entry_of(config, first).stage == "seen"
+
+
+def test_retry_of_a_call_that_is_not_parked_leaves_it(tmp_path, cdr_db, sample_rows):
+    """retry KEY of a call already delivered: a warning, nothing changed, exit 0."""
+    calls = direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    config = make_config(tmp_path, cdr_db.url)
+    run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    result = cli("--config", str(write_config(tmp_path, cdr_db.url)), "retry", key_of(calls[0]))
+    assert result.exit_code == 0, result.output
+    assert "is not parked (stage done)" in result.output
+    assert "0 call(s) put back in line" in result.stdout
+    assert entry_of(config, key_of(calls[0])).stage == "done"
+
+
+# -- metrics
+
+def _recent_morning(cdr_db: Any, sample_rows: list[dict[str, Any]], monitor: Path
+                    ) -> tuple[dt.datetime, list[list[dict[str, Any]]]]:
+    """Half an hour ago (real clock): two answered calls (one recorded), a caller who gave up
+    in the queue and an outgoing call; returns a source.start before them, and the calls."""
+    base = now_local() - dt.timedelta(minutes=30)
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    calls = [clone_call(direct, base),
+             clone_call(direct, base + dt.timedelta(minutes=1), monitor=monitor),
+             clone_call(legs_of(sample_rows, QUEUE_ABANDON), base + dt.timedelta(minutes=2)),
+             clone_call(legs_of(sample_rows, OUTGOING), base + dt.timedelta(minutes=3))]
+    cdr_db.insert([row for rows in calls for row in rows])
+    return base - dt.timedelta(minutes=30), calls
+
+
+def test_metrics_file_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
+    """run --metrics-file after a morning's calls: each README metric with this run's numbers."""
+    start, calls = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    prom = textfile / "poller.prom"
+
+    before = time.time()
+    result = cli("--config", str(path), "run", "--metrics-file", str(prom))
+    assert result.exit_code == 0, result.output
+    after = time.time()
+    metrics = metrics_of(prom)
+    delivered = {status: value(metrics, "poller_last_run_calls_delivered", status=status)
+                 for status in ("answered", "unanswered", "busy", "impossible")}
+    assert delivered == {"answered": 2, "unanswered": 1, "busy": 0, "impossible": 0}
+    assert value(metrics, "poller_last_run_calls_new") == 3
+    assert value(metrics, "poller_last_run_calls_skipped") == 1
+    assert value(metrics, "poller_last_run_recordings_uploaded") == 1
+    mp3s = archive_files(tmp_path, ".mp3")
+    assert len(mp3s) == 1
+    assert value(metrics, "poller_last_run_recording_bytes_uploaded") == mp3s[0].stat().st_size
+    assert value(metrics, "poller_last_run_failures") == 0
+    assert value(metrics, "poller_last_run_rows_read") == sum(len(rows) for rows in calls)
+    assert value(metrics, "poller_last_run_service_unavailable") == 0
+    assert 0 < value(metrics, "poller_last_run_duration_seconds") < after - before
+    for name in ("poller_last_run_timestamp_seconds", "poller_last_success_timestamp_seconds"):
+        assert before <= value(metrics, name) <= after, name
+    assert value(metrics, "poller_ledger_calls", stage="done") == 3
+    assert value(metrics, "poller_ledger_calls", stage="skipped") == 1
+    assert value(metrics, "poller_calls_parked") == 0
+    mark = watermark_of(make_config(tmp_path, cdr_db.url))
+    assert mark == calls[-1][-1]["calldate"]
+    lag = value(metrics, "poller_watermark_lag_seconds")
+    expected = after - mark.replace(tzinfo=MSK).timestamp()
+    assert expected - 60 <= lag <= expected + 1, (lag, expected)
+    assert sorted(p.name for p in textfile.iterdir()) == ["poller.prom"]
+
+
+def test_metrics_file_is_replaced_atomically(tmp_path, cdr_db, sample_rows, recordings_dir):
+    """Each run renames a new metrics file into place (new inode), no temporary file left."""
+    start, _ = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
+    prom = tmp_path / "textfile" / "poller.prom"
+    prom.parent.mkdir()
+    prom.write_text("# a scrape in progress holds this inode\n")
+    held = open(prom, encoding="utf-8")  # a reader keeps the old file open across the runs
+    try:
+        inodes = [prom.stat().st_ino]
+        for _ in range(2):
+            result = cli("--config", str(path), "run", "--metrics-file", str(prom))
+            assert result.exit_code == 0, result.output
+            inodes.append(prom.stat().st_ino)
+            assert sorted(p.name for p in prom.parent.iterdir()) == ["poller.prom"]
+        assert len(set(inodes)) == 3, inodes
+        assert held.read() == "# a scrape in progress holds this inode\n"  # untouched
+    finally:
+        held.close()
+    metrics = metrics_of(prom)
+    assert value(metrics, "poller_last_run_calls_new") == 0
+    assert value(metrics, "poller_last_run_calls_delivered", status="answered") == 0
+    assert value(metrics, "poller_ledger_calls", stage="done") == 3
+
+
+def test_metrics_file_from_the_config(tmp_path, cdr_db, sample_rows, recordings_dir):
+    """[metrics] file makes a plain run write it; --metrics-file wins over it."""
+    start, _ = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
+    configured = tmp_path / "poller.prom"
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)},
+                        metrics={"file": str(configured)})
+    result = cli("--config", str(path), "run")
+    assert result.exit_code == 0, result.output
+    metrics = metrics_of(configured)
+    assert value(metrics, "poller_last_run_calls_delivered", status="answered") == 2
+    assert value(metrics, "poller_ledger_calls", stage="done") == 3
+
+    configured.unlink()
+    other = tmp_path / "other.prom"
+    result = cli("--config", str(path), "run", "--metrics-file", str(other))
+    assert result.exit_code == 0, result.output
+    assert other.is_file() and not configured.exists()
+
+
+def test_metrics_after_a_run_that_parked_calls(tmp_path, cdr_db, sample_rows):
+    """Metrics after a run whose target refused both calls: 2 failures, 2 parked."""
+    direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"), local("2026-11-26 09:31:00"))
+    prom = tmp_path / "poller.prom"
+    config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00"), metrics_file=str(prom)),
+                      target_factory=refusing())
+    assert report.exit_code == 1, report.summary()
+    metrics = metrics_of(prom)
+    assert value(metrics, "poller_last_run_failures") == 2
+    assert value(metrics, "poller_calls_parked") == 2
+    assert value(metrics, "poller_ledger_calls", stage="failed") == 2
+    assert value(metrics, "poller_last_run_calls_delivered", status="answered") == 0
+    assert value(metrics, "poller_last_run_calls_new") == 2
+
+
+def test_last_success_survives_a_failing_run(tmp_path, cdr_db, sample_rows):
+    """After a good run then a failing one, last_success still holds the good run's time."""
+    direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    prom = tmp_path / "poller.prom"
+    config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
+    run_once(config, RunOptions(now=msk("2026-11-26 10:00"), metrics_file=str(prom)))
+    good = value(metrics_of(prom), "poller_last_success_timestamp_seconds")
+
+    direct_calls(cdr_db, sample_rows, local("2026-11-26 10:01:00"))
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:05"), metrics_file=str(prom)),
+                      target_factory=refusing())
+    assert report.exit_code == 1, report.summary()
+    metrics = metrics_of(prom)
+    assert value(metrics, "poller_calls_parked") == 1
+    assert "poller_last_success_timestamp_seconds" in metrics, sorted(metrics)
+    assert value(metrics, "poller_last_success_timestamp_seconds") == good
+
+
+# -- follow mode
+
+@contextlib.contextmanager
+def following(config: Any, interval: float = 0.05) -> Iterator[tuple[threading.Event, list[Any]]]:
+    """follow() in a thread; always stopped and joined on the way out."""
+    stop = threading.Event()
+    outcome: list[Any] = []
+
+    def target() -> None:
+        try:
+            outcome.append(follow(config, interval, stop=stop))
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, name="follow", daemon=True)
+    thread.start()
+    try:
+        yield stop, outcome
+    finally:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive(), "follow() did not stop within 10 s of the stop event"
+
+
+def test_follow_delivers_calls_inserted_while_it_runs(tmp_path, cdr_db, sample_rows):
+    """follow(): calls written while it runs are delivered, lock freed between polls, stops."""
+    config = make_config(tmp_path, cdr_db.url, source={"settle": "0s", "start": ""})
+    state = tmp_path / "state"
+    with following(config) as (stop, outcome):
+        wait_for(lambda: (state / "state.db").is_file(), 10, "the first poll")
+        calls = direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(minutes=2),
+                             now_local() - dt.timedelta(minutes=1))
+        keys = {key_of(rows) for rows in calls}
+        wait_for(lambda: set(archived(tmp_path)) == keys, 10, "the calls in the archive")
+
+        def lock_is_free() -> bool:
+            try:
+                with RunLock(state):
+                    return True
+            except LockHeld:
+                return False
+
+        wait_for(lock_is_free, 10, "the run lock to be free between polls")
+        later = direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(seconds=30))
+        wait_for(lambda: key_of(later[0]) in archived(tmp_path), 10, "a third call")
+        stop.set()
+        wait_for(lambda: outcome, 10, "follow() to return")
+    assert outcome == [0]
+    with open_ledger(config) as ledger:
+        assert ledger.counts() == {"done": 3}
+
+
+def test_follow_polls_again_after_finding_the_lock_held(tmp_path, cdr_db, sample_rows):
+    """follow() while a backfill holds the lock: polls give way, then deliver once it is free."""
+    config = make_config(tmp_path, cdr_db.url, source={"settle": "0s", "start": ""})
+    calls = direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(minutes=2))
+    backfill = RunLock(tmp_path / "state")
+    backfill.__enter__()
+    try:
+        with following(config) as (_, outcome):
+            time.sleep(0.3)  # several polls find the lock held
+            assert not archive_files(tmp_path, ".json") and not outcome
+            backfill.__exit__(None, None, None)
+            wait_for(lambda: key_of(calls[0]) in archived(tmp_path), 10, "the call delivered")
+            assert not outcome  # still following
+    finally:
+        backfill.__exit__(None, None, None)
+
+
+def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_db, sample_rows):
+    """run --follow as systemd runs it: delivers a new call, and SIGTERM ends it with exit 0."""
+    path = write_config(tmp_path, cdr_db.url, source={"settle": "0s", "start": ""})
+    log_path = tmp_path / "follow.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "poller.cli", "--config", str(path), "run", "--follow",
+             "--interval", "0.2s"], cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: b"following the cdr table every 0.2s" in log_path.read_bytes(), 30,
+                 "the follow service to start")
+        calls = direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(minutes=1))
+        wait_for(lambda: key_of(calls[0]) in archived(tmp_path), 15, "the call in the archive")
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    output = log_path.read_text(encoding="utf-8", errors="replace")
+    assert code == 0, output
+    assert "stopping after the call in hand (signal 15)" in output
+    assert "interrupted" not in output and "Traceback" not in output
+
+
+def test_follow_with_since_is_a_usage_error(tmp_path, cdr_db):
+    """run --follow --since (or a bad --interval) is a usage error: exit 2."""
+    path = write_config(tmp_path, cdr_db.url)
+    result = cli("--config", str(path), "run", "--follow", "--since", "2026-11-01")
+    assert result.exit_code == 2, result.output
+    assert "--follow cannot be combined with --since" in result.output
+    assert not (tmp_path / "state" / "state.db").exists()
+    result = cli("--config", str(path), "run", "--follow", "--interval", "soon")
+    assert result.exit_code == 2 and "--interval: not a duration" in result.output
+
+
+# -- upkeep
+
+def test_ledger_prunes_old_delivered_calls_only(tmp_path, cdr_db, sample_rows):
+    """retention 8h: old done/skipped calls forgotten; parked, waiting and recent ones kept."""
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    done = clone_call(direct, local("2026-11-26 09:30:00"))
+    skipped = clone_call(legs_of(sample_rows, OUTGOING), local("2026-11-26 09:31:00"))
+    parked = clone_call(direct, local("2026-11-26 09:32:00"))
+    waiting = clone_call(direct, local("2026-11-26 09:33:00"), keep_name=True)
+    cdr_db.insert(done + skipped + parked + waiting)
+    config = make_config(tmp_path, cdr_db.url, state={"retention": "8h"},
+                         retry={"max_attempts": 1}, recordings={"wait": "2d"})
+    factory = refusing({key_of(parked)})
+    run_once(config, RunOptions(now=msk("2026-11-26 10:00")), target_factory=factory)
+    with open_ledger(config) as ledger:
+        assert ledger.counts() == {"done": 1, "skipped": 1, "failed": 1, "seen": 1}
+
+    recent = clone_call(direct, local("2026-11-26 18:00:00"))
+    cdr_db.insert(recent)
+    report = run_once(config, RunOptions(now=msk("2026-11-26 18:30")), target_factory=factory)
+    assert sum(report.delivered.values()) == 1, report.summary()
+    with open_ledger(config) as ledger:
+        assert ledger.known([key_of(rows) for rows in (done, skipped, parked, waiting, recent)]) \
+            == {key_of(parked): "failed", key_of(waiting): "seen", key_of(recent): "done"}
+
+    again = run_once(config, RunOptions(now=msk("2026-11-26 18:31")), target_factory=factory)
+    assert (again.new_calls, sum(again.delivered.values())) == (0, 0), again.summary()
+
+
+def test_pruning_after_a_quiet_night_delivers_nothing_twice(tmp_path, cdr_db, sample_rows):
+    """Quiet PBX, retention 8h: the pruned 09:30 call must not come back as new at 18:01."""
+    # the day's last call is at 09:30 and nothing follows: the watermark stays at 09:30, so
+    # every run re-reads from 05:30, while the 18:00 run forgets calls that began before 10:00
+    calls = direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    config = make_config(tmp_path, cdr_db.url, state={"retention": "8h"})
+    counts: Counter[str] = Counter()
+    factory = refusing(set(), counts)
+    run_once(config, RunOptions(now=msk("2026-11-26 10:00")), target_factory=factory)
+    run_once(config, RunOptions(now=msk("2026-11-26 18:00")), target_factory=factory)
+    report = run_once(config, RunOptions(now=msk("2026-11-26 18:01")), target_factory=factory)
+    assert watermark_of(config) == local("2026-11-26 09:30:00")
+    assert (report.new_calls, sum(report.delivered.values())) == (0, 0), report.summary()
+    assert counts["create"] == 1, f"call {key_of(calls[0])} was delivered {counts['create']} times"
+
+
+def test_retention_shorter_than_twice_the_lookback_is_refused(tmp_path, cdr_db):
+    """state.retention 7h with lookback 4h: exit 2 naming the key, nothing run."""
+    path = write_config(tmp_path, cdr_db.url, state={"dir": str(tmp_path / "state"),
+                                                     "retention": "7h"})
+    result = cli("--config", str(path), "run")
+    assert result.exit_code == 2, result.output
+    assert "state.retention must be at least twice source.lookback" in result.output
+    assert not (tmp_path / "state").exists()
+
+
+def _day_folders(root: Path, *days: str) -> None:
+    for day in days:
+        folder = root / day
+        folder.mkdir(parents=True)
+        (folder / "old-call.txt").write_text("an old call\n")
+
+
+def test_prune_archive_removes_only_older_day_folders(tmp_path):
+    """prune_archive drops day folders before the date (and emptied parents), nothing else."""
+    root = tmp_path / "archive"
+    _day_folders(root, "2025/12/31", "2026/10/31", "2026/11/20", "2026/11/25", "2026/11/26")
+    (root / "2026" / "11" / "notes").mkdir()
+    (root / "README").write_text("ours\n")
+    (root / "2026" / "13" / "99").mkdir(parents=True)  # not a date: not ours
+
+    assert prune_archive(root, dt.date(2026, 11, 25)) == 3
+    days = sorted(str(p.relative_to(root)) for p in root.glob("*/*/*"))
+    assert days == ["2026/11/25", "2026/11/26", "2026/11/notes", "2026/13/99"]
+    assert not (root / "2025").exists() and not (root / "2026" / "10").exists()
+    assert (root / "README").is_file()
+    assert prune_archive(root, dt.date(2026, 11, 25)) == 0
+
+
+def test_archive_keep_days_through_a_run(tmp_path, cdr_db, sample_rows):
+    """keep_days = 1: a run on 2026-11-26 drops day folders before the 25th, keeps the rest."""
+    root = tmp_path / "archive"
+    _day_folders(root, "2026/10/31", "2026/11/20", "2026/11/25")
+    calls = direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    config = make_config(tmp_path, cdr_db.url, target={"archive": {"keep_days": 1}})
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    assert report.exit_code == 0 and sum(report.delivered.values()) == 1, report.summary()
+    days = sorted(str(p.relative_to(root)) for p in root.glob("*/*/*"))
+    assert days == ["2026/11/25", "2026/11/26"]
+    assert (root / "2026/11/25/old-call.txt").is_file()
+    assert set(archived(tmp_path)) == {key_of(calls[0])}
+    assert (root / "2026/11/26" / f"{key_of(calls[0])}.json").is_file()
+
+
+# -- the ledger's own schema
+
+def test_newer_ledger_schema_is_refused(tmp_path, cdr_db, sample_rows):
+    """After a downgrade the ledger's schema is newer: run exits 2 saying to upgrade."""
+    direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(minutes=30))
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(now_local()
+                                                                       - dt.timedelta(hours=1))})
+    config = make_config(tmp_path, cdr_db.url)
+    (tmp_path / "state").mkdir()
+    ledger = Ledger(config.state.database_url)
+    try:
+        ledger.put("schema_version", str(ledger_module.SCHEMA_VERSION + 1))
+    finally:
+        ledger.close()
+    result = cli("--config", str(path), "run")
+    assert result.exit_code == 2, result.output
+    assert (f"the ledger has schema version {ledger_module.SCHEMA_VERSION + 1}; this poller "
+            f"knows {ledger_module.SCHEMA_VERSION}: upgrade the poller") in result.output
+    assert not archive_files(tmp_path, ".json")
+    with open_ledger(config) as ledger:
+        assert ledger.counts() == {} and ledger.watermark() is None
+
+
+def test_ledger_migration_runs_once_and_records_the_version(tmp_path, cdr_db, sample_rows,
+                                                            monkeypatch):
+    """A schema-2 poller's migration adds a column once at start and records version 2."""
+    direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    config = make_config(tmp_path, cdr_db.url)
+    run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    with open_ledger(config) as ledger:
+        assert ledger.get("schema_version") == "1"
+
+    steps: list[int] = []
+
+    def add_priority(conn: Any) -> None:
+        steps.append(2)
+        conn.exec_driver_sql("ALTER TABLE poller_calls ADD COLUMN priority INTEGER")
+
+    monkeypatch.setattr(ledger_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(ledger_module.MIGRATIONS, 2, add_priority)
+    for minute in ("10:01", "10:02"):
+        report = run_once(config, RunOptions(now=msk(f"2026-11-26 {minute}")))
+        assert report.exit_code == 0, report.summary()
+    assert steps == [2]
+    with open_ledger(config) as ledger:
+        assert ledger.get("schema_version") == "2"
+        assert ledger.counts() == {"done": 1}
+    database = sa.engine.make_url(config.state.database_url).database
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(poller_calls)")]
+    assert "priority" in columns
+
+
+# -- progress
+
+def test_backfill_reports_its_progress(tmp_path, cdr_db, sample_rows):
+    """A backfill's progress callback gets positions moving forward and a fraction in 0..1."""
+    starts = [local("2026-11-26 09:00:00") + dt.timedelta(minutes=5 * i) for i in range(12)]
+    direct_calls(cdr_db, sample_rows, *starts)
+    config = make_config(tmp_path, cdr_db.url)
+    seen: list[Progress] = []
+    since, until = local("2026-11-26 09:00"), local("2026-11-26 10:00")
+    report = run_once(config, RunOptions(since=since, until=until, now=msk("2026-11-26 10:30"),
+                                         progress=seen.append))
+    assert sum(report.delivered.values()) == 12, report.summary()
+    assert [p.position for p in seen] == starts
+    fractions = [p.fraction for p in seen]
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] > 0.9
+    assert all(p.start == since and p.stop == until for p in seen)
+    assert [p.rows for p in seen] == sorted(p.rows for p in seen)
+    assert [p.new_calls for p in seen] == sorted(p.new_calls for p in seen)
+    assert all(0 <= p.new_calls <= 12 for p in seen)
+
+
+def test_backfill_draws_no_progress_bar_without_a_terminal(tmp_path, cdr_db, sample_rows):
+    """A backfill under cron (no terminal) draws no progress bar, only log lines."""
+    base = now_local() - dt.timedelta(hours=1)
+    direct_calls(cdr_db, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(5)))
+    path = write_config(tmp_path, cdr_db.url)
+    result = cli("--config", str(path), "run", "--since", stamp(base - dt.timedelta(minutes=1)),
+                 "--until", stamp(base + dt.timedelta(minutes=10)))
+    assert result.exit_code == 0, result.output
+    assert "delivered 5 calls" in result.output
+    assert "\r" not in result.output and "\r[" not in result.output
+
+
+def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path, cdr_db, sample_rows):
+    """The same backfill on a terminal (a pty) draws the bar: the control for the test above."""
+    base = now_local() - dt.timedelta(hours=1)
+    direct_calls(cdr_db, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(3)))
+    path = write_config(tmp_path, cdr_db.url)
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "poller.cli", "--config", str(path), "run", "--since",
+             stamp(base - dt.timedelta(minutes=1)), "--until",
+             stamp(base + dt.timedelta(minutes=10))],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    finally:
+        os.close(slave)
+    output = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the process closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            elif process.poll() is not None:
+                break
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        os.close(master)
+    text = output.decode(errors="replace")
+    assert code == 0, text
+    assert "\r[" in text and "rows" in text, text
+
+
+# -- logs
+
+def test_quiet_suppresses_info_lines(tmp_path, cdr_db, sample_rows):
+    """poller -q run (the crontab's form) prints no info line; without -q the summary is INFO."""
+    start, _ = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
+    quiet = cli("-q", "--config", str(path), "run")
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.output == ""
+    assert len(archived(tmp_path)) == 3
+
+    loud = cli("--config", str(path), "run")
+    assert loud.exit_code == 0, loud.output
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO run: delivered 0 calls", loud.output,
+                     re.M), loud.output
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/log"), reason="no /dev/log (no syslog daemon here)")
+def test_syslog_option_with_dev_log(tmp_path, cdr_db):
+    """poller --syslog status works where /dev/log exists."""
+    result = cli("--syslog", "--config", str(write_config(tmp_path, cdr_db.url)), "status")
+    assert result.exit_code == 0, result.output
+    assert "watermark:" in result.stdout
+
+
+def test_syslog_option_sends_daemon_lines(tmp_path, cdr_db):
+    """--syslog without /dev/log sends daemon.info lines to localhost:514; -q sends none."""
+    if os.path.exists("/dev/log"):
+        pytest.skip("/dev/log exists: the log goes to the local socket, not to UDP")
+    family, kind, proto, _, address = socket.getaddrinfo("localhost", 514, 0,
+                                                         socket.SOCK_DGRAM)[0]
+    with socket.socket(family, kind, proto) as receiver:
+        try:
+            receiver.bind(address)
+        except OSError as exc:
+            pytest.skip(f"cannot listen on {address} as a syslog stand-in: {exc}")
+        receiver.settimeout(5)
+        path = str(write_config(tmp_path, cdr_db.url))
+        with RunLock(tmp_path / "state"):
+            result = cli("--syslog", "--config", path, "run")
+            assert result.exit_code == 0, result.output
+            message = receiver.recv(65536).decode()
+            assert re.match(r"<30>poller\[\d+\]: INFO another run holds .*poller\.lock; "
+                            r"nothing to do", message), message  # 30 = daemon.info
+
+            result = cli("-q", "--syslog", "--config", path, "run")
+            assert result.exit_code == 0 and result.output == "", result.output
+            receiver.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                receiver.recv(65536)
