@@ -7,14 +7,11 @@ length of the call.
 
 from __future__ import annotations
 
-import shutil
 import struct
-import subprocess
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 with warnings.catch_warnings():
     # deprecated on Python 3.11-3.12 (audioop-lts provides it from 3.13 on)
@@ -33,8 +30,7 @@ class DecoderMissing(Exception):
     """The file needs ffmpeg and the configured ffmpeg cannot be run."""
 
 
-@dataclass(frozen=True)
-class WavInfo:
+class WavInfo(NamedTuple):
     """The `fmt ` and `data` chunks of a RIFF/WAVE file."""
 
     tag: int
@@ -93,8 +89,7 @@ def is_mp3(path: Path) -> bool:
     return head == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
 
 
-@dataclass(frozen=True)
-class Shape:
+class Shape(NamedTuple):
     """What the encoder is fed: 16-bit little-endian PCM at this rate, mono."""
 
     rate: int
@@ -150,6 +145,8 @@ def _to_mono16(data: bytes, info: WavInfo) -> bytes:
 
 
 def _read_ffmpeg(path: Path, rate: int, ffmpeg: str) -> Iterator[bytes]:
+    import shutil  # here, not at the top: the common PCM path needs neither it nor subprocess
+
     executable = shutil.which(ffmpeg)
     if executable is None:
         raise DecoderMissing(f"{path.name} needs ffmpeg to decode, and {ffmpeg!r} was not found "
@@ -158,6 +155,8 @@ def _read_ffmpeg(path: Path, rate: int, ffmpeg: str) -> Iterator[bytes]:
 
 
 def _ffmpeg_stream(executable: str, path: Path, rate: int) -> Iterator[bytes]:
+    import subprocess
+
     command = [executable, "-nostdin", "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1",
                "-ar", str(rate), "-"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -183,11 +183,17 @@ def siblings(base: Path, path: Path) -> list[Path]:
     return sorted(found, key=_age)
 
 
-def _age(path: Path) -> tuple[float, str]:
+_NAME_STAMP = re.compile(r"-(\d{8}-\d{6})-")
+
+
+def _age(path: Path) -> tuple[str, float, str]:
+    """Oldest first: by the start time MixMonitor put in the name, else by last write."""
+    match = _NAME_STAMP.search(path.name)
     try:
-        return (path.stat().st_mtime, path.name)
+        mtime = path.stat().st_mtime
     except OSError:
-        return (float("inf"), path.name)
+        mtime = float("inf")
+    return (match.group(1) if match else "", mtime, path.name)
 
 
 def open_for_writing(paths: list[Path]) -> set[Path]:
