@@ -176,7 +176,6 @@ CALL_FIELDS = (
     "status", "answered_by", "recording", "recording_problem",
 )
 STATUSES = ("answered", "unanswered", "busy", "impossible")
-CURSORS = ("calldate",)
 TARGET_KINDS = ("easla", "archive")
 
 
@@ -344,8 +343,9 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             parse_local(source.start)
         except ValueError as exc:
             problems.append(f"source.start: {exc}")
-    if source.cursor not in CURSORS:
-        problems.append(f"source.cursor must be one of {', '.join(CURSORS)}, not {source.cursor!r}")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", source.cursor):
+        problems.append(f"source.cursor: not a column name: {source.cursor!r} (\"calldate\", "
+                        "or an insertion-ordered column such as \"id\" or \"addtime\")")
     if source.lookback <= 0:
         problems.append("source.lookback must be positive")
     if source.settle < 0:

@@ -163,6 +163,23 @@ class Ledger:
     def set_watermark(self, mark: dt.datetime) -> None:
         self.put("watermark", mark.isoformat())
 
+    def cursor_mark(self, column: str) -> Any:
+        """How far the insertion-ordered `column` has been read (an int or a date-time)."""
+        value = self.get(f"cursor:{column}")
+        if not value:
+            return None
+        data = json.loads(value)
+        return dt.datetime.fromisoformat(data["value"]) if data["type"] == "datetime" \
+            else int(data["value"])
+
+    def set_cursor_mark(self, column: str, mark: Any) -> None:
+        data: dict[str, Any]
+        if isinstance(mark, dt.datetime):
+            data = {"type": "datetime", "value": mark.isoformat()}
+        else:
+            data = {"type": "int", "value": int(mark)}
+        self.put(f"cursor:{column}", json.dumps(data))
+
     def last_run(self) -> dict[str, Any] | None:
         value = self.get("last_run")
         return json.loads(value) if value else None

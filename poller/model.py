@@ -31,6 +31,7 @@ class Leg:
     recordingfile: str = ""
     accountcode: str = ""
     userfield: str = ""
+    cursor: Any = None  # the value of source.cursor when that is not calldate
 
     @property
     def key(self) -> str:

@@ -216,16 +216,47 @@ class Run:
     def scan(self) -> None:
         source = CdrSource(self.config.source, needed=_template_columns(self.config))
         try:
-            start, stop, horizon = self.read_range()
-            lookback = dt.timedelta(seconds=self.config.source.lookback)
-            walk = Walk(source.read_window, source.next_calldate, start, stop, horizon, lookback,
-                        self.config.source.batch_size)
-            log.debug("reading cdr rows from %s to %s (calls starting before %s)",
-                      start, horizon, stop)
-            Scan(self, source, walk).execute()
+            column = self.config.source.cursor
+            if column == "calldate" or self.options.backfill:
+                # a backfill's range is in dates: it reads calldate windows whatever the cursor
+                axis = calldate_axis(self.config)
+                start, stop, horizon = self.read_range()
+            else:
+                planned = self.cursor_range(source, column)
+                if planned is None:
+                    return  # an empty table, or nothing since the origin
+                axis, (start, stop, horizon) = planned
+            walk = Walk(
+                lambda lo, hi: source.read_window(lo, hi, axis.column),
+                lambda after: source.next_position(after, axis.column),
+                start, stop, horizon, axis.lookback, self.config.source.batch_size,
+                position=axis.position, first_width=axis.first_width,
+                min_width=axis.min_width, max_width=axis.max_width)
+            log.debug("reading cdr rows by %s from %s to %s (calls starting before %s)",
+                      axis.column, start, horizon, stop)
+            Scan(self, source, walk, axis).execute()
             self.report.rows = walk.stats.rows
         finally:
             source.close()
+
+    def cursor_range(self, source: CdrSource,
+                     column: str) -> tuple[Axis, tuple[Any, Any, Any]] | None:
+        """[start, stop) and horizon on an insertion-ordered column: from the mark minus a tail
+        (rows commit out of order under concurrency) to the newest row."""
+        newest = source.newest_position(column)
+        if newest is None:
+            return None
+        axis = cursor_axis(self.config, column, newest)
+        mark = self.ledger.cursor_mark(column)
+        if mark is None:
+            # a fresh ledger (or a new cursor): start where the calls of the origin start
+            start = source.first_position_since(column, self.origin())
+            if start is None:
+                return None
+        else:
+            start = mark - axis.lookback
+        horizon = newest + axis.unit
+        return axis, (start, horizon, horizon)
 
     def read_range(self) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
         """[start, stop) for first legs, and how far to read ahead (naive local times)."""
@@ -329,6 +360,39 @@ class Run:
         return self._target
 
 
+@dataclass(frozen=True)
+class Axis:
+    """What a run's windows run over: calldate, or an insertion-ordered cursor column."""
+
+    column: str
+    lookback: Any  # how far behind a mark to re-read, in the column's own units
+    unit: Any  # the smallest step of the column
+    first_width: Any
+    min_width: Any
+    max_width: Any
+
+    def position(self, leg: Any) -> Any:
+        return leg.calldate if self.column == "calldate" else leg.cursor
+
+
+def calldate_axis(config: Config) -> Axis:
+    lookback = dt.timedelta(seconds=config.source.lookback)
+    return Axis("calldate", lookback, dt.timedelta(seconds=1),
+                min(lookback, dt.timedelta(hours=1)), dt.timedelta(seconds=1),
+                dt.timedelta(days=1))
+
+
+def cursor_axis(config: Config, column: str, sample: Any) -> Axis:
+    batch = config.source.batch_size
+    if isinstance(sample, int):
+        # ids of concurrent inserts interleave by a few rows: re-read a batch behind the mark
+        return Axis(column, max(batch, 100), 1, batch, 1, 1_000_000_000)
+    # an insertion time (amoCRM's `addtime`): re-read twice the settle delay behind the mark
+    tail = dt.timedelta(seconds=max(config.source.settle, 60) * 2)
+    return Axis(column, tail, dt.timedelta(seconds=1), dt.timedelta(minutes=15),
+                dt.timedelta(seconds=1), dt.timedelta(days=1))
+
+
 def _template_columns(config: Config) -> set[str]:
     from .recordings import template_fields
 
@@ -338,21 +402,24 @@ def _template_columns(config: Config) -> set[str]:
 class Scan:
     """Groups from the walk → calls → ledger rows, and the watermark they justify."""
 
-    def __init__(self, run: Run, source: CdrSource, walk: Walk):
+    def __init__(self, run: Run, source: CdrSource, walk: Walk, axis: Axis):
         self.run = run
         self.source = source
         self.walk = walk
+        self.axis = axis
         self.config = run.config.source
-        self.lookback = dt.timedelta(seconds=self.config.lookback)
         self.settled_before = run.now - dt.timedelta(seconds=self.config.settle)
-        self.highest: dt.datetime | None = None  # last calldate of calls taken
-        self.unsettled: dt.datetime | None = None  # first calldate of the earliest call held back
+        # the marks the calls taken justify, on calldate and on the walk's own column
+        self.highest: dt.datetime | None = None  # last calldate of the calls taken
+        self.unsettled: dt.datetime | None = None  # first calldate of the earliest held back
+        self.highest_position: Any = None
+        self.unsettled_position: Any = None
 
     def execute(self) -> None:
-        batch: list[Call] = []
+        batch: list[tuple[Call, Group]] = []
         progress_at = time.monotonic() + PROGRESS_EVERY
         for group in self.walk.groups():
-            if self.run.options.progress is not None:
+            if self.run.options.progress is not None and self.axis.column == "calldate":
                 self.run.options.progress(Progress(
                     group.first, self.walk.start, self.walk.stop, self.walk.stats.rows,
                     self.run.report.new_calls))
@@ -366,10 +433,10 @@ class Scan:
                 continue
             if call.end > self.settled_before:
                 # it ended moments ago: late legs (CDR batch mode) may still be on their way
-                first = call.first_calldate
-                self.unsettled = first if self.unsettled is None else min(self.unsettled, first)
+                self.unsettled = _lowest(self.unsettled, call.first_calldate)
+                self.unsettled_position = _lowest(self.unsettled_position, group.first_position)
                 continue
-            batch.append(call)
+            batch.append((call, group))
             if len(batch) >= KNOWN_BATCH:
                 self.record(batch)
                 batch = []
@@ -386,27 +453,27 @@ class Scan:
             self.run.report.failures += 1
             return None
 
-    def record(self, calls: list[Call]) -> None:
-        if not calls:
+    def record(self, batch: list[tuple[Call, Group]]) -> None:
+        if not batch:
             return
-        known = self.run.ledger.known(c.key for c in calls)
-        fresh = [c for c in calls if c.key not in known]
-        earlier = self.began_earlier(fresh)
+        known = self.run.ledger.known(call.key for call, _ in batch)
+        earlier = self.began_earlier([g for c, g in batch if c.key not in known])
         taken = []
-        for call in calls:
+        for call, group in batch:
             if call.key in earlier:
                 log.debug("call %s began before the read range: not taken", call.key)
                 continue
-            self.highest = max(self.highest or call.last_calldate, call.last_calldate)
+            self.highest = _highest(self.highest, call.last_calldate)
+            self.highest_position = _highest(self.highest_position, group.last_position)
             if call.key not in known:
                 taken.append(call)
         self.take(taken)
 
-    def began_earlier(self, calls: list[Call]) -> set[str]:
-        """Keys whose first leg lies before the walk's start (we saw only their later legs)."""
-        start = self.walk.start
-        suspects = [c.key for c in calls if c.first_calldate < start + self.lookback]
-        return self.source.keys_before(suspects, start - self.lookback, start)
+    def began_earlier(self, groups: list[Group]) -> set[str]:
+        """Keys with a leg before the walk's start (we saw only their later legs)."""
+        start, lookback = self.walk.start, self.axis.lookback
+        suspects = [g.key for g in groups if g.first_position < start + lookback]
+        return self.source.keys_before(suspects, start - lookback, start, self.axis.column)
 
     def take(self, calls: list[Call]) -> None:
         """Record new calls in the ledger: incoming ones pending, the others skipped."""
@@ -424,17 +491,29 @@ class Scan:
             [(c, SKIPPED, "not incoming") for c in calls if not c.incoming])
 
     def move_watermark(self) -> None:
+        """Move the marks to the calls taken, never past a call held back, never backwards."""
         run = self.run
         if run.options.backfill or run.options.dry_run or self.highest is None:
-            return  # a backfill never moves it; nothing new leaves it alone
-        mark = self.highest
-        if self.unsettled is not None:
-            mark = min(mark, self.unsettled)
+            return  # a backfill never moves them; nothing new leaves them alone
+        mark = _lowest(self.highest, self.unsettled)
         old = run.ledger.watermark()
         if old is None or mark > old:
             run.ledger.set_watermark(mark)
             old = mark
         run.report.watermark = old.isoformat()
+        if self.axis.column != "calldate":
+            position = _lowest(self.highest_position, self.unsettled_position)
+            previous = run.ledger.cursor_mark(self.axis.column)
+            if previous is None or position > previous:
+                run.ledger.set_cursor_mark(self.axis.column, position)
+
+
+def _lowest(current: Any, value: Any) -> Any:
+    return value if current is None else current if value is None else min(current, value)
+
+
+def _highest(current: Any, value: Any) -> Any:
+    return value if current is None else current if value is None else max(current, value)
 
 
 class _EmptyLedger:

@@ -70,7 +70,8 @@ class CdrSource:
         # one connection for the whole run: connecting (a TLS context, a handshake) costs more
         # than an idle run's queries
         self._conn: Connection | None = None
-        self.table = self._reflect(set(needed))
+        self.cursor = config.cursor
+        self.table = self._reflect(set(needed) | {self.cursor})
         self._columns = list(self.table.c.keys())
         self._sqlite = self.engine.dialect.name == "sqlite"
 
@@ -96,7 +97,10 @@ class CdrSource:
                 raise SourceSchemaError(
                     f"source: the {name!r} table has no column {column!r} "
                     f"(columns: {', '.join(sorted(present))})")
-        return sa.table(name, *(sa.column(c) for c in REQUIRED + OPTIONAL if c in present))
+        wanted = [c for c in REQUIRED + OPTIONAL if c in present]
+        if self.config.cursor not in wanted:
+            wanted.append(self.config.cursor)
+        return sa.table(name, *(sa.column(c) for c in wanted))
 
     def close(self) -> None:
         if self._conn is not None:
@@ -108,7 +112,7 @@ class CdrSource:
         cols: list[Any] = []
         for name in self._columns:
             column = self.table.c[name]
-            if name in INTEGER_COLUMNS or name == "calldate":
+            if name in INTEGER_COLUMNS or name in ("calldate", self.cursor):
                 cols.append(column)
             else:
                 # read the bytes as stored: a utf8mb4 connection would turn latin1 columns
@@ -116,46 +120,68 @@ class CdrSource:
                 cols.append(sa.cast(column, sa.LargeBinary).label(name))
         return sa.select(*cols)
 
-    def _bound(self, value: dt.datetime) -> Any:
-        if self._sqlite:
+    def _bound(self, value: Any) -> Any:
+        if self._sqlite and isinstance(value, dt.datetime):
             # SQLite compares text: a bound without fraction orders correctly against both
             # "YYYY-MM-DD HH:MM:SS" and SQLAlchemy's "….ffffff" spellings
             return sa.literal(value.strftime("%Y-%m-%d %H:%M:%S"), sa.String)
         return value
 
-    def window_query(self, lo: dt.datetime, hi: dt.datetime | None) -> sa.Select[Any]:
-        """The rows with lo <= calldate < hi, in a total order (ties on calldate kept)."""
-        calldate = self.table.c.calldate
-        query = self._select().where(calldate >= self._bound(lo))
+    def window_query(self, lo: Any, hi: Any | None, column: str = "calldate") -> sa.Select[Any]:
+        """The rows with lo <= column < hi, in a total order (ties on the column kept)."""
+        position = self.table.c[column]
+        query = self._select().where(position >= self._bound(lo))
         if hi is not None:
-            query = query.where(calldate < self._bound(hi))
-        order: list[Any] = [calldate, self.table.c.uniqueid]
+            query = query.where(position < self._bound(hi))
+        order: list[Any] = [position, self.table.c.uniqueid]
         if "sequence" in self.table.c:
             order.append(self.table.c.sequence)
         return query.order_by(*order)
 
-    def read_window(self, lo: dt.datetime, hi: dt.datetime | None) -> list[Leg]:
+    def read_window(self, lo: Any, hi: Any | None, column: str = "calldate") -> list[Leg]:
         """All legs of one window; the caller keeps windows small enough to hold."""
-        return list(self._legs(self.window_query(lo, hi)))
+        return list(self._legs(self.window_query(lo, hi, column)))
 
     def next_calldate(self, after: dt.datetime) -> dt.datetime | None:
         """The first calldate at or after `after` (an index probe), to jump over empty stretches."""
-        query = sa.select(sa.func.min(self.table.c.calldate)).where(
-            self.table.c.calldate >= self._bound(after))
-        return _to_datetime(self._scalar(query))
+        return _to_datetime(self.next_position(after, "calldate"))
+
+    def next_position(self, after: Any, column: str) -> Any:
+        query = sa.select(sa.func.min(self.table.c[column])).where(
+            self.table.c[column] >= self._bound(after))
+        return self._position(self._scalar(query))
 
     def newest_calldate(self) -> dt.datetime | None:
         return _to_datetime(self._scalar(sa.select(sa.func.max(self.table.c.calldate))))
 
-    def keys_before(self, keys: Sequence[str], lo: dt.datetime, hi: dt.datetime) -> set[str]:
-        """Which call keys have a leg with lo <= calldate < hi (calls that began earlier)."""
+    def newest_position(self, column: str) -> Any:
+        return self._position(self._scalar(sa.select(sa.func.max(self.table.c[column]))))
+
+    def first_position_since(self, column: str, calldate: dt.datetime) -> Any:
+        """Where a cursor starts for calls from `calldate` on (a fresh ledger's origin)."""
+        query = sa.select(sa.func.min(self.table.c[column])).where(
+            self.table.c.calldate >= self._bound(calldate))
+        return self._position(self._scalar(query))
+
+    def _position(self, value: Any) -> Any:
+        """A cursor value: an integer or a date-time, else the column is no cursor."""
+        if value is None or isinstance(value, (int, dt.datetime)) and not isinstance(value, bool):
+            return value.replace(tzinfo=None) if isinstance(value, dt.datetime) else value
+        parsed = _to_datetime(value)
+        if parsed is None:
+            raise SourceSchemaError(
+                f"source.cursor: column {self.cursor!r} holds {value!r}, neither an "
+                "insertion-ordered integer nor a date-time")
+        return parsed
+
+    def keys_before(self, keys: Sequence[str], lo: Any, hi: Any,
+                    column: str = "calldate") -> set[str]:
+        """Which call keys have a leg with lo <= column < hi (calls that began earlier)."""
         if not keys:
             return set()
-        found: set[str] = set()
-        for leg in self._legs(self.window_query(lo, hi)):
-            if leg.key in keys:
-                found.add(leg.key)
-        return found
+        wanted = set(keys)
+        return {leg.key for leg in self._legs(self.window_query(lo, hi, column))
+                if leg.key in wanted}
 
     def _legs(self, query: sa.Select[Any]) -> Iterator[Leg]:
         try:
@@ -181,7 +207,7 @@ class CdrSource:
         encoding = self.config.legacy_encoding
         values: dict[str, Any] = {"calldate": calldate}
         for name in self._columns:
-            if name == "calldate":
+            if name in ("calldate", self.cursor) and name not in INTEGER_COLUMNS:
                 continue
             if name in INTEGER_COLUMNS:
                 values[name] = _to_int(row[name])
@@ -190,6 +216,8 @@ class CdrSource:
         values.setdefault("linkedid", "")
         values.setdefault("sequence", 0)
         values.pop("lastdata", None)
+        if self.cursor != "calldate":
+            values["cursor"] = self._position(row[self.cursor])
         return Leg(**values)
 
     def _connection(self) -> Connection:
@@ -200,9 +228,9 @@ class CdrSource:
                 raise _classify(exc, self.config.url) from None
         return self._conn
 
-    def explain(self, lo: dt.datetime, hi: dt.datetime) -> list[dict[str, Any]]:
+    def explain(self, lo: Any, hi: Any, column: str = "calldate") -> list[dict[str, Any]]:
         """The server's plan for one window read (MySQL/MariaDB), for tests and `check`."""
-        compiled = self.window_query(lo, hi).compile(self.engine)
+        compiled = self.window_query(lo, hi, column).compile(self.engine)
         rows = self._connection().exec_driver_sql("EXPLAIN " + str(compiled),
                                                   _positional(compiled))
         return [dict(r._mapping) for r in rows]

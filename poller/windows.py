@@ -1,4 +1,8 @@
-"""Walking the cdr table in bounded calldate windows and handing out complete leg groups.
+"""Walking the cdr table in bounded windows and handing out complete leg groups.
+
+Windows run over calldate, or over an insertion-ordered cursor column (`source.cursor`, e.g. an
+auto-increment id); "position" below is the value of that column.
+
 
 A call belongs to the window of its first leg, but its later legs (queue rounds, the Hangup row,
 transfers) carry later calldates: a group is handed out only once the walk is `lookback` past
@@ -11,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from .model import Leg
 
@@ -23,6 +28,8 @@ class Group:
     """The legs of one call seen so far."""
 
     key: str
+    first_position: Any = None
+    last_position: Any = None
     legs: list[Leg] = field(default_factory=list)
 
     @property
@@ -45,14 +52,18 @@ class Walk:
     start: dt.datetime
     stop: dt.datetime  # calls whose first leg is at or after this belong to a later range
     horizon: dt.datetime  # the walk reads legs up to here (stop + lookback, capped at now)
-    lookback: dt.timedelta
+    lookback: Any  # a timedelta on calldate, a count or a timedelta on a cursor column
     batch_size: int = 1000
     stats: WalkStats = field(default_factory=WalkStats)
+    position: Callable[[Leg], Any] = field(default=lambda leg: leg.calldate)
+    first_width: Any = None
+    min_width: Any = MIN_WIDTH
+    max_width: Any = MAX_WIDTH
 
     def groups(self) -> Iterator[Group]:
         """Complete groups in the order of their first leg; legs outside the range dropped."""
         open_groups: dict[str, Group] = {}
-        width = min(self.lookback, dt.timedelta(hours=1))
+        width = self.first_width or min(self.lookback, dt.timedelta(hours=1))
         pos = self.start
         while pos < self.horizon:
             if pos >= self.stop and not open_groups:
@@ -62,12 +73,14 @@ class Walk:
             self.stats.windows += 1
             self.stats.rows += len(legs)
             for leg in legs:
+                position = self.position(leg)
                 group = open_groups.get(leg.key)
                 if group is None:
-                    if leg.calldate >= self.stop:
+                    if position >= self.stop:
                         continue  # a call of the next range; its own run builds it
-                    group = open_groups[leg.key] = Group(leg.key)
+                    group = open_groups[leg.key] = Group(leg.key, position, position)
                 group.legs.append(leg)
+                group.last_position = max(group.last_position, position)
             pos = hi
             yield from self._flush(open_groups, pos - self.lookback)
             width = self._next_width(width, len(legs))
@@ -76,21 +89,23 @@ class Walk:
         yield from self._flush(open_groups, None)
 
     def _flush(self, open_groups: dict[str, Group], before: dt.datetime | None) -> Iterator[Group]:
-        ready = [g for g in open_groups.values() if before is None or g.first < before]
-        for group in sorted(ready, key=lambda g: (g.first, g.key)):
+        ready = [g for g in open_groups.values() if before is None or g.first_position < before]
+        for group in sorted(ready, key=lambda g: (g.first_position, g.key)):
             del open_groups[group.key]
             yield group
 
     def _next_width(self, width: dt.timedelta, rows: int) -> dt.timedelta:
         # keep one window near batch_size rows: its cost stays flat however large the table
         if rows > self.batch_size:
-            return max(width / 2, MIN_WIDTH)
+            return max(width // 2 if isinstance(width, int) else width / 2, self.min_width)
         if rows < self.batch_size // 4:
-            return min(width * 2, MAX_WIDTH)
+            return min(width * 2, self.max_width)
         return width
 
     def _skip_empty(self, pos: dt.datetime) -> dt.datetime:
         upcoming = self.next_calldate(pos)
         if upcoming is None or upcoming >= self.horizon:
             return self.horizon
-        return max(pos, upcoming.replace(microsecond=0))
+        if isinstance(upcoming, dt.datetime):
+            upcoming = upcoming.replace(microsecond=0)
+        return max(pos, upcoming)

@@ -423,8 +423,8 @@ def test_call_whose_legs_straddle_a_read_window(tmp_path, cdr_db, sample_rows, m
     windows: list[tuple[dt.datetime, dt.datetime, int]] = []
     read_window = CdrSource.read_window
 
-    def spy(self, lo, hi):
-        legs = read_window(self, lo, hi)
+    def spy(self, lo, hi, column="calldate"):
+        legs = read_window(self, lo, hi, column)
         windows.append((lo, hi, len(legs)))
         return legs
 

@@ -1,0 +1,138 @@
+"""source.cursor: an insertion-ordered column (an auto-increment id, addtime) as the cursor."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from conftest import make_config, msk
+from test_pipeline_mariadb import (
+    archived,
+    clone_call,
+    key_of,
+    legs_of,
+    open_ledger,
+    run_cli,
+    write_config,
+)
+
+from poller.errors import ExitCode
+from poller.pipeline import RunOptions, run_once
+from poller.source import CdrSource
+
+NOW = msk("2026-11-26 10:00")
+DIRECT = "1795675107.1"  # P1-01, answered
+
+
+def _with_id(cdr_db) -> None:
+    cdr_db.execute("ALTER TABLE cdr ADD COLUMN id INT NOT NULL AUTO_INCREMENT PRIMARY KEY FIRST")
+
+
+def _with_addtime(cdr_db) -> None:
+    cdr_db.execute("ALTER TABLE cdr ADD COLUMN addtime TIMESTAMP NOT NULL "
+                   "DEFAULT CURRENT_TIMESTAMP, ADD INDEX addtime (addtime)")
+
+
+def test_id_cursor_delivers_a_call_longer_than_the_lookback(tmp_path, cdr_db, sample_rows):
+    """With an id cursor a row inserted late is found by its id, however old its calldate."""
+    _with_id(cdr_db)
+    cdr_db.insert(sample_rows)
+    config = make_config(tmp_path, cdr_db.url, source={"cursor": "id", "lookback": "1h",
+                                                        "start": "2026-11-26 00:00"})
+    first = run_once(config, RunOptions(now=NOW))
+    assert first.exit_code == ExitCode.OK, first.summary()
+    assert len(archived(tmp_path)) == 23 and first.skipped == 4
+    with open_ledger(config) as ledger:
+        assert ledger.cursor_mark("id") == 44
+
+    # an eight-hour call that began at 07:00, long before watermark - lookback (08:43), ends
+    # now: its row arrives with the next id (reading by calldate would never look back there)
+    long_call = clone_call(legs_of(sample_rows, DIRECT), dt.datetime(2026, 11, 26, 7, 0),
+                           duration=8 * 3600 + 5, billsec=8 * 3600)
+    cdr_db.insert(long_call)
+    later = msk("2026-11-26 15:05")
+    second = run_once(config, RunOptions(now=later))
+    assert second.exit_code == ExitCode.OK, second.summary()
+    assert second.new_calls == 1 and second.rows <= 45
+    assert archived(tmp_path)[key_of(long_call)]["duration"] == 8 * 3600 + 5
+    third = run_once(config, RunOptions(now=later + dt.timedelta(minutes=1)))
+    assert (third.new_calls, sum(third.delivered.values())) == (0, 0)
+    with open_ledger(config) as ledger:
+        assert ledger.cursor_mark("id") == 45
+
+
+def test_id_committed_out_of_order_within_the_tail_is_not_lost(tmp_path, cdr_db, sample_rows):
+    """Concurrent inserts commit ids out of order: a lower id that appears later is still read."""
+    _with_id(cdr_db)
+    one = clone_call(legs_of(sample_rows, DIRECT), dt.datetime(2026, 11, 26, 9, 10))
+    two = clone_call(legs_of(sample_rows, DIRECT), dt.datetime(2026, 11, 26, 9, 11))
+    cdr_db.insert([dict(one[0], id=10)])
+    cdr_db.insert([dict(two[0], id=12)])
+    config = make_config(tmp_path, cdr_db.url, source={"cursor": "id"})
+    assert run_once(config, RunOptions(now=NOW)).new_calls == 2
+    late = clone_call(legs_of(sample_rows, DIRECT), dt.datetime(2026, 11, 26, 9, 12))
+    cdr_db.insert([dict(late[0], id=11)])  # its transaction committed after id 12's
+    report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=1)))
+    assert report.new_calls == 1
+    assert set(archived(tmp_path)) == {key_of(one), key_of(two), key_of(late)}
+
+
+def test_addtime_cursor(tmp_path, cdr_db, sample_rows):
+    """amoCRM's `addtime TIMESTAMP DEFAULT CURRENT_TIMESTAMP` works as the cursor too."""
+    _with_addtime(cdr_db)
+    cdr_db.insert(sample_rows)
+    config = make_config(tmp_path, cdr_db.url, source={"cursor": "addtime"})
+    report = run_once(config, RunOptions(now=NOW))
+    assert report.exit_code == ExitCode.OK, report.summary()
+    assert len(archived(tmp_path)) == 23
+    with open_ledger(config) as ledger:
+        assert isinstance(ledger.cursor_mark("addtime"), dt.datetime)
+    again = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=1)))
+    assert (again.new_calls, sum(again.delivered.values())) == (0, 0)
+
+
+def test_backfill_with_a_cursor_reads_by_calldate_and_delivers_nothing_twice(tmp_path, cdr_db,
+                                                                              sample_rows):
+    """--since is a date range: it reads calldate windows, and the ledger prevents duplicates."""
+    _with_id(cdr_db)
+    cdr_db.insert(sample_rows)
+    config = make_config(tmp_path, cdr_db.url, source={"cursor": "id"})
+    run_once(config, RunOptions(now=NOW))
+    backfill = run_once(config, RunOptions(since=dt.datetime(2026, 11, 26), now=NOW))
+    assert backfill.rows == 44 and backfill.new_calls == 0
+    assert sum(backfill.delivered.values()) == 0
+    with open_ledger(config) as ledger:
+        assert ledger.cursor_mark("id") == 44
+
+
+def test_id_cursor_reads_by_primary_key_range(tmp_path, cdr_db, sample_rows):
+    """The cursor window is a range on the id's index, not a scan of the table."""
+    _with_id(cdr_db)
+    rows = []
+    for n in range(60):
+        rows += clone_call(legs_of(sample_rows, DIRECT),
+                           dt.datetime(2026, 11, 20, 8, 0) + dt.timedelta(minutes=n))
+    cdr_db.insert(rows * 10)
+    config = make_config(tmp_path, cdr_db.url, source={"cursor": "id"})
+    source = CdrSource(config.source)
+    try:
+        (plan,) = source.explain(10, 20, "id")
+    finally:
+        source.close()
+    assert plan["type"] == "range" and plan["key"] == "PRIMARY", plan
+
+
+def test_a_text_column_is_no_cursor(tmp_path, cdr_db, sample_rows):
+    """A cursor column that holds text is a configuration error naming it (exit 2)."""
+    cdr_db.insert(sample_rows)
+    path = write_config(tmp_path, cdr_db.url, source={"cursor": "src"})
+    result = run_cli("--config", str(path), "run")
+    assert result.exit_code == ExitCode.CONFIG, result.output
+    assert "source.cursor" in result.output and "'src'" in result.output
+
+
+def test_a_missing_cursor_column_is_named(tmp_path, cdr_db, sample_rows):
+    """A cursor naming a column the table lacks stops with exit 2 and names it."""
+    path = write_config(tmp_path, cdr_db.url, source={"cursor": "addtime"})
+    result = run_cli("--config", str(path), "run")
+    assert result.exit_code == ExitCode.CONFIG, result.output
+    assert "'addtime'" in result.output
