@@ -89,10 +89,16 @@ def recording_names(legs: Sequence[Leg], template: str) -> tuple[str, ...]:
     if "recordingfile" not in template_fields(template):
         legs = legs[:1]
     names: list[str] = []
+    files: set[str] = set()
     for leg in legs:
+        # each file is named by the first leg that names it: a Hangup row after midnight must
+        # not move the call's file into the next day's folder
+        if leg.recordingfile in files:
+            continue
         name = render_name(template, leg)
         if name and name not in names:
             names.append(name)
+            files.add(leg.recordingfile)
     return tuple(names)
 
 
@@ -146,4 +152,5 @@ def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, templa
         first_calldate=first.calldate,
         last_calldate=max(leg.calldate for leg in ordered),
         unknown_dispositions=unknown,
+        legs=len(ordered),
     )

@@ -58,13 +58,23 @@ def _grants(source: object) -> Result:
     engine = source.engine  # type: ignore[attr-defined]
     if engine.dialect.name != "mysql":
         return Result("source grants", OK, f"{engine.dialect.name}: no grants to inspect")
+    database = engine.url.database or ""
+    table = source.config.table  # type: ignore[attr-defined]
     with engine.connect() as conn:
         grants = [row[0] for row in conn.exec_driver_sql("SHOW GRANTS FOR CURRENT_USER()")]
-    writable = [g for g in grants if _WRITE_PRIVILEGES.search(g.split(" TO ")[0])]
+    # only the privilege part (never the IDENTIFIED BY … hash), and only grants that reach the
+    # cdr table: on *.*, on its database, or on the table itself
+    scopes = {"*.*", f"`{database}`.*", f"`{database}`.`{table}`"}
+    writable = []
+    for grant in grants:
+        privileges, _, rest = grant.partition(" ON ")
+        scope = rest.split(" TO ")[0].strip()
+        if scope in scopes and _WRITE_PRIVILEGES.search(privileges):
+            writable.append(f"{privileges.removeprefix('GRANT ')} ON {scope}")
     if writable:
-        return Result("source grants", WARN, "the user may write (recommended: SELECT only, "
-                      f"see sql/grant-readonly.sql): {writable[0][:120]}")
-    return Result("source grants", OK, "read-only user")
+        return Result("source grants", WARN, "the user may write to the cdr table (recommended: "
+                      f"SELECT only, see sql/grant-readonly.sql): {writable[0][:120]}")
+    return Result("source grants", OK, "read-only on the cdr table")
 
 
 def _state(config: Config) -> Iterator[Result]:

@@ -120,6 +120,9 @@ def _load(ctx: click.Context) -> Any:
               help="Backfill calls starting before this date[-time] (source time zone).")
 @click.option("--dry-run", is_flag=True, help="Print what would be delivered; write nothing.")
 @click.option("--limit", type=click.IntRange(min=1), help="Deliver at most N calls this run.")
+@click.option("--force", is_flag=True,
+              help="Backfill even before the point where the ledger forgot delivered calls "
+                   "(state.retention): those are delivered again.")
 @click.option("--metrics-file", metavar="PATH",
               help="Write Prometheus metrics here after each run (else [metrics] file).")
 @click.option("--follow", is_flag=True,
@@ -128,7 +131,7 @@ def _load(ctx: click.Context) -> Any:
               help="Time between polls in --follow mode.")
 @click.pass_context
 def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None,
-        dry_run: bool, limit: int | None, metrics_file: str | None, follow: bool,
+        dry_run: bool, force: bool, limit: int | None, metrics_file: str | None, follow: bool,
         interval: str) -> None:
     """Read new cdr rows and deliver the calls that are due (one batch).
 
@@ -144,6 +147,8 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
 
         if since and until and until <= since:
             raise ConfigError("--until must be later than --since")
+        if until and not since:
+            raise ConfigError("--until needs --since (a backfill is a range)")
         if follow and (since or until or dry_run or limit):
             raise ConfigError("--follow cannot be combined with --since, --until, --dry-run "
                               "or --limit")
@@ -156,12 +161,14 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
                 seconds = parse_duration(interval)
             except ValueError as exc:
                 raise ConfigError(f"--interval: {exc}") from None
+            if seconds < 1:
+                raise ConfigError("--interval must be at least 1s")
             return follow_loop(config, seconds, metrics_file)
         progress = _progress_bar() if (since or until) and not dry_run else None
         try:
             report = run_once(config, RunOptions(since=since, until=until, dry_run=dry_run,
-                                                 limit=limit, metrics_file=metrics_file,
-                                                 progress=progress))
+                                                 force=force, limit=limit,
+                                                 metrics_file=metrics_file, progress=progress))
         finally:
             if progress is not None:
                 progress.finish()

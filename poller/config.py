@@ -155,7 +155,7 @@ class EaslaConfig:
 
 @dataclass(frozen=True)
 class TargetConfig:
-    kind: str = "easla"
+    kind: str = "archive"
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     easla: EaslaConfig = field(default_factory=EaslaConfig)
 
@@ -191,8 +191,10 @@ def load(path: str | os.PathLike[str] | None = None,
         raise ConfigError(f"config file not found: {chosen}") from None
     except PermissionError:
         raise ConfigError(f"config file not readable: {chosen}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {chosen}: {exc.strerror}") from None
     config = from_mapping(data, env=env, origin=str(chosen))
     _warn_if_exposed(chosen, data)
     return config
@@ -374,6 +376,8 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
     if config.target.kind not in TARGET_KINDS:
         problems.append(f"target.kind must be one of {', '.join(TARGET_KINDS)}")
     easla = config.target.easla
+    if config.target.kind == "easla" and not easla.password:
+        problems.append("target.easla.password is required (or set POLLER_EASLA_PASSWORD)")
     for name in set(easla.attributes) - set(CALL_FIELDS):
         problems.append(
             f"target.easla.attributes.{name}: not a call field ({', '.join(CALL_FIELDS)})")

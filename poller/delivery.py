@@ -50,11 +50,17 @@ class Delivery:
             self.fail(str(exc))
         except OSError as exc:
             self.fail(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # unforeseen: count it, so the call is parked, not stuck first
+            log.exception("call %s: unexpected failure", self.entry.key)
+            self.fail(f"{type(exc).__name__}: {exc}")
         return False
 
     def _advance(self) -> bool:
         entry, call, ledger = self.entry, self.call, self.run.ledger
         stage, object_id, recording = entry.stage, entry.object_id, entry.recording
+        if stage == ATTACHED:
+            return self._finish(recording, plan_recording(call, self.config.recordings,
+                                                          self.run.now))
         plan = plan_recording(call, self.config.recordings, self.run.now)
         if isinstance(plan, Wait):
             if stage != SEEN:
@@ -63,7 +69,8 @@ class Delivery:
             self.run.report.waiting += 1
             log.info("call %s: %s", call.key, plan.note)
             return False
-        with self._mp3(plan) as (mp3, problem):
+        # a call created without a recording needs no encoding to be finished
+        with self._mp3(plan if stage == SEEN or recording else Plan()) as (mp3, problem):
             if stage == SEEN:
                 recording = f"{safe_name(call.key)}.mp3" if mp3 else None
                 record = call.record(recording, problem)
@@ -81,10 +88,15 @@ class Delivery:
                     self.run.report.recordings += 1
                     self.run.report.recording_bytes += mp3.stat().st_size
                 ledger.advance(call.key, ATTACHED)
-                stage = ATTACHED
-        if recording and self.config.recordings.after_upload == "delete":
+        return self._finish(recording, plan)
+
+    def _finish(self, recording: str | None, plan: Plan | Wait) -> bool:
+        """After a confirmed upload: delete the WAVs if asked, and mark the call done."""
+        call = self.call
+        if recording and self.config.recordings.after_upload == "delete" and \
+                isinstance(plan, Plan):
             _delete(plan.files)
-        ledger.advance(call.key, DONE, last_error=None, next_attempt_at=None)
+        self.run.ledger.advance(call.key, DONE, last_error=None, next_attempt_at=None)
         self.run.report.delivered[call.status] += 1
         log.info("call %s delivered: %s from %s, %ss%s", call.key, call.status,
                  call.number or "unknown", call.duration,

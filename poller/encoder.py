@@ -90,7 +90,7 @@ def validate(target: Path, seconds: float) -> float:
         raise UnreadableAudio("no audio in the input")
     # LAME's delay and padding stay well under it (0.1-0.2 s at 8 kHz)
     if abs(produced - seconds) > LENGTH_TOLERANCE:
-        raise RuntimeError(f"the MP3 lasts {produced:.2f}s for {seconds:.2f}s of input")
+        raise UnreadableAudio(f"the MP3 lasts {produced:.2f}s for {seconds:.2f}s of input")
     return produced
 
 
@@ -128,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         if exc.filename and Path(exc.filename) in args.inputs:
             print(f"unreadable: {exc.strerror}: {exc.filename}", file=sys.stderr)
             return EXIT_UNREADABLE
-        print(f"{exc.strerror}: {exc.filename}", file=sys.stderr)
+        print(f"{exc.strerror}: {exc.filename}", file=sys.stderr)  # disk full, no state.dir
         return 1
+    except Exception as exc:  # the audio itself defeats the encoder: retrying will not help
+        print(f"unreadable: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
     print(json.dumps({"seconds": round(seconds, 3), "mp3_seconds": round(produced, 3),
                       "peak_rss_kb": peak_rss_kb()}))
     return 0

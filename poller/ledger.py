@@ -18,7 +18,7 @@ from .config import redact_url
 from .errors import ConfigError, ServiceUnavailable
 from .model import Call
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # stages in the order a call passes them; failed and skipped are where it may stop instead
 SEEN, CREATED, ATTACHED, DONE = "seen", "created", "attached", "done"
@@ -49,11 +49,17 @@ calls_table = sa.Table(
     sa.Column("note", sa.String(255)),
     sa.Column("next_attempt_at", sa.DateTime),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # how many cdr rows the call was built from: more rows later means a late leg arrived
+    sa.Column("legs", sa.Integer, nullable=False, server_default="0"),
 )
 
 
 # upgrades of the ledger's own schema, applied in order at start: version -> step
-MIGRATIONS: dict[int, Callable[[Any], None]] = {}
+def _add_legs_column(conn: Any) -> None:
+    conn.exec_driver_sql("ALTER TABLE poller_calls ADD COLUMN legs INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: dict[int, Callable[[Any], None]] = {2: _add_legs_column}
 
 
 def utcnow() -> dt.datetime:
@@ -82,7 +88,7 @@ class Ledger:
 
     def __init__(self, url: str, create: bool = True):
         try:
-            self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+            self.engine = sa.create_engine(sa.engine.make_url(url), poolclass=sa.pool.NullPool)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"state.url: {exc}") from None
         self.url = url
@@ -114,7 +120,10 @@ class Ledger:
     @classmethod
     def open_existing(cls, url: str) -> Ledger | None:
         """The ledger if it has been created, without creating anything (dry runs, status)."""
-        parsed = sa.engine.make_url(url)
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError:
+            raise ConfigError(f"state.url: not a database URL: {redact_url(url)}") from None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             from pathlib import Path
 
@@ -211,7 +220,8 @@ class Ledger:
         now = utcnow()
         rows = [{"call_key": call.key, "first_calldate": call.first_calldate, "stage": stage,
                  "status": call.status, "payload": json.dumps(call.to_json()), "attempts": 0,
-                 "note": note, "updated_at": now} for call, stage, note in calls]
+                 "note": note, "updated_at": now, "legs": call.legs}
+                for call, stage, note in calls]
         try:
             with self.engine.begin() as conn:
                 conn.execute(calls_table.insert(), rows)
@@ -220,6 +230,27 @@ class Ledger:
             if len(rows) == 1:
                 return 0
         return sum(self.add(call, stage, note) for call, stage, note in calls)
+
+    def known_legs(self, keys: Iterable[str]) -> dict[str, tuple[str, int, bool]]:
+        """Stage, number of legs and whether an object exists, for each key already held."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, tuple[str, int, bool]] = {}
+        columns = (calls_table.c.call_key, calls_table.c.stage, calls_table.c.legs,
+                   calls_table.c.object_id)
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                query = sa.select(*columns).where(calls_table.c.call_key.in_(wanted[i:i + 500]))
+                found.update({row.call_key: (row.stage, row.legs, row.object_id is not None)
+                              for row in conn.execute(query)})
+        return found
+
+    def set_legs(self, key: str, legs: int) -> None:
+        self._update(key, legs=legs)
+
+    def rebuild(self, call: Call, stage: str) -> None:
+        """Replace a call nothing has been sent for yet with a fuller build of it."""
+        self._update(call.key, stage=stage, status=call.status, legs=call.legs,
+                     payload=json.dumps(call.to_json()), first_calldate=call.first_calldate)
 
     def entry(self, key: str) -> Entry | None:
         with self.engine.connect() as conn:
@@ -274,11 +305,24 @@ class Ledger:
             conn.execute(calls_table.update().where(calls_table.c.call_key == key).values(**values))
 
     def prune(self, before: dt.datetime) -> int:
-        """Forget delivered and skipped calls that began before `before` (naive local)."""
+        """Forget delivered and skipped calls that began before `before` (naive local).
+
+        The ledger remembers how far it forgot: a backfill there would deliver them again.
+        """
         query = calls_table.delete().where(calls_table.c.stage.in_([DONE, SKIPPED])).where(
             calls_table.c.first_calldate < before)
         with self.engine.begin() as conn:
-            return conn.execute(query).rowcount
+            count = conn.execute(query).rowcount
+        if count:
+            previous = self.pruned_before()
+            if previous is None or before > previous:
+                self.put("pruned_before", before.isoformat())
+        return count
+
+    def pruned_before(self) -> dt.datetime | None:
+        """Calls that began before this may have been forgotten (state.retention)."""
+        value = self.get("pruned_before")
+        return dt.datetime.fromisoformat(value) if value else None
 
     def counts(self) -> dict[str, int]:
         query = sa.select(calls_table.c.stage, sa.func.count()).group_by(calls_table.c.stage)

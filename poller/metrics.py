@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from .config import Config
 from .ledger import FAILED, STAGES, Ledger
@@ -63,11 +62,12 @@ def write_metrics(config: Config, report: RunReport, path: str | None = None) ->
             mark = ledger.watermark()
         finally:
             ledger.close()
-        if mark is not None:
-            zone = ZoneInfo(config.source.timezone)
-            lag = dt.datetime.now(zone) - mark.replace(tzinfo=zone)
-            gauge("watermark_lag_seconds", "How far the watermark is behind now").set(
-                max(lag.total_seconds(), 0))
+        lag = 0.0
+        if mark is not None and report.newest_row:
+            newest = dt.datetime.fromisoformat(report.newest_row)
+            lag = max((newest - mark).total_seconds(), 0.0)
+        gauge("watermark_lag_seconds",
+              "How far the watermark is behind the newest cdr row the run read").set(lag)
     try:
         write_to_textfile(target, registry)  # writes a temporary file, then renames it
     except OSError as exc:

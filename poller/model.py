@@ -78,6 +78,7 @@ class Call:
     first_calldate: dt.datetime  # naive local, for windows
     last_calldate: dt.datetime  # naive local, for the watermark
     unknown_dispositions: tuple[str, ...] = ()
+    legs: int = 0  # distinct cdr rows it was built from
 
     def record(self, recording: str | None, problem: str | None) -> dict[str, Any]:
         """The fields of design §8, exactly, as JSON-ready values."""

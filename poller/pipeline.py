@@ -21,8 +21,8 @@ from .calls import build_call
 from .clock import earliest_local, to_aware
 from .config import Config
 from .delivery import Delivery
-from .errors import ExitCode, ServiceUnavailable
-from .ledger import SEEN, SKIPPED, Entry, Ledger, utcnow
+from .errors import ConfigError, ExitCode, ServiceUnavailable
+from .ledger import FAILED, SEEN, SKIPPED, Entry, Ledger, utcnow
 from .lock import RunLock
 from .model import Call
 from .source import CdrSource
@@ -46,6 +46,7 @@ class RunOptions:
     since: dt.datetime | None = None  # naive, source time zone; a backfill when set
     until: dt.datetime | None = None
     dry_run: bool = False
+    force: bool = False  # backfill even where the ledger has forgotten delivered calls
     limit: int | None = None
     now: dt.datetime | None = None  # aware; tests pin the clock
     metrics_file: str | None = None  # overrides [metrics] file
@@ -93,6 +94,7 @@ class RunReport:
     planned: list[Call] = field(default_factory=list)
     seconds: float = 0.0
     watermark: str | None = None
+    newest_row: str | None = None  # the latest calldate this run read
     finished_at: str = ""
 
     @property
@@ -113,7 +115,8 @@ class RunReport:
             "recording_bytes": self.recording_bytes,
             "failures": self.failures, "parked": self.parked, "waiting": self.waiting,
             "unavailable": self.unavailable, "seconds": round(self.seconds, 3),
-            "watermark": self.watermark, "finished_at": self.finished_at,
+            "watermark": self.watermark, "newest_row": self.newest_row,
+            "finished_at": self.finished_at,
         }
 
 
@@ -236,6 +239,8 @@ class Run:
                       axis.column, start, horizon, stop)
             Scan(self, source, walk, axis).execute()
             self.report.rows = walk.stats.rows
+            if walk.stats.newest is not None:
+                self.report.newest_row = walk.stats.newest.isoformat()
         finally:
             source.close()
 
@@ -264,6 +269,13 @@ class Run:
         latest = self.now_local + CLOCK_SKEW
         if self.options.backfill:
             start = self.options.since or self.origin()
+            forgotten = self.ledger.pruned_before()
+            if forgotten is not None and start < forgotten and not self.options.force:
+                raise ConfigError(
+                    f"the ledger has forgotten delivered calls before "
+                    f"{forgotten.isoformat(sep=' ', timespec='minutes')} (state.retention): a "
+                    "backfill from there would deliver them again; start the backfill later, "
+                    "or give --force to deliver them again on purpose")
             stop = min(self.options.until or latest, latest)
             return start, stop, min(stop + lookback, latest)
         origin = self.origin()
@@ -456,7 +468,7 @@ class Scan:
     def record(self, batch: list[tuple[Call, Group]]) -> None:
         if not batch:
             return
-        known = self.run.ledger.known(call.key for call, _ in batch)
+        known = self.run.ledger.known_legs(call.key for call, _ in batch)
         earlier = self.began_earlier([g for c, g in batch if c.key not in known])
         taken = []
         for call, group in batch:
@@ -467,7 +479,27 @@ class Scan:
             self.highest_position = _highest(self.highest_position, group.last_position)
             if call.key not in known:
                 taken.append(call)
+            elif call.legs > known[call.key][1]:
+                self.late_legs(call, *known[call.key])
         self.take(taken)
+
+    def late_legs(self, call: Call, stage: str, legs: int, has_object: bool) -> None:
+        """Rows of a known call arrived after it was recorded (a member channel that ended
+        early, a CDR batch posted late): rebuild it while nothing has been sent for it."""
+        if self.run.options.dry_run:
+            return
+        ledger = self.run.ledger
+        if has_object or stage not in (SEEN, SKIPPED, FAILED):
+            log.warning("call %s: %d more cdr rows arrived after it was sent to the target; "
+                        "its record there may be out of date", call.key, call.legs - legs)
+            ledger.set_legs(call.key, call.legs)
+            return
+        new_stage = stage if stage == FAILED else SEEN if call.incoming else SKIPPED
+        ledger.rebuild(call, new_stage)
+        log.info("call %s: %d more cdr rows arrived; rebuilt (%s, %s)", call.key,
+                 call.legs - legs, call.status, "incoming" if call.incoming else "not incoming")
+        if stage == SKIPPED and new_stage == SEEN:
+            self.run.report.new_calls += 1
 
     def began_earlier(self, groups: list[Group]) -> set[str]:
         """Keys with a leg before the walk's start (we saw only their later legs)."""
@@ -527,6 +559,12 @@ class _EmptyLedger:
 
     def known(self, keys: Any) -> dict[str, str]:
         return {}
+
+    def known_legs(self, keys: Any) -> dict[str, tuple[str, int, bool]]:
+        return {}
+
+    def pruned_before(self) -> None:
+        return None
 
     def due(self, *args: Any, **kwargs: Any) -> list[Entry]:
         return []

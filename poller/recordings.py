@@ -58,7 +58,10 @@ def resolve_inside(base: Path, name: str) -> Path:
         raise RefusedPath(f"{name!r} climbs out with '..'")  # even when it lands inside again
     root = base.resolve()
     candidate = Path(name) if os.path.isabs(name) else root / name
-    real = candidate.resolve()
+    try:
+        real = candidate.resolve()
+    except (ValueError, OSError) as exc:  # a NUL byte, a symlink loop
+        raise RefusedPath(f"{name!r}: {exc}") from None
     if root not in real.parents:
         raise RefusedPath(f"{name!r} resolves outside {root}")
     return real

@@ -82,16 +82,13 @@ class CdrSource:
         probe = sa.select(sa.text("*")).select_from(sa.table(name)).limit(0)
         try:
             present = {key.lower() for key in self._connection().execute(probe).keys()}
-        except sa.exc.ProgrammingError as exc:
+        except (sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
             if "doesn't exist" in str(exc.orig) or "no such table" in str(exc.orig):
                 raise SourceSchemaError(
                     f"source: table {name!r} not found in {redact_url(self.config.url)}") from None
-            raise
-        except sa.exc.OperationalError as exc:
-            if "no such table" in str(exc.orig):
-                raise SourceSchemaError(
-                    f"source: table {name!r} not found in {redact_url(self.config.url)}") from None
-            raise _classify(exc, self.config.url) from None
+            if isinstance(exc, sa.exc.OperationalError):
+                raise _classify(exc, self.config.url) from None
+            raise ConfigError(f"source: {exc.orig} ({redact_url(self.config.url)})") from None
         for column in sorted(set(REQUIRED) | needed):
             if column not in present:
                 raise SourceSchemaError(
@@ -180,8 +177,26 @@ class CdrSource:
         if not keys:
             return set()
         wanted = set(keys)
-        return {leg.key for leg in self._legs(self.window_query(lo, hi, column))
-                if leg.key in wanted}
+        position = self.table.c[column]
+        ids = [self.table.c.uniqueid]
+        if "linkedid" in self.table.c:
+            ids.append(self.table.c.linkedid)
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i:i + 500])
+            query = sa.select(*ids).distinct().where(
+                position >= self._bound(lo), position < self._bound(hi),
+                sa.or_(*(c.in_(chunk) for c in ids)))
+            try:
+                rows = self._connection().execute(query).fetchall()
+            except sa.exc.OperationalError as exc:
+                raise _classify(exc, self.config.url) from None
+            for row in rows:
+                linkedid = row[1] if len(row) > 1 else ""
+                key = (linkedid or "").strip() or (row[0] or "").strip()
+                if key in wanted:
+                    found.add(key)
+        return found
 
     def _legs(self, query: sa.Select[Any]) -> Iterator[Leg]:
         try:
@@ -215,7 +230,6 @@ class CdrSource:
                 values[name] = decode_text(row[name], encoding)
         values.setdefault("linkedid", "")
         values.setdefault("sequence", 0)
-        values.pop("lastdata", None)
         if self.cursor != "calldate":
             values["cursor"] = self._position(row[self.cursor])
         return Leg(**values)
@@ -269,6 +283,6 @@ def _loopback(url: sa.engine.URL) -> bool:
 def _classify(exc: sa.exc.OperationalError, url: str) -> Exception:
     code = getattr(exc.orig, "args", [None])[0]
     text = str(getattr(exc.orig, "args", [exc])[-1])
-    if code in (1044, 1045, 1049):  # access denied, bad password, unknown database
+    if code in (1044, 1045, 1049, 1142, 1143):  # denied, bad password, no database, no SELECT
         return ConfigError(f"source: {text} ({redact_url(url)})")
     return ServiceUnavailable(f"source database unreachable: {text} ({redact_url(url)})")

@@ -41,6 +41,7 @@ class Group:
 class WalkStats:
     rows: int = 0
     windows: int = 0
+    newest: dt.datetime | None = None  # the latest calldate read
 
 
 @dataclass
@@ -73,6 +74,8 @@ class Walk:
             self.stats.windows += 1
             self.stats.rows += len(legs)
             for leg in legs:
+                if self.stats.newest is None or leg.calldate > self.stats.newest:
+                    self.stats.newest = leg.calldate
                 position = self.position(leg)
                 group = open_groups.get(leg.key)
                 if group is None:

@@ -55,7 +55,7 @@ def test_minimal_config_gets_the_documented_defaults():
     tc = cfg.transcode
     assert (tc.ffmpeg, tc.bitrate, tc.nice, tc.timeout) == ("ffmpeg", "32k", 10, 600)
     assert cfg.metrics.file == ""
-    assert cfg.target.kind == "easla"
+    assert cfg.target.kind == "archive"
     easla = cfg.target.easla
     assert easla.url == "https://easla.com/user/soap"
     assert (easla.timeout, easla.verify_tls, easla.objectdef_version) == (60, True, 0)

@@ -371,7 +371,7 @@ def test_check_read_only_user_passes_the_grants_check(tmp_path, cdr_db, recordin
         assert result.exit_code == 0, result.output
         outcomes = {name: (outcome, detail) for outcome, name, detail in check_lines(result)}
         assert outcomes["source"][0] == "ok"
-        assert outcomes["source grants"] == ("ok", "read-only user")
+        assert outcomes["source grants"] == ("ok", "read-only on the cdr table")
         assert PASSWORD not in result.output
     finally:
         with admin.begin() as conn:
@@ -577,9 +577,8 @@ def test_metrics_file_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir)
     assert value(metrics, "poller_calls_parked") == 0
     mark = watermark_of(make_config(tmp_path, cdr_db.url))
     assert mark == calls[-1][-1]["calldate"]
-    lag = value(metrics, "poller_watermark_lag_seconds")
-    expected = after - mark.replace(tzinfo=MSK).timestamp()
-    assert expected - 60 <= lag <= expected + 1, (lag, expected)
+    # the run read up to the watermark's own row: nothing newer waits
+    assert value(metrics, "poller_watermark_lag_seconds") == 0
     assert sorted(p.name for p in textfile.iterdir()) == ["poller.prom"]
 
 
@@ -737,9 +736,9 @@ def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_db, sample_rows):
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "poller.cli", "--config", str(path), "run", "--follow",
-             "--interval", "0.2s"], cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+             "--interval", "1s"], cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: b"following the cdr table every 0.2s" in log_path.read_bytes(), 30,
+        wait_for(lambda: b"following the cdr table every 1s" in log_path.read_bytes(), 30,
                  "the follow service to start")
         calls = direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(minutes=1))
         wait_for(lambda: key_of(calls[0]) in archived(tmp_path), 15, "the call in the archive")
@@ -884,27 +883,28 @@ def test_newer_ledger_schema_is_refused(tmp_path, cdr_db, sample_rows):
 
 def test_ledger_migration_runs_once_and_records_the_version(tmp_path, cdr_db, sample_rows,
                                                             monkeypatch):
-    """A schema-2 poller's migration adds a column once at start and records version 2."""
+    """A later poller's migration adds a column once at start and records its version."""
     direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
     config = make_config(tmp_path, cdr_db.url)
     run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    current = ledger_module.SCHEMA_VERSION
     with open_ledger(config) as ledger:
-        assert ledger.get("schema_version") == "1"
+        assert ledger.get("schema_version") == str(current)
 
     steps: list[int] = []
 
     def add_priority(conn: Any) -> None:
-        steps.append(2)
+        steps.append(current + 1)
         conn.exec_driver_sql("ALTER TABLE poller_calls ADD COLUMN priority INTEGER")
 
-    monkeypatch.setattr(ledger_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(ledger_module.MIGRATIONS, 2, add_priority)
+    monkeypatch.setattr(ledger_module, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setitem(ledger_module.MIGRATIONS, current + 1, add_priority)
     for minute in ("10:01", "10:02"):
         report = run_once(config, RunOptions(now=msk(f"2026-11-26 {minute}")))
         assert report.exit_code == 0, report.summary()
-    assert steps == [2]
+    assert steps == [current + 1]
     with open_ledger(config) as ledger:
-        assert ledger.get("schema_version") == "2"
+        assert ledger.get("schema_version") == str(current + 1)
         assert ledger.counts() == {"done": 1}
     database = sa.engine.make_url(config.state.database_url).database
     with contextlib.closing(sqlite3.connect(database)) as conn:

@@ -25,7 +25,8 @@ T = TypeVar("T")
 PLACEHOLDER = "@@poller-file-content@@"
 # fault texts that say "try again later" rather than "this will never work"
 TRANSIENT_FAULT = re.compile(r"(?i)temporar|unavailable|try again|timeout|timed out|busy|overload")
-CONFIG_FAULT = re.compile(r"(?i)unknown|not found|no such|invalid|attribute|denied|permission")
+# a fault naming an attribute will fail every call alike: the mapping is wrong
+CONFIG_FAULT = re.compile(r"(?i)attribute")
 
 
 class TargetUnavailable(DeliveryError, ServiceUnavailable):

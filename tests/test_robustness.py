@@ -1,0 +1,243 @@
+"""Odd rows, late rows, forgotten history and faults of one call: nothing stuck, nothing twice."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sqlite3
+import wave
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from conftest import make_config, msk
+from easla_server import EaslaServer
+from test_pipeline_mariadb import (
+    DIRECT_ANSWERED,
+    QUEUE_ANSWERED,
+    archived,
+    clone_call,
+    entry_of,
+    key_of,
+    legs_of,
+    open_ledger,
+    run_cli,
+    write_config,
+)
+
+from poller.calls import build_call, recording_names
+from poller.config import IncomingRules, TranscodeConfig
+from poller.errors import ExitCode
+from poller.ledger import SCHEMA_VERSION, Ledger
+from poller.model import Leg
+from poller.pipeline import RunOptions, run_once
+from poller.recordings import RefusedPath, resolve_inside
+from poller.targets.archive import ArchiveTarget
+from poller.transcode import Unreadable, to_mp3
+
+NOW = msk("2026-11-26 12:00")
+
+
+def test_nul_byte_in_recordingfile_is_refused_not_fatal(tmp_path):
+    """A NUL byte in a column value cannot make a path: refused, like any hostile name."""
+    with pytest.raises(RefusedPath):
+        resolve_inside(tmp_path, "2026/11/26/in-\x00.wav")
+
+
+def test_an_unforeseen_error_in_one_call_is_counted_and_the_others_go_on(tmp_path, cdr_db,
+                                                                       sample_rows):
+    """One call that breaks the target in an unexpected way backs off; the next is delivered."""
+    bad = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 0))
+    good = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 5))
+    cdr_db.insert(bad + good)
+    config = make_config(tmp_path, cdr_db.url)
+
+    class Picky(ArchiveTarget):
+        def create(self, call, record):
+            if call.key == key_of(bad):
+                raise ValueError("something nobody foresaw")
+            return super().create(call, record)
+
+    report = run_once(config, RunOptions(now=NOW), target_factory=lambda c: Picky(
+        c.target.archive, c.source.timezone))
+    assert report.exit_code == ExitCode.PARTIAL
+    assert list(archived(tmp_path)) == [key_of(good)]
+    entry = entry_of(config, key_of(bad))
+    assert entry.attempts == 1 and "ValueError" in entry.last_error
+
+
+def test_audio_lame_cannot_encode_goes_out_unreadable(tmp_path):
+    """A WAV that defeats the encoder (a 1 Hz sample rate) is unreadable, not retried forever."""
+    path = tmp_path / "odd.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(1)
+        out.writeframes(b"\x01\x02" * 600)
+    with pytest.raises(Unreadable):
+        to_mp3([path], tmp_path / "out.mp3", TranscodeConfig())
+
+
+def _leg(calldate: str, **values: object) -> Leg:
+    base = dict(uniqueid="1795675107.1", linkedid="1795675107.0", sequence=1, clid="",
+                src="+79161002301", dst="201", dcontext="from-did-direct",
+                channel="PJSIP/provider-00000001", dstchannel="PJSIP/201-00000002",
+                lastapp="Dial", duration=10, billsec=5, disposition="ANSWERED",
+                did="74951230001", recordingfile="in-1795675107.1.wav")
+    base.update(values)
+    return Leg(calldate=dt.datetime.fromisoformat(calldate), **base)  # type: ignore[arg-type]
+
+
+def test_a_call_crossing_midnight_keeps_its_recording_in_its_start_date_folder():
+    """The Hangup row after midnight names the same file: the folder is the call's date."""
+    legs = [_leg("2026-11-26 23:59:50", duration=15),
+            _leg("2026-11-27 00:00:05", sequence=2, dstchannel="", lastapp="Hangup",
+                 duration=0, billsec=0, disposition="NO ANSWER")]
+    names = recording_names(legs, "{calldate:%Y/%m/%d}/{recordingfile}")
+    assert names == ("2026/11/26/in-1795675107.1.wav",)
+
+
+def test_rows_arriving_after_the_call_was_recorded_rebuild_it(tmp_path, cdr_db, sample_rows):
+    """A member channel's row recorded first (no DID: skipped) is rebuilt when the caller's
+    rows arrive, and the call is delivered as the incoming, answered call it was."""
+    queue = clone_call(legs_of(sample_rows, QUEUE_ANSWERED), dt.datetime(2026, 11, 26, 10, 0))
+    answered, rang = queue
+    early = dict(rang, did="", dcontext="from-queue", channel="Local/222@from-queue-0001;2")
+    cdr_db.insert([early])
+    config = make_config(tmp_path, cdr_db.url)
+    first = run_once(config, RunOptions(now=NOW))
+    assert first.skipped == 1 and archived(tmp_path) == {}
+    cdr_db.insert([answered])
+    second = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=1)))
+    assert second.new_calls == 1, second.summary()
+    record = archived(tmp_path)[key_of(queue)]
+    assert (record["status"], record["answered_by"]) == ("answered", "221")
+    with open_ledger(config) as ledger:
+        assert ledger.known_legs([key_of(queue)])[key_of(queue)][:2] == ("done", 2)
+
+
+def test_rows_arriving_after_delivery_are_reported_not_delivered_again(tmp_path, cdr_db,
+                                                                     sample_rows, caplog):
+    """Once the object exists, a late row is logged (the record there may be out of date)."""
+    queue = clone_call(legs_of(sample_rows, QUEUE_ANSWERED), dt.datetime(2026, 11, 26, 10, 0))
+    cdr_db.insert(queue[:1])
+    config = make_config(tmp_path, cdr_db.url)
+    assert sum(run_once(config, RunOptions(now=NOW)).delivered.values()) == 1
+    cdr_db.insert(queue[1:])
+    report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=1)))
+    assert sum(report.delivered.values()) == 0 and report.new_calls == 0
+    assert "may be out of date" in caplog.text
+    again = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=2)))
+    assert sum(again.delivered.values()) == 0
+
+
+def test_a_first_version_ledger_is_upgraded_in_place(tmp_path, cdr_db, sample_rows):
+    """A ledger written by the first version (no legs column) is upgraded at start."""
+    cdr_db.insert(clone_call(legs_of(sample_rows, DIRECT_ANSWERED),
+                             dt.datetime(2026, 11, 26, 10, 0)))
+    config = make_config(tmp_path, cdr_db.url)
+    run_once(config, RunOptions(now=NOW))
+    database = sa.engine.make_url(config.state.database_url).database
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        conn.execute("ALTER TABLE poller_calls DROP COLUMN legs")
+        conn.execute("UPDATE poller_meta SET value = '1' WHERE name = 'schema_version'")
+        conn.commit()
+    report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=1)))
+    assert report.exit_code == ExitCode.OK, report.summary()
+    ledger = Ledger(config.state.database_url)
+    try:
+        assert ledger.get("schema_version") == str(SCHEMA_VERSION) == "2"
+        assert ledger.counts() == {"done": 1}
+    finally:
+        ledger.close()
+
+
+def test_a_backfill_into_forgotten_history_is_refused_without_force(tmp_path, cdr_db,
+                                                                    sample_rows):
+    """After pruning, a backfill over the forgotten range would deliver calls twice: refused
+    (exit 2) unless --force says so."""
+    rows = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 0))
+    cdr_db.insert(rows)
+    path = write_config(tmp_path, cdr_db.url, source={"start": "2026-11-26 09:00"},
+                        state={"retention": "8h"})
+    config = make_config(tmp_path, cdr_db.url, state={"retention": "8h"})
+    run_once(config, RunOptions(now=NOW))
+    # a day later, after a new call moved the watermark on: the first call is forgotten
+    cdr_db.insert(clone_call(legs_of(sample_rows, DIRECT_ANSWERED),
+                             dt.datetime(2026, 11, 27, 10, 0)))
+    run_once(config, RunOptions(now=msk("2026-11-27 12:00")))
+    with open_ledger(config) as ledger:
+        assert ledger.counts() == {"done": 1} and ledger.pruned_before() is not None
+    refused = run_cli("--config", str(path), "run", "--since", "2026-11-26")
+    assert refused.exit_code == ExitCode.CONFIG and "--force" in refused.output
+    forced = run_cli("--config", str(path), "run", "--since", "2026-11-26", "--force")
+    assert forced.exit_code == ExitCode.OK, forced.output
+
+
+def test_easla_fault_about_one_call_does_not_stop_the_poller(tmp_path, cdr_db, sample_rows):
+    """'Object not found' on one upload is that call's problem: it backs off, exit 1, not 2."""
+    rows = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 0),
+                      monitor=tmp_path / "monitor")
+    cdr_db.insert(rows)
+    with EaslaServer() as server:
+        config = make_config(tmp_path, cdr_db.url, target={"kind": "easla", "easla": {
+            "url": server.url, "login": "poller", "password": "secret", "timeout": "3s"}})
+        server.fail_next("addFile", "fault", text="Object not found")
+        report = run_once(config, RunOptions(now=NOW))
+        assert report.exit_code == ExitCode.PARTIAL, report.summary()
+        entry = entry_of(config, key_of(rows))
+        assert entry.stage == "created" and entry.attempts == 1
+        assert "Object not found" in entry.last_error
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "--until", "2026-11-01"], "--until needs --since"),
+    (["run", "--follow", "--interval", "0.5s"], "at least 1s"),
+])
+def test_usage_errors(tmp_path, cdr_db, args, words):
+    """Options that cannot work together are refused with exit 2 and a reason."""
+    path = write_config(tmp_path, cdr_db.url)
+    result = run_cli("--config", str(path), *args)
+    assert result.exit_code == ExitCode.CONFIG and words in result.output, result.output
+
+
+def test_config_path_that_is_a_directory_and_easla_without_password(tmp_path, cdr_db):
+    """A directory given as --config, or an easla target with no password: exit 2, named."""
+    result = run_cli("--config", str(tmp_path), "run")
+    assert result.exit_code == ExitCode.CONFIG and "config file" in result.output
+    path = write_config(tmp_path, cdr_db.url, target={"kind": "easla"})
+    result = run_cli("--config", str(path), "run")
+    assert result.exit_code == ExitCode.CONFIG
+    assert "target.easla.password" in result.output
+
+
+def test_check_never_prints_the_password_hash(tmp_path, cdr_db, mysql_server):
+    """`check` reports a writable cdr table by its privileges only, not the user's hash."""
+    user = f"poller_w{abs(hash(str(tmp_path))) % 10000}"
+    database = sa.engine.make_url(cdr_db.url).database
+    try:
+        cdr_db.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'Hash-Me-1'")
+        cdr_db.execute(f"GRANT SELECT, INSERT ON `{database}`.* TO '{user}'@'%'")
+    except sa.exc.SQLAlchemyError as exc:
+        pytest.skip(f"the test server's user cannot create users: {exc}")
+    try:
+        url = sa.engine.make_url(cdr_db.url).set(username=user, password="Hash-Me-1")
+        path = write_config(tmp_path, url.render_as_string(hide_password=False))
+        (tmp_path / "monitor").mkdir()
+        result = run_cli("--config", str(path), "check")
+        line = next(x for x in result.output.splitlines() if "source grants" in x)
+        assert line.startswith("warn") and "INSERT" in line, line
+        assert "IDENTIFIED" not in result.output and "Hash-Me-1" not in result.output
+        assert "*" not in line.split("ON", 1)[1] or f"`{database}`.*" in line
+    finally:
+        cdr_db.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+def test_call_record_uses_the_zone_of_its_source():
+    """A Hangup-after-midnight call still starts on its own day in its own zone."""
+    legs = [_leg("2026-11-26 23:59:50", duration=15)]
+    call = build_call(legs, IncomingRules(), ZoneInfo("Europe/Moscow"),
+                      "{calldate:%Y/%m/%d}/{recordingfile}")
+    assert call.start.isoformat() == "2026-11-26T23:59:50+03:00"
+    assert Path(call.recordings[0]).parts[:3] == ("2026", "11", "26")
