@@ -151,7 +151,29 @@ def _read_ffmpeg(path: Path, rate: int, ffmpeg: str) -> Iterator[bytes]:
     if executable is None:
         raise DecoderMissing(f"{path.name} needs ffmpeg to decode, and {ffmpeg!r} was not found "
                              "(install ffmpeg or set transcode.ffmpeg)")
+    _probe(path)
     return _ffmpeg_stream(executable, path, rate)
+
+
+def _probe(path: Path) -> None:
+    """Ask ffprobe, through pydub, whether the file holds audio at all: a clear reason for a
+    file that is not a recording, before a decoder is started on it."""
+    import shutil
+
+    if shutil.which("ffprobe") is None:
+        return  # pydub's probe needs ffprobe on PATH; the decode will tell instead
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydub's audioop DeprecationWarning
+        from pydub.utils import mediainfo_json
+
+        try:
+            info = mediainfo_json(str(path))
+        except Exception as exc:  # a file ffprobe cannot even open
+            raise UnreadableAudio(f"ffprobe cannot read it: {exc}") from None
+    streams = info.get("streams") or []
+    if not any(s.get("codec_type") == "audio" for s in streams):
+        kind = (info.get("format") or {}).get("format_name", "unknown format")
+        raise UnreadableAudio(f"no audio stream in it ({kind})")
 
 
 def _ffmpeg_stream(executable: str, path: Path, rate: int) -> Iterator[bytes]:

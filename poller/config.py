@@ -393,7 +393,7 @@ def _check_template(template: str, problems: list[str]) -> None:
     from .recordings import template_fields
 
     try:
-        unknown = template_fields(template) - set(_TEMPLATE_COLUMNS)
+        unknown = template_fields(template) - set(TEMPLATE_COLUMNS)
     except ValueError as exc:
         problems.append(f"recordings.name: {exc}")
         return
@@ -401,8 +401,7 @@ def _check_template(template: str, problems: list[str]) -> None:
         problems.append(f"recordings.name: unknown field {{{name}}}")
 
 
-_TEMPLATE_COLUMNS = (
+TEMPLATE_COLUMNS = (
     "calldate", "uniqueid", "linkedid", "recordingfile", "src", "dst", "did", "cnum",
     "accountcode", "userfield",
 )
-TEMPLATE_COLUMNS = _TEMPLATE_COLUMNS

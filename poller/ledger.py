@@ -107,10 +107,7 @@ class Ledger:
         if version is None:
             self.put("schema_version", str(SCHEMA_VERSION))
             return
-        current = int(version)
-        if current > SCHEMA_VERSION:
-            raise ConfigError(f"the ledger has schema version {version}; this poller knows "
-                              f"{SCHEMA_VERSION}: upgrade the poller")
+        current = _known_version(version)
         for target in range(current + 1, SCHEMA_VERSION + 1):
             with self.engine.begin() as conn:
                 MIGRATIONS[target](conn)
@@ -133,10 +130,12 @@ class Ledger:
         try:
             if ledger.exists():
                 version = ledger.get("schema_version")
-                if version is not None and int(version) > SCHEMA_VERSION:
-                    ledger.close()
-                    raise ConfigError(f"the ledger has schema version {version}; this poller "
-                                      f"knows {SCHEMA_VERSION}: upgrade the poller")
+                if version is not None:
+                    try:
+                        _known_version(version)
+                    except ConfigError:
+                        ledger.close()
+                        raise
                 return ledger
         except sa.exc.OperationalError as exc:
             ledger.close()
@@ -334,6 +333,14 @@ class Ledger:
             calls_table.c.first_calldate).limit(limit)
         with self.engine.connect() as conn:
             return [_entry(row) for row in conn.execute(query)]
+
+
+def _known_version(version: str) -> int:
+    """The ledger's schema version, if this poller can work with it (older ones it upgrades)."""
+    if int(version) > SCHEMA_VERSION:
+        raise ConfigError(f"the ledger has schema version {version}; this poller knows "
+                          f"{SCHEMA_VERSION}: upgrade the poller")
+    return int(version)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

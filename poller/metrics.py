@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .config import Config
+from .config import STATUSES, Config
 from .ledger import FAILED, STAGES, Ledger
 
 if TYPE_CHECKING:
     from .pipeline import RunReport
 
 log = logging.getLogger("poller")
-STATUSES = ("answered", "unanswered", "busy", "impossible")
 
 
 def write_metrics(config: Config, report: RunReport, path: str | None = None) -> None:
@@ -43,6 +42,17 @@ def write_metrics(config: Config, report: RunReport, path: str | None = None) ->
         1 if report.unavailable else 0)
     gauge("last_run_timestamp_seconds", "When the last run finished").set(
         dt.datetime.now(dt.UTC).timestamp())
+    try:
+        _ledger_metrics(config, report, gauge)
+    except Exception as exc:  # metrics never fail a run
+        log.warning("metrics: could not read the ledger: %s", exc)
+    try:
+        write_to_textfile(target, registry)  # writes a temporary file, then renames it
+    except OSError as exc:
+        log.warning("metrics: could not write %s: %s", target, exc)
+
+
+def _ledger_metrics(config: Config, report: RunReport, gauge: Any) -> None:
     ledger = Ledger.open_existing(config.state.database_url)
     if ledger is not None:
         try:
@@ -68,7 +78,3 @@ def write_metrics(config: Config, report: RunReport, path: str | None = None) ->
             lag = max((newest - mark).total_seconds(), 0.0)
         gauge("watermark_lag_seconds",
               "How far the watermark is behind the newest cdr row the run read").set(lag)
-    try:
-        write_to_textfile(target, registry)  # writes a temporary file, then renames it
-    except OSError as exc:
-        log.warning("metrics: could not write %s: %s", target, exc)

@@ -90,6 +90,7 @@ class RunReport:
     failures: int = 0
     parked: int = 0
     waiting: int = 0
+    settling: int = 0  # calls that ended less than source.settle ago: taken next run
     unavailable: list[str] = field(default_factory=list)
     planned: list[Call] = field(default_factory=list)
     seconds: float = 0.0
@@ -114,6 +115,7 @@ class RunReport:
             "delivered": dict(self.delivered), "recordings": self.recordings,
             "recording_bytes": self.recording_bytes,
             "failures": self.failures, "parked": self.parked, "waiting": self.waiting,
+            "settling": self.settling,
             "unavailable": self.unavailable, "seconds": round(self.seconds, 3),
             "watermark": self.watermark, "newest_row": self.newest_row,
             "finished_at": self.finished_at,
@@ -445,6 +447,7 @@ class Scan:
                 continue
             if call.end > self.settled_before:
                 # it ended moments ago: late legs (CDR batch mode) may still be on their way
+                self.run.report.settling += 1
                 self.unsettled = _lowest(self.unsettled, call.first_calldate)
                 self.unsettled_position = _lowest(self.unsettled_position, group.first_position)
                 continue

@@ -106,6 +106,10 @@ def render(status: Status) -> str:
         lines.append("newest row:  the cdr table is empty")
     counts = ", ".join(f"{stage} {n}" for stage, n in sorted(status.counts.items())) or "none"
     lines.append(f"calls:       {counts}")
+    settling = (status.last_run or {}).get("settling", 0)
+    if settling:
+        lines.append(f"settling:    {settling} calls ended less than source.settle before the "
+                     "last run; the next run takes them")
     if status.pending:
         lines.append("waiting:")
         for entry in status.pending:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from ..config import EaslaConfig
 from ..errors import ConfigError, DeliveryError, ServiceUnavailable
 from ..model import Call
+from . import safe_name
 from .soap_transport import ConnectionFailed, HttpStatusError, KeepAliveTransport
 
 log = logging.getLogger("poller")
@@ -128,7 +129,7 @@ class EaslaTarget:
         return str(result)
 
     def attach(self, object_id: str, call: Call, mp3: Path) -> None:
-        name = f"{_file_name(call.key)}.mp3"
+        name = f"{safe_name(call.key)}.mp3"
         self._call("addFile", lambda s: self._stream_add_file(object_id, name, mp3))
 
     def close(self) -> None:
@@ -200,12 +201,6 @@ class EaslaTarget:
         if status == 200:
             return context.process_reply(reply)
         return context.process_reply(reply, status, f"HTTP {status}")
-
-
-def _file_name(key: str) -> str:
-    from . import safe_name
-
-    return safe_name(key)
 
 
 def _object_ref(object_id: str) -> int | str:
