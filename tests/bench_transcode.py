@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "tests"))
+
+from test_recordings_audio import speech_pcm, write_speech_wav  # noqa: E402
+
 from poller.config import Seconds, TranscodeConfig  # noqa: E402
 from poller.transcode import to_mp3  # noqa: E402
 
-SOUNDS = Path("/usr/share/asterisk/sounds/en")
-SPEECH = ("demo-instruct.wav", "demo-congrats.wav", "priv-callee-options.wav",
-          "basic-pbx-ivr-main.wav", "demo-echotest.wav")
-SAMPLES = ROOT / "tests" / "data" / "samples" / "recordings" / "2026" / "11" / "26"
 RATE = 8000
 
 LAMEENC_CHILD = """
@@ -74,32 +73,6 @@ print(json.dumps({"self_kb": hwm}))
 class Measured:
     cpu: float  # seconds of user + system CPU, the process and all it spawned
     peak_kb: int  # the main process's own peak RSS
-
-
-def speech_pcm() -> bytes:
-    files = [SOUNDS / name for name in SPEECH if (SOUNDS / name).is_file()]
-    if not files:
-        files = sorted(p for p in SAMPLES.glob("*.wav") if p.stat().st_size > 4096)
-    parts = []
-    for path in files:
-        with wave.open(str(path), "rb") as source:
-            parts.append(source.readframes(source.getnframes()))
-    return b"".join(parts)
-
-
-def write_wav(path: Path, seconds: float, pcm: bytes) -> Path:
-    """Speech repeated to `seconds`, written chunk by chunk."""
-    left, start = int(seconds * RATE) * 2, 0
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        while left:
-            part = pcm[start:start + min(left, 1 << 20)]
-            out.writeframesraw(part)
-            left -= len(part)
-            start = (start + len(part)) % len(pcm)
-    return path
 
 
 def children_cpu() -> float:
@@ -196,7 +169,7 @@ def main() -> int:
               f"{'vs best (b)/(c)':>16}")
         for minutes in (3, 30):
             seconds = minutes * 60.0
-            source = write_wav(work / f"speech-{minutes}min.wav", seconds, pcm)
+            source = write_speech_wav(work / f"speech-{minutes}min.wav", seconds)
             measured = {name: best(method, source, work / "out.mp3", args.runs)
                         for name, method in METHODS.items()}
             reference = min(measured["(b) ffmpeg libmp3lame"].cpu,
@@ -211,7 +184,7 @@ def main() -> int:
               f"{'(d) pydub':>13}")
         peaks: dict[int, dict[str, Measured]] = {}
         for minutes in (1, 120):
-            source = write_wav(work / f"speech-{minutes}min.wav", minutes * 60.0, pcm)
+            source = write_speech_wav(work / f"speech-{minutes}min.wav", minutes * 60.0)
             started = time.monotonic()
             peaks[minutes] = {name: method(source, work / "out.mp3")
                               for name, method in METHODS.items()}

@@ -118,8 +118,9 @@ def recordings_dir(tmp_path: Path) -> Path:
     return target
 
 
-def make_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> Any:
-    """A validated Config for tests: archive target and state under tmp_path."""
+def config_data(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> dict[str, Any]:
+    """The test configuration as a TOML document would hold it: archive target, state and
+    recordings under tmp_path; `sections` merged in (nested tables merged, not replaced)."""
     data: dict[str, Any] = {
         "source": {"url": source_url, "timezone": "Europe/Moscow", "settle": "60s",
                    "lookback": "4h", "start": "2026-11-26 09:00"},
@@ -134,7 +135,12 @@ def make_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> 
                 node[key].update(value)
             else:
                 node[key] = value
-    return config_module.from_mapping(data, env={})
+    return data
+
+
+def make_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> Any:
+    """A validated Config for tests (see config_data)."""
+    return config_module.from_mapping(config_data(tmp_path, source_url, **sections), env={})
 
 
 def msk(text: str) -> dt.datetime:

@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from click.testing import CliRunner, Result
-from conftest import MSK, ROOT, SAMPLES, make_config, msk
+from conftest import MSK, ROOT, SAMPLES, config_data, make_config, msk
 
 from poller.ledger import Entry, Ledger
 from poller.pipeline import RunOptions, run_once
@@ -158,20 +158,6 @@ def watermark_of(config: Any) -> dt.datetime | None:
 
 
 # -- config files and the command line
-
-def config_data(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> dict[str, Any]:
-    """The same document make_config validates, for a TOML file."""
-    data: dict[str, Any] = {
-        "source": {"url": source_url, "timezone": "Europe/Moscow", "settle": "60s",
-                   "lookback": "4h", "start": "2026-11-26 09:00"},
-        "state": {"dir": str(tmp_path / "state")},
-        "recordings": {"dir": str(tmp_path / "monitor")},
-        "target": {"kind": "archive", "archive": {"dir": str(tmp_path / "archive")}},
-    }
-    for section, values in sections.items():
-        data.setdefault(section, {}).update(values)
-    return data
-
 
 def to_toml(data: dict[str, Any], path: tuple[str, ...] = ()) -> str:
     scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
