@@ -338,3 +338,26 @@ def test_value_formatting():
     assert values == {"incoming_call_key": "1795675107.0", "incoming_call_number": "+79161002301",
                       "incoming_call_time": "0:00:09", "status": "incoming_call_answered"}
     assert re.fullmatch(r"[A-Za-z0-9+/=]*", base64.b64encode(b"x").decode())
+
+
+def test_check_reports_easla_reachable_and_unreachable(tmp_path, cdr_db):
+    """`poller check` logs in to easla and finds the process and object definition; an
+    unreachable easla is a FAIL line (exit 1) with the other checks still printed."""
+    (tmp_path / "monitor").mkdir()
+    with EaslaServer() as server:
+        path = _cli_config(tmp_path, cdr_db.url, server)
+        result = run_cli("--config", str(path), "check")
+        line = next(x for x in result.output.splitlines() if x.split()[1:2] == ["target"])
+        assert result.exit_code == ExitCode.OK, result.output
+        assert line.startswith("ok") and "process 7" in line and "object definition 42" in line
+    down = tmp_path / "down"
+    down.mkdir()
+    (down / "monitor").mkdir()
+    section = {"kind": "easla", "easla": {"url": "http://127.0.0.1:1/user/soap",
+                                          "password": "secret", "timeout": "2s"}}
+    result = run_cli("--config", str(write_config(down, cdr_db.url, target=section)), "check")
+    assert result.exit_code == ExitCode.PARTIAL, result.output
+    line = next(x for x in result.output.splitlines() if x.split()[1:2] == ["target"])
+    assert line.startswith("FAIL") and "127.0.0.1:1" in line
+    assert "secret" not in result.output
+    assert any(x.split()[1:2] == ["recordings"] for x in result.output.splitlines())
