@@ -39,7 +39,7 @@ def person_answered(leg: Leg) -> bool:
 
 
 def outcome(legs: Sequence[Leg]) -> str:
-    """The call's status over its legs, by the fixed rule of design §3."""
+    """The call's status over its legs, by the fixed rule (README: How it works)."""
     if any(person_answered(leg) for leg in legs):
         return "answered"
     # rows with no callee channel (the Hangup row after a failed Dial) rang nobody

@@ -1,4 +1,4 @@
-"""The TOML configuration, validated once at start into frozen dataclasses (design §7).
+"""The TOML configuration, validated once at start into frozen dataclasses.
 
 Every problem is collected and reported together, each naming its key; secrets are kept in
 `Secret` values whose repr never shows them.

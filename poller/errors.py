@@ -6,7 +6,7 @@ import enum
 
 
 class ExitCode(enum.IntEnum):
-    """The process exit codes of every command (design §9)."""
+    """The process exit codes of every command."""
 
     OK = 0  # done; also nothing new, or another run holds the lock
     PARTIAL = 1  # the run finished but some calls failed or a service was unreachable

@@ -1,4 +1,4 @@
-"""The poller's own state: the watermark and one row per call with its delivery stage (design §4).
+"""The poller's own state: the watermark and one row per call with its delivery stage.
 
 Each change is its own committed transaction, made right after the step it records succeeded,
 so a run killed at any point resumes at the right step.

@@ -59,7 +59,7 @@ class RecordingRef:
 
 @dataclass(frozen=True)
 class Call:
-    """A call built from its legs: the record of design §8 plus what delivery needs."""
+    """A call built from its legs: the call record plus what delivery needs."""
 
     key: str
     start: dt.datetime  # aware, in the source time zone
@@ -81,7 +81,7 @@ class Call:
     legs: int = 0  # distinct cdr rows it was built from
 
     def record(self, recording: str | None, problem: str | None) -> dict[str, Any]:
-        """The fields of design §8, exactly, as JSON-ready values."""
+        """The fields of the call record, exactly, as JSON-ready values."""
         return {
             "key": self.key,
             "start": self.start.isoformat(),

@@ -129,7 +129,7 @@ _PROBLEM_ORDER = ("refused_path", "unreadable", "missing", "empty")
 
 
 def plan_recording(call: Call, config: RecordingsConfig, now: dt.datetime) -> Plan | Wait:
-    """Decide what to attach: ready files, a reason for none, or to wait (design §3)."""
+    """Decide what to attach: ready files, a reason for none, or to wait."""
     if not call.recordings:
         return Plan()
     give_up = call.end + dt.timedelta(seconds=config.wait)

@@ -1,4 +1,4 @@
-"""A real SOAP server on loopback that imitates easla's ``/user/soap`` (design §5), for tests.
+"""A real SOAP server on loopback that imitates easla's ``/user/soap``, for tests.
 
 It serves a document/literal-wrapped WSDL (or, with ``style="rpc"``, an rpc/encoded one with
 SOAP-ENC arrays as PHP's SoapServer writes) on GET, with or without ``?wsdl``, and answers SOAP 1.1
@@ -81,7 +81,7 @@ _XSD_TYPES = {"string": "xsd:string", "int": "xsd:int", "int?": "xsd:int", "bool
 
 def wsdl(namespace: str, prefix: str, location: str, qualified: bool = True,
          style: str = "document") -> str:
-    """The design §5 contract as a WSDL 1.1: document/literal-wrapped, or rpc/encoded as PHP's
+    """easla's contract as a WSDL 1.1: document/literal-wrapped, or rpc/encoded as PHP's
     SoapServer writes it (SOAP-ENC arrays) when ``style == "rpc"``."""
     p = prefix
     rpc = style == "rpc"

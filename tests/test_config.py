@@ -33,7 +33,7 @@ def problem(data: dict[str, Any], env: dict[str, str] | None = None) -> str:
 
 
 def test_minimal_config_gets_the_documented_defaults():
-    """A file with only source.url runs with the defaults of design §7."""
+    """A file with only source.url runs with the documented defaults."""
     cfg = config.from_mapping(minimal(), env={})
     source = cfg.source
     assert source.url == URL

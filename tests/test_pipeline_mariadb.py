@@ -1,4 +1,4 @@
-"""End-to-end runs on a real MariaDB cdr table: the CDR pitfalls of design §3 and the ledger's
+"""End-to-end runs on a real MariaDB cdr table: the CDR pitfalls and the ledger's
 "nothing lost, nothing twice" of §4, with calls built from copies of the real sample rows.
 
 The helpers at the top (row factory, archive and ledger readers, TOML config files, the CLI

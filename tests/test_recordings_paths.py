@@ -141,7 +141,7 @@ def test_uniqueid_template():
 
 
 def test_dot_dot_recordingfile_with_default_template_is_refused(monitor):
-    """The column value `../../etc/shadow` under the FreePBX template is refused (design §3)."""
+    """The column value `../../etc/shadow` under the FreePBX template is refused."""
     name = render_name(DEFAULT, sample_leg(recordingfile="../../etc/shadow"))
     assert name is not None
     with pytest.raises(RefusedPath):

@@ -23,7 +23,7 @@ class Target(Protocol):
     """Creates one object per call, then attaches the call's MP3 to it."""
 
     def create(self, call: Call, record: dict[str, Any]) -> str:
-        """Create the call's object from its record (design §8); returns the object's id."""
+        """Create the call's object from its record; returns the object's id."""
 
     def attach(self, object_id: str, call: Call, mp3: Path) -> None:
         """Attach the recording to the object `create` made."""

@@ -1,7 +1,7 @@
 """The easla target: one call object per call and its MP3, over SOAP with suds-community.
 
-The client is driven by the WSDL served at `target.easla.url` (operation and element names of
-design §5); arguments are passed as plain mappings, so no namespace, prefix or type name of our
+The client is driven by the WSDL served at `target.easla.url` (the operation and element names
+easla uses); arguments are passed as plain mappings, so no namespace, prefix or type name of our
 own is involved. One client, one login and one lookup of the process and object definition per
 run; a fault that says the session expired logs in again and retries that call once.
 """
