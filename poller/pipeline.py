@@ -444,6 +444,10 @@ class Scan:
                          self.run.report.new_calls)
             call = self.build(group)
             if call is None:
+                # never let the watermark pass a call we could not build: it is retried (and
+                # logged) every run until the cause is fixed, rather than silently lost
+                self.unsettled = _lowest(self.unsettled, group.first)
+                self.unsettled_position = _lowest(self.unsettled_position, group.first_position)
                 continue
             if call.end > self.settled_before:
                 # it ended moments ago: late legs (CDR batch mode) may still be on their way
@@ -462,9 +466,9 @@ class Scan:
         try:
             return build_call(group.legs, self.config.incoming, self.run.zone,
                               self.run.config.recordings.name)
-        except Exception:  # a bug must not stop the batch; the call stays unrecorded
-            log.exception("call %s: could not be built from its %d legs", group.key,
-                          len(group.legs))
+        except Exception:  # a bug must not stop the batch; the call is held, not lost
+            log.exception("call %s: could not be built from its %d legs (held back; please "
+                          "report this)", group.key, len(group.legs))
             self.run.report.failures += 1
             return None
 

@@ -241,3 +241,31 @@ def test_call_record_uses_the_zone_of_its_source():
                       "{calldate:%Y/%m/%d}/{recordingfile}")
     assert call.start.isoformat() == "2026-11-26T23:59:50+03:00"
     assert Path(call.recordings[0]).parts[:3] == ("2026", "11", "26")
+
+
+def test_a_call_that_cannot_be_built_holds_the_watermark(tmp_path, cdr_db, sample_rows,
+                                                         monkeypatch):
+    """A call the code fails to build (a bug) is held back, not passed by the watermark: once
+    the cause is gone, the next run delivers it."""
+    import poller.pipeline as pipeline
+
+    broken = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 0))
+    later = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 30))
+    cdr_db.insert(broken + later)
+    config = make_config(tmp_path, cdr_db.url)
+    real = pipeline.build_call
+
+    def build(legs, *args):
+        legs = list(legs)
+        if legs[0].uniqueid == broken[0]["uniqueid"]:
+            raise RuntimeError("a bug")
+        return real(legs, *args)
+
+    monkeypatch.setattr(pipeline, "build_call", build)
+    report = run_once(config, RunOptions(now=NOW))
+    assert report.exit_code == ExitCode.PARTIAL and list(archived(tmp_path)) == [key_of(later)]
+    with open_ledger(config) as ledger:
+        assert ledger.watermark() < broken[0]["calldate"] + dt.timedelta(seconds=1)
+    monkeypatch.setattr(pipeline, "build_call", real)
+    assert run_once(config, RunOptions(now=NOW + dt.timedelta(hours=1))).exit_code == 0
+    assert set(archived(tmp_path)) == {key_of(broken), key_of(later)}
