@@ -195,15 +195,7 @@ class Ledger:
     # -- calls
     def known(self, keys: Iterable[str]) -> dict[str, str]:
         """The stage of each key the ledger already holds."""
-        wanted = list(dict.fromkeys(keys))
-        found: dict[str, str] = {}
-        with self.engine.connect() as conn:
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i:i + 500]
-                query = sa.select(calls_table.c.call_key, calls_table.c.stage).where(
-                    calls_table.c.call_key.in_(chunk))
-                found.update({row.call_key: row.stage for row in conn.execute(query)})
-        return found
+        return {key: stage for key, (stage, _, _) in self.known_legs(keys).items()}
 
     def add(self, call: Call, stage: str, note: str | None = None) -> bool:
         """Record a newly seen call; False if another writer recorded it first."""

@@ -26,7 +26,7 @@ from .ledger import FAILED, SEEN, SKIPPED, Entry, Ledger, utcnow
 from .lock import RunLock
 from .model import Call
 from .source import CdrSource
-from .windows import Group, Walk
+from .windows import MAX_WIDTH, MIN_WIDTH, Group, Walk
 
 if TYPE_CHECKING:
     from .targets import Target
@@ -392,8 +392,7 @@ class Axis:
 def calldate_axis(config: Config) -> Axis:
     lookback = dt.timedelta(seconds=config.source.lookback)
     return Axis("calldate", lookback, dt.timedelta(seconds=1),
-                min(lookback, dt.timedelta(hours=1)), dt.timedelta(seconds=1),
-                dt.timedelta(days=1))
+                min(lookback, dt.timedelta(hours=1)), MIN_WIDTH, MAX_WIDTH)
 
 
 def cursor_axis(config: Config, column: str, sample: Any) -> Axis:

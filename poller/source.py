@@ -139,11 +139,9 @@ class CdrSource:
         """All legs of one window; the caller keeps windows small enough to hold."""
         return list(self._legs(self.window_query(lo, hi, column)))
 
-    def next_calldate(self, after: dt.datetime) -> dt.datetime | None:
-        """The first calldate at or after `after` (an index probe), to jump over empty stretches."""
-        return _to_datetime(self.next_position(after, "calldate"))
-
     def next_position(self, after: Any, column: str) -> Any:
+        """The first value of `column` at or after `after` (an index probe), to jump over
+        empty stretches."""
         query = sa.select(sa.func.min(self.table.c[column])).where(
             self.table.c[column] >= self._bound(after))
         return self._position(self._scalar(query))

@@ -49,7 +49,7 @@ class Walk:
     """One pass over [start, stop) with read-ahead to `horizon` (all naive local times)."""
 
     read_window: Callable[[dt.datetime, dt.datetime], list[Leg]]
-    next_calldate: Callable[[dt.datetime], dt.datetime | None]
+    next_position: Callable[[Any], Any]  # the first position at or after a value, or None
     start: dt.datetime
     stop: dt.datetime  # calls whose first leg is at or after this belong to a later range
     horizon: dt.datetime  # the walk reads legs up to here (stop + lookback, capped at now)
@@ -106,7 +106,7 @@ class Walk:
         return width
 
     def _skip_empty(self, pos: dt.datetime) -> dt.datetime:
-        upcoming = self.next_calldate(pos)
+        upcoming = self.next_position(pos)
         if upcoming is None or upcoming >= self.horizon:
             return self.horizon
         if isinstance(upcoming, dt.datetime):

@@ -52,7 +52,7 @@ class FakeTable:
 def walk(table: FakeTable, start: dt.datetime, stop: dt.datetime,
          horizon: dt.datetime | None = None, lookback: dt.timedelta = LOOKBACK,
          batch_size: int = 1000) -> Walk:
-    return Walk(read_window=table.read_window, next_calldate=table.next_calldate, start=start,
+    return Walk(read_window=table.read_window, next_position=table.next_calldate, start=start,
                 stop=stop, horizon=horizon or stop + lookback, lookback=lookback,
                 batch_size=batch_size)
 
