@@ -166,10 +166,15 @@ def test_encoder_autogroup_is_niced_and_the_pollers_is_not(running):
                     "/proc/PID/autogroup is absent)")
     child = AUTOGROUP.match(running["autogroup"] or "")
     before, after = running["own_autogroup"]
-    own = AUTOGROUP.match(before or "")
-    assert child and own, running
+    assert child, running
     assert int(child.group(2)) == NICE
-    assert child.group(1) != own.group(1)
+    own = AUTOGROUP.match(before or "")
+    if own:
+        assert child.group(1) != own.group(1)
+    else:
+        # A process whose session goes back to init (a service manager's job, a CI runner) is in
+        # the root task group, which the kernel shows as an empty autogroup file.
+        assert before == "", running
     assert after == before
 
 
