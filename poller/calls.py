@@ -25,12 +25,16 @@ _CLID = re.compile(r'^\s*"?(?P<name>.*?)"?\s*<(?P<number>[^>]*)>\s*$')
 _CHANNEL = re.compile(r"^[^/]+/(?P<name>[^@;]+?)(?:@[^;]*)?(?:-[0-9a-fA-F]{6,}(?:;\d)?)?(?:;\d)?$")
 
 
-def unique_legs(legs: Iterable[Leg]) -> list[Leg]:
-    """The legs of one call without the copies a second CDR back-end wrote, in time order."""
+def unique_legs(legs: Iterable[Leg], zone: ZoneInfo) -> list[Leg]:
+    """The legs of one call without the copies a second CDR back-end wrote, in time order.
+
+    Time order is by instant: a leg from the second pass of the autumn's repeated hour reads
+    earlier on the wall clock than the leg before the change that it followed.
+    """
     seen: dict[tuple[object, ...], Leg] = {}
     for leg in legs:
         seen.setdefault(leg.identity, leg)
-    return sorted(seen.values(), key=lambda leg: (leg.calldate, leg.sequence, leg.uniqueid))
+    return sorted(seen.values(), key=lambda leg: (_begin(leg, zone), leg.sequence, leg.uniqueid))
 
 
 def person_answered(leg: Leg) -> bool:
@@ -102,15 +106,19 @@ def recording_names(legs: Sequence[Leg], template: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _begin(leg: Leg, zone: ZoneInfo) -> dt.datetime:
+    """When a leg began, in UTC."""
+    return to_aware(leg.calldate, zone, leg.uniqueid).astimezone(dt.UTC)
+
+
 def _hangup(leg: Leg, zone: ZoneInfo) -> dt.datetime:
     """When a leg hung up, in UTC: its duration counts elapsed seconds, not wall-clock ones."""
-    start = to_aware(leg.calldate, zone, leg.uniqueid).astimezone(dt.UTC)
-    return start + dt.timedelta(seconds=max(leg.duration, 0))
+    return _begin(leg, zone) + dt.timedelta(seconds=max(leg.duration, 0))
 
 
 def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, template: str) -> Call:
     """One call record from all legs sharing a key."""
-    ordered = unique_legs(legs)
+    ordered = unique_legs(legs, zone)
     if not ordered:
         raise ValueError("a call needs at least one leg")
     first = ordered[0]
@@ -120,8 +128,10 @@ def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, templa
     end_utc = max(_hangup(leg, zone) for leg in ordered)
     end = end_utc.astimezone(zone)
     duration = max(int((end_utc - start_utc).total_seconds()), 0)
+    # the first pick-up is the answered leg whose talk began first (hang-up less billsec)
     answered = sorted((leg for leg in ordered if person_answered(leg)),
-                      key=lambda leg: (leg.end - dt.timedelta(seconds=leg.billsec), leg.sequence))
+                      key=lambda leg: (_hangup(leg, zone) - dt.timedelta(seconds=leg.billsec),
+                                       leg.sequence))
     talk_time = sum(max(leg.billsec, 0) for leg in answered)
     if answered:
         pickup = _hangup(answered[0], zone) - dt.timedelta(seconds=answered[0].billsec)

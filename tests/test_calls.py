@@ -390,3 +390,20 @@ def test_call_spanning_fall_back_ends_duration_seconds_after_it_started():
     assert call.start.astimezone(dt.UTC) == dt.datetime(2026, 10, 25, 0, 50, tzinfo=dt.UTC)
     assert call.duration == 1200
     assert call.end.astimezone(dt.UTC) == dt.datetime(2026, 10, 25, 1, 10, tzinfo=dt.UTC)
+
+
+def test_legs_on_both_sides_of_fall_back_are_ordered_by_instant():
+    """201 rings from 02:58 CEST for 180 s, then 202 is dialled at 02:01 CET and talks 60 s:
+    the call starts at 02:58 CEST (the earlier wall-clock reading is the later leg)."""
+    epoch = int(dt.datetime(2026, 10, 25, 0, 58, tzinfo=dt.UTC).timestamp())
+    ids = {"uniqueid": f"{epoch}.1", "linkedid": f"{epoch}.1"}
+    rang = _leg(calldate=local("2026-10-25 02:58"), sequence=1, dstchannel="PJSIP/201-00000002",
+                disposition="NO ANSWER", duration=180, billsec=0, **ids)
+    answered = _leg(calldate=local("2026-10-25 02:01"), sequence=2,
+                    dstchannel="PJSIP/202-00000003", disposition="ANSWERED", duration=70,
+                    billsec=60, **ids)
+    call = build([answered, rang], zone=BERLIN)
+    assert call.start.astimezone(dt.UTC) == dt.datetime(2026, 10, 25, 0, 58, tzinfo=dt.UTC)
+    assert call.first_calldate == local("2026-10-25 02:58")
+    assert (call.duration, call.wait_time, call.talk_time) == (250, 190, 60)
+    assert call.answered_by == "202"
