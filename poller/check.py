@@ -48,6 +48,8 @@ def _source(config: Config) -> Iterator[Result]:
         newest = source.newest_calldate()
         yield Result("source", OK, f"table {config.source.table!r} readable, "
                      f"newest row {newest.isoformat(sep=' ') if newest else 'none (empty)'}")
+        for warning in source.warnings:
+            yield Result("source columns", WARN, warning)
         yield _grants(source)
     finally:
         source.close()

@@ -220,6 +220,8 @@ class Run:
     # -- phase 1: cdr rows into the ledger
     def scan(self) -> None:
         source = CdrSource(self.config.source, needed=_template_columns(self.config))
+        for warning in source.warnings:
+            log.warning("%s", warning)
         try:
             column = self.config.source.cursor
             if column == "calldate" or self.options.backfill:

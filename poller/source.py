@@ -71,6 +71,7 @@ class CdrSource:
         # than an idle run's queries
         self._conn: Connection | None = None
         self.cursor = config.cursor
+        self.warnings: list[str] = []  # what the table's columns make of the configuration
         self.table = self._reflect(set(needed) | {self.cursor})
         self._columns = list(self.table.c.keys())
         self._sqlite = self.engine.dialect.name == "sqlite"
@@ -94,6 +95,13 @@ class CdrSource:
                 raise SourceSchemaError(
                     f"source: the {name!r} table has no column {column!r} "
                     f"(columns: {', '.join(sorted(present))})")
+        self.warnings = []
+        if self.config.incoming.did_set and "did" not in present:
+            # the did rule could never match: say so rather than skip every call it would take
+            self.warnings.append(
+                f"source.incoming.did_set is on but the {name!r} table has no 'did' column "
+                "(Asterisk's own schema): only incoming.contexts and incoming.channels "
+                "recognise incoming calls; set did_set = false to say that is intended")
         wanted = [c for c in REQUIRED + OPTIONAL if c in present]
         if self.config.cursor not in wanted:
             wanted.append(self.config.cursor)

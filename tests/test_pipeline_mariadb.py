@@ -531,10 +531,11 @@ def _minimal_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for row in rows]
 
 
-def test_asterisk_minimal_schema(tmp_path, empty_db, sample_rows):
+def test_asterisk_minimal_schema(tmp_path, empty_db, sample_rows, caplog):
     """A plain Asterisk with the contrib cdr schema: no linkedid, did, recordingfile or
     sequence; MixMonitor writes `<uniqueid>.wav`. With recordings.name "{uniqueid}.wav" and
-    incoming recognised by dcontext from-pstn, calls are grouped by uniqueid and delivered."""
+    incoming recognised by dcontext from-pstn, calls are grouped by uniqueid and delivered.
+    The did rule (on by default) cannot apply without a did column: the run says so."""
     _minimal_table(empty_db)
     monitor = tmp_path / "monitor"
     ring = clone_call(legs_of(sample_rows, RING_GROUP_ANSWERED), local("2026-11-26 09:30:00"))
@@ -549,6 +550,8 @@ def test_asterisk_minimal_schema(tmp_path, empty_db, sample_rows):
 
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     assert report.exit_code == 0, report.summary()
+    assert any("did_set is on but" in r.getMessage() and r.levelname == "WARNING"
+               for r in caplog.records)
     records = archived(tmp_path)
     assert set(records) == {uniqueid, abandon[0]["uniqueid"]}  # the key is the uniqueid
     group = records[uniqueid]
