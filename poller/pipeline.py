@@ -197,6 +197,9 @@ class Run:
         self.now_local = now.astimezone(self.zone).replace(tzinfo=None)
         self.target_factory = target_factory
         self._target: Target | None = None
+        # the earliest calldate the scan met: in cursor mode the next run re-reads the same tail,
+        # so the ledger must still know its calls
+        self.oldest_read: dt.datetime | None = None
 
     def execute(self) -> None:
         dry = self.options.dry_run
@@ -242,6 +245,7 @@ class Run:
             log.debug("reading cdr rows by %s from %s to %s (calls starting before %s)",
                       axis.column, start, horizon, stop)
             Scan(self, source, walk, axis).execute()
+            self.oldest_read = walk.stats.oldest
             self.report.rows = walk.stats.rows
             if walk.stats.newest is not None:
                 self.report.newest_row = walk.stats.newest.isoformat()
@@ -258,14 +262,32 @@ class Run:
         axis = cursor_axis(self.config, column, newest)
         mark = self.ledger.cursor_mark(column)
         if mark is None:
-            # a fresh ledger (or a new cursor): start where the calls of the origin start
-            start = source.first_position_since(column, self.origin())
+            # a fresh ledger, or a cursor new to a ledger that read by calldate: start where the
+            # calls a calldate run would read next start (the ledger knows those before)
+            start = source.first_position_since(column, self.resume_calldate())
             if start is None:
                 return None
+        elif isinstance(mark, dt.datetime):
+            # a TIMESTAMP column reads in the server's local time, which repeats an hour in
+            # autumn: rows of the second pass read earlier than the mark set before the change
+            since = to_aware(mark, self.zone) - axis.lookback
+            start = earliest_local(since, self.now, self.zone)
         else:
             start = mark - axis.lookback
         horizon = newest + axis.unit
         return axis, (start, horizon, horizon)
+
+    def resume_calldate(self) -> dt.datetime:
+        """Where a calldate read resumes: a lookback before the watermark, else the origin."""
+        origin = self.origin()
+        mark = self.ledger.watermark()
+        if mark is None:
+            return origin
+        # the lookback is elapsed time: measure it on instants, then take the earliest wall
+        # clock reading since then (the hour that repeats in autumn reads earlier than the mark)
+        lookback = dt.timedelta(seconds=self.config.source.lookback)
+        since = to_aware(mark, self.zone) - lookback
+        return max(earliest_local(since, self.now, self.zone), origin)
 
     def read_range(self) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
         """[start, stop) for first legs, and how far to read ahead (naive local times)."""
@@ -282,28 +304,13 @@ class Run:
                     "or give --force to deliver them again on purpose")
             stop = min(self.options.until or latest, latest)
             return start, stop, min(stop + lookback, latest)
-        origin = self.origin()
-        mark = self.ledger.watermark()
-        if mark is None:
-            return origin, latest, latest
-        # the lookback is elapsed time: measure it on instants, then take the earliest wall
-        # clock reading since then (the hour that repeats in autumn reads earlier than the mark)
-        since = to_aware(mark, self.zone) - lookback
-        start = earliest_local(since, self.now, self.zone)
-        return max(start, origin), latest, latest
+        return self.resume_calldate(), latest, latest
 
     def upkeep(self) -> None:
-        """Forget old delivered calls (never ones the lookback still meets); trim the archive."""
+        """Forget old delivered calls (never ones the next read may meet); trim the archive."""
         retention = dt.timedelta(seconds=self.config.state.retention)
-        before = self.now_local - retention
-        mark = self.ledger.watermark()
-        if mark is not None:
-            # the next read starts a lookback before the watermark and looks one more lookback
-            # back for calls that began earlier: a quiet PBX leaves that far behind now
-            lookback = dt.timedelta(seconds=self.config.source.lookback)
-            since = to_aware(mark, self.zone) - 2 * lookback
-            before = min(before, earliest_local(since, self.now, self.zone))
-        pruned = self.ledger.prune(before)
+        before = self.forget_before(retention)
+        pruned = self.ledger.prune(before) if before is not None else 0
         if pruned:
             log.info("ledger: forgot %d delivered calls older than %s", pruned,
                      _days(retention))
@@ -313,6 +320,24 @@ class Run:
 
             prune_archive(Path(self.config.target.archive.dir),
                           (self.now_local - dt.timedelta(days=keep)).date())
+
+    def forget_before(self, retention: dt.timedelta) -> dt.datetime | None:
+        """The calldate before which delivered calls may be forgotten, or None for none."""
+        before = self.now_local - retention
+        lookback = dt.timedelta(seconds=self.config.source.lookback)
+        if self.config.source.cursor != "calldate":
+            # a cursor's tail counts rows (or minutes of inserts), not calldates: on a quiet PBX
+            # it reaches calls of long ago, and the next run re-reads at least this run's rows
+            if self.oldest_read is None:
+                return None
+            before = min(before, self.oldest_read - lookback)
+        mark = self.ledger.watermark()
+        if mark is not None:
+            # the next read starts a lookback before the watermark and looks one more lookback
+            # back for calls that began earlier: a quiet PBX leaves that far behind now
+            since = to_aware(mark, self.zone) - 2 * lookback
+            before = min(before, earliest_local(since, self.now, self.zone))
+        return before
 
     def origin(self) -> dt.datetime:
         """Where a fresh ledger starts: source.start, else the lookback before the first run."""

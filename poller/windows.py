@@ -42,6 +42,7 @@ class WalkStats:
     rows: int = 0
     windows: int = 0
     newest: dt.datetime | None = None  # the latest calldate read
+    oldest: dt.datetime | None = None  # the earliest calldate read
 
 
 @dataclass
@@ -76,6 +77,8 @@ class Walk:
             for leg in legs:
                 if self.stats.newest is None or leg.calldate > self.stats.newest:
                     self.stats.newest = leg.calldate
+                if self.stats.oldest is None or leg.calldate < self.stats.oldest:
+                    self.stats.oldest = leg.calldate
                 position = self.position(leg)
                 group = open_groups.get(leg.key)
                 if group is None:

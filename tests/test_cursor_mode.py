@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import quote
 
 from conftest import make_config, msk
 from test_pipeline_mariadb import (
+    BERLIN,
     archived,
     clone_call,
     key_of,
@@ -136,3 +138,72 @@ def test_a_missing_cursor_column_is_named(tmp_path, cdr_db, sample_rows):
     result = run_cli("--config", str(path), "run")
     assert result.exit_code == ExitCode.CONFIG, result.output
     assert "'addtime'" in result.output
+
+
+def _utc(*fields: int) -> dt.datetime:
+    return dt.datetime(*fields, tzinfo=dt.UTC)
+
+
+def test_addtime_cursor_across_fall_back_loses_no_call(tmp_path, cdr_db, sample_rows):
+    """A TIMESTAMP cursor reads in the server's zone, which repeats 02:00-03:00 in autumn: a call
+    inserted at 02:05 CET reads earlier than the mark set at 02:50 CEST, and is still taken."""
+    _with_addtime(cdr_db)
+
+    def config_at(offset: str):  # the server's SYSTEM zone before and after the change
+        url = cdr_db.url + "?init_command=" + quote(f"SET time_zone='{offset}'")
+        return make_config(tmp_path, url, source={"cursor": "addtime", "timezone": "Europe/Berlin",
+                                                  "start": "2026-10-25 00:00"})
+
+    direct = legs_of(sample_rows, DIRECT)
+    before = clone_call(direct, dt.datetime(2026, 10, 25, 2, 50), zone=BERLIN,
+                        epoch=int(_utc(2026, 10, 25, 0, 50).timestamp()))
+    cdr_db.insert([dict(row, addtime=dt.datetime(2026, 10, 25, 0, 50, 10)) for row in before])
+    first = run_once(config_at("+02:00"), RunOptions(now=_utc(2026, 10, 25, 0, 58)))
+    assert first.new_calls == 1, first.summary()
+
+    after = clone_call(direct, dt.datetime(2026, 10, 25, 2, 5), zone=BERLIN,
+                       epoch=int(_utc(2026, 10, 25, 1, 5).timestamp()))
+    cdr_db.insert([dict(row, addtime=dt.datetime(2026, 10, 25, 1, 5, 10)) for row in after])
+    second = run_once(config_at("+01:00"), RunOptions(now=_utc(2026, 10, 25, 1, 20)))
+    assert second.new_calls == 1, second.summary()
+    assert set(archived(tmp_path)) == {key_of(before), key_of(after)}
+
+
+def test_id_cursor_on_a_quiet_pbx_never_redelivers_forgotten_calls(tmp_path, cdr_db,
+                                                                    sample_rows):
+    """The id tail (a batch of rows) reaches days back on a quiet PBX: pruning keeps what the
+    tail still reads, so a later run finds those calls known and delivers nothing twice."""
+    _with_id(cdr_db)
+    cdr_db.insert(sample_rows)
+    config = make_config(tmp_path, cdr_db.url, source={"cursor": "id",
+                                                        "start": "2026-11-26 00:00"},
+                         state={"retention": "1d"})
+    assert sum(run_once(config, RunOptions(now=NOW)).delivered.values()) == 23
+    two_days_on = clone_call(legs_of(sample_rows, DIRECT), dt.datetime(2026, 11, 28, 9, 0))
+    cdr_db.insert(two_days_on)
+    later = msk("2026-11-28 10:00")
+    assert sum(run_once(config, RunOptions(now=later)).delivered.values()) == 1
+    again = run_once(config, RunOptions(now=later + dt.timedelta(minutes=5)))
+    assert (again.new_calls, sum(again.delivered.values())) == (0, 0), again.summary()
+    assert len(archived(tmp_path)) == 24
+
+
+def test_switching_to_an_id_cursor_resumes_at_the_watermark(tmp_path, cdr_db, sample_rows):
+    """A ledger that read by calldate, then given `cursor = "id"`: the first id run starts where
+    a calldate run would resume, not at the origin, so forgotten calls are not sent again."""
+    _with_id(cdr_db)
+    cdr_db.insert(sample_rows)
+    by_calldate = make_config(tmp_path, cdr_db.url, source={"start": "2026-11-26 00:00"},
+                              state={"retention": "1d"})
+    run_once(by_calldate, RunOptions(now=NOW))
+    two_days_on = clone_call(legs_of(sample_rows, DIRECT), dt.datetime(2026, 11, 28, 9, 0))
+    cdr_db.insert(two_days_on)
+    run_once(by_calldate, RunOptions(now=msk("2026-11-28 10:00")))
+    assert len(archived(tmp_path)) == 24
+    by_id = make_config(tmp_path, cdr_db.url, source={"start": "2026-11-26 00:00",
+                                                       "cursor": "id"},
+                        state={"retention": "1d"})
+    report = run_once(by_id, RunOptions(now=msk("2026-11-28 10:05")))
+    assert (report.new_calls, sum(report.delivered.values())) == (0, 0), report.summary()
+    with open_ledger(by_id) as ledger:
+        assert ledger.cursor_mark("id") == 45
