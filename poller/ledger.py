@@ -248,11 +248,14 @@ class Ledger:
             row = conn.execute(sa.select(calls_table).where(calls_table.c.call_key == key)).first()
         return _entry(row) if row else None
 
-    def due(self, now: dt.datetime, since: dt.datetime | None = None,
+    def due(self, now: dt.datetime | None, since: dt.datetime | None = None,
             until: dt.datetime | None = None, limit: int | None = None) -> list[Entry]:
-        """Pending calls whose next attempt is due, oldest first."""
-        query = sa.select(calls_table).where(calls_table.c.stage.in_(PENDING)).where(
-            sa.or_(calls_table.c.next_attempt_at.is_(None), calls_table.c.next_attempt_at <= now))
+        """Pending calls whose next attempt is due (all of them when `now` is None), oldest
+        first."""
+        query = sa.select(calls_table).where(calls_table.c.stage.in_(PENDING))
+        if now is not None:
+            query = query.where(sa.or_(calls_table.c.next_attempt_at.is_(None),
+                                       calls_table.c.next_attempt_at <= now))
         query = _in_range(query, since, until).order_by(
             calls_table.c.first_calldate, calls_table.c.call_key)
         if limit is not None:

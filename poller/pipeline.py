@@ -374,10 +374,12 @@ class Run:
             requeued = self.ledger.requeue_failed(since=since, until=until)
             if requeued:
                 log.info("backfill: %d parked calls in the range put back in line", requeued)
+        # a backfill retries the failed calls of its range now, those backing off included
+        now = None if self.options.backfill else self.now.replace(tzinfo=None)
         seen: set[str] = set()
         while True:
-            batch = [e for e in self.ledger.due(self.now.replace(tzinfo=None), since, until,
-                                                limit=100) if e.key not in seen]
+            batch = [e for e in self.ledger.due(now, since, until, limit=100)
+                     if e.key not in seen]
             if not batch:
                 return
             for entry in batch:

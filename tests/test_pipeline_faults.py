@@ -213,6 +213,25 @@ def test_failing_target_backs_off_then_parks_the_call(tmp_path, cdr_db, sample_r
     assert set(archived(tmp_path)) == {key}
 
 
+def test_backfill_retries_a_call_still_backing_off(tmp_path, cdr_db, sample_rows):
+    """A call failed once and waits out an hour's back-off; a backfill over its range (the
+    target fixed) retries it at once instead of leaving it to the back-off."""
+    calls = _incoming(cdr_db, sample_rows, "09:30:00")
+    key = key_of(calls[0])
+    config = make_config(tmp_path, cdr_db.url, retry={"backoff": "1h"})
+    counts: Counter[str] = Counter()
+    now = msk("2026-11-26 10:00")
+    failed = run_once(config, RunOptions(now=now),
+                      target_factory=lambda c: CountingTarget(c, counts, refuse="rejected"))
+    assert failed.exit_code == 1 and entry_of(config, key).next_attempt_at is not None
+
+    backfill = run_once(config, RunOptions(since=local("2026-11-26 09:00"),
+                                           now=now + dt.timedelta(minutes=1)))
+    assert sum(backfill.delivered.values()) == 1, backfill.summary()
+    assert entry_of(config, key).stage == "done"
+    assert set(archived(tmp_path)) == {key}
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, cdr_db, sample_rows):
     """`poller run --dry-run` on a new install: it lists the calls it would deliver and
     writes nothing, neither archive files nor a ledger; a real run afterwards delivers them."""
