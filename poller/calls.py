@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from .clock import to_aware
 from .config import IncomingRules
-from .model import Call, Leg
+from .model import UNBUILT, Call, Leg
 from .recordings import render_name, template_fields
 
 log = logging.getLogger(__name__)
@@ -164,3 +164,15 @@ def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, templa
         unknown_dispositions=unknown,
         legs=len(ordered),
     )
+
+
+def stand_in(key: str, legs: Sequence[Leg], zone: ZoneInfo) -> Call:
+    """What the ledger keeps of a call whose legs could not be built: enough to list it and
+    find its rows again. It counts no legs, so the next successful build replaces it."""
+    first = min(legs, key=lambda leg: leg.calldate)
+    start = first.calldate.replace(tzinfo=zone)
+    return Call(key=key, start=start, end=start, number=first.src.strip(), name="",
+                did=first.did.strip(), duration=0, talk_time=0, wait_time=0, status=UNBUILT,
+                answered_by="", incoming=False, recordings=(), expects_recording=False,
+                first_calldate=first.calldate,
+                last_calldate=max(leg.calldate for leg in legs), legs=0)

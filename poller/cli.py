@@ -275,6 +275,7 @@ def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
 
     def work() -> ExitCode:
         from .ledger import FAILED, Ledger
+        from .model import UNBUILT
 
         if bool(keys) == all_failed:
             raise ConfigError("name calls by KEY, or give --failed (not both)")
@@ -292,6 +293,13 @@ def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
                 for key in not_parked:
                     log.warning("call %s is not parked (stage %s): left as it is", key,
                                 known[key])
+                for key in set(keys) - set(not_parked):
+                    entry = ledger.entry(key)
+                    if entry is not None and entry.call.status == UNBUILT:
+                        log.warning("call %s could not be built from its cdr rows: once the "
+                                    "poller is fixed, a run that reads them again (`poller run "
+                                    "--since %s`) builds and delivers it", key,
+                                    entry.call.first_calldate.date().isoformat())
             count = ledger.requeue_failed(list(keys) if keys else None)
         finally:
             ledger.close()

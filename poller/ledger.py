@@ -10,13 +10,13 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from .config import redact_url
 from .errors import ConfigError, ServiceUnavailable
-from .model import Call
+from .model import UNBUILT, Call
 
 SCHEMA_VERSION = 2
 
@@ -65,6 +65,15 @@ MIGRATIONS: dict[int, Callable[[Any], None]] = {2: _add_legs_column}
 def utcnow() -> dt.datetime:
     """Naive UTC, as the ledger stores times."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Known(NamedTuple):
+    """What the ledger holds of a call the scan meets again."""
+
+    stage: str
+    legs: int
+    status: str
+    has_object: bool
 
 
 @dataclass(frozen=True)
@@ -195,7 +204,7 @@ class Ledger:
     # -- calls
     def known(self, keys: Iterable[str]) -> dict[str, str]:
         """The stage of each key the ledger already holds."""
-        return {key: stage for key, (stage, _, _) in self.known_legs(keys).items()}
+        return {key: known.stage for key, known in self.known_legs(keys).items()}
 
     def add(self, call: Call, stage: str, note: str | None = None) -> bool:
         """Record a newly seen call; False if another writer recorded it first."""
@@ -222,26 +231,46 @@ class Ledger:
                 return 0
         return sum(self.add(call, stage, note) for call, stage, note in calls)
 
-    def known_legs(self, keys: Iterable[str]) -> dict[str, tuple[str, int, bool]]:
-        """Stage, number of legs and whether an object exists, for each key already held."""
+    def known_legs(self, keys: Iterable[str]) -> dict[str, Known]:
+        """What the ledger holds of each key it knows (stage, legs, status, an object)."""
         wanted = list(dict.fromkeys(keys))
-        found: dict[str, tuple[str, int, bool]] = {}
+        found: dict[str, Known] = {}
         columns = (calls_table.c.call_key, calls_table.c.stage, calls_table.c.legs,
-                   calls_table.c.object_id)
+                   calls_table.c.status, calls_table.c.object_id)
         with self.engine.connect() as conn:
             for i in range(0, len(wanted), 500):
                 query = sa.select(*columns).where(calls_table.c.call_key.in_(wanted[i:i + 500]))
-                found.update({row.call_key: (row.stage, row.legs, row.object_id is not None)
+                found.update({row.call_key: Known(row.stage, row.legs, row.status,
+                                                  row.object_id is not None)
                               for row in conn.execute(query)})
         return found
+
+    def park_unbuilt(self, call: Call, error: str) -> bool:
+        """Keep a call whose legs could not be built, parked with the error (a stand-in call
+        from calls.stand_in); False if the key is already held."""
+        row = {"call_key": call.key, "first_calldate": call.first_calldate, "stage": FAILED,
+               "status": call.status, "payload": json.dumps(call.to_json()), "attempts": 1,
+               "last_error": error[:2000], "note": "could not be built", "updated_at": utcnow(),
+               "legs": 0}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(calls_table.insert(), [row])
+        except sa.exc.IntegrityError:
+            return False
+        return True
 
     def set_legs(self, key: str, legs: int) -> None:
         self._update(key, legs=legs)
 
-    def rebuild(self, call: Call, stage: str) -> None:
-        """Replace a call nothing has been sent for yet with a fuller build of it."""
+    def rebuild(self, call: Call, stage: str, fresh: bool = False) -> None:
+        """Replace a call nothing has been sent for yet with a fuller build of it; `fresh`
+        also forgets its attempts (it replaces a stand-in that was never tried)."""
+        values: dict[str, Any] = {}
+        if fresh:
+            values = {"attempts": 0, "last_error": None, "note": None, "next_attempt_at": None}
         self._update(call.key, stage=stage, status=call.status, legs=call.legs,
-                     payload=json.dumps(call.to_json()), first_calldate=call.first_calldate)
+                     payload=json.dumps(call.to_json()), first_calldate=call.first_calldate,
+                     **values)
 
     def entry(self, key: str) -> Entry | None:
         with self.engine.connect() as conn:
@@ -265,8 +294,11 @@ class Ledger:
 
     def requeue_failed(self, keys: Sequence[str] | None = None, since: dt.datetime | None = None,
                        until: dt.datetime | None = None) -> int:
-        """Put parked calls back in line, at the stage their object id says they reached."""
-        condition = calls_table.c.stage == FAILED
+        """Put parked calls back in line, at the stage their object id says they reached.
+
+        A stand-in for a call that could not be built stays parked: only reading its rows again
+        (and building them) replaces it."""
+        condition = (calls_table.c.stage == FAILED) & (calls_table.c.status != UNBUILT)
         if keys is not None:
             condition = condition & calls_table.c.call_key.in_(list(keys))
         stage = sa.case((calls_table.c.object_id.is_(None), SEEN), else_=CREATED)

@@ -57,6 +57,10 @@ class RecordingRef:
     calldate: dt.datetime
 
 
+# the status of a ledger row kept for a call whose legs could not be built into a call
+UNBUILT = "unbuilt"
+
+
 @dataclass(frozen=True)
 class Call:
     """A call built from its legs: the call record plus what delivery needs."""

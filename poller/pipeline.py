@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from .calls import build_call
+from .calls import build_call, stand_in
 from .clock import earliest_local, to_aware
 from .config import Config
 from .delivery import Delivery
 from .errors import ConfigError, ExitCode, ServiceUnavailable
-from .ledger import FAILED, SEEN, SKIPPED, Entry, Ledger, utcnow
+from .ledger import FAILED, SEEN, SKIPPED, Entry, Known, Ledger, utcnow
 from .lock import RunLock
-from .model import Call
+from .model import UNBUILT, Call
 from .source import CdrSource
 from .windows import MAX_WIDTH, MIN_WIDTH, Group, Walk
 
@@ -456,6 +456,7 @@ class Scan:
         self.unsettled: dt.datetime | None = None  # first calldate of the earliest held back
         self.highest_position: Any = None
         self.unsettled_position: Any = None
+        self.unbuilt: dict[str, str] = {}  # key → why its legs could not be built
 
     def execute(self) -> None:
         batch: list[tuple[Call, Group]] = []
@@ -471,12 +472,6 @@ class Scan:
                          group.first.isoformat(sep=" "), self.walk.stats.rows,
                          self.run.report.new_calls)
             call = self.build(group)
-            if call is None:
-                # never let the watermark pass a call we could not build: it is retried (and
-                # logged) every run until the cause is fixed, rather than silently lost
-                self.unsettled = _lowest(self.unsettled, group.first)
-                self.unsettled_position = _lowest(self.unsettled_position, group.first_position)
-                continue
             if call.end > self.settled_before:
                 # it ended moments ago: late legs (CDR batch mode) may still be on their way
                 self.run.report.settling += 1
@@ -490,15 +485,19 @@ class Scan:
         self.record(batch)
         self.move_watermark()
 
-    def build(self, group: Group) -> Call | None:
+    def build(self, group: Group) -> Call:
+        """The call of a group; a stand-in when its legs defeat the code (a bug), which the
+        ledger keeps parked so that neither the batch nor the watermark waits on it."""
         try:
             return build_call(group.legs, self.config.incoming, self.run.zone,
                               self.run.config.recordings.name)
-        except Exception:  # a bug must not stop the batch; the call is held, not lost
-            log.exception("call %s: could not be built from its %d legs (held back; please "
+        except Exception as exc:
+            log.exception("call %s: could not be built from its %d cdr rows (parked; please "
                           "report this)", group.key, len(group.legs))
             self.run.report.failures += 1
-            return None
+            self.unbuilt[group.key] = (f"could not be built from its {len(group.legs)} cdr "
+                                       f"rows: {type(exc).__name__}: {exc}")
+            return stand_in(group.key, group.legs, self.run.zone)
 
     def record(self, batch: list[tuple[Call, Group]]) -> None:
         if not batch:
@@ -514,26 +513,36 @@ class Scan:
             self.highest_position = _highest(self.highest_position, group.last_position)
             if call.key not in known:
                 taken.append(call)
-            elif call.legs > known[call.key][1]:
-                self.late_legs(call, *known[call.key])
+            elif call.legs > known[call.key].legs:
+                self.late_legs(call, known[call.key])
         self.take(taken)
 
-    def late_legs(self, call: Call, stage: str, legs: int, has_object: bool) -> None:
+    def late_legs(self, call: Call, known: Known) -> None:
         """Rows of a known call arrived after it was recorded (a member channel that ended
-        early, a CDR batch posted late): rebuild it while nothing has been sent for it."""
+        early, a CDR batch posted late), or a call that could not be built now builds: rebuild
+        it while nothing has been sent for it."""
         if self.run.options.dry_run:
             return
-        ledger = self.run.ledger
-        if has_object or stage not in (SEEN, SKIPPED, FAILED):
+        ledger, stage = self.run.ledger, known.stage
+        if known.has_object or stage not in (SEEN, SKIPPED, FAILED):
             log.warning("call %s: %d more cdr rows arrived after it was sent to the target; "
-                        "its record there may be out of date", call.key, call.legs - legs)
+                        "its record there may be out of date", call.key, call.legs - known.legs)
             ledger.set_legs(call.key, call.legs)
             return
-        new_stage = stage if stage == FAILED else SEEN if call.incoming else SKIPPED
-        ledger.rebuild(call, new_stage)
-        log.info("call %s: %d more cdr rows arrived; rebuilt (%s, %s)", call.key,
-                 call.legs - legs, call.status, "incoming" if call.incoming else "not incoming")
-        if stage == SKIPPED and new_stage == SEEN:
+        was_unbuilt = known.status == UNBUILT
+        if stage == FAILED and not was_unbuilt:
+            new_stage = FAILED  # still parked: `poller retry` decides
+        else:
+            new_stage = SEEN if call.incoming else SKIPPED
+        ledger.rebuild(call, new_stage, fresh=was_unbuilt)
+        if was_unbuilt:
+            log.info("call %s: built from its cdr rows at last (%s, %s)", call.key, call.status,
+                     "incoming" if call.incoming else "not incoming")
+        else:
+            log.info("call %s: %d more cdr rows arrived; rebuilt (%s, %s)", call.key,
+                     call.legs - known.legs, call.status,
+                     "incoming" if call.incoming else "not incoming")
+        if new_stage == SEEN and stage != SEEN:
             self.run.report.new_calls += 1
 
     def began_earlier(self, groups: list[Group]) -> set[str]:
@@ -552,6 +561,10 @@ class Scan:
         if self.run.options.dry_run:
             report.planned.extend(c for c in calls if c.incoming)
             return
+        unbuilt = [c for c in calls if c.key in self.unbuilt]
+        for call in unbuilt:
+            report.parked += self.run.ledger.park_unbuilt(call, self.unbuilt[call.key])
+        calls = [c for c in calls if c.key not in self.unbuilt]
         report.new_calls += self.run.ledger.add_many(
             [(c, SEEN, None) for c in calls if c.incoming])
         report.skipped += self.run.ledger.add_many(
@@ -595,7 +608,7 @@ class _EmptyLedger:
     def known(self, keys: Any) -> dict[str, str]:
         return {}
 
-    def known_legs(self, keys: Any) -> dict[str, tuple[str, int, bool]]:
+    def known_legs(self, keys: Any) -> dict[str, Known]:
         return {}
 
     def pruned_before(self) -> None:

@@ -243,10 +243,11 @@ def test_call_record_uses_the_zone_of_its_source():
     assert Path(call.recordings[0]).parts[:3] == ("2026", "11", "26")
 
 
-def test_a_call_that_cannot_be_built_holds_the_watermark(tmp_path, cdr_db, sample_rows,
-                                                         monkeypatch):
-    """A call the code fails to build (a bug) is held back, not passed by the watermark: once
-    the cause is gone, the next run delivers it."""
+def test_a_call_that_cannot_be_built_is_parked_and_built_once_fixed(tmp_path, cdr_db,
+                                                                    sample_rows, monkeypatch):
+    """A call the code fails to build (a bug) is parked with the error, and neither the batch
+    nor the watermark waits on it; `retry` cannot send its stand-in; once the cause is gone,
+    a backfill over its date builds and delivers it."""
     import poller.pipeline as pipeline
 
     broken = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 0))
@@ -264,8 +265,19 @@ def test_a_call_that_cannot_be_built_holds_the_watermark(tmp_path, cdr_db, sampl
     monkeypatch.setattr(pipeline, "build_call", build)
     report = run_once(config, RunOptions(now=NOW))
     assert report.exit_code == ExitCode.PARTIAL and list(archived(tmp_path)) == [key_of(later)]
+    assert report.parked == 1, report.summary()
     with open_ledger(config) as ledger:
-        assert ledger.watermark() < broken[0]["calldate"] + dt.timedelta(seconds=1)
+        assert ledger.watermark() == later[-1]["calldate"]
+        entry = ledger.entry(key_of(broken))
+    assert (entry.stage, entry.call.status) == ("failed", "unbuilt")
+    assert "could not be built" in entry.last_error and "RuntimeError: a bug" in entry.last_error
+    path = write_config(tmp_path, cdr_db.url)
+    retried = run_cli("--config", str(path), "retry", "--failed")
+    assert retried.exit_code == 0 and "0 call(s) put back" in retried.output, retried.output
+
     monkeypatch.setattr(pipeline, "build_call", real)
-    assert run_once(config, RunOptions(now=NOW + dt.timedelta(hours=1))).exit_code == 0
+    backfill = run_once(config, RunOptions(since=dt.datetime(2026, 11, 26),
+                                           now=NOW + dt.timedelta(days=1)))
+    assert backfill.exit_code == 0 and sum(backfill.delivered.values()) == 1, backfill.summary()
     assert set(archived(tmp_path)) == {key_of(broken), key_of(later)}
+    assert archived(tmp_path)[key_of(broken)]["status"] == "answered"
