@@ -431,11 +431,11 @@ def test_reset_switch_drops_the_connection_and_does_nothing(easla):
 
 def test_timeout_switch_outlasts_the_client_timeout_and_does_nothing(easla):
     c = logged_in(easla, timeout=0.5)
-    easla.fail_next("createObjectref", "timeout", delay=2)
+    easla.fail_next("createObjectref", "timeout", delay=6)
     started = time.monotonic()
     with pytest.raises(OSError):  # TimeoutError (socket.timeout)
         c.service.createObjectref(42, None, attributes(c, status="x"))
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 4  # the client gave up long before the server answered
     assert easla.objects == {}
     assert c.service.createObjectref(42, None, attributes(c, status="x")) == 1001
 
@@ -659,7 +659,7 @@ def test_stop_is_prompt_with_idle_and_sleeping_connections():
     server = EaslaServer().start()
     idle = connect(server)
     raw_login(idle)
-    server.fail_next("getProcess", "timeout", delay=5)
+    server.fail_next("getProcess", "timeout", delay=30)
     sleeper = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
     body = envelope("getProcess", "<e:name>x</e:name>")
     sleeper.sendall(b"POST /user/soap HTTP/1.1\r\nHost: x\r\nContent-Length: "
@@ -667,7 +667,7 @@ def test_stop_is_prompt_with_idle_and_sleeping_connections():
     time.sleep(0.2)
     started = time.monotonic()
     server.stop()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # not the 30 s the sleeping handler would take
     idle.close()
     sleeper.close()
     assert not server.errors

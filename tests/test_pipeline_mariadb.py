@@ -173,8 +173,10 @@ def to_toml(data: dict[str, Any], path: tuple[str, ...] = ()) -> str:
 
 
 def write_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> Path:
+    """The config as a file, mode 0600 as the README asks (the URL may hold a password)."""
     path = tmp_path / "poller.toml"
     path.write_text(to_toml(config_data(tmp_path, source_url, **sections)), encoding="utf-8")
+    path.chmod(0o600)
     return path
 
 

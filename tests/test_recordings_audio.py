@@ -265,7 +265,7 @@ def plan_of(call: Call, monitor: Path, **values: Any) -> Plan | Wait:
 
 def encode(plan: Plan | Wait, target: Path, **values: Any) -> Any:
     assert isinstance(plan, Plan) and plan.files, plan
-    return to_mp3(list(plan.files), target, TranscodeConfig(**values))
+    return to_mp3(list(plan.files), target, TranscodeConfig(**{"nice": 0, **values}))
 
 
 def assert_good_mp3(mp3: Path, seconds: float) -> dict[str, Any]:
@@ -891,7 +891,10 @@ def test_stuck_decoder_is_killed_with_the_encoder(tmp_path):
     speech = write_speech_wav(tmp_path / "speech.wav", 1200.0)
     source = tmp_path / "in-x-20261126-094015-1795675215.55.WAV"
     ffmpeg("-i", str(speech), "-c:a", "gsm_ms", "-ar", "8000", str(source))
-    job = Background(to_mp3, [source], tmp_path / "out.mp3", TranscodeConfig(timeout=Seconds(3)))
+    # nice 0 and a timeout with room: under load a niced encoder could be killed before it even
+    # started its decoder, and the test is about the decoder stuck afterwards
+    job = Background(to_mp3, [source], tmp_path / "out.mp3",
+                     TranscodeConfig(nice=0, timeout=Seconds(8)))
     job.start()
     decoder = None
     try:
