@@ -106,6 +106,27 @@ def recording_names(legs: Sequence[Leg], template: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+# whole-second truncation can make one leg's talk seem to begin a second before the last ended
+_TRUNCATION = dt.timedelta(seconds=1)
+
+
+def talk_seconds(spans: Iterable[tuple[dt.datetime, dt.datetime]]) -> int:
+    """Seconds someone talked over the answered legs' (pick-up, hang-up) spans.
+
+    Spans one after another (a transfer) add up; spans at the same time count once: the two
+    halves of a Local channel (a FreePBX queue member `Local/221@from-queue;1`, and its `;2`
+    dialling `PJSIP/221`) each write an answered row for one conversation.
+    """
+    total = dt.timedelta()
+    reach: dt.datetime | None = None
+    for begin, end in sorted(spans):
+        if reach is not None and begin < reach - _TRUNCATION:
+            begin = min(reach, end)  # the part already counted
+        total += max(end - begin, dt.timedelta())
+        reach = end if reach is None else max(reach, end)
+    return int(total.total_seconds())
+
+
 def _begin(leg: Leg, zone: ZoneInfo) -> dt.datetime:
     """When a leg began, in UTC."""
     return to_aware(leg.calldate, zone, leg.uniqueid).astimezone(dt.UTC)
@@ -132,7 +153,8 @@ def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, templa
     answered = sorted((leg for leg in ordered if person_answered(leg)),
                       key=lambda leg: (_hangup(leg, zone) - dt.timedelta(seconds=leg.billsec),
                                        leg.sequence))
-    talk_time = sum(max(leg.billsec, 0) for leg in answered)
+    talk_time = talk_seconds([(_hangup(leg, zone) - dt.timedelta(seconds=max(leg.billsec, 0)),
+                               _hangup(leg, zone)) for leg in answered])
     if answered:
         pickup = _hangup(answered[0], zone) - dt.timedelta(seconds=answered[0].billsec)
         wait_time = min(max(int((pickup - start_utc).total_seconds()), 0), duration)

@@ -18,7 +18,14 @@ import pytest
 from cdrtable import load_table
 from conftest import MSK, SAMPLES
 
-from poller.calls import build_call, caller, extension, is_incoming, recording_names
+from poller.calls import (
+    build_call,
+    caller,
+    extension,
+    is_incoming,
+    recording_names,
+    talk_seconds,
+)
 from poller.config import IncomingRules
 from poller.model import Call, Leg
 from poller.source import decode_text
@@ -407,3 +414,30 @@ def test_legs_on_both_sides_of_fall_back_are_ordered_by_instant():
     assert call.first_calldate == local("2026-10-25 02:58")
     assert (call.duration, call.wait_time, call.talk_time) == (250, 190, 60)
     assert call.answered_by == "202"
+
+
+def test_local_channel_halves_count_one_conversation_once():
+    """A FreePBX queue member behind a Local channel writes two answered rows for one talk: the
+    trunk to `Local/221@from-queue-…;1` and its `;2` half to `PJSIP/221`. Talk counts once."""
+    first = sample_legs("P1-01")[0]  # 09:38:27, ANSWERED 9/6
+    outer = dataclasses.replace(first, dstchannel="Local/221@from-queue-0000002c;1",
+                                duration=40, billsec=30)
+    inner = dataclasses.replace(first, channel="Local/221@from-queue-0000002c;2",
+                                dstchannel="PJSIP/221-0000002d", sequence=first.sequence + 1,
+                                calldate=first.calldate + dt.timedelta(seconds=1), duration=39,
+                                billsec=30)
+    call = build([outer, inner])
+    assert (call.status, call.answered_by) == ("answered", "221")
+    assert call.talk_time == 30
+    assert call.talk_time + call.wait_time == call.duration == 40
+
+
+def test_talk_spans_one_second_apart_are_not_taken_for_an_overlap():
+    """Whole-second truncation: a second leg that seems to begin a second before the first
+    ended is a transfer, both talks counted whole."""
+    at = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
+    second = dt.timedelta(seconds=1)
+    assert talk_seconds([(at, at + 10 * second), (at + 9 * second, at + 20 * second)]) == 21
+    assert talk_seconds([(at, at + 10 * second), (at + 2 * second, at + 12 * second)]) == 12
+    assert talk_seconds([(at, at + 30 * second), (at + 5 * second, at + 10 * second)]) == 30
+    assert talk_seconds([]) == 0
