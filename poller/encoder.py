@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import json
 import os
 import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 _IOPRIO_WHO_PROCESS = 1
 _IOPRIO_CLASS_IDLE = 3
@@ -75,10 +77,21 @@ def encode(sources: list[Path], target: Path, bitrate_kbps: int, ffmpeg: str) ->
                 encoder.set_in_sample_rate(shape.rate)
             for chunk in chunks:
                 samples += len(chunk) // 2
-                out.write(encoder.encode(chunk))
-        out.write(encoder.flush())
+                out.write(_lame(encoder.encode, chunk))
+        out.write(_lame(encoder.flush))
     assert shape is not None
     return samples / shape.rate
+
+
+def _lame(step: Any, *args: Any) -> bytes:
+    """One call into LAME, whose only complaint is a RuntimeError about the audio it was fed
+    (a sample rate it cannot take, say)."""
+    from .audio import UnreadableAudio
+
+    try:
+        return bytes(step(*args))
+    except RuntimeError as exc:
+        raise UnreadableAudio(f"the MP3 encoder refused the audio: {exc}") from None
 
 
 def validate(target: Path, seconds: float) -> float:
@@ -125,14 +138,19 @@ def main(argv: list[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_NO_DECODER
     except OSError as exc:
-        if exc.filename and Path(exc.filename) in args.inputs:
+        # a file that cannot be read is unreadable, unless the poller's user lacks the right
+        # (not in the asterisk group): that is fixed on the host, and the call retried
+        denied = exc.errno in (errno.EACCES, errno.EPERM)
+        if exc.filename and Path(exc.filename) in args.inputs and not denied:
             print(f"unreadable: {exc.strerror}: {exc.filename}", file=sys.stderr)
             return EXIT_UNREADABLE
         print(f"{exc.strerror}: {exc.filename}", file=sys.stderr)  # disk full, no state.dir
         return 1
-    except Exception as exc:  # the audio itself defeats the encoder: retrying will not help
-        print(f"unreadable: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_UNREADABLE
+    except Exception as exc:
+        # not the audio's fault (a missing module, memory, a bug): retried, then parked and
+        # shown by `status` — never a call sent out as if its recording were unreadable
+        print(f"encoder error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps({"seconds": round(seconds, 3), "mp3_seconds": round(produced, 3),
                       "peak_rss_kb": peak_rss_kb()}))
     return 0

@@ -35,7 +35,7 @@ from poller.model import Leg
 from poller.pipeline import RunOptions, run_once
 from poller.recordings import RefusedPath, resolve_inside
 from poller.targets.archive import ArchiveTarget
-from poller.transcode import Unreadable, to_mp3
+from poller.transcode import TranscodeError, Unreadable, to_mp3
 
 NOW = msk("2026-11-26 12:00")
 
@@ -66,6 +66,23 @@ def test_an_unforeseen_error_in_one_call_is_counted_and_the_others_go_on(tmp_pat
     assert list(archived(tmp_path)) == [key_of(good)]
     entry = entry_of(config, key_of(bad))
     assert entry.attempts == 1 and "ValueError" in entry.last_error
+
+
+def test_an_encoder_that_cannot_start_is_retried_not_called_unreadable(tmp_path, monkeypatch):
+    """The encoder child failing for its own reasons (here its MP3 library will not import) is
+    a TranscodeError, retried later: never `unreadable`, which sends the call out without it."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "lameenc.py").write_text('raise ImportError("simulated: lameenc is missing")\n')
+    monkeypatch.setenv("PYTHONPATH", str(broken))
+    path = tmp_path / "speech.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\x01\x02" * 8000)
+    with pytest.raises(TranscodeError, match="lameenc is missing"):
+        to_mp3([path], tmp_path / "out.mp3", TranscodeConfig(nice=0))
 
 
 def test_audio_lame_cannot_encode_goes_out_unreadable(tmp_path):
