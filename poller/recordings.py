@@ -60,10 +60,13 @@ def resolve_inside(base: Path, name: str) -> Path:
     candidate = Path(name) if os.path.isabs(name) else root / name
     try:
         real = candidate.resolve()
-    except (ValueError, OSError) as exc:  # a NUL byte, a symlink loop
+    except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, a symlink loop
         raise RefusedPath(f"{name!r}: {exc}") from None
     if root not in real.parents:
         raise RefusedPath(f"{name!r} resolves outside {root}")
+    if real.exists() and not real.is_file():
+        # a FIFO would block the run (holding the lock) on open; a device or folder is no WAV
+        raise RefusedPath(f"{name!r} is not a regular file")
     return real
 
 
@@ -175,15 +178,27 @@ def siblings(base: Path, path: Path) -> list[Path]:
     `-<uniqueid>.<ext>` ending.
     """
     match = _UNIQUEID_SUFFIX.search(path.name)
-    if not match or not path.parent.is_dir():
+    if not match or not _NAME_STAMP.search(path.name) or not path.parent.is_dir():
         return [path]
     root = base.resolve()
     found = {path}
+    shape = _unstamped(path.name)
     for candidate in path.parent.glob(f"*-{match.group(1)}{match.group(2)}"):
-        real = candidate.resolve()
+        # only the time stamp may differ: `…-pbx2-1795675107.1.wav` (another PBX's call with
+        # the same counter) ends like `…-pbx1-1795675107.1.wav` but is not this call's
+        if _unstamped(candidate.name) != shape:
+            continue
+        try:
+            real = candidate.resolve()
+        except (OSError, RuntimeError):  # a symlink loop
+            continue
         if root in real.parents and real.is_file():
             found.add(real)
     return sorted(found, key=_age)
+
+
+def _unstamped(name: str) -> str:
+    return _NAME_STAMP.sub("-", name, count=1)
 
 
 _NAME_STAMP = re.compile(r"-(\d{8}-\d{6})-")

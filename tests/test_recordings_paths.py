@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from poller.model import Leg
-from poller.recordings import RefusedPath, render_name, resolve_inside, template_fields
+from poller.recordings import (
+    RefusedPath,
+    render_name,
+    resolve_inside,
+    siblings,
+    template_fields,
+)
 
 DEFAULT = "{calldate:%Y/%m/%d}/{recordingfile}"
 FILE = "in-74951230001-+79161002301-20261126-093827-1795675107.1.wav"
@@ -104,6 +110,35 @@ def test_symlinked_folder_pointing_outside_is_refused(monitor, tmp_path):
     os.symlink(tmp_path / "outside", monitor / "2026" / "12")
     with pytest.raises(RefusedPath):
         resolve_inside(monitor, "2026/12/shadow")
+
+
+def test_symlink_loop_is_refused(monitor):
+    """A symlink pointing at itself is refused, not a crash (Python 3.11 raises RuntimeError)."""
+    loop = monitor / "2026" / "11" / "26" / "loop.wav"
+    os.symlink(loop, loop)
+    with pytest.raises(RefusedPath):
+        resolve_inside(monitor, "2026/11/26/loop.wav")
+
+
+def test_fifo_is_refused_and_never_opened(monitor):
+    """A named pipe under the recording's name would block the run on open: refused."""
+    fifo = monitor / "2026" / "11" / "26" / "pipe.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(RefusedPath, match="not a regular file"):
+        resolve_inside(monitor, "2026/11/26/pipe.wav")
+
+
+def test_siblings_of_another_system_are_not_joined(monitor):
+    """Two PBXs (systemname pbx1, pbx2) sharing a folder can write the same uniqueid counter:
+    only the time stamp may differ between a paused call's files, never the system's name."""
+    folder = monitor / "2026" / "11" / "26"
+    ours = folder / "in-74951230001-+79161002301-20261126-093827-pbx1-1795675107.1.wav"
+    paused = folder / "in-74951230001-+79161002301-20261126-093815-pbx1-1795675107.1.wav"
+    theirs = folder / "in-74951230001-+79161002301-20261126-093820-pbx2-1795675107.1.wav"
+    other = folder / "in-74951230009-+79160000000-20261126-093821-1795675107.1.wav"
+    for path in (ours, paused, theirs, other):
+        path.write_bytes(b"RIFF")
+    assert siblings(monitor, ours.resolve()) == [paused.resolve(), ours.resolve()]
 
 
 def test_recordings_dir_itself_a_symlink_is_fine(monitor, tmp_path):
