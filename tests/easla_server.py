@@ -412,8 +412,8 @@ class EaslaServer:
                   delay: float = 3.0, status: int = 500) -> None:
         """Make the next ``count`` calls of ``operation`` ("*": any; "wsdl": the GET) fail.
 
-        kind: "http500"    -- HTTP ``status`` (default 500; 502, 503, ... as well) with a
-                              plain-text body, no SOAP; nothing done
+        kind: "http500"    -- HTTP ``status`` (default 500; 502, 503, ... as well, or a 4xx
+                              such as 413) with a plain-text body, no SOAP; nothing done
               "fault"      -- a SOAP Fault with ``text`` (default "Service temporarily
                               unavailable"); nothing done
               "timeout"    -- wait ``delay`` seconds (at most 5; make it longer than the client's
@@ -426,8 +426,8 @@ class EaslaServer:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         if operation not in OPERATIONS and operation not in ("*", "wsdl"):
             raise ValueError(f"unknown operation {operation!r}")
-        if not 500 <= status <= 599:
-            raise ValueError(f"status must be a 5xx code, not {status}")
+        if not 400 <= status <= 599:
+            raise ValueError(f"status must be a 4xx or 5xx code, not {status}")
         switch = _Switch(kind, count, text if text is not None else UNAVAILABLE_TEXT,
                          min(float(delay), MAX_DELAY), status)
         with self._lock:

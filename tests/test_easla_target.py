@@ -177,6 +177,53 @@ def test_transient_failures_keep_the_call_for_the_next_run(tmp_path, cdr_db, sam
         assert len(server.objects) == 1
 
 
+def test_a_fault_about_one_calls_value_sets_back_that_call_only(tmp_path, cdr_db, sample_rows):
+    """"Value too long for attribute …" is this call's problem, not the mapping's: the call
+    backs off, the run goes on with the next one and exits 1 — never 2 for every run after."""
+    calls = [clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 10, n))
+             for n in (0, 1)]
+    cdr_db.insert([row for call in calls for row in call])
+    with EaslaServer() as server:
+        config = easla_config(tmp_path, cdr_db.url, server)
+        server.fail_next("createObjectref", "fault",
+                         text="Value too long for attribute incoming_call_number")
+        report = run_once(config, RunOptions(now=NOW))
+        assert report.exit_code == ExitCode.PARTIAL and report.failures == 1, report.summary()
+        assert set(by_key(server)) == {key_of(calls[1])}
+        entry = entry_of(config, key_of(calls[0]))
+        assert (entry.stage, entry.attempts) == ("seen", 1)
+        assert "Value too long" in entry.last_error
+
+
+def test_http_413_on_one_upload_sets_back_that_call_only(tmp_path, cdr_db, sample_rows):
+    """A 413 (this MP3 too large for the server) is the call's own failure: the object is kept
+    at `created`, the other calls are still delivered in the same run."""
+    monitor = tmp_path / "monitor"
+    calls = three_calls(cdr_db, sample_rows, monitor)
+    with EaslaServer() as server:
+        config = easla_config(tmp_path, cdr_db.url, server)
+        server.fail_next("addFile", "http500", status=413)
+        report = run_once(config, RunOptions(now=NOW))
+        assert report.exit_code == ExitCode.PARTIAL and report.failures == 1, report.summary()
+        assert len(server.objects) == 3 and not report.unavailable
+        assert entry_of(config, key_of(calls[0])).stage == "created"
+        assert entry_of(config, key_of(calls[2])).stage == "done"
+
+
+def test_http_404_is_a_wrong_url_exit_2(tmp_path, cdr_db, sample_rows):
+    """A 404 from the SOAP address means the URL is wrong for every call: exit 2, nothing done."""
+    rows = clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 10, 0))
+    cdr_db.insert(rows)
+    with EaslaServer() as server:
+        path = _cli_config(tmp_path, cdr_db.url, server)
+        server.fail_next("createObjectref", "http500", status=404)
+        result = run_cli("--config", str(path), "run")
+        assert result.exit_code == ExitCode.CONFIG, result.output
+        assert "HTTP 404" in result.output and "target.easla.url" in result.output
+    entry = entry_of(make_config(tmp_path, cdr_db.url), key_of(rows))
+    assert (entry.stage, entry.attempts) == ("seen", 0)
+
+
 def test_lost_reply_makes_a_recognisable_duplicate_only(tmp_path, cdr_db, sample_rows):
     """A reply lost in flight is the one way to a duplicate; the call key makes it visible."""
     rows = clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 10, 0))

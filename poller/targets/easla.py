@@ -26,8 +26,12 @@ T = TypeVar("T")
 PLACEHOLDER = "@@poller-file-content@@"
 # fault texts that say "try again later" rather than "this will never work"
 TRANSIENT_FAULT = re.compile(r"(?i)temporar|unavailable|try again|timeout|timed out|busy|overload")
-# a fault naming an attribute will fail every call alike: the mapping is wrong
-CONFIG_FAULT = re.compile(r"(?i)attribute")
+# a fault saying an attribute does not exist will fail every call alike: the mapping is wrong
+# (one about a value, "too long for attribute X", is this call's own)
+CONFIG_FAULT = re.compile(
+    r"(?i)\b(unknown|no such|undefined|not defined|nonexistent|non-existent)\s+(\w+\s+)?attribute"
+    r"|\battribute\b.{0,80}?\b(unknown|not found|undefined|not defined|does ?n[o']t exist"
+    r"|not exist)")
 
 
 class TargetUnavailable(DeliveryError, ServiceUnavailable):
@@ -170,6 +174,12 @@ class EaslaTarget:
         if status is not None and not _is_fault(exc):
             if status in (401, 403):
                 return ConfigError(f"target.easla: {operation}: HTTP {status} (credentials?)")
+            if status in (404, 405):
+                return ConfigError(f"target.easla: {operation}: HTTP {status} (is target.easla."
+                                   "url the service's WSDL address?)")
+            if 400 <= status < 500:
+                # the server refused this request (413: this call's file is too large)
+                return DeliveryError(f"easla: {operation}: HTTP {status}")
             return TargetUnavailable(f"easla: {operation}: HTTP {status}")
         if TRANSIENT_FAULT.search(text):
             return TargetUnavailable(f"easla: {operation}: {text}")
