@@ -51,7 +51,8 @@ class Secret(str):
 
 def redact_url(url: str) -> str:
     """A database URL with its password replaced, fit for messages."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    # the password runs to the last "@" before the host: one may hold "@" itself
+    return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)
 
 
 @dataclass(frozen=True)
@@ -359,8 +360,8 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
                         "lookback re-reads must still be known)")
     if config.target.archive.keep_days < 0:
         problems.append("target.archive.keep_days must not be negative")
-    if config.retry.max_attempts < 1:
-        problems.append("retry.max_attempts must be at least 1")
+    if not 1 <= config.retry.max_attempts <= 1000:
+        problems.append("retry.max_attempts must be between 1 and 1000")
     if config.retry.backoff <= 0 or config.retry.max_backoff < config.retry.backoff:
         problems.append("retry.backoff must be positive and not above retry.max_backoff")
     if config.recordings.after_upload not in ("keep", "delete"):
@@ -373,6 +374,10 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             f"transcode.bitrate must look like \"32k\", not {config.transcode.bitrate!r}")
     if not 0 <= config.transcode.nice <= 19:
         problems.append("transcode.nice must be between 0 and 19")
+    if config.transcode.timeout <= 0:
+        problems.append("transcode.timeout must be positive")
+    if config.target.easla.timeout <= 0:
+        problems.append("target.easla.timeout must be positive")
     if config.target.kind not in TARGET_KINDS:
         problems.append(f"target.kind must be one of {', '.join(TARGET_KINDS)}")
     easla = config.target.easla

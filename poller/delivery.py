@@ -16,7 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, DeliveryError, PollerError, ServiceUnavailable
+from .errors import (
+    ConfigError,
+    DeliveryError,
+    PollerError,
+    RecordingsUnavailable,
+    ServiceUnavailable,
+)
 from .ledger import ATTACHED, CREATED, DONE, SEEN, Entry
 from .recordings import Plan, Wait, plan_recording
 from .targets import safe_name
@@ -40,8 +46,8 @@ class Delivery:
         """True when the call reached `done` in this attempt."""
         try:
             return self._advance()
-        except ConfigError:
-            raise
+        except (ConfigError, RecordingsUnavailable):
+            raise  # not this call's fault: no attempt counted
         except ServiceUnavailable as exc:
             # the target is down: count this call's attempt, leave the others for the next run
             self.fail(str(exc))
@@ -59,8 +65,15 @@ class Delivery:
         entry, call, ledger = self.entry, self.call, self.run.ledger
         stage, object_id, recording = entry.stage, entry.object_id, entry.recording
         if stage == ATTACHED:
-            return self._finish(recording, plan_recording(call, self.config.recordings,
-                                                          self.run.now))
+            # uploaded and confirmed: only the clean-up and `done` are left, and nothing here
+            # may fail the call (a retry would upload it again)
+            try:
+                plan: Plan | Wait = plan_recording(call, self.config.recordings, self.run.now)
+            except (OSError, PollerError) as exc:
+                log.warning("call %s: recordings not looked at again (%s): none deleted",
+                            call.key, exc)
+                plan = Plan()
+            return self._finish(recording, plan)
         plan = plan_recording(call, self.config.recordings, self.run.now)
         if isinstance(plan, Wait):
             if stage != SEEN:
@@ -142,7 +155,8 @@ class Delivery:
             report.parked += 1
             self.run.ledger.record_failure(entry, error, None)
             return
-        delay = min(retry.backoff * 2 ** (attempts - 1), retry.max_backoff)
+        # the exponent is capped: max_backoff is reached long before, and floats overflow
+        delay = min(retry.backoff * 2 ** min(attempts - 1, 40), retry.max_backoff)
         next_at = self.run.now.replace(tzinfo=None) + dt.timedelta(seconds=delay)
         log.warning("call %s: %s; attempt %d of %d, next at %s UTC", entry.key, error, attempts,
                     retry.max_attempts, next_at.isoformat(timespec="seconds"))

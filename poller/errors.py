@@ -33,6 +33,10 @@ class ServiceUnavailable(PollerError):
     """A database or target could not be reached: retried by the next run."""
 
 
+class RecordingsUnavailable(ServiceUnavailable):
+    """recordings.dir is not there (a spool not mounted): calls wait, no attempt counted."""
+
+
 class DeliveryError(PollerError):
     """One call could not be delivered; it is retried with back-off."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RecordingsConfig
+from .errors import RecordingsUnavailable
 from .model import Call, Leg
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,10 @@ def plan_recording(call: Call, config: RecordingsConfig, now: dt.datetime) -> Pl
         return Plan()
     give_up = call.end + dt.timedelta(seconds=config.wait)
     base = Path(config.dir)
+    if not base.is_dir():
+        # every file would look missing: wait for the folder instead of sending calls without
+        raise RecordingsUnavailable(f"recordings.dir {base} is not a folder (the "
+                                    "spool not mounted?); calls with recordings wait for it")
     found: list[Path] = []
     problems: list[str] = []
     for name in call.recordings:

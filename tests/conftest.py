@@ -139,8 +139,11 @@ def config_data(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> 
 
 
 def make_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> Any:
-    """A validated Config for tests (see config_data)."""
-    return config_module.from_mapping(config_data(tmp_path, source_url, **sections), env={})
+    """A validated Config for tests (see config_data), its recordings folder made as on a PBX
+    (a missing one makes calls wait: the spool is not mounted)."""
+    config = config_module.from_mapping(config_data(tmp_path, source_url, **sections), env={})
+    Path(config.recordings.dir).mkdir(parents=True, exist_ok=True)
+    return config
 
 
 def msk(text: str) -> dt.datetime:

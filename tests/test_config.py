@@ -146,6 +146,9 @@ def test_empty_environment_variable_does_not_override():
     ({**minimal(), "recordings": {"name": "{channel}.wav"}}, "recordings.name"),
     ({**minimal(), "recordings": {"after_upload": "shred"}}, "recordings.after_upload"),
     ({**minimal(), "retry": {"max_attempts": 0}}, "retry.max_attempts"),
+    ({**minimal(), "retry": {"max_attempts": 5000}}, "retry.max_attempts"),
+    ({**minimal(), "transcode": {"timeout": "0s"}}, "transcode.timeout"),
+    ({**minimal(), "target": {"easla": {"timeout": "0s"}}}, "target.easla.timeout"),
     ({**minimal(), "retry": "often"}, "retry"),
 ])
 def test_bad_value_names_its_key(data, key):
@@ -203,6 +206,9 @@ def test_wrongly_typed_password_is_not_echoed():
 def test_redact_url_hides_password():
     """Database URLs in messages have their password replaced."""
     assert config.redact_url(URL) == "mysql+pymysql://poller:***@127.0.0.1/asteriskcdrdb"
+    # a password holding "@" (unescaped, as people type them) is hidden whole
+    assert config.redact_url("mysql+pymysql://poller:p@ss@w0rd@db.example/cdr") == (
+        "mysql+pymysql://poller:***@db.example/cdr")
 
 
 # --- the command line ------------------------------------------------------------------------

@@ -312,6 +312,27 @@ def test_missing_recording_is_waited_for_then_given_up(tmp_path, cdr_db, sample_
     assert entry_of(config, key).stage == "done"
 
 
+def test_recordings_folder_not_mounted_makes_calls_wait(tmp_path, cdr_db, sample_rows):
+    """recordings.dir is gone (the spool not mounted): calls wait, no attempt counted, the run
+    exits 1 saying why; once the folder is back the call goes out with its recording."""
+    monitor = tmp_path / "monitor"
+    calls = _incoming(cdr_db, sample_rows, "09:30:00", monitor=monitor)
+    key = key_of(calls[0])
+    config = make_config(tmp_path, cdr_db.url, recordings={"wait": "1m"})
+    hidden = tmp_path / "unmounted"
+    monitor.rename(hidden)
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    assert report.exit_code == 1 and "not a folder" in report.unavailable[0], report.summary()
+    entry = entry_of(config, key)
+    assert (entry.stage, entry.attempts) == ("seen", 0)
+    assert not archive_files(tmp_path, ".json")
+
+    hidden.rename(monitor)
+    again = run_once(config, RunOptions(now=msk("2026-11-26 10:05")))
+    assert again.exit_code == 0 and again.recordings == 1, again.summary()
+    assert archived(tmp_path)[key]["recording_problem"] is None
+
+
 def test_missing_recording_given_up_on_time_when_the_wait_ends_soon(tmp_path, cdr_db,
                                                                      sample_rows):
     """The last look within recordings.wait happens less than 30 s before the wait ends; the
