@@ -27,7 +27,6 @@ from test_pipeline_mariadb import (
     local,
     open_ledger,
     run_cli,
-    snapshot,
     watermark_of,
     write_config,
 )
@@ -119,7 +118,8 @@ def _killed_run(config_path: Path, now: dt.datetime) -> None:
 def test_process_killed_between_create_and_attach_resumes(tmp_path, cdr_db, sample_rows):
     """The poller is killed after the target created the call's object but before the MP3
     was attached. The ledger holds the object id at stage `created`; the next run attaches
-    the MP3 to that object without creating a second one."""
+    the MP3 to that object without creating a second one. Until then the record waits hidden:
+    no reader finds a record whose MP3 is not there."""
     calls = _incoming(cdr_db, sample_rows, "09:30:00", monitor=tmp_path / "monitor")
     key = key_of(calls[0])
     path = write_config(tmp_path, cdr_db.url)
@@ -131,9 +131,9 @@ def test_process_killed_between_create_and_attach_resumes(tmp_path, cdr_db, samp
     assert entry.stage == "created"
     assert entry.object_id == f"2026/11/26/{key}.json"
     assert entry.recording == f"{key}.mp3"
-    assert [p.name for p in archive_files(tmp_path, ".json")] == [f"{key}.json"]
-    assert not archive_files(tmp_path, ".mp3")
-    before = snapshot(tmp_path)
+    assert not archive_files(tmp_path, ".json") and not archive_files(tmp_path, ".mp3")
+    (pending,) = (tmp_path / "archive").rglob(f".{key}.json.pending")
+    record = pending.read_bytes()
 
     counts: Counter[str] = Counter()
     report = run_once(config, RunOptions(now=now + dt.timedelta(minutes=1)),
@@ -142,8 +142,8 @@ def test_process_killed_between_create_and_attach_resumes(tmp_path, cdr_db, samp
     assert counts == {"attach": 1}  # create() was not called again
     assert entry_of(config, key).stage == "done"
     jsons, mp3s = archive_files(tmp_path, ".json"), archive_files(tmp_path, ".mp3")
-    assert len(jsons) == 1 and before[str(jsons[0])] == (
-        jsons[0].read_bytes(), jsons[0].stat().st_mtime_ns)  # the object is untouched
+    assert len(jsons) == 1 and jsons[0].read_bytes() == record  # the object made before
+    assert not pending.exists()
     assert [p.name for p in mp3s] == [f"{key}.mp3"]
     assert mp3s[0].stat().st_size > 1000 and is_mp3(mp3s[0])
     assert archived(tmp_path)[key]["recording"] == f"{key}.mp3"

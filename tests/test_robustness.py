@@ -300,3 +300,24 @@ def test_a_call_that_cannot_be_built_is_parked_and_built_once_fixed(tmp_path, cd
     assert backfill.exit_code == 0 and sum(backfill.delivered.values()) == 1, backfill.summary()
     assert set(archived(tmp_path)) == {key_of(broken), key_of(later)}
     assert archived(tmp_path)[key_of(broken)]["status"] == "answered"
+
+
+def test_archive_clears_the_part_file_a_killed_write_left(tmp_path):
+    """A run killed mid-write leaves `.<name>.<random>.part` beside the record: the next write
+    of that record removes it (only one run writes, under the lock)."""
+    from poller.config import ArchiveConfig
+
+    call = build_call([_leg("2026-11-26 09:30:00", duration=15)], IncomingRules(),
+                      ZoneInfo("Europe/Moscow"), "{uniqueid}.wav")
+    target = ArchiveTarget(ArchiveConfig(dir=str(tmp_path / "archive")), "Europe/Moscow")
+    folder = target.folder(call)
+    folder.mkdir(parents=True)
+    name = f"{call.key}.json"
+    leftover = folder / f".{name}.k1ll3d.part"
+    leftover.write_bytes(b"half a rec")
+    unrelated = folder / ".other.json.x.part"
+    unrelated.write_bytes(b"another record's")
+    object_id = target.create(call, call.record(None, None))
+    assert (target.root / object_id).is_file() and not leftover.exists()
+    assert unrelated.exists()
+    assert sorted(p.name for p in folder.iterdir()) == [".other.json.x.part", name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import glob
 import json
 import os
 import shutil
@@ -36,23 +37,50 @@ class ArchiveTarget:
         folder = self.folder(call)
         path = folder / f"{safe_name(call.key)}.json"
         data = json.dumps(record, ensure_ascii=False, indent=2).encode() + b"\n"
-        _atomic_write(path, lambda handle: handle.write(data))
+        # a record naming its MP3 waits, hidden, until the MP3 is in place: a reader never
+        # finds a record whose recording is not there
+        final = _pending(path) if record.get("recording") else path
+        _atomic_write(final, lambda handle: handle.write(data))
         return str(path.relative_to(self.root))
 
     def attach(self, object_id: str, call: Call, mp3: Path) -> None:
-        path = self.root / Path(object_id).with_suffix(".mp3")
+        record = self.root / object_id
+        path = record.with_suffix(".mp3")
         with open(mp3, "rb") as source:
             _atomic_write(path, lambda handle: shutil.copyfileobj(source, handle, 1 << 20))
+        if _pending(record).exists():
+            try:
+                os.replace(_pending(record), record)
+                _sync_folder(record.parent)
+            except OSError as exc:
+                raise DeliveryError(f"archive: cannot write {record}: {exc}") from None
 
     def close(self) -> None:
         pass
+
+
+def _pending(record: Path) -> Path:
+    return record.with_name(f".{record.name}.pending")
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable: the ledger says done only after this."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _atomic_write(path: Path, write: Any) -> None:
     """Write beside the final name, flush to disk, then rename: readers see all or nothing."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=path.parent)
+        # the remains of a run killed mid-write (only one run writes: the lock)
+        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+            leftover.unlink(missing_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
+                                         dir=path.parent)
     except OSError as exc:
         raise DeliveryError(f"archive: cannot write in {path.parent}: {exc}") from None
     try:
@@ -62,8 +90,10 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
+        _sync_folder(path.parent)
     except BaseException as exc:
-        os.unlink(temporary)
+        with contextlib.suppress(FileNotFoundError):  # renamed already
+            os.unlink(temporary)
         if isinstance(exc, OSError):
             raise DeliveryError(f"archive: cannot write {path}: {exc}") from None
         raise
