@@ -253,6 +253,30 @@ def test_check_never_prints_the_password_hash(tmp_path, cdr_db, mysql_server):
             cdr_db.execute(f"DROP USER IF EXISTS '{user}'@'%'")
 
 
+def test_an_unbuilt_call_is_built_by_the_next_run_within_the_lookback(tmp_path, cdr_db,
+                                                                        sample_rows, monkeypatch):
+    """Fixed within the lookback, the parked stand-in is rebuilt and delivered by a plain run."""
+    import poller.pipeline as pipeline
+
+    broken = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 11, 0))
+    cdr_db.insert(broken)
+    config = make_config(tmp_path, cdr_db.url)
+    real = pipeline.build_call
+
+    def failing(legs, *args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(pipeline, "build_call", failing)
+    assert run_once(config, RunOptions(now=NOW)).parked == 1
+    monkeypatch.setattr(pipeline, "build_call", real)
+    fixed = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=1)))
+    assert fixed.exit_code == 0 and fixed.new_calls == 1, fixed.summary()
+    assert set(archived(tmp_path)) == {key_of(broken)}
+    with open_ledger(config) as ledger:
+        entry = ledger.entry(key_of(broken))
+    assert (entry.stage, entry.attempts, entry.last_error) == ("done", 0, None)
+
+
 def test_call_record_uses_the_zone_of_its_source():
     """A Hangup-after-midnight call still starts on its own day in its own zone."""
     legs = [_leg("2026-11-26 23:59:50", duration=15)]
