@@ -136,7 +136,8 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
     """Read new cdr rows and deliver the calls that are due (one batch).
 
     With --since/--until it backfills that range: the watermark does not move, calls already
-    delivered are not delivered again, and parked calls in the range are retried.
+    delivered are not delivered again, and failed calls in the range (parked or backing off)
+    are retried at once.
 
     With --follow it polls every --interval in one long-running process, holding the lock only
     while it works a batch; SIGTERM stops it after the call in hand.
