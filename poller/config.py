@@ -51,8 +51,10 @@ class Secret(str):
 
 def redact_url(url: str) -> str:
     """A database URL with its password replaced, fit for messages."""
-    # the password runs to the last "@" before the host: one may hold "@" itself
-    return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)
+    # a password may hold "@" and "/" unescaped (SQLAlchemy takes it up to the last "@"), or
+    # come as ?password=…: hide everything up to the last "@", and that query value
+    text = re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+    return re.sub(r"(?i)([?&](?:password|passwd)=)[^&]*", r"\1***", text)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from .config import redact_url
-from .errors import ConfigError, ServiceUnavailable
+from .dberrors import database_error
+from .errors import ConfigError
 from .model import UNBUILT, Call
 
 SCHEMA_VERSION = 2
@@ -98,7 +99,9 @@ class Ledger:
     def __init__(self, url: str, create: bool = True):
         try:
             self.engine = sa.create_engine(sa.engine.make_url(url), poolclass=sa.pool.NullPool)
-        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        except sa.exc.ArgumentError:  # its message quotes the URL, password and all
+            raise ConfigError(f"state.url: not a database URL: {redact_url(url)}") from None
+        except (sa.exc.NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"state.url: {exc}") from None
         self.url = url
         if self.engine.dialect.name == "sqlite":
@@ -110,8 +113,7 @@ class Ledger:
         try:
             metadata.create_all(self.engine, checkfirst=True)
         except sa.exc.OperationalError as exc:
-            raise ServiceUnavailable(
-                f"state database: {exc.orig} ({redact_url(self.url)})") from None
+            raise database_error(exc, self.url, "state") from None
         version = self.get("schema_version")
         if version is None:
             self.put("schema_version", str(SCHEMA_VERSION))
@@ -148,8 +150,7 @@ class Ledger:
                 return ledger
         except sa.exc.OperationalError as exc:
             ledger.close()
-            raise ServiceUnavailable(
-                f"state database: {exc.orig} ({redact_url(url)})") from None
+            raise database_error(exc, url, "state") from None
         ledger.close()
         return None
 

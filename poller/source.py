@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .config import SourceConfig, redact_url
-from .errors import ConfigError, ServiceUnavailable, SourceSchemaError
+from .errors import ConfigError, SourceSchemaError
 from .model import Leg
 
 if TYPE_CHECKING:
@@ -287,8 +287,6 @@ def _loopback(url: sa.engine.URL) -> bool:
 
 
 def _classify(exc: sa.exc.OperationalError, url: str) -> Exception:
-    code = getattr(exc.orig, "args", [None])[0]
-    text = str(getattr(exc.orig, "args", [exc])[-1])
-    if code in (1044, 1045, 1049, 1142, 1143):  # denied, bad password, no database, no SELECT
-        return ConfigError(f"source: {text} ({redact_url(url)})")
-    return ServiceUnavailable(f"source database unreachable: {text} ({redact_url(url)})")
+    from .dberrors import database_error
+
+    return database_error(exc, url, "source")

@@ -209,6 +209,10 @@ def test_redact_url_hides_password():
     # a password holding "@" (unescaped, as people type them) is hidden whole
     assert config.redact_url("mysql+pymysql://poller:p@ss@w0rd@db.example/cdr") == (
         "mysql+pymysql://poller:***@db.example/cdr")
+    assert config.redact_url("mysql+pymysql://poller:S3cr/etPW@db.example:3306/cdr") == (
+        "mysql+pymysql://poller:***@db.example:3306/cdr")
+    assert config.redact_url("mysql+pymysql://db.example/cdr?user=poller&password=Pw1&x=1") == (
+        "mysql+pymysql://db.example/cdr?user=poller&password=***&x=1")
 
 
 # --- the command line ------------------------------------------------------------------------

@@ -277,6 +277,20 @@ def test_an_unbuilt_call_is_built_by_the_next_run_within_the_lookback(tmp_path, 
     assert (entry.stage, entry.attempts, entry.last_error) == ("done", 0, None)
 
 
+def test_state_database_refusing_the_login_is_a_config_error(tmp_path, cdr_db):
+    """Wrong credentials for state.url are configuration (exit 2, so a follow-mode unit stops
+    restarting), and the password appears nowhere in the output."""
+    host = sa.engine.make_url(cdr_db.url)
+    state_url = (f"mysql+pymysql://nobody_{os.getpid()}:Wr0ng/Pa55@{host.host}:"
+                 f"{host.port or 3306}/poller_state")
+    path = write_config(tmp_path, cdr_db.url, state={"url": state_url})
+    (tmp_path / "monitor").mkdir()
+    result = run_cli("--config", str(path), "run")
+    assert result.exit_code == ExitCode.CONFIG, result.output
+    assert "state" in result.output and "Access denied" in result.output
+    assert "Wr0ng" not in result.output and "Pa55" not in result.output
+
+
 def test_call_record_uses_the_zone_of_its_source():
     """A Hangup-after-midnight call still starts on its own day in its own zone."""
     legs = [_leg("2026-11-26 23:59:50", duration=15)]
