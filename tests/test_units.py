@@ -101,6 +101,8 @@ def test_services_are_gentle_and_hardened(name):
         "CPUWeight": ["idle"], "Nice": ["10"], "IOSchedulingClass": ["idle"],
         "ProtectSystem": ["strict"], "NoNewPrivileges": ["yes"], "PrivateTmp": ["yes"],
         "ReadWritePaths": ["/var/lib/poller"],
+        # a stop signals the poller alone: it finishes (or unwinds) the call its encoder has
+        "KillMode": ["mixed"],
     }
     for key, values in expected.items():
         assert unit.get(key) == values, (name, key, unit.get(key))
