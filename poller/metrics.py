@@ -72,9 +72,9 @@ def _ledger_metrics(config: Config, report: RunReport, gauge: Any) -> None:
             mark = ledger.watermark()
         finally:
             ledger.close()
-        lag = 0.0
         if mark is not None and report.newest_row:
+            # left out when the run read nothing (the source down): a 0 would hide the outage
             newest = dt.datetime.fromisoformat(report.newest_row)
-            lag = max((newest - mark).total_seconds(), 0.0)
-        gauge("watermark_lag_seconds",
-              "How far the watermark is behind the newest cdr row the run read").set(lag)
+            gauge("watermark_lag_seconds",
+                  "How far the watermark is behind the newest cdr row the run read").set(
+                max((newest - mark).total_seconds(), 0.0))

@@ -21,7 +21,7 @@ from .calls import build_call, stand_in
 from .clock import earliest_local, to_aware
 from .config import Config
 from .delivery import Delivery
-from .errors import ConfigError, ExitCode, ServiceUnavailable
+from .errors import ConfigError, ExitCode, RecordingsUnavailable, ServiceUnavailable
 from .ledger import FAILED, SEEN, SKIPPED, Entry, Known, Ledger, utcnow
 from .lock import RunLock
 from .model import UNBUILT, Call
@@ -365,8 +365,14 @@ class Run:
             if self.options.should_stop():
                 log.info("stopping: the remaining calls wait for the next run")
                 break
-            if Delivery(self, entry).execute():
-                delivered += 1
+            try:
+                if Delivery(self, entry).execute():
+                    delivered += 1
+            except RecordingsUnavailable as exc:
+                # only calls with recordings wait for the folder; the others go on
+                if str(exc) not in self.report.unavailable:
+                    log.error("%s", exc)
+                    self.report.unavailable.append(str(exc))
 
     def _due(self) -> Iterator[Entry]:
         since, until = self.options.since, self.options.until

@@ -124,6 +124,8 @@ def render(status: Status) -> str:
         lines.append(f"last run:    {run.get('finished_at', '?')}: {delivered} delivered, "
                      f"{run.get('failures', 0)} failed, {run.get('rows', 0)} rows read, "
                      f"{run.get('seconds', 0)}s")
+        for problem in run.get("unavailable", []):
+            lines.append(f"  stopped by: {problem}")
     else:
         lines.append("last run:    never")
     return "\n".join(lines)

@@ -318,6 +318,9 @@ def test_recordings_folder_not_mounted_makes_calls_wait(tmp_path, cdr_db, sample
     monitor = tmp_path / "monitor"
     calls = _incoming(cdr_db, sample_rows, "09:30:00", monitor=monitor)
     key = key_of(calls[0])
+    unrecorded = clone_call(legs_of(sample_rows, OUTGOING), local("2026-11-26 09:31:00"),
+                            did="74951230001", dcontext="from-trunk", recordingfile="")
+    cdr_db.insert(unrecorded)
     config = make_config(tmp_path, cdr_db.url, recordings={"wait": "1m"})
     hidden = tmp_path / "unmounted"
     monitor.rename(hidden)
@@ -325,7 +328,9 @@ def test_recordings_folder_not_mounted_makes_calls_wait(tmp_path, cdr_db, sample
     assert report.exit_code == 1 and "not a folder" in report.unavailable[0], report.summary()
     entry = entry_of(config, key)
     assert (entry.stage, entry.attempts) == ("seen", 0)
-    assert not archive_files(tmp_path, ".json")
+    # a call with no recording is not held up by the missing folder
+    assert set(archived(tmp_path)) == {key_of(unrecorded)}
+    assert "stopped by: recordings.dir" in render(collect(config))
 
     hidden.rename(monitor)
     again = run_once(config, RunOptions(now=msk("2026-11-26 10:05")))
