@@ -79,15 +79,28 @@ def _grants(source: object) -> Result:
     return Result("source grants", OK, "read-only on the cdr table")
 
 
+def _writable_folder(folder: Path) -> str:
+    """How `folder` is writable, found without creating anything that stays (a check run as
+    root must not leave root-owned folders or databases the poller's user cannot write)."""
+    if not folder.exists():
+        parent = next((p for p in folder.parents if p.exists()), Path("/"))
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PollerError(f"{folder} does not exist and {parent} is not writable: create it "
+                              "for the poller's user")
+        return f"{folder} will be made by the first run"
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-"):
+        pass
+    return f"{folder} writable"
+
+
 def _state(config: Config) -> Iterator[Result]:
     from .ledger import Ledger
 
-    folder = Path(config.state.dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-"):
-        pass
-    yield Result("state.dir", OK, f"{folder} writable")
-    ledger = Ledger(config.state.database_url)
+    yield Result("state.dir", OK, _writable_folder(Path(config.state.dir)))
+    ledger = Ledger.open_existing(config.state.database_url)
+    if ledger is None:
+        yield Result("state database", OK, "no ledger yet: the first run makes it")
+        return
     try:
         mark = ledger.watermark()
         counts = ledger.counts()
@@ -99,11 +112,7 @@ def _state(config: Config) -> Iterator[Result]:
 
 def _target(config: Config) -> Iterator[Result]:
     if config.target.kind == "archive":
-        folder = Path(config.target.archive.dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-"):
-            pass
-        yield Result("target", OK, f"archive {folder} writable")
+        yield Result("target", OK, "archive " + _writable_folder(Path(config.target.archive.dir)))
         return
     from .targets.easla import EaslaTarget
 
@@ -137,6 +146,10 @@ def _recordings(config: Config) -> Iterator[Result]:
     elif not os.access(folder, os.R_OK | os.X_OK):
         yield Result("recordings", FAIL, f"{folder} is not readable by this user "
                      "(add it to the asterisk group)")
+    elif config.recordings.after_upload == "delete" and not os.access(folder, os.W_OK):
+        yield Result("recordings", FAIL, f"{folder} is not writable by this user, and "
+                     "recordings.after_upload = \"delete\" needs it (a ReadWritePaths= line in "
+                     "the systemd unit)")
     else:
         yield Result("recordings", OK, f"{folder} readable")
 

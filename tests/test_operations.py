@@ -344,11 +344,18 @@ def test_check_all_pass_against_mariadb_and_the_archive(tmp_path, cdr_db, sample
     assert outcomes["source"] == ("ok", "table 'cdr' readable, newest row 2026-11-26 09:30:00")
     assert outcomes["source grants"][0] == "warn"
     assert "may write" in outcomes["source grants"][1]
-    assert outcomes["target"][0] == "ok" and "writable" in outcomes["target"][1]
+    # nothing exists yet: check makes nothing (run as root it would leave root-owned files)
+    assert outcomes["target"] == ("ok", f"archive {tmp_path / 'archive'} will be made by the "
+                                        "first run")
     assert outcomes["encoder"][0] == "ok" and outcomes["recordings"][0] == "ok"
-    assert outcomes["state database"] == ("ok", "watermark none yet, 0 calls known")
+    assert outcomes["state database"] == ("ok", "no ledger yet: the first run makes it")
     assert cdr_db.execute("SELECT COUNT(*) FROM cdr").scalar() == 1
-    assert not archive_files(tmp_path, ".json")
+    assert not (tmp_path / "archive").exists() and not (tmp_path / "state").exists()
+
+    (tmp_path / "archive").mkdir()
+    result = cli("--config", str(path), "check")
+    outcomes = {name: (outcome, detail) for outcome, name, detail in check_lines(result)}
+    assert outcomes["target"] == ("ok", f"archive {tmp_path / 'archive'} writable")
     leftovers = [p.name for p in (tmp_path / "archive").iterdir()]
     assert leftovers == [], leftovers  # the probe file is removed again
 
