@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -64,6 +65,11 @@ def guarded(work: Callable[[], ExitCode]) -> NoReturn:
     except KeyboardInterrupt:
         log.error("interrupted")
         code = ExitCode.PARTIAL
+    except BrokenPipeError:
+        # `poller run --dry-run | head`: the reader has what it wanted
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout for the rest of exit
+        code = ExitCode.OK
     except Exception as exc:  # a bug or an unforeseen failure: say what, keep the trace for -v
         log.error("unexpected error: %s: %s", type(exc).__name__, exc)
         log.debug("traceback", exc_info=True)
@@ -103,6 +109,8 @@ def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool,
     Exit codes: 0 done (also nothing new, or another run busy), 1 some calls failed or a
     service was unreachable (retried next run), 2 bad usage or configuration.
     """
+    if verbose and quiet:
+        raise click.UsageError("-v and -q contradict each other: give one")
     _setup_logging(verbose, quiet, syslog)
     ctx.obj = config_path
 
@@ -150,6 +158,8 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
             raise ConfigError("--until must be later than --since")
         if until and not since:
             raise ConfigError("--until needs --since (a backfill is a range)")
+        if force and not since:
+            raise ConfigError("--force only applies to a backfill (--since)")
         if follow and (since or until or dry_run or limit):
             raise ConfigError("--follow cannot be combined with --since, --until, --dry-run "
                               "or --limit")

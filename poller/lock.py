@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from pathlib import Path
 from types import TracebackType
 
 from .errors import ConfigError, LockHeld
+
+log = logging.getLogger("poller")
 
 
 class RunLock:
@@ -25,10 +28,18 @@ class RunLock:
         except OSError as exc:
             raise ConfigError(f"state.dir: cannot use {self.path.parent}: {exc.strerror}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
-            raise LockHeld(f"another run holds {self.path}") from None
+            if not self.wait:
+                os.close(fd)
+                raise LockHeld(f"another run holds {self.path}") from None
+            # a backfill waits its turn: say so, or it looks hung
+            log.info("another run holds %s; waiting for it to finish", self.path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

@@ -148,3 +148,18 @@ def test_until_before_since_is_refused(tmp_path):
     result = CliRunner().invoke(main, ["--config", str(folder / "poller.toml"), "run",
                                        "--since", "2026-02-01", "--until", "2026-01-01"])
     assert result.exit_code == ExitCode.CONFIG
+
+
+def test_verbose_and_quiet_together_are_refused():
+    """-v and -q contradict each other: exit 2 saying so, rather than one silently winning."""
+    result = CliRunner().invoke(main, ["-v", "-q", "status"])
+    assert result.exit_code == 2 and "-v and -q" in result.output
+
+
+def test_force_without_a_backfill_is_refused(tmp_path):
+    """--force only means something for --since: alone it is a mistake worth saying."""
+    folder = tmp_path / "demo"
+    CliRunner().invoke(main, ["demo", str(folder)])
+    result = CliRunner().invoke(main, ["--config", str(folder / "poller.toml"), "run",
+                                       "--force"])
+    assert result.exit_code == ExitCode.CONFIG

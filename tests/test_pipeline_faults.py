@@ -8,6 +8,7 @@ import datetime as dt
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,31 @@ def test_second_concurrent_run_gives_way_to_the_lock(tmp_path, cdr_db, sample_ro
     result = run_cli("--config", str(path), "run")
     assert result.exit_code == 0, result.output
     assert "delivered 1 calls (answered 1)" in result.output  # the run's summary line
+    assert set(archived(tmp_path)) == {key_of(calls[0])}
+
+
+def test_backfill_waits_for_the_lock_and_says_so(tmp_path, cdr_db, sample_rows, caplog):
+    """`run --since` while another run works: it logs that it waits, then does its range."""
+    import threading
+
+    calls = _incoming(cdr_db, sample_rows, "09:30:00")
+    config = make_config(tmp_path, cdr_db.url)
+    held = RunLock(tmp_path / "state").__enter__()
+    reports: list[Any] = []
+    backfill = threading.Thread(target=lambda: reports.append(run_once(
+        config, RunOptions(since=local("2026-11-26 09:00"), now=msk("2026-11-26 10:00")))))
+    caplog.set_level("INFO", logger="poller")
+    backfill.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "waiting for it to finish" not in caplog.text:
+            assert time.monotonic() < deadline and backfill.is_alive(), caplog.text
+            time.sleep(0.02)
+        assert not reports  # still waiting
+    finally:
+        held.__exit__(None, None, None)
+        backfill.join(timeout=30)
+    assert sum(reports[0].delivered.values()) == 1
     assert set(archived(tmp_path)) == {key_of(calls[0])}
 
 
