@@ -565,7 +565,10 @@ class Scan:
                 log.warning("call %s: unknown disposition %r counted as unanswered", call.key,
                             disposition)
         if self.run.options.dry_run:
-            report.planned.extend(c for c in calls if c.incoming)
+            planned = [c for c in calls if c.incoming and c.key not in self.unbuilt]
+            report.planned.extend(planned)
+            report.new_calls += len(planned)
+            report.skipped += sum(1 for c in calls if not c.incoming and c.key not in self.unbuilt)
             return
         unbuilt = [c for c in calls if c.key in self.unbuilt]
         for call in unbuilt:
