@@ -279,13 +279,21 @@ class Ledger:
         return _entry(row) if row else None
 
     def due(self, now: dt.datetime | None, since: dt.datetime | None = None,
-            until: dt.datetime | None = None, limit: int | None = None) -> list[Entry]:
+            until: dt.datetime | None = None, limit: int | None = None,
+            after: Entry | None = None) -> list[Entry]:
         """Pending calls whose next attempt is due (all of them when `now` is None), oldest
-        first."""
+        first; `after` pages on from the last one of the previous page."""
         query = sa.select(calls_table).where(calls_table.c.stage.in_(PENDING))
         if now is not None:
             query = query.where(sa.or_(calls_table.c.next_attempt_at.is_(None),
                                        calls_table.c.next_attempt_at <= now))
+        if after is not None:
+            # a keyset, not "skip what was seen": calls tried and still due must not end paging
+            first = after.call.first_calldate
+            query = query.where(sa.or_(
+                calls_table.c.first_calldate > first,
+                sa.and_(calls_table.c.first_calldate == first,
+                        calls_table.c.call_key > after.key)))
         query = _in_range(query, since, until).order_by(
             calls_table.c.first_calldate, calls_table.c.call_key)
         if limit is not None:

@@ -380,21 +380,21 @@ class Run:
             requeued = self.ledger.requeue_failed(since=since, until=until)
             if requeued:
                 log.info("backfill: %d parked calls in the range put back in line", requeued)
-        # a backfill retries the failed calls of its range now, those backing off included
-        now = None if self.options.backfill else self.now.replace(tzinfo=None)
-        seen: set[str] = set()
+        last: Entry | None = None
         while True:
-            batch = [e for e in self.ledger.due(now, since, until, limit=100)
-                     if e.key not in seen]
+            batch = self.ledger.due(self._due_now(), since, until, limit=100, after=last)
             if not batch:
                 return
-            for entry in batch:
-                seen.add(entry.key)
-                yield entry
+            yield from batch
+            last = batch[-1]
+
+    def _due_now(self) -> dt.datetime | None:
+        """The moment next attempts are compared with; None (all due) for a backfill, which
+        retries the failed calls of its range at once, those backing off included."""
+        return None if self.options.backfill else self.now.replace(tzinfo=None)
 
     def plan_pending(self) -> None:
-        for entry in self.ledger.due(self.now.replace(tzinfo=None), self.options.since,
-                                     self.options.until):
+        for entry in self.ledger.due(self._due_now(), self.options.since, self.options.until):
             if entry.key not in {c.key for c in self.report.planned}:
                 self.report.planned.append(entry.call)
 
@@ -621,6 +621,9 @@ class _EmptyLedger:
         return {}
 
     def pruned_before(self) -> None:
+        return None
+
+    def cursor_mark(self, column: str) -> None:
         return None
 
     def due(self, *args: Any, **kwargs: Any) -> list[Entry]:

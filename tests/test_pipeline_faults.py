@@ -364,6 +364,22 @@ def test_recordings_folder_not_mounted_makes_calls_wait(tmp_path, cdr_db, sample
     assert archived(tmp_path)[key]["recording_problem"] is None
 
 
+def test_more_than_a_page_of_held_calls_does_not_hide_the_rest(tmp_path, cdr_db, sample_rows):
+    """120 recorded calls held by a missing recordings folder stay due; delivery pages past
+    them (by key, not by what it has seen) to the unrecorded calls behind them."""
+    recorded = [clone_call(legs_of(sample_rows, DIRECT_ANSWERED),
+                           local("2026-11-26 09:00:00") + dt.timedelta(seconds=10 * n),
+                           keep_name=True) for n in range(120)]
+    unrecorded = clone_call(legs_of(sample_rows, OUTGOING), local("2026-11-26 09:40:00"),
+                            did="74951230001", dcontext="from-trunk", recordingfile="")
+    cdr_db.insert([row for rows in recorded for row in rows] + unrecorded)
+    config = make_config(tmp_path, cdr_db.url)
+    (tmp_path / "monitor").rmdir()
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    assert report.new_calls == 121 and report.unavailable, report.summary()
+    assert set(archived(tmp_path)) == {key_of(unrecorded)}
+
+
 def test_missing_recording_given_up_on_time_when_the_wait_ends_soon(tmp_path, cdr_db,
                                                                      sample_rows):
     """The last look within recordings.wait happens less than 30 s before the wait ends; the
