@@ -183,7 +183,7 @@ def siblings(base: Path, path: Path) -> list[Path]:
     `-<uniqueid>.<ext>` ending.
     """
     match = _UNIQUEID_SUFFIX.search(path.name)
-    if not match or not _NAME_STAMP.search(path.name) or not path.parent.is_dir():
+    if not match or _last_stamp(path.name) is None or not path.parent.is_dir():
         return [path]
     root = base.resolve()
     found = {path}
@@ -203,15 +203,24 @@ def siblings(base: Path, path: Path) -> list[Path]:
 
 
 def _unstamped(name: str) -> str:
-    return _NAME_STAMP.sub("-", name, count=1)
+    """The name without its time stamp, the last one (a did or number field can look like
+    one: `in-12345678-654321-20261126-093827-….wav`)."""
+    stamp = _last_stamp(name)
+    return name if stamp is None else name[:stamp.start()] + name[stamp.end():]
 
 
-_NAME_STAMP = re.compile(r"-(\d{8}-\d{6})-")
+def _last_stamp(name: str) -> re.Match[str] | None:
+    stamps = list(_NAME_STAMP.finditer(name))
+    return stamps[-1] if stamps else None
+
+
+# MixMonitor's `-YYYYMMDD-HHMMSS` before `-<uniqueid>`; the lookahead lets matches abut
+_NAME_STAMP = re.compile(r"-(\d{8}-\d{6})(?=-)")
 
 
 def _age(path: Path) -> tuple[str, float, str]:
     """Oldest first: by the start time MixMonitor put in the name, else by last write."""
-    match = _NAME_STAMP.search(path.name)
+    match = _last_stamp(path.name)
     try:
         mtime = path.stat().st_mtime
     except OSError:

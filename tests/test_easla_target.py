@@ -27,7 +27,7 @@ from test_pipeline_mariadb import (
 from poller.audio import mp3_seconds
 from poller.errors import ExitCode
 from poller.pipeline import RunOptions, run_once
-from poller.targets.easla import attribute_values, hms
+from poller.targets.easla import CONFIG_FAULT, attribute_values, hms
 
 NOW = msk("2026-11-26 12:00")
 ANSWERED = "1795675107.1"  # P1-01: answered, recorded
@@ -397,6 +397,7 @@ def test_check_reports_easla_reachable_and_unreachable(tmp_path, cdr_db):
         line = next(x for x in result.output.splitlines() if x.split()[1:2] == ["target"])
         assert result.exit_code == ExitCode.OK, result.output
         assert line.startswith("ok") and "process 7" in line and "object definition 42" in line
+    assert not (tmp_path / "state").exists()  # no WSDL cache: check leaves nothing behind
     down = tmp_path / "down"
     down.mkdir()
     (down / "monitor").mkdir()
@@ -408,3 +409,23 @@ def test_check_reports_easla_reachable_and_unreachable(tmp_path, cdr_db):
     assert line.startswith("FAIL") and "127.0.0.1:1" in line
     assert "secret" not in result.output
     assert any(x.split()[1:2] == ["recordings"] for x in result.output.splitlines())
+
+
+@pytest.mark.parametrize(("fault", "mapping_error"), [
+    ("Unknown attribute incoming_call_caller", True),
+    ("No such attribute: incoming_call_x", True),
+    ("Attribute incoming_call_x does not exist", True),
+    ('attribute "incoming_call_x" not found', True),
+    ("Object has no attribute incoming_call_x", True),
+    ("Invalid attribute incoming_call_x", True),
+    ("Value too long for attribute incoming_call_number", False),
+    ("Invalid value for attribute incoming_call_number", False),
+    ("Invalid attribute value: 12:00:99", False),
+    ("Attribute incoming_call_status: unknown value 'x'", False),
+    ("Attribute incoming_call_status: value 'x' not found in list", False),
+    ("Service temporarily unavailable", False),
+])
+def test_which_faults_mean_a_wrong_attribute_mapping(fault, mapping_error):
+    """A fault saying an attribute does not exist stops the run (the mapping is wrong for every
+    call); one about a value is that call's own, backed off and parked on its own."""
+    assert bool(CONFIG_FAULT.search(fault)) is mapping_error

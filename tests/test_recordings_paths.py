@@ -202,3 +202,14 @@ def test_template_fields_rejects_malformed_templates(template):
     """A malformed recordings.name is reported at start-up rather than at the first call."""
     with pytest.raises(ValueError):
         template_fields(template)
+
+
+def test_siblings_found_when_a_field_looks_like_a_time_stamp(monitor):
+    """A did of 8 digits and a number of 6 look like `-YYYYMMDD-HHMMSS-`: the stamp that
+    differs between a paused call's files is the last one."""
+    folder = monitor / "2026" / "11" / "26"
+    ours = folder / "in-12345678-654321-20261126-093827-1795675107.1.wav"
+    paused = folder / "in-12345678-654321-20261126-093815-1795675107.1.wav"
+    for path in (ours, paused):
+        path.write_bytes(b"RIFF")
+    assert siblings(monitor, ours.resolve()) == [paused.resolve(), ours.resolve()]

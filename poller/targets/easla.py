@@ -29,9 +29,10 @@ TRANSIENT_FAULT = re.compile(r"(?i)temporar|unavailable|try again|timeout|timed 
 # a fault saying an attribute does not exist will fail every call alike: the mapping is wrong
 # (one about a value, "too long for attribute X", is this call's own)
 CONFIG_FAULT = re.compile(
-    r"(?i)\b(unknown|no such|undefined|not defined|nonexistent|non-existent)\s+(\w+\s+)?attribute"
-    r"|\battribute\b.{0,80}?\b(unknown|not found|undefined|not defined|does ?n[o']t exist"
-    r"|not exist)")
+    r"(?i)\b(unknown|no such|undefined|not defined|nonexistent|non-existent|invalid|no)\s+"
+    r"(\w+\s+)?attribute\b(?!\s+value)"
+    r"|\battribute\b(?:(?!value).){0,80}?\b(unknown|not found|undefined|not defined"
+    r"|does ?n[o']t exist|not exist)\b(?!\s+value)")
 
 
 class TargetUnavailable(DeliveryError, ServiceUnavailable):
@@ -66,7 +67,7 @@ def attribute_values(config: EaslaConfig, call: Call, record: dict[str, Any]) ->
 class EaslaTarget:
     """Creates `incoming_call` objects in easla and attaches their recordings."""
 
-    def __init__(self, config: EaslaConfig, state_dir: str):
+    def __init__(self, config: EaslaConfig, state_dir: str | None):
         # suds logs whole envelopes at debug level, and the login envelope holds the password
         logging.getLogger("suds").setLevel(logging.WARNING)
         self.config = config
@@ -79,16 +80,17 @@ class EaslaTarget:
             self.transport.close()
             raise
 
-    def _connect(self, state_dir: str) -> None:
+    def _connect(self, state_dir: str | None) -> None:
         import suds.cache
         import suds.client
 
         config = self.config
-        cache_dir = Path(state_dir) / "wsdl-cache"
+        # no state_dir (poller check): no cache, so nothing is left behind in state.dir
+        cache = None if state_dir is None else suds.cache.ObjectCache(
+            location=str(Path(state_dir) / "wsdl-cache"), days=1)
         try:
             self.client = suds.client.Client(
-                config.url, transport=self.transport, timeout=float(config.timeout),
-                cache=suds.cache.ObjectCache(location=str(cache_dir), days=1))
+                config.url, transport=self.transport, timeout=float(config.timeout), cache=cache)
         except ConnectionFailed as exc:
             raise TargetUnavailable(f"easla: WSDL not reachable at {config.url}: {exc}") from None
         except Exception as exc:  # suds raises plain exceptions for a bad or missing WSDL
@@ -177,6 +179,8 @@ class EaslaTarget:
             if status in (404, 405):
                 return ConfigError(f"target.easla: {operation}: HTTP {status} (is target.easla."
                                    "url the service's WSDL address?)")
+            if status in (408, 429):  # the server is slow or throttling: not this call's fault
+                return TargetUnavailable(f"easla: {operation}: HTTP {status}")
             if 400 <= status < 500:
                 # the server refused this request (413: this call's file is too large)
                 return DeliveryError(f"easla: {operation}: HTTP {status}")
