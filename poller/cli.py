@@ -65,7 +65,11 @@ def guarded(work: Callable[[], ExitCode]) -> NoReturn:
     except KeyboardInterrupt:
         log.error("interrupted")
         code = ExitCode.PARTIAL
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_closed():
+            log.error("unexpected error: %s: %s", type(exc).__name__, exc)
+            log.debug("traceback", exc_info=True)
+            _exit(ExitCode.PARTIAL)
         # `poller run --dry-run | head`: the reader has what it wanted
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout for the rest of exit
@@ -75,6 +79,19 @@ def guarded(work: Callable[[], ExitCode]) -> NoReturn:
         log.debug("traceback", exc_info=True)
         code = ExitCode.PARTIAL
     _exit(code)
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader went away."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):
+        return False
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
 class LocalDateTime(click.ParamType):

@@ -74,7 +74,9 @@ class Delivery:
                             call.key, exc)
                 plan = Plan()
             return self._finish(recording, plan)
-        plan = plan_recording(call, self.config.recordings, self.run.now)
+        # an object made without a recording only needs `done`: no folder to look at
+        plan = (Plan() if stage == CREATED and not recording
+                else plan_recording(call, self.config.recordings, self.run.now))
         if isinstance(plan, Wait):
             if stage != SEEN:
                 raise DeliveryError(f"recording vanished after the object was made: {plan.note}")

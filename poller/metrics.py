@@ -72,9 +72,12 @@ def _ledger_metrics(config: Config, report: RunReport, gauge: Any) -> None:
             mark = ledger.watermark()
         finally:
             ledger.close()
+        lag: float | None = None
         if mark is not None and report.newest_row:
-            # left out when the run read nothing (the source down): a 0 would hide the outage
             newest = dt.datetime.fromisoformat(report.newest_row)
+            lag = max((newest - mark).total_seconds(), 0.0)
+        elif report.source_read:
+            lag = 0.0  # nothing in the lookback: nothing newer than the watermark either
+        if lag is not None:  # left out when the cdr table could not be read: 0 would hide it
             gauge("watermark_lag_seconds",
-                  "How far the watermark is behind the newest cdr row the run read").set(
-                max((newest - mark).total_seconds(), 0.0))
+                  "How far the watermark is behind the newest cdr row the run read").set(lag)

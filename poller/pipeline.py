@@ -96,6 +96,7 @@ class RunReport:
     seconds: float = 0.0
     watermark: str | None = None
     newest_row: str | None = None  # the latest calldate this run read
+    source_read: bool = False  # the cdr table was read (even if nothing new was there)
     finished_at: str = ""
 
     @property
@@ -223,8 +224,7 @@ class Run:
     # -- phase 1: cdr rows into the ledger
     def scan(self) -> None:
         source = CdrSource(self.config.source, needed=_template_columns(self.config))
-        for warning in source.warnings:
-            log.warning("%s", warning)
+        self.say_once_a_day(source.warnings)
         try:
             column = self.config.source.cursor
             if column == "calldate" or self.options.backfill:
@@ -234,6 +234,7 @@ class Run:
             else:
                 planned = self.cursor_range(source, column)
                 if planned is None:
+                    self.report.source_read = True
                     return  # an empty table, or nothing since the origin
                 axis, (start, stop, horizon) = planned
             walk = Walk(
@@ -245,12 +246,27 @@ class Run:
             log.debug("reading cdr rows by %s from %s to %s (calls starting before %s)",
                       axis.column, start, horizon, stop)
             Scan(self, source, walk, axis).execute()
+            self.report.source_read = True
             self.oldest_read = walk.stats.oldest
             self.report.rows = walk.stats.rows
             if walk.stats.newest is not None:
                 self.report.newest_row = walk.stats.newest.isoformat()
         finally:
             source.close()
+
+    def say_once_a_day(self, warnings: list[str]) -> None:
+        """Configuration warnings, logged by the first run of a day (not 1,440 times)."""
+        if not warnings:
+            return
+        today = self.now_local.date().isoformat()
+        if self.ledger.get("warned_on") == today:
+            for warning in warnings:
+                log.debug("%s", warning)
+            return
+        for warning in warnings:
+            log.warning("%s", warning)
+        if not self.options.dry_run:
+            self.ledger.put("warned_on", today)
 
     def cursor_range(self, source: CdrSource,
                      column: str) -> tuple[Axis, tuple[Any, Any, Any]] | None:
@@ -498,8 +514,8 @@ class Scan:
             return build_call(group.legs, self.config.incoming, self.run.zone,
                               self.run.config.recordings.name)
         except Exception as exc:
-            log.exception("call %s: could not be built from its %d cdr rows (parked; please "
-                          "report this)", group.key, len(group.legs))
+            log.exception("call %s: could not be built from its %d cdr rows (please report "
+                          "this)", group.key, len(group.legs))
             self.run.report.failures += 1
             self.unbuilt[group.key] = (f"could not be built from its {len(group.legs)} cdr "
                                        f"rows: {type(exc).__name__}: {exc}")
@@ -519,6 +535,9 @@ class Scan:
             self.highest_position = _highest(self.highest_position, group.last_position)
             if call.key not in known:
                 taken.append(call)
+            elif call.key in self.unbuilt:
+                log.warning("call %s: kept as recorded before (%s); its cdr rows as they are now "
+                            "could not be built", call.key, known[call.key].stage)
             elif call.legs > known[call.key].legs:
                 self.late_legs(call, known[call.key])
         self.take(taken)
@@ -570,9 +589,10 @@ class Scan:
             report.new_calls += len(planned)
             report.skipped += sum(1 for c in calls if not c.incoming and c.key not in self.unbuilt)
             return
-        unbuilt = [c for c in calls if c.key in self.unbuilt]
-        for call in unbuilt:
-            report.parked += self.run.ledger.park_unbuilt(call, self.unbuilt[call.key])
+        for call in (c for c in calls if c.key in self.unbuilt):
+            if self.run.ledger.park_unbuilt(call, self.unbuilt[call.key]):
+                log.error("call %s: parked as unbuilt (see poller status)", call.key)
+                report.parked += 1
         calls = [c for c in calls if c.key not in self.unbuilt]
         report.new_calls += self.run.ledger.add_many(
             [(c, SEEN, None) for c in calls if c.incoming])

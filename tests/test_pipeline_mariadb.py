@@ -554,6 +554,10 @@ def test_asterisk_minimal_schema(tmp_path, empty_db, sample_rows, caplog):
     assert report.exit_code == 0, report.summary()
     assert any("did_set is on but" in r.getMessage() and r.levelname == "WARNING"
                for r in caplog.records)
+    caplog.clear()  # said by the first run of a day, not by every run under cron
+    run_once(config, RunOptions(now=msk("2026-11-26 10:01")))
+    assert not any("did_set is on but" in r.getMessage() and r.levelname == "WARNING"
+                   for r in caplog.records)
     records = archived(tmp_path)
     assert set(records) == {uniqueid, abandon[0]["uniqueid"]}  # the key is the uniqueid
     group = records[uniqueid]

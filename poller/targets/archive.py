@@ -41,6 +41,8 @@ class ArchiveTarget:
         # finds a record whose recording is not there
         final = _pending(path) if record.get("recording") else path
         _atomic_write(final, lambda handle: handle.write(data))
+        if final == path:
+            _pending(path).unlink(missing_ok=True)  # an earlier try's, now superseded
         return str(path.relative_to(self.root))
 
     def attach(self, object_id: str, call: Call, mp3: Path) -> None:
