@@ -589,6 +589,24 @@ def test_metrics_file_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir)
     assert sorted(p.name for p in textfile.iterdir()) == ["poller.prom"]
 
 
+def test_metrics_leave_out_the_lag_while_the_source_is_down(tmp_path, cdr_db, sample_rows,
+                                                             recordings_dir):
+    """A run that cannot read the cdr table writes no lag (a 0 would silence a lag alert); the
+    next run that reads it, quiet or not, writes one again."""
+    start, _ = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
+    prom = tmp_path / "poller.prom"
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
+    assert cli("--config", str(path), "run", "--metrics-file", str(prom)).exit_code == 0
+    down = write_config(tmp_path, UNREACHABLE, source={"start": stamp(start)})
+    assert cli("--config", str(down), "run", "--metrics-file", str(prom)).exit_code == 1
+    metrics = metrics_of(prom)
+    assert "poller_watermark_lag_seconds" not in metrics
+    assert value(metrics, "poller_last_run_service_unavailable") == 1
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
+    assert cli("--config", str(path), "run", "--metrics-file", str(prom)).exit_code == 0
+    assert value(metrics_of(prom), "poller_watermark_lag_seconds") == 0
+
+
 def test_metrics_file_is_replaced_atomically(tmp_path, cdr_db, sample_rows, recordings_dir):
     """Each run renames a new metrics file into place (new inode), no temporary file left."""
     start, _ = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
