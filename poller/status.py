@@ -11,6 +11,7 @@ from .clock import local_now
 from .config import Config
 from .errors import PollerError
 from .ledger import FAILED, PENDING, STAGES, Entry, Ledger
+from .model import UNBUILT
 
 
 @dataclass
@@ -117,7 +118,11 @@ def render(status: Status) -> str:
     if status.failed:
         lines.append("failed (requeue: `poller retry KEY ...` or `poller retry --failed`):")
         for entry in status.failed:
-            lines.append(f"  {entry.key:<24} {entry.attempts} attempts: {entry.last_error}")
+            line = f"  {entry.key:<24} {entry.attempts} attempts: {entry.last_error}"
+            if entry.call.status == UNBUILT:  # retry cannot help: its rows must be read again
+                since = entry.call.first_calldate.date().isoformat()
+                line += f" (once fixed: poller run --since {since})"
+            lines.append(line)
     if status.last_run:
         run = status.last_run
         delivered = sum(run.get("delivered", {}).values())

@@ -329,6 +329,8 @@ def test_a_call_that_cannot_be_built_is_parked_and_built_once_fixed(tmp_path, cd
     assert (entry.stage, entry.call.status) == ("failed", "unbuilt")
     assert "could not be built" in entry.last_error and "RuntimeError: a bug" in entry.last_error
     path = write_config(tmp_path, cdr_db.url)
+    shown = run_cli("--config", str(path), "status")
+    assert "RuntimeError: a bug (once fixed: poller run --since 2026-11-26)" in shown.output
     retried = run_cli("--config", str(path), "retry", "--failed")
     assert retried.exit_code == 0 and "0 call(s) put back" in retried.output, retried.output
 
