@@ -76,7 +76,7 @@ def _ledger_metrics(config: Config, report: RunReport, gauge: Any) -> None:
         if mark is not None and report.newest_row:
             newest = dt.datetime.fromisoformat(report.newest_row)
             lag = max((newest - mark).total_seconds(), 0.0)
-        elif report.source_read:
+        elif report.source_read and mark is not None:
             lag = 0.0  # nothing in the lookback: nothing newer than the watermark either
         if lag is not None:  # left out when the cdr table could not be read: 0 would hide it
             gauge("watermark_lag_seconds",

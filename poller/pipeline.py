@@ -514,9 +514,8 @@ class Scan:
             return build_call(group.legs, self.config.incoming, self.run.zone,
                               self.run.config.recordings.name)
         except Exception as exc:
-            log.exception("call %s: could not be built from its %d cdr rows (please report "
-                          "this)", group.key, len(group.legs))
-            self.run.report.failures += 1
+            # the traceback for the report; the ledger decides whether this is news (take)
+            log.debug("call %s: building it failed", group.key, exc_info=True)
             self.unbuilt[group.key] = (f"could not be built from its {len(group.legs)} cdr "
                                        f"rows: {type(exc).__name__}: {exc}")
             return stand_in(group.key, group.legs, self.run.zone)
@@ -536,8 +535,9 @@ class Scan:
             if call.key not in known:
                 taken.append(call)
             elif call.key in self.unbuilt:
-                log.warning("call %s: kept as recorded before (%s); its cdr rows as they are now "
-                            "could not be built", call.key, known[call.key].stage)
+                # known already (delivered, say): nothing is lost and nothing to do each run
+                log.info("call %s: kept as recorded before (%s); its cdr rows as they are now "
+                         "%s", call.key, known[call.key].stage, self.unbuilt[call.key])
             elif call.legs > known[call.key].legs:
                 self.late_legs(call, known[call.key])
         self.take(taken)
@@ -591,7 +591,9 @@ class Scan:
             return
         for call in (c for c in calls if c.key in self.unbuilt):
             if self.run.ledger.park_unbuilt(call, self.unbuilt[call.key]):
-                log.error("call %s: parked as unbuilt (see poller status)", call.key)
+                log.error("call %s: %s; parked as unbuilt (see poller status; please report "
+                          "this, with the traceback -v shows)", call.key, self.unbuilt[call.key])
+                report.failures += 1
                 report.parked += 1
         calls = [c for c in calls if c.key not in self.unbuilt]
         report.new_calls += self.run.ledger.add_many(

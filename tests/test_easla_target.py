@@ -27,7 +27,7 @@ from test_pipeline_mariadb import (
 from poller.audio import mp3_seconds
 from poller.errors import ExitCode
 from poller.pipeline import RunOptions, run_once
-from poller.targets.easla import CONFIG_FAULT, attribute_values, hms
+from poller.targets.easla import CONFIG_FAULT, VALUE_FAULT, attribute_values, hms
 
 NOW = msk("2026-11-26 12:00")
 ANSWERED = "1795675107.1"  # P1-01: answered, recorded
@@ -208,6 +208,22 @@ def test_http_413_on_one_upload_sets_back_that_call_only(tmp_path, cdr_db, sampl
         assert len(server.objects) == 3 and not report.unavailable
         assert entry_of(config, key_of(calls[0])).stage == "created"
         assert entry_of(config, key_of(calls[2])).stage == "done"
+
+
+def test_http_429_throttling_counts_as_unavailable(tmp_path, cdr_db, sample_rows):
+    """429 (or 408): the server asks to slow down — the run stops sending (exit 1), the call
+    keeps its stage and goes out on a later run."""
+    rows = clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 10, 0))
+    cdr_db.insert(rows)
+    with EaslaServer() as server:
+        config = easla_config(tmp_path, cdr_db.url, server)
+        server.fail_next("createObjectref", "http500", status=429)
+        first = run_once(config, RunOptions(now=NOW))
+        assert first.exit_code == ExitCode.PARTIAL and first.unavailable, first.summary()
+        assert "HTTP 429" in first.unavailable[0]
+        assert server.objects == {}
+        second = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=5)))
+        assert second.exit_code == ExitCode.OK and len(server.objects) == 1
 
 
 def test_http_404_is_a_wrong_url_exit_2(tmp_path, cdr_db, sample_rows):
@@ -423,9 +439,11 @@ def test_check_reports_easla_reachable_and_unreachable(tmp_path, cdr_db):
     ("Invalid attribute value: 12:00:99", False),
     ("Attribute incoming_call_status: unknown value 'x'", False),
     ("Attribute incoming_call_status: value 'x' not found in list", False),
+    ("Value of attribute incoming_call_status not found in list", False),
+    ("Value 'x' for attribute incoming_call_status not found", False),
     ("Service temporarily unavailable", False),
 ])
 def test_which_faults_mean_a_wrong_attribute_mapping(fault, mapping_error):
     """A fault saying an attribute does not exist stops the run (the mapping is wrong for every
     call); one about a value is that call's own, backed off and parked on its own."""
-    assert bool(CONFIG_FAULT.search(fault)) is mapping_error
+    assert (bool(CONFIG_FAULT.search(fault)) and not VALUE_FAULT.search(fault)) is mapping_error

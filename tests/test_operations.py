@@ -607,6 +607,20 @@ def test_metrics_leave_out_the_lag_while_the_source_is_down(tmp_path, cdr_db, sa
     assert value(metrics_of(prom), "poller_watermark_lag_seconds") == 0
 
 
+def test_metrics_lag_when_no_row_was_read_is_zero(tmp_path, cdr_db, sample_rows, recordings_dir):
+    """The run reads no row at all (here the site purged its cdr table overnight) yet read the
+    table: nothing is newer than the watermark, the lag is 0 and present (an `absent()` alert
+    is for an unreadable table only)."""
+    direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    config = make_config(tmp_path, cdr_db.url)
+    prom = tmp_path / "poller.prom"
+    run_once(config, RunOptions(now=msk("2026-11-26 10:00"), metrics_file=str(prom)))
+    cdr_db.execute("DELETE FROM cdr")
+    night = run_once(config, RunOptions(now=msk("2026-11-26 23:00"), metrics_file=str(prom)))
+    assert night.rows == 0 and night.newest_row is None, night.summary()
+    assert value(metrics_of(prom), "poller_watermark_lag_seconds") == 0
+
+
 def test_metrics_file_is_replaced_atomically(tmp_path, cdr_db, sample_rows, recordings_dir):
     """Each run renames a new metrics file into place (new inode), no temporary file left."""
     start, _ = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")

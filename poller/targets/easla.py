@@ -35,6 +35,10 @@ CONFIG_FAULT = re.compile(
     r"|does ?n[o']t exist|not exist)\b(?!\s+value)")
 
 
+# a fault about a value is that call's own, however it words the attribute
+VALUE_FAULT = re.compile(r"(?i)\bvalues?\b")
+
+
 class TargetUnavailable(DeliveryError, ServiceUnavailable):
     """easla did not answer (connection refused, reset, timed out, HTTP 5xx)."""
 
@@ -191,7 +195,7 @@ class EaslaTarget:
             what = {"getProcess": f"process {self.config.process!r}",
                     "getObjectdef": f"object definition {self.config.objectdef!r}"}[operation]
             return ConfigError(f"target.easla: {what} not usable: {text}")
-        if CONFIG_FAULT.search(text):
+        if CONFIG_FAULT.search(text) and not VALUE_FAULT.search(text):
             return ConfigError(f"target.easla: {operation} refused: {text} "
                                "(check target.easla.attributes / file_attribute)")
         return DeliveryError(f"easla: {operation}: {text}")
