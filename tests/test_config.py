@@ -284,3 +284,19 @@ def test_cli_env_url_does_not_leak_on_error(cli, tmp_path):
     assert "source.timezone" in stderr_of(result)
     assert "source.url" not in stderr_of(result)
     assert PASSWORD not in result.output + stderr_of(result)
+
+
+def test_the_example_config_holds_the_defaults():
+    """contrib/poller.toml.example "holds every key with its default": loaded, it equals a
+    config that sets nothing but the source URL."""
+    import dataclasses
+    import tomllib
+
+    from conftest import ROOT
+
+    example = ROOT / "contrib" / "poller.toml.example"
+    with open(example, "rb") as handle:
+        url = tomllib.load(handle)["source"]["url"]
+    loaded = config.load(str(example))
+    assert dataclasses.asdict(loaded) == dataclasses.asdict(
+        config.from_mapping({"source": {"url": url}}, env={}))

@@ -361,3 +361,19 @@ def test_archive_clears_the_part_file_a_killed_write_left(tmp_path):
     assert (target.root / object_id).is_file() and not leftover.exists()
     assert unrelated.exists()
     assert sorted(p.name for p in folder.iterdir()) == [".other.json.x.part", name]
+
+
+def test_a_record_without_recording_supersedes_a_hidden_pending_one(tmp_path):
+    """A record naming its MP3 waits hidden until the MP3 is in place; if the call is made
+    again without one (its MP3 could no longer be made), the stale hidden record goes."""
+    from poller.config import ArchiveConfig
+
+    call = build_call([_leg("2026-11-26 09:30:00", duration=15)], IncomingRules(),
+                      ZoneInfo("Europe/Moscow"), "{uniqueid}.wav")
+    target = ArchiveTarget(ArchiveConfig(dir=str(tmp_path / "archive")), "Europe/Moscow")
+    folder = target.folder(call)
+    target.create(call, call.record(f"{call.key}.mp3", None))
+    assert [p.name for p in folder.iterdir()] == [f".{call.key}.json.pending"]
+    object_id = target.create(call, call.record(None, "unreadable"))
+    assert [p.name for p in folder.iterdir()] == [f"{call.key}.json"]
+    assert (target.root / object_id).is_file()
