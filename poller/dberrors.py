@@ -7,8 +7,9 @@ from typing import Any
 from .config import redact_url
 from .errors import ConfigError, ServiceUnavailable
 
-# MySQL/MariaDB: access denied, bad password, no such database, no SELECT / column privilege
-CONFIG_CODES = (1044, 1045, 1049, 1142, 1143)
+# MySQL/MariaDB: access denied (1044, 1045, and 1698 as MariaDB words it without "using
+# password"), no such database, this host not allowed in, no SELECT / column privilege
+CONFIG_CODES = (1044, 1045, 1049, 1130, 1142, 1143, 1698)
 
 
 def database_error(exc: Any, url: str, label: str) -> Exception:

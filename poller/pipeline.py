@@ -286,8 +286,7 @@ class Run:
         elif isinstance(mark, dt.datetime):
             # a TIMESTAMP column reads in the server's local time, which repeats an hour in
             # autumn: rows of the second pass read earlier than the mark set before the change
-            since = to_aware(mark, self.zone) - axis.lookback
-            start = earliest_local(since, self.now, self.zone)
+            start = self.wall_clock_before(mark, axis.lookback)
         else:
             start = mark - axis.lookback
         horizon = newest + axis.unit
@@ -299,11 +298,16 @@ class Run:
         mark = self.ledger.watermark()
         if mark is None:
             return origin
-        # the lookback is elapsed time: measure it on instants, then take the earliest wall
-        # clock reading since then (the hour that repeats in autumn reads earlier than the mark)
         lookback = dt.timedelta(seconds=self.config.source.lookback)
-        since = to_aware(mark, self.zone) - lookback
-        return max(earliest_local(since, self.now, self.zone), origin)
+        return max(self.wall_clock_before(mark, lookback), origin)
+
+    def wall_clock_before(self, mark: dt.datetime, span: dt.timedelta) -> dt.datetime:
+        """The earliest local wall-clock reading since `span` of elapsed time before `mark`.
+
+        The span is measured on instants; the hour that repeats in autumn reads earlier than a
+        mark set before it, so the reading since then can be earlier than `mark - span`.
+        """
+        return earliest_local(to_aware(mark, self.zone) - span, self.now, self.zone)
 
     def read_range(self) -> tuple[dt.datetime, dt.datetime, dt.datetime]:
         """[start, stop) for first legs, and how far to read ahead (naive local times)."""
@@ -351,8 +355,7 @@ class Run:
         if mark is not None:
             # the next read starts a lookback before the watermark and looks one more lookback
             # back for calls that began earlier: a quiet PBX leaves that far behind now
-            since = to_aware(mark, self.zone) - 2 * lookback
-            before = min(before, earliest_local(since, self.now, self.zone))
+            before = min(before, self.wall_clock_before(mark, 2 * lookback))
         return before
 
     def origin(self) -> dt.datetime:

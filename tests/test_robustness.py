@@ -75,26 +75,26 @@ def test_an_encoder_that_cannot_start_is_retried_not_called_unreadable(tmp_path,
     broken.mkdir()
     (broken / "lameenc.py").write_text('raise ImportError("simulated: lameenc is missing")\n')
     monkeypatch.setenv("PYTHONPATH", str(broken))
-    path = tmp_path / "speech.wav"
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(b"\x01\x02" * 8000)
+    path = _mono_wav(tmp_path / "speech.wav", rate=8000, frames=8000)
     with pytest.raises(TranscodeError, match="lameenc is missing"):
         to_mp3([path], tmp_path / "out.mp3", TranscodeConfig(nice=0))
 
 
 def test_audio_lame_cannot_encode_goes_out_unreadable(tmp_path):
     """A WAV that defeats the encoder (a 1 Hz sample rate) is unreadable, not retried forever."""
-    path = tmp_path / "odd.wav"
+    path = _mono_wav(tmp_path / "odd.wav", rate=1, frames=600)
+    with pytest.raises(Unreadable):
+        to_mp3([path], tmp_path / "out.mp3", TranscodeConfig())
+
+
+def _mono_wav(path: Path, rate: int, frames: int) -> Path:
+    """A 16-bit mono WAV of `frames` samples at `rate` Hz."""
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
-        out.setframerate(1)
-        out.writeframes(b"\x01\x02" * 600)
-    with pytest.raises(Unreadable):
-        to_mp3([path], tmp_path / "out.mp3", TranscodeConfig())
+        out.setframerate(rate)
+        out.writeframes(b"\x01\x02" * frames)
+    return path
 
 
 def _leg(calldate: str, **values: object) -> Leg:
@@ -377,3 +377,22 @@ def test_a_record_without_recording_supersedes_a_hidden_pending_one(tmp_path):
     object_id = target.create(call, call.record(None, "unreadable"))
     assert [p.name for p in folder.iterdir()] == [f"{call.key}.json"]
     assert (target.root / object_id).is_file()
+
+
+@pytest.mark.parametrize(("code", "config_error"), [
+    (1045, True), (1698, True), (1044, True), (1049, True), (1130, True), (1142, True),
+    (2003, False), (2013, False), (1040, False),
+])
+def test_database_refusals_that_are_configuration(code, config_error):
+    """Access denied (MariaDB says 1698 instead of 1045 for some failed logins, unpredictably),
+    no such database, host not allowed, no privilege: exit 2. Can't connect, lost connection,
+    too many connections: the service is unavailable, retried next run."""
+    from poller.dberrors import database_error
+    from poller.errors import ConfigError, ServiceUnavailable
+
+    class Refusal(Exception):
+        pass
+
+    error = database_error(Refusal(code, "refused"), "mysql+pymysql://u:Secret@db/x", "state")
+    assert isinstance(error, ConfigError if config_error else ServiceUnavailable)
+    assert "Secret" not in str(error)
