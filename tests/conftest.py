@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -19,14 +18,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cdrtable import load_table  # noqa: E402
-
-from poller import config as config_module  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
-SAMPLES = DATA / "samples"
-MSK = ZoneInfo("Europe/Moscow")
-MYSQL_URL = os.environ.get("POLLER_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+from support import MYSQL_URL, ROOT, SAMPLES  # noqa: E402
 
 
 @dataclass
@@ -116,36 +108,3 @@ def recordings_dir(tmp_path: Path) -> Path:
     for path in target.rglob("*.wav"):
         os.utime(path, (past, past))  # written long ago: settled
     return target
-
-
-def config_data(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> dict[str, Any]:
-    """The test configuration as a TOML document would hold it: archive target, state and
-    recordings under tmp_path; `sections` merged in (nested tables merged, not replaced)."""
-    data: dict[str, Any] = {
-        "source": {"url": source_url, "timezone": "Europe/Moscow", "settle": "60s",
-                   "lookback": "4h", "start": "2026-11-26 09:00"},
-        "state": {"dir": str(tmp_path / "state")},
-        "recordings": {"dir": str(tmp_path / "monitor")},
-        "target": {"kind": "archive", "archive": {"dir": str(tmp_path / "archive")}},
-    }
-    for section, values in sections.items():
-        node = data.setdefault(section, {})
-        for key, value in values.items():
-            if isinstance(value, dict) and isinstance(node.get(key), dict):
-                node[key].update(value)
-            else:
-                node[key] = value
-    return data
-
-
-def make_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> Any:
-    """A validated Config for tests (see config_data), its recordings folder made as on a PBX
-    (a missing one makes calls wait: the spool is not mounted)."""
-    config = config_module.from_mapping(config_data(tmp_path, source_url, **sections), env={})
-    Path(config.recordings.dir).mkdir(parents=True, exist_ok=True)
-    return config
-
-
-def msk(text: str) -> dt.datetime:
-    """An aware Moscow time from 'YYYY-MM-DD HH:MM[:SS]'."""
-    return dt.datetime.fromisoformat(text).replace(tzinfo=MSK)

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from cdrtable import load_table
-from conftest import MSK, SAMPLES
+from support import MSK, SAMPLES
 
 from poller.calls import (
     build_call,

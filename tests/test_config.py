@@ -292,7 +292,7 @@ def test_the_example_config_holds_the_defaults():
     import dataclasses
     import tomllib
 
-    from conftest import ROOT
+    from support import ROOT
 
     example = ROOT / "contrib" / "poller.toml.example"
     with open(example, "rb") as handle:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import quote
 
-from conftest import make_config, msk
-from test_pipeline_mariadb import (
+from support import (
     BERLIN,
     archived,
     clone_call,
     key_of,
     legs_of,
+    make_config,
+    msk,
     open_ledger,
     run_cli,
     write_config,

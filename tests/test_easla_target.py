@@ -13,13 +13,16 @@ import wave
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, make_config, msk
 from easla_server import EaslaServer
-from test_pipeline_mariadb import (
+from support import (
+    ROOT,
+    SAMPLES,
     clone_call,
     entry_of,
     key_of,
     legs_of,
+    make_config,
+    msk,
     run_cli,
     write_config,
 )
@@ -350,7 +353,6 @@ def test_upload_memory_stays_flat(tmp_path):
     with open(mp3, "wb") as handle:
         for _ in range(30):
             handle.write(bytes(range(256)) * 4096)  # 1 MiB
-    from conftest import make_config as _  # noqa: F401  (same config shape as the others)
 
     with EaslaServer() as server:
         settings = {"source": {"url": "sqlite:///unused.db"},

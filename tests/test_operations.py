@@ -32,12 +32,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
-from conftest import MSK, MYSQL_URL, ROOT, make_config, msk
 from prometheus_client.parser import text_string_to_metric_families
-from test_pipeline_mariadb import (
+from support import (
     DIRECT_ANSWERED,
+    MSK,
+    MYSQL_URL,
     OUTGOING,
     QUEUE_ABANDON,
+    ROOT,
     archive_files,
     archived,
     clone_call,
@@ -45,6 +47,8 @@ from test_pipeline_mariadb import (
     key_of,
     legs_of,
     local,
+    make_config,
+    msk,
     open_ledger,
     watermark_of,
     write_config,

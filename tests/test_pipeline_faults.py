@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, make_config, msk
-from test_pipeline_mariadb import (
+from support import (
     DIRECT_ANSWERED,
     OUTGOING,
+    ROOT,
     archive_files,
     archived,
     clone_call,
@@ -26,6 +26,8 @@ from test_pipeline_mariadb import (
     key_of,
     legs_of,
     local,
+    make_config,
+    msk,
     open_ledger,
     run_cli,
     watermark_of,

@@ -1,200 +1,49 @@
 """End-to-end runs on a real MariaDB cdr table: the CDR pitfalls and the ledger's
 "nothing lost, nothing twice" of §4, with calls built from copies of the real sample rows.
-
-The helpers at the top (row factory, archive and ledger readers, TOML config files, the CLI
-runner) are shared with test_pipeline_faults.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import itertools
-import json
-import logging
-import os
-import shutil
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from click.testing import CliRunner, Result
-from conftest import MSK, ROOT, SAMPLES, config_data, make_config, msk
+from support import (
+    BERLIN,
+    DIRECT_ANSWERED,
+    INTERNAL,
+    IVR_NOBODY,
+    OUTGOING,
+    QUEUE_ABANDON,
+    QUEUE_ANSWERED,
+    RING_GROUP_ANSWERED,
+    ROOT,
+    SAMPLES,
+    archive_files,
+    archived,
+    clone_call,
+    entry_of,
+    is_mp3,
+    key_of,
+    legs_of,
+    local,
+    make_config,
+    msk,
+    open_ledger,
+    place_wav,
+    run_cli,
+    snapshot,
+    watermark_of,
+    write_config,
+)
 
-from poller.ledger import Entry, Ledger
 from poller.pipeline import RunOptions, run_once
 from poller.source import CdrSource
 
-# real sample calls (tests/data/samples/calls.csv), by the uniqueid of their rows
-DIRECT_ANSWERED = "1795675107.1"  # P1-01: DID …01 → 201 answers after 3 s, talks 6 s; recorded
-RING_GROUP_ANSWERED = "1795675142.17"  # P1-05: 211 rings, 212 answers, 213 busy; recorded
-QUEUE_ANSWERED = "1795675156.25"  # P1-06: 221 answers, 222 rang (NO ANSWER 3/3)
-QUEUE_ABANDON = "1795675167.31"  # P1-07: the caller hangs up in the queue (NO ANSWER 7/7, 6/6)
-IVR_NOBODY = "1795675176.37"  # P1-08: announcement, Dial, nobody answers (+ ANSWERED 0/0 row)
-OUTGOING = "1795675194.47"  # P1-10: 203 dials out, answered
-INTERNAL = "1795675205.51"  # P1-11: 206 calls 207, answered
-
-BERLIN = ZoneInfo("Europe/Berlin")
 MINIMAL_COLUMNS = ("calldate", "clid", "src", "dst", "dcontext", "channel", "dstchannel",
                    "lastapp", "lastdata", "duration", "billsec", "disposition", "amaflags",
                    "accountcode", "uniqueid", "userfield")
 
-_call_numbers = itertools.count(1)
-_sequence = itertools.count(1000)
-
-
-# -- building cdr rows in the shape Asterisk writes them
-
-def legs_of(sample_rows: list[dict[str, Any]], uniqueid: str) -> list[dict[str, Any]]:
-    """Copies of the rows of one real sample call, in insertion order."""
-    rows = [dict(row) for row in sample_rows if row["uniqueid"] == uniqueid]
-    assert rows, uniqueid
-    return rows
-
-
-def clone_call(template: list[dict[str, Any]], start: dt.datetime, *, zone: ZoneInfo = MSK,
-               epoch: int | None = None, monitor: Path | None = None, keep_name: bool = False,
-               **changes: Any) -> list[dict[str, Any]]:
-    """A real call's rows moved to `start` (naive local time, as calldate holds it).
-
-    The legs keep their offsets from the first leg, their order and every column Asterisk
-    wrote; uniqueid/linkedid get a fresh `<epoch>.<n>` (epoch = `start` in `zone`, or given,
-    e.g. for the repeated DST hour) and sequence continues one counter. The recording:
-    `monitor` copies the call's real WAV there under the call's new name (FreePBX date folder);
-    `keep_name` renames it but writes no file; otherwise recordingfile is emptied, as on an
-    unrecorded route. `changes` are set on every row.
-    """
-    base = template[0]["calldate"]
-    if epoch is None:
-        epoch = int(start.replace(tzinfo=zone).timestamp())
-    number = 2 * next(_call_numbers)
-    uniqueid, linkedid = f"{epoch}.{number + 1}", f"{epoch}.{number}"
-    old_uniqueid = template[0]["uniqueid"]
-    rows = []
-    for row in template:
-        new = dict(row)
-        new["calldate"] = start + (row["calldate"] - base)
-        new["uniqueid"], new["linkedid"] = uniqueid, linkedid
-        new["sequence"] = next(_sequence)
-        name = row.get("recordingfile", "")
-        if name and (monitor is not None or keep_name):
-            new["recordingfile"] = name.replace(old_uniqueid, uniqueid).replace(
-                base.strftime("%Y%m%d-%H%M%S"), start.strftime("%Y%m%d-%H%M%S"))
-        else:
-            new["recordingfile"] = ""
-        new.update(changes)
-        rows.append(new)
-    if monitor is not None and rows[0]["recordingfile"]:
-        source = SAMPLES / "recordings" / base.strftime("%Y/%m/%d") / template[0]["recordingfile"]
-        place_wav(source, monitor / start.strftime("%Y/%m/%d") / rows[0]["recordingfile"])
-    return rows
-
-
-def place_wav(source: Path, target: Path) -> Path:
-    """A finished recording: copied, and last written an hour ago (settled)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    past = time.time() - 3600
-    os.utime(target, (past, past))
-    return target
-
-
-def key_of(rows: list[dict[str, Any]]) -> str:
-    return rows[0]["linkedid"] or rows[0]["uniqueid"]
-
-
-def local(text: str) -> dt.datetime:
-    """A naive local calldate from 'YYYY-MM-DD HH:MM[:SS]'."""
-    return dt.datetime.fromisoformat(text)
-
-
-# -- what a run left behind
-
-def archived(tmp_path: Path) -> dict[str, dict[str, Any]]:
-    """The archive's JSON records by call key."""
-    records = [json.loads(path.read_text(encoding="utf-8"))
-               for path in (tmp_path / "archive").rglob("*.json")]
-    by_key = {record["key"]: record for record in records}
-    assert len(by_key) == len(records), "two JSON files for one call"
-    return by_key
-
-
-def archive_files(tmp_path: Path, suffix: str) -> list[Path]:
-    return sorted((tmp_path / "archive").rglob(f"*{suffix}"))
-
-
-def snapshot(tmp_path: Path) -> dict[str, tuple[bytes, int]]:
-    """Content and mtime of every archive file, to prove a run left them untouched."""
-    return {str(path): (path.read_bytes(), path.stat().st_mtime_ns)
-            for path in (tmp_path / "archive").rglob("*") if path.is_file()}
-
-
-def is_mp3(path: Path) -> bool:
-    data = path.read_bytes()
-    return len(data) > 0 and (data[:3] == b"ID3" or (data[0] == 0xFF and data[1] & 0xE0 == 0xE0))
-
-
-@contextlib.contextmanager
-def open_ledger(config: Any) -> Iterator[Ledger]:
-    ledger = Ledger(config.state.database_url, create=False)
-    try:
-        yield ledger
-    finally:
-        ledger.close()
-
-
-def entry_of(config: Any, key: str) -> Entry:
-    with open_ledger(config) as ledger:
-        found = ledger.entry(key)
-    assert found is not None, f"call {key} is not in the ledger"
-    return found
-
-
-def watermark_of(config: Any) -> dt.datetime | None:
-    with open_ledger(config) as ledger:
-        return ledger.watermark()
-
-
-# -- config files and the command line
-
-def to_toml(data: dict[str, Any], path: tuple[str, ...] = ()) -> str:
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    text = ""
-    if scalars:
-        if path:
-            text += f"[{'.'.join(path)}]\n"
-        text += "".join(f"{k} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in scalars.items())
-    for name, value in data.items():
-        if isinstance(value, dict):
-            text += to_toml(value, (*path, name))
-    return text
-
-
-def write_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> Path:
-    """The config as a file, mode 0600 as the README asks (the URL may hold a password)."""
-    path = tmp_path / "poller.toml"
-    path.write_text(to_toml(config_data(tmp_path, source_url, **sections)), encoding="utf-8")
-    path.chmod(0o600)
-    return path
-
-
-def run_cli(*args: str) -> Result:
-    """`poller ARGS` through click's runner; the root logger is put back afterwards (the CLI
-    points it at the runner's captured stderr)."""
-    from poller.cli import main
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-
-
-# -- the tests
 
 def test_long_call_inserted_after_the_watermark_passed_its_start(tmp_path, cdr_db, sample_rows):
     """A 40-minute call starts at 09:20; its row is inserted only when it ends at 10:00, after

@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MSK, ROOT, SAMPLES, make_config, msk
-from test_pipeline_mariadb import (
+from support import (
     DIRECT_ANSWERED,
+    MSK,
+    ROOT,
+    SAMPLES,
     archive_files,
     archived,
     clone_call,
@@ -43,6 +45,8 @@ from test_pipeline_mariadb import (
     key_of,
     legs_of,
     local,
+    make_config,
+    msk,
     write_config,
 )
 

@@ -12,9 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_config, msk
 from easla_server import EaslaServer
-from test_pipeline_mariadb import (
+from support import (
     DIRECT_ANSWERED,
     QUEUE_ANSWERED,
     archived,
@@ -22,6 +21,8 @@ from test_pipeline_mariadb import (
     entry_of,
     key_of,
     legs_of,
+    make_config,
+    msk,
     open_ledger,
     run_cli,
     write_config,

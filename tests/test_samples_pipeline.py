@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import make_config, msk
+from support import make_config, msk
 
 from poller.pipeline import RunOptions, run_once
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 UNITS = ROOT / "contrib" / "systemd"
 SERVICES = ("poller.service", "poller-follow.service")
