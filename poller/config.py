@@ -24,6 +24,7 @@ ENV_OVERRIDES = {
     ("source", "url"): "POLLER_SOURCE_URL",
     ("state", "url"): "POLLER_STATE_URL",
     ("target", "easla", "password"): "POLLER_EASLA_PASSWORD",
+    ("callers", "url"): "POLLER_CALLERS_URL",
 }
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -164,6 +165,44 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class CallersConfig:
+    """`[callers]`: the subscriber directory. Without `csv` or `url` there is none."""
+
+    country: str = ""  # region for numbers written without a country code, e.g. "RU"
+    csv: str = ""
+    url: Secret = Secret("")
+    query: str = ""
+    refresh: Seconds = Seconds(600)
+    fields: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.csv or self.url)
+
+
+@dataclass(frozen=True)
+class IncidentsConfig:
+    """`[incidents]`: which calls open an incident. No statuses (the default): none do."""
+
+    statuses: tuple[str, ...] = ()
+    callers: str = "known"
+    hours: str = ""
+    fold: Seconds = Seconds(1800)
+    objectdef: str = "incident"
+    objectdef_version: int = 0
+    attributes: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "incident_title": "Missed call from {caller_name} {number}",
+            "incident_call": "{key}",
+        }
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.statuses)
+
+
+@dataclass(frozen=True)
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     state: StateConfig = field(default_factory=StateConfig)
@@ -172,6 +211,8 @@ class Config:
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
+    callers: CallersConfig = field(default_factory=CallersConfig)
+    incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
 
 
 CALL_FIELDS = (
@@ -208,8 +249,9 @@ def _warn_if_exposed(path: Path, data: Mapping[str, Any]) -> None:
     easla_password = data.get("target", {}).get("easla", {}).get("password", "")
     source_url = str(data.get("source", {}).get("url", ""))
     state_url = str(data.get("state", {}).get("url", ""))
+    callers_url = str(data.get("callers", {}).get("url", ""))
     has_secret = bool(easla_password) or any(
-        re.search(r"://[^/@:]*:[^@]+@", url) for url in (source_url, state_url))
+        re.search(r"://[^/@:]*:[^@]+@", url) for url in (source_url, state_url, callers_url))
     try:
         mode = path.stat().st_mode
     except OSError:
@@ -394,6 +436,8 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
         re.compile(easla.session_fault)
     except re.error as exc:
         problems.append(f"target.easla.session_fault: bad pattern: {exc}")
+    _check_callers(config.callers, problems)
+    _check_incidents(config, problems)
 
 
 def _check_template(template: str, problems: list[str]) -> None:
@@ -412,3 +456,88 @@ TEMPLATE_COLUMNS = (
     "calldate", "uniqueid", "linkedid", "recordingfile", "src", "dst", "did", "cnum",
     "accountcode", "userfield",
 )
+
+
+# the call fields [callers] and [incidents] add to the record (design section 10)
+CALLER_FIELDS = ("number_e164", "caller_id", "caller_name", "incident")
+# the columns a directory row must or may have besides those named in callers.fields
+DIRECTORY_COLUMNS = ("number", "name", "id")
+# a bind parameter as SQLAlchemy's text() finds one (not "::" casts, not "10:30")
+_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+
+
+def query_parameters(query: str) -> set[str]:
+    """The bind parameters (`:name`) of an SQL text."""
+    return set(_BIND.findall(query))
+
+
+def incident_fields(callers: CallersConfig) -> tuple[str, ...]:
+    """The call fields an `[incidents.attributes]` template may use."""
+    extra = tuple(f"caller_{name}" for name in callers.fields)
+    return tuple(dict.fromkeys((*CALL_FIELDS, *CALLER_FIELDS, *extra)))
+
+
+def _check_callers(callers: CallersConfig, problems: list[str]) -> None:
+    from .numbers import supported_region
+
+    if callers.csv and callers.url:
+        problems.append("callers.csv and callers.url exclude each other: name one directory")
+    if callers.url:
+        _check_callers_url(callers, problems)
+    elif callers.query:
+        problems.append("callers.query needs callers.url (the database it runs on)")
+    if callers.enabled and not callers.country:
+        problems.append("callers.country is required with a directory (the region of numbers "
+                        "written without a country code, e.g. \"RU\")")
+    if callers.country and not supported_region(callers.country):
+        problems.append(f"callers.country: not a region code: {callers.country!r} (e.g. \"RU\")")
+    if callers.refresh < 0:
+        problems.append("callers.refresh must not be negative")
+    for name in callers.fields:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            problems.append(f"callers.fields: not a column name: {name!r}")
+        elif name.lower() in DIRECTORY_COLUMNS:
+            problems.append(f"callers.fields: {name!r} is already a call field "
+                            "(number_e164, caller_name, caller_id)")
+    if len({name.lower() for name in callers.fields}) != len(callers.fields):
+        problems.append("callers.fields: a column is listed twice")
+
+
+def _check_callers_url(callers: CallersConfig, problems: list[str]) -> None:
+    import sqlalchemy as sa
+
+    try:
+        sa.engine.make_url(callers.url)
+    except sa.exc.ArgumentError:
+        # not parsed, so redact_url cannot be trusted to find its password
+        problems.append("callers.url: not a database URL (value not shown)")
+    if not callers.query.strip():
+        problems.append("callers.url needs callers.query (returning number, name[, id])")
+    for name in sorted(query_parameters(callers.query) - {"numbers"}):
+        problems.append(f"callers.query: unknown parameter :{name} (only :numbers is bound)")
+
+
+def _check_incidents(config: Config, problems: list[str]) -> None:
+    from .incidents import check_templates, parse_hours
+
+    incidents = config.incidents
+    for status in incidents.statuses:
+        if status not in STATUSES:
+            problems.append(f"incidents.statuses: {status!r} is not a status "
+                            f"({', '.join(STATUSES)})")
+    if incidents.callers not in ("known", "any"):
+        problems.append("incidents.callers must be \"known\" or \"any\"")
+    elif incidents.callers == "known" and incidents.enabled and not config.callers.enabled:
+        problems.append("incidents.callers = \"known\" needs a directory: set callers.csv or "
+                        "callers.url (or incidents.callers = \"any\")")
+    try:
+        parse_hours(incidents.hours)
+    except ValueError as exc:
+        problems.append(f"incidents.hours: {exc}")
+    if incidents.fold < 0:
+        problems.append("incidents.fold must not be negative (\"0s\" never folds)")
+    if incidents.enabled and not incidents.objectdef:
+        problems.append("incidents.objectdef must not be empty")
+    if incidents.objectdef_version < 0:
+        problems.append("incidents.objectdef_version must not be negative")
+    problems.extend(check_templates(incidents.attributes, incident_fields(config.callers)))
