@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from .clock import to_aware
 from .config import IncomingRules
-from .model import UNBUILT, Call, Leg
+from .model import Call, Leg, Status
 from .recordings import render_name, template_fields
 
 log = logging.getLogger(__name__)
@@ -42,20 +42,20 @@ def person_answered(leg: Leg) -> bool:
     return leg.disposition == ANSWERED and bool(leg.dstchannel.strip())
 
 
-def outcome(legs: Sequence[Leg]) -> str:
+def outcome(legs: Sequence[Leg]) -> Status:
     """The call's status over its legs, by the fixed rule (README: How it works)."""
     if any(person_answered(leg) for leg in legs):
-        return "answered"
+        return Status.ANSWERED
     # rows with no callee channel (the Hangup row after a failed Dial) rang nobody
     rang = [leg for leg in legs if leg.dstchannel.strip()] or list(legs)
     if any(leg.disposition in (NO_ANSWER, CANCEL) or leg.disposition not in KNOWN_DISPOSITIONS
            for leg in rang):
-        return "unanswered"
+        return Status.UNANSWERED
     if any(leg.disposition == BUSY for leg in legs):
-        return "busy"
+        return Status.BUSY
     if rang and all(leg.disposition in (FAILED, CONGESTION) for leg in rang):
-        return "impossible"
-    return "unanswered"
+        return Status.IMPOSSIBLE
+    return Status.UNANSWERED
 
 
 def extension(channel: str) -> str:
@@ -163,7 +163,7 @@ def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, templa
     status = outcome(ordered)
     recordings = recording_names(ordered, template)
     expects = bool(recordings) and (
-        "recordingfile" in template_fields(template) or status == "answered")
+        "recordingfile" in template_fields(template) or status == Status.ANSWERED)
     unknown = tuple(sorted({leg.disposition for leg in ordered} - KNOWN_DISPOSITIONS))
     number, name = caller(ordered)
     return Call(
@@ -194,7 +194,7 @@ def stand_in(key: str, legs: Sequence[Leg], zone: ZoneInfo) -> Call:
     first = min(legs, key=lambda leg: leg.calldate)
     start = first.calldate.replace(tzinfo=zone)
     return Call(key=key, start=start, end=start, number=first.src.strip(), name="",
-                did=first.did.strip(), duration=0, talk_time=0, wait_time=0, status=UNBUILT,
+                did=first.did.strip(), duration=0, talk_time=0, wait_time=0, status=Status.UNBUILT,
                 answered_by="", incoming=False, recordings=(), expects_recording=False,
                 first_calldate=first.calldate,
                 last_calldate=max(leg.calldate for leg in legs), legs=0)

@@ -302,8 +302,8 @@ def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
     """
 
     def work() -> ExitCode:
-        from .ledger import FAILED, Ledger
-        from .model import UNBUILT
+        from .ledger import Ledger
+        from .model import Stage, Status
 
         if bool(keys) == all_failed:
             raise ConfigError("name calls by KEY, or give --failed (not both)")
@@ -317,13 +317,13 @@ def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
                 unknown = [k for k in keys if k not in known]
                 if unknown:
                     raise ConfigError(f"unknown call key(s): {', '.join(unknown)}")
-                not_parked = [k for k in keys if known[k] != FAILED]
+                not_parked = [k for k in keys if known[k] != Stage.FAILED]
                 for key in not_parked:
                     log.warning("call %s is not parked (stage %s): left as it is", key,
                                 known[key])
                 for key in set(keys) - set(not_parked):
                     entry = ledger.entry(key)
-                    if entry is not None and entry.call.status == UNBUILT:
+                    if entry is not None and entry.call.status == Status.UNBUILT:
                         log.warning("call %s could not be built from its cdr rows: once the "
                                     "poller is fixed, a run that reads them again (`poller run "
                                     "--since %s`) builds and delivers it", key,
@@ -355,6 +355,37 @@ def demo(ctx: click.Context, directory: str) -> None:
         for line in lines:
             click.echo(line)
         return report.exit_code
+
+    guarded(work)
+
+
+@main.group()
+def archive() -> None:
+    """Work on the local archive target's folder."""
+
+
+@archive.command("build")
+@click.option("--dir", "directory", metavar="PATH", type=click.Path(file_okay=False),
+              help="The archive folder [default: target.archive.dir].")
+@click.pass_context
+def archive_build(ctx: click.Context, directory: str | None) -> None:
+    """Write the HTML pages of the whole archive: index.html and one page per day.
+
+    Runs write the pages of the days they change; this rebuilds every day, e.g. after an
+    upgrade, a change of target.archive.locale, or records copied in by hand.
+    Exit 1 when some page could not be written.
+    """
+
+    def work() -> ExitCode:
+        from pathlib import Path
+
+        from .archive_site import build_site
+
+        config = _load(ctx)
+        root = Path(directory or config.target.archive.dir)
+        report = build_site(root, config.target.archive.locale, config.source.timezone)
+        click.echo(f"{root / 'index.html'}: {report.summary()}")
+        return ExitCode.PARTIAL if report.failed else ExitCode.OK
 
     guarded(work)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .model import RECORD_FIELDS, STATUSES
 
 DEFAULT_PATH = Path("/etc/poller/poller.toml")
 ENV_CONFIG = "POLLER_CONFIG"
@@ -215,11 +216,7 @@ class Config:
     incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
 
 
-CALL_FIELDS = (
-    "key", "start", "number", "name", "did", "duration", "talk_time", "wait_time",
-    "status", "answered_by", "recording", "recording_problem",
-)
-STATUSES = ("answered", "unanswered", "busy", "impossible")
+CALL_FIELDS = RECORD_FIELDS  # what target.easla.attributes may map
 TARGET_KINDS = ("easla", "archive")
 
 

@@ -12,10 +12,11 @@ import datetime as dt
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .config import RecordingsConfig, RetryConfig
 from .errors import (
     ConfigError,
     DeliveryError,
@@ -23,24 +24,86 @@ from .errors import (
     RecordingsUnavailable,
     ServiceUnavailable,
 )
-from .ledger import ATTACHED, CREATED, DONE, SEEN, Entry
+from .ledger import Entry, Ledger
+from .marks import Moment
+from .model import Stage
 from .recordings import Plan, Wait, plan_recording
-from .targets import safe_name
-
-if TYPE_CHECKING:
-    from .pipeline import Run
+from .report import RunOptions, RunReport
+from .targets import Target, safe_name
+from .transcode import Encoded, Unreadable
 
 log = logging.getLogger("poller")
+
+# encodes the files, joined in order, into the MP3 at the path
+Encoder = Callable[[list[Path], Path], Encoded]
+PAGE = 100  # due calls read from the ledger at a time
+
+
+@dataclass
+class Courier:
+    """What delivering calls needs: the ledger, the target (opened on first use), the
+    encoder, the settings, the run's clock and report."""
+
+    ledger: Ledger
+    target: Callable[[], Target]
+    encode: Encoder
+    recordings: RecordingsConfig
+    retry: RetryConfig
+    workdir: Path  # temporary MP3s
+    moment: Moment
+    report: RunReport
+
+
+def deliver_due(courier: Courier, options: RunOptions) -> None:
+    """Move every due call as far as it goes, oldest first, within --limit."""
+    delivered = 0
+    for entry in _due(courier, options):
+        if options.limit is not None and delivered >= options.limit:
+            break
+        if options.should_stop():
+            log.info("stopping: the remaining calls wait for the next run")
+            break
+        try:
+            if Delivery(courier, entry).execute():
+                delivered += 1
+        except RecordingsUnavailable as exc:
+            # only calls with recordings wait for the folder; the others go on
+            if str(exc) not in courier.report.unavailable:
+                log.error("%s", exc)
+                courier.report.unavailable.append(str(exc))
+
+
+def due_before(options: RunOptions, moment: Moment) -> dt.datetime | None:
+    """The moment next attempts are compared with; None (all due) for a backfill, which
+    retries the failed calls of its range at once, those backing off included."""
+    return None if options.backfill else moment.utc
+
+
+def _due(courier: Courier, options: RunOptions) -> Iterator[Entry]:
+    since, until, ledger = options.since, options.until, courier.ledger
+    if options.backfill:
+        requeued = ledger.requeue_failed(since=since, until=until)
+        if requeued:
+            log.info("backfill: %d parked calls in the range put back in line", requeued)
+    last: Entry | None = None
+    now = due_before(options, courier.moment)
+    while True:
+        batch = ledger.due(now, since, until, limit=PAGE, after=last)
+        if not batch:
+            return
+        yield from batch
+        last = batch[-1]
 
 
 class Delivery:
     """Moves one ledger entry forward as far as it can go in this run."""
 
-    def __init__(self, run: Run, entry: Entry):
-        self.run = run
+    def __init__(self, courier: Courier, entry: Entry):
+        self.courier = courier
         self.entry = entry
         self.call = entry.call
-        self.config = run.config
+        self.ledger = courier.ledger
+        self.report = courier.report
 
     def execute(self) -> bool:
         """True when the call reached `done` in this attempt."""
@@ -62,57 +125,58 @@ class Delivery:
         return False
 
     def _advance(self) -> bool:
-        entry, call, ledger = self.entry, self.call, self.run.ledger
+        entry, call, ledger = self.entry, self.call, self.ledger
+        recordings, now = self.courier.recordings, self.courier.moment.now
         stage, object_id, recording = entry.stage, entry.object_id, entry.recording
-        if stage == ATTACHED:
+        if stage == Stage.ATTACHED:
             # uploaded and confirmed: only the clean-up and `done` are left, and nothing here
             # may fail the call (a retry would upload it again)
             try:
-                plan: Plan | Wait = plan_recording(call, self.config.recordings, self.run.now)
+                plan: Plan | Wait = plan_recording(call, recordings, now)
             except (OSError, PollerError) as exc:
                 log.warning("call %s: recordings not looked at again (%s): none deleted",
                             call.key, exc)
                 plan = Plan()
             return self._finish(recording, plan)
         # an object made without a recording only needs `done`: no folder to look at
-        plan = (Plan() if stage == CREATED and not recording
-                else plan_recording(call, self.config.recordings, self.run.now))
+        plan = (Plan() if stage == Stage.CREATED and not recording
+                else plan_recording(call, recordings, now))
         if isinstance(plan, Wait):
-            if stage != SEEN:
+            if stage != Stage.SEEN:
                 raise DeliveryError(f"recording vanished after the object was made: {plan.note}")
             ledger.defer(call.key, plan.until.astimezone(dt.UTC).replace(tzinfo=None), plan.note)
-            self.run.report.waiting += 1
+            self.report.waiting += 1
             log.info("call %s: %s", call.key, plan.note)
             return False
         # a call created without a recording needs no encoding to be finished
-        with self._mp3(plan if stage == SEEN or recording else Plan()) as (mp3, problem):
-            if stage == SEEN:
+        with self._mp3(plan if stage == Stage.SEEN or recording else Plan()) as (mp3, problem):
+            if stage == Stage.SEEN:
                 recording = f"{safe_name(call.key)}.mp3" if mp3 else None
                 record = call.record(recording, problem)
-                object_id = self.run.target().create(call, record)
-                ledger.advance(call.key, CREATED, object_id=object_id, recording=recording,
-                               recording_problem=problem, note=None)
-                stage = CREATED
-            if stage == CREATED:
+                object_id = self.courier.target().create(call, record)
+                ledger.advance(call.key, Stage.CREATED, object_id=object_id,
+                               recording=recording, recording_problem=problem, note=None)
+                stage = Stage.CREATED
+            if stage == Stage.CREATED:
                 if recording:
                     if mp3 is None:
                         raise DeliveryError(f"recording {recording} can no longer be made: "
                                             f"{problem}")
                     assert object_id is not None
-                    self.run.target().attach(object_id, call, mp3)
-                    self.run.report.recordings += 1
-                    self.run.report.recording_bytes += mp3.stat().st_size
-                ledger.advance(call.key, ATTACHED)
+                    self.courier.target().attach(object_id, call, mp3)
+                    self.report.recordings += 1
+                    self.report.recording_bytes += mp3.stat().st_size
+                ledger.advance(call.key, Stage.ATTACHED)
         return self._finish(recording, plan)
 
     def _finish(self, recording: str | None, plan: Plan | Wait) -> bool:
         """After a confirmed upload: delete the WAVs if asked, and mark the call done."""
         call = self.call
-        if recording and self.config.recordings.after_upload == "delete" and \
+        if recording and self.courier.recordings.after_upload == "delete" and \
                 isinstance(plan, Plan):
             _delete(plan.files)
-        self.run.ledger.advance(call.key, DONE, last_error=None, next_attempt_at=None)
-        self.run.report.delivered[call.status] += 1
+        self.ledger.advance(call.key, Stage.DONE, last_error=None, next_attempt_at=None)
+        self.report.delivered[call.status] += 1
         log.info("call %s delivered: %s from %s, %ss%s", call.key, call.status,
                  call.number or "unknown", call.duration,
                  f", recording {recording}" if recording else "")
@@ -124,9 +188,7 @@ class Delivery:
         if not plan.files:
             yield None, plan.problem
             return
-        from .transcode import Unreadable, to_mp3
-
-        workdir = Path(self.config.state.dir) / "tmp"
+        workdir = self.courier.workdir
         workdir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f"{safe_name(self.call.key)}.", suffix=".mp3",
                                     dir=workdir)
@@ -134,7 +196,7 @@ class Delivery:
         path = Path(name)
         try:
             try:
-                encoded = to_mp3(list(plan.files), path, self.config.transcode)
+                encoded = self.courier.encode(list(plan.files), path)
             except Unreadable as exc:
                 log.warning("call %s: recording %s unreadable: %s", self.call.key,
                             ", ".join(str(f) for f in plan.files), exc)
@@ -147,22 +209,21 @@ class Delivery:
             path.unlink(missing_ok=True)
 
     def fail(self, error: str) -> None:
-        entry, retry = self.entry, self.config.retry
-        report = self.run.report
+        entry, retry, report = self.entry, self.courier.retry, self.report
         report.failures += 1
         attempts = entry.attempts + 1
         if attempts >= retry.max_attempts:
             log.error("call %s: %s; parked after %d attempts (see poller status)",
                       entry.key, error, attempts)
             report.parked += 1
-            self.run.ledger.record_failure(entry, error, None)
+            self.ledger.record_failure(entry, error, None)
             return
         # the exponent is capped: max_backoff is reached long before, and floats overflow
         delay = min(retry.backoff * 2 ** min(attempts - 1, 40), retry.max_backoff)
-        next_at = self.run.now.replace(tzinfo=None) + dt.timedelta(seconds=delay)
+        next_at = self.courier.moment.utc + dt.timedelta(seconds=delay)
         log.warning("call %s: %s; attempt %d of %d, next at %s UTC", entry.key, error, attempts,
                     retry.max_attempts, next_at.isoformat(timespec="seconds"))
-        self.run.ledger.record_failure(entry, error, next_at)
+        self.ledger.record_failure(entry, error, next_at)
 
 
 def _delete(files: tuple[Path, ...]) -> None:

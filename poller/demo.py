@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .pipeline import RunReport
+    from .report import RunReport
 
 ZONE = "Europe/Moscow"
 MARKER = ".poller-demo"

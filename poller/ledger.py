@@ -8,89 +8,29 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
+from . import ledger_schema as schema
 from .config import redact_url
 from .dberrors import database_error
 from .errors import ConfigError
-from .model import UNBUILT, Call
-
-SCHEMA_VERSION = 2
-
-# stages in the order a call passes them; failed and skipped are where it may stop instead
-SEEN, CREATED, ATTACHED, DONE = "seen", "created", "attached", "done"
-FAILED, SKIPPED = "failed", "skipped"
-PENDING = (SEEN, CREATED, ATTACHED)
-STAGES = (SEEN, CREATED, ATTACHED, DONE, FAILED, SKIPPED)
-
-metadata = sa.MetaData()
-
-meta_table = sa.Table(
-    "poller_meta", metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
+from .ledger_schema import (
+    Entry,
+    Known,
+    calls_table,
+    entry_of,
+    in_range,
+    meta_table,
+    metadata,
+    sqlite_pragmas,
+    utcnow,
 )
+from .model import PENDING, Call, Stage, Status
 
-calls_table = sa.Table(
-    "poller_calls", metadata,
-    sa.Column("call_key", sa.String(96), primary_key=True),
-    sa.Column("first_calldate", sa.DateTime, nullable=False, index=True),
-    sa.Column("stage", sa.String(16), nullable=False, index=True),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("object_id", sa.String(255)),
-    sa.Column("recording", sa.String(255)),
-    sa.Column("recording_problem", sa.String(32)),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("last_error", sa.Text),
-    sa.Column("note", sa.String(255)),
-    sa.Column("next_attempt_at", sa.DateTime),
-    sa.Column("updated_at", sa.DateTime, nullable=False),
-    # how many cdr rows the call was built from: more rows later means a late leg arrived
-    sa.Column("legs", sa.Integer, nullable=False, server_default="0"),
-)
-
-
-# upgrades of the ledger's own schema, applied in order at start: version -> step
-def _add_legs_column(conn: Any) -> None:
-    conn.exec_driver_sql("ALTER TABLE poller_calls ADD COLUMN legs INTEGER NOT NULL DEFAULT 0")
-
-
-MIGRATIONS: dict[int, Callable[[Any], None]] = {2: _add_legs_column}
-
-
-def utcnow() -> dt.datetime:
-    """Naive UTC, as the ledger stores times."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-class Known(NamedTuple):
-    """What the ledger holds of a call the scan meets again."""
-
-    stage: str
-    legs: int
-    status: str
-    has_object: bool
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One call's row in the ledger."""
-
-    key: str
-    stage: str
-    call: Call
-    object_id: str | None
-    recording: str | None
-    recording_problem: str | None
-    attempts: int
-    last_error: str | None
-    note: str | None
-    next_attempt_at: dt.datetime | None
+__all__ = ["Entry", "Known", "Ledger", "utcnow"]
 
 
 class Ledger:
@@ -105,7 +45,7 @@ class Ledger:
             raise ConfigError(f"state.url: {exc}") from None
         self.url = url
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", sqlite_pragmas)
         if create:
             self._prepare()
 
@@ -116,12 +56,13 @@ class Ledger:
             raise database_error(exc, self.url, "state") from None
         version = self.get("schema_version")
         if version is None:
-            self.put("schema_version", str(SCHEMA_VERSION))
+            self.put("schema_version", str(schema.SCHEMA_VERSION))
             return
-        current = _known_version(version)
-        for target in range(current + 1, SCHEMA_VERSION + 1):
+        # read at call time: the schema module is where a newer poller's upgrade steps live
+        current = schema.known_version(version)
+        for target in range(current + 1, schema.SCHEMA_VERSION + 1):
             with self.engine.begin() as conn:
-                MIGRATIONS[target](conn)
+                schema.MIGRATIONS[target](conn)
                 conn.execute(meta_table.update().where(meta_table.c.name == "schema_version")
                              .values(value=str(target)))
 
@@ -143,7 +84,7 @@ class Ledger:
                 version = ledger.get("schema_version")
                 if version is not None:
                     try:
-                        _known_version(version)
+                        schema.known_version(version)
                     except ConfigError:
                         ledger.close()
                         raise
@@ -199,19 +140,47 @@ class Ledger:
         self.put(f"cursor:{column}", json.dumps(data))
 
     def last_run(self) -> dict[str, Any] | None:
+        """The report of the last run (RunReport.to_json), for `status`."""
         value = self.get("last_run")
         return json.loads(value) if value else None
 
+    def set_last_run(self, report: dict[str, Any]) -> None:
+        self.put("last_run", json.dumps(report))
+
+    def last_success(self) -> float | None:
+        """When a run last finished without failures (a UNIX time), for an alert to watch."""
+        value = self.get("last_success")
+        return float(value) if value else None
+
+    def set_last_success(self, when: float) -> None:
+        self.put("last_success", repr(when))
+
+    def origin(self) -> dt.datetime | None:
+        """Where the first run of this ledger started reading (naive local)."""
+        value = self.get("origin")
+        return dt.datetime.fromisoformat(value) if value else None
+
+    def set_origin(self, origin: dt.datetime) -> None:
+        self.put("origin", origin.isoformat())
+
+    def warned_on(self) -> dt.date | None:
+        """The day configuration warnings were last logged (they are logged once a day)."""
+        value = self.get("warned_on")
+        return dt.date.fromisoformat(value) if value else None
+
+    def set_warned_on(self, day: dt.date) -> None:
+        self.put("warned_on", day.isoformat())
+
     # -- calls
-    def known(self, keys: Iterable[str]) -> dict[str, str]:
+    def known(self, keys: Iterable[str]) -> dict[str, Stage]:
         """The stage of each key the ledger already holds."""
         return {key: known.stage for key, known in self.known_legs(keys).items()}
 
-    def add(self, call: Call, stage: str, note: str | None = None) -> bool:
+    def add(self, call: Call, stage: Stage, note: str | None = None) -> bool:
         """Record a newly seen call; False if another writer recorded it first."""
         return bool(self.add_many([(call, stage, note)]))
 
-    def add_many(self, calls: Sequence[tuple[Call, str, str | None]]) -> int:
+    def add_many(self, calls: Sequence[tuple[Call, Stage, str | None]]) -> int:
         """Record newly seen calls in one transaction (nothing has been sent for them yet).
 
         Returns how many were new; a key some other writer recorded meanwhile is left as it is.
@@ -249,7 +218,8 @@ class Ledger:
     def park_unbuilt(self, call: Call, error: str) -> bool:
         """Keep a call whose legs could not be built, parked with the error (a stand-in call
         from calls.stand_in); False if the key is already held."""
-        row = {"call_key": call.key, "first_calldate": call.first_calldate, "stage": FAILED,
+        row = {"call_key": call.key, "first_calldate": call.first_calldate,
+               "stage": Stage.FAILED,
                "status": call.status, "payload": json.dumps(call.to_json()), "attempts": 1,
                "last_error": error[:2000], "note": "could not be built", "updated_at": utcnow(),
                "legs": 0}
@@ -263,7 +233,7 @@ class Ledger:
     def set_legs(self, key: str, legs: int) -> None:
         self._update(key, legs=legs)
 
-    def rebuild(self, call: Call, stage: str, fresh: bool = False) -> None:
+    def rebuild(self, call: Call, stage: Stage, fresh: bool = False) -> None:
         """Replace a call nothing has been sent for yet with a fuller build of it; `fresh`
         also forgets its attempts (it replaces a stand-in that was never tried)."""
         values: dict[str, Any] = {}
@@ -276,7 +246,7 @@ class Ledger:
     def entry(self, key: str) -> Entry | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(calls_table).where(calls_table.c.call_key == key)).first()
-        return _entry(row) if row else None
+        return entry_of(row) if row else None
 
     def due(self, now: dt.datetime | None, since: dt.datetime | None = None,
             until: dt.datetime | None = None, limit: int | None = None,
@@ -294,12 +264,12 @@ class Ledger:
                 calls_table.c.first_calldate > first,
                 sa.and_(calls_table.c.first_calldate == first,
                         calls_table.c.call_key > after.key)))
-        query = _in_range(query, since, until).order_by(
+        query = in_range(query, since, until).order_by(
             calls_table.c.first_calldate, calls_table.c.call_key)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
-            return [_entry(row) for row in conn.execute(query)]
+            return [entry_of(row) for row in conn.execute(query)]
 
     def requeue_failed(self, keys: Sequence[str] | None = None, since: dt.datetime | None = None,
                        until: dt.datetime | None = None) -> int:
@@ -307,16 +277,17 @@ class Ledger:
 
         A stand-in for a call that could not be built stays parked: only reading its rows again
         (and building them) replaces it."""
-        condition = (calls_table.c.stage == FAILED) & (calls_table.c.status != UNBUILT)
+        condition = ((calls_table.c.stage == Stage.FAILED)
+                     & (calls_table.c.status != Status.UNBUILT))
         if keys is not None:
             condition = condition & calls_table.c.call_key.in_(list(keys))
-        stage = sa.case((calls_table.c.object_id.is_(None), SEEN), else_=CREATED)
-        query = _in_range(calls_table.update().where(condition), since, until).values(
+        stage = sa.case((calls_table.c.object_id.is_(None), Stage.SEEN), else_=Stage.CREATED)
+        query = in_range(calls_table.update().where(condition), since, until).values(
             stage=stage, attempts=0, next_attempt_at=None, updated_at=utcnow())
         with self.engine.begin() as conn:
             return conn.execute(query).rowcount
 
-    def advance(self, key: str, stage: str, **values: Any) -> None:
+    def advance(self, key: str, stage: Stage, **values: Any) -> None:
         """Record a confirmed step: the new stage plus what the step produced."""
         values.update(stage=stage, updated_at=utcnow())
         with self.engine.begin() as conn:
@@ -331,7 +302,7 @@ class Ledger:
         values: dict[str, Any] = {"attempts": entry.attempts + 1, "last_error": error[:2000],
                                   "next_attempt_at": next_at}
         if next_at is None:
-            values["stage"] = FAILED
+            values["stage"] = Stage.FAILED
         self._update(entry.key, **values)
 
     def _update(self, key: str, **values: Any) -> None:
@@ -344,8 +315,8 @@ class Ledger:
 
         The ledger remembers how far it forgot: a backfill there would deliver them again.
         """
-        query = calls_table.delete().where(calls_table.c.stage.in_([DONE, SKIPPED])).where(
-            calls_table.c.first_calldate < before)
+        finished = calls_table.c.stage.in_([Stage.DONE, Stage.SKIPPED])
+        query = calls_table.delete().where(finished).where(calls_table.c.first_calldate < before)
         with self.engine.begin() as conn:
             count = conn.execute(query).rowcount
         if count:
@@ -359,47 +330,15 @@ class Ledger:
         value = self.get("pruned_before")
         return dt.datetime.fromisoformat(value) if value else None
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[Stage, int]:
         query = sa.select(calls_table.c.stage, sa.func.count()).group_by(calls_table.c.stage)
         with self.engine.connect() as conn:
-            return {stage: count for stage, count in conn.execute(query)}
+            return {Stage(stage): count for stage, count in conn.execute(query)}
 
-    def entries(self, stages: Sequence[str], limit: int = 50) -> list[Entry]:
+    def entries(self, stages: Sequence[Stage], limit: int = 50) -> list[Entry]:
         query = sa.select(calls_table).where(calls_table.c.stage.in_(list(stages))).order_by(
             calls_table.c.first_calldate).limit(limit)
         with self.engine.connect() as conn:
-            return [_entry(row) for row in conn.execute(query)]
+            return [entry_of(row) for row in conn.execute(query)]
 
 
-def _known_version(version: str) -> int:
-    """The ledger's schema version, if this poller can work with it (older ones it upgrades)."""
-    if int(version) > SCHEMA_VERSION:
-        raise ConfigError(f"the ledger has schema version {version}; this poller knows "
-                          f"{SCHEMA_VERSION}: upgrade the poller")
-    return int(version)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets `status` read while a run writes; NORMAL sync is still crash-safe under WAL
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
-def _in_range(query: Any, since: dt.datetime | None, until: dt.datetime | None) -> Any:
-    if since is not None:
-        query = query.where(calls_table.c.first_calldate >= since)
-    if until is not None:
-        query = query.where(calls_table.c.first_calldate < until)
-    return query
-
-
-def _entry(row: Any) -> Entry:
-    return Entry(
-        key=row.call_key, stage=row.stage, call=Call.from_json(json.loads(row.payload)),
-        object_id=row.object_id, recording=row.recording,
-        recording_problem=row.recording_problem, attempts=row.attempts,
-        last_error=row.last_error, note=row.note, next_attempt_at=row.next_attempt_at,
-    )

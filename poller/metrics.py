@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from .config import STATUSES, Config
-from .ledger import FAILED, STAGES, Ledger
-
-if TYPE_CHECKING:
-    from .pipeline import RunReport
+from .model import STATUSES, Stage
+from .report import RunReport
 
 log = logging.getLogger("poller")
 
 
-def write_metrics(config: Config, report: RunReport, path: str | None = None) -> None:
+@dataclass(frozen=True)
+class LedgerFigures:
+    """What the metrics show of the ledger, read by the run while it holds the ledger open."""
+
+    counts: dict[Stage, int]
+    watermark: dt.datetime | None
+    last_success: float | None  # kept in the ledger: a failing run must not drop the series
+
+
+def write_metrics(path: str, report: RunReport, ledger: LedgerFigures | None) -> None:
     """Write the metrics file; a failure to write is logged, never fatal to the run."""
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
-    target = path or config.metrics.file
     registry = CollectorRegistry()
 
     def gauge(name: str, text: str, labels: tuple[str, ...] = ()) -> Gauge:
@@ -42,42 +48,30 @@ def write_metrics(config: Config, report: RunReport, path: str | None = None) ->
         1 if report.unavailable else 0)
     gauge("last_run_timestamp_seconds", "When the last run finished").set(
         dt.datetime.now(dt.UTC).timestamp())
-    try:
-        _ledger_metrics(config, report, gauge)
-    except Exception as exc:  # metrics never fail a run
-        log.warning("metrics: could not read the ledger: %s", exc)
-    try:
-        write_to_textfile(target, registry)  # writes a temporary file, then renames it
-    except OSError as exc:
-        log.warning("metrics: could not write %s: %s", target, exc)
-
-
-def _ledger_metrics(config: Config, report: RunReport, gauge: Any) -> None:
-    ledger = Ledger.open_existing(config.state.database_url)
     if ledger is not None:
-        try:
-            # kept in the ledger: a failing run must not drop the series an alert watches
-            if report.exit_code == 0:
-                ledger.put("last_success", repr(dt.datetime.now(dt.UTC).timestamp()))
-            last_success = ledger.get("last_success")
-            if last_success:
-                gauge("last_success_timestamp_seconds",
-                      "When a run last finished without failures").set(float(last_success))
-            counts = ledger.counts()
-            calls = gauge("ledger_calls", "Calls in the ledger by stage", ("stage",))
-            for stage in STAGES:
-                calls.labels(stage).set(counts.get(stage, 0))
-            gauge("calls_parked", "Calls parked as failed (see poller status)").set(
-                counts.get(FAILED, 0))
-            mark = ledger.watermark()
-        finally:
-            ledger.close()
-        lag: float | None = None
-        if mark is not None and report.newest_row:
-            newest = dt.datetime.fromisoformat(report.newest_row)
-            lag = max((newest - mark).total_seconds(), 0.0)
-        elif report.source_read and mark is not None:
-            lag = 0.0  # nothing in the lookback: nothing newer than the watermark either
-        if lag is not None:  # left out when the cdr table could not be read: 0 would hide it
-            gauge("watermark_lag_seconds",
-                  "How far the watermark is behind the newest cdr row the run read").set(lag)
+        _ledger_metrics(ledger, report, gauge)
+    try:
+        write_to_textfile(path, registry)  # writes a temporary file, then renames it
+    except OSError as exc:
+        log.warning("metrics: could not write %s: %s", path, exc)
+
+
+def _ledger_metrics(ledger: LedgerFigures, report: RunReport, gauge: Any) -> None:
+    if ledger.last_success is not None:
+        gauge("last_success_timestamp_seconds",
+              "When a run last finished without failures").set(ledger.last_success)
+    calls = gauge("ledger_calls", "Calls in the ledger by stage", ("stage",))
+    for stage in Stage:
+        calls.labels(stage).set(ledger.counts.get(stage, 0))
+    gauge("calls_parked", "Calls parked as failed (see poller status)").set(
+        ledger.counts.get(Stage.FAILED, 0))
+    mark = ledger.watermark
+    lag: float | None = None
+    if mark is not None and report.newest_row:
+        newest = dt.datetime.fromisoformat(report.newest_row)
+        lag = max((newest - mark).total_seconds(), 0.0)
+    elif report.source_read and mark is not None:
+        lag = 0.0  # nothing in the lookback: nothing newer than the watermark either
+    if lag is not None:  # left out when the cdr table could not be read: 0 would hide it
+        gauge("watermark_lag_seconds",
+              "How far the watermark is behind the newest cdr row the run read").set(lag)

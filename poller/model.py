@@ -3,8 +3,40 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from typing import Any
+
+
+class Status(StrEnum):
+    """How a call ended (design §3); UNBUILT marks the stand-in of a call whose legs could not
+    be built, which is never delivered."""
+
+    ANSWERED = "answered"
+    UNANSWERED = "unanswered"
+    BUSY = "busy"
+    IMPOSSIBLE = "impossible"
+    UNBUILT = "unbuilt"
+
+
+# the outcomes a target is told about (and the keys of target.easla.statuses)
+STATUSES = (Status.ANSWERED, Status.UNANSWERED, Status.BUSY, Status.IMPOSSIBLE)
+UNBUILT = Status.UNBUILT
+
+
+class Stage(StrEnum):
+    """Where a call is on its way through the ledger: seen → created → attached → done, or
+    stopped at failed (parked) or skipped (not incoming)."""
+
+    SEEN = "seen"
+    CREATED = "created"
+    ATTACHED = "attached"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+PENDING = (Stage.SEEN, Stage.CREATED, Stage.ATTACHED)
 
 
 @dataclass(frozen=True)
@@ -57,8 +89,29 @@ class RecordingRef:
     calldate: dt.datetime
 
 
-# the status of a ledger row kept for a call whose legs could not be built into a call
-UNBUILT = "unbuilt"
+@dataclass(frozen=True)
+class Record:
+    """The call record a target receives (design §8): its fields are the names the attribute
+    mapping and the archive use, defined here once."""
+
+    key: str
+    start: str  # ISO 8601 with the source zone's offset
+    number: str
+    name: str
+    did: str
+    duration: int
+    talk_time: int
+    wait_time: int
+    status: str
+    answered_by: str
+    recording: str | None
+    recording_problem: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in RECORD_FIELDS}
+
+
+RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 
 @dataclass(frozen=True)
@@ -74,7 +127,7 @@ class Call:
     duration: int
     talk_time: int
     wait_time: int
-    status: str
+    status: Status
     answered_by: str
     incoming: bool
     recordings: tuple[str, ...]  # relative names under recordings.dir, in time order
@@ -86,20 +139,9 @@ class Call:
 
     def record(self, recording: str | None, problem: str | None) -> dict[str, Any]:
         """The fields of the call record, exactly, as JSON-ready values."""
-        return {
-            "key": self.key,
-            "start": self.start.isoformat(),
-            "number": self.number,
-            "name": self.name,
-            "did": self.did,
-            "duration": self.duration,
-            "talk_time": self.talk_time,
-            "wait_time": self.wait_time,
-            "status": self.status,
-            "answered_by": self.answered_by,
-            "recording": recording,
-            "recording_problem": problem,
-        }
+        return Record(self.key, self.start.isoformat(), self.number, self.name, self.did,
+                      self.duration, self.talk_time, self.wait_time, str(self.status),
+                      self.answered_by, recording, problem).to_json()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -114,6 +156,7 @@ class Call:
         values = dict(data)
         for name in ("start", "end", "first_calldate", "last_calldate"):
             values[name] = dt.datetime.fromisoformat(values[name])
+        values["status"] = Status(values["status"])
         values["recordings"] = tuple(values["recordings"])
         values["unknown_dispositions"] = tuple(values.get("unknown_dispositions", ()))
         return cls(**values)

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 from .clock import local_now
 from .config import Config
 from .errors import PollerError
-from .ledger import FAILED, PENDING, STAGES, Entry, Ledger
-from .model import UNBUILT
+from .ledger import Entry, Ledger
+from .model import PENDING, UNBUILT, Stage
 
 
 @dataclass
@@ -19,7 +19,7 @@ class Status:
     watermark: dt.datetime | None
     newest_row: dt.datetime | None
     source_error: str | None
-    counts: dict[str, int]
+    counts: dict[Stage, int]
     pending: list[Entry] = field(default_factory=list)
     failed: list[Entry] = field(default_factory=list)
     last_run: dict[str, Any] | None = None
@@ -35,14 +35,14 @@ class Status:
 
 def collect(config: Config) -> Status:
     ledger = Ledger.open_existing(config.state.database_url)
-    counts: dict[str, int] = {}
+    counts: dict[Stage, int] = {}
     watermark, pending, failed, last = None, [], [], None
     if ledger is not None:
         try:
             counts = ledger.counts()
             watermark = ledger.watermark()
             pending = ledger.entries(PENDING)
-            failed = ledger.entries([FAILED])
+            failed = ledger.entries([Stage.FAILED])
             last = ledger.last_run()
         finally:
             ledger.close()
@@ -86,7 +86,7 @@ def to_json(status: Status) -> dict[str, Any]:
         "newest_row": when(status.newest_row),
         "lag_seconds": int(lag.total_seconds()) if lag is not None else None,
         "source_error": status.source_error,
-        "calls": {stage: status.counts.get(stage, 0) for stage in STAGES},
+        "calls": {stage: status.counts.get(stage, 0) for stage in Stage},
         "waiting": [entry(e) for e in status.pending],
         "failed": [entry(e) for e in status.failed],
         "last_run": status.last_run,

@@ -54,7 +54,7 @@ from support import (
     write_config,
 )
 
-from poller import ledger as ledger_module
+from poller import ledger_schema as ledger_module
 from poller.errors import DeliveryError, LockHeld
 from poller.follow import follow
 from poller.ledger import Ledger

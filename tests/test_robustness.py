@@ -31,7 +31,8 @@ from support import (
 from poller.calls import build_call, recording_names
 from poller.config import IncomingRules, TranscodeConfig
 from poller.errors import ExitCode
-from poller.ledger import SCHEMA_VERSION, Ledger
+from poller.ledger import Ledger
+from poller.ledger_schema import SCHEMA_VERSION
 from poller.model import Leg
 from poller.pipeline import RunOptions, run_once
 from poller.recordings import RefusedPath, resolve_inside
@@ -257,19 +258,19 @@ def test_check_never_prints_the_password_hash(tmp_path, cdr_db, mysql_server):
 def test_an_unbuilt_call_is_built_by_the_next_run_within_the_lookback(tmp_path, cdr_db,
                                                                         sample_rows, monkeypatch):
     """Fixed within the lookback, the parked stand-in is rebuilt and delivered by a plain run."""
-    import poller.pipeline as pipeline
+    import poller.scan as scan
 
     broken = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 11, 0))
     cdr_db.insert(broken)
     config = make_config(tmp_path, cdr_db.url)
-    real = pipeline.build_call
+    real = scan.build_call
 
     def failing(legs, *args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(pipeline, "build_call", failing)
+    monkeypatch.setattr(scan, "build_call", failing)
     assert run_once(config, RunOptions(now=NOW)).parked == 1
-    monkeypatch.setattr(pipeline, "build_call", real)
+    monkeypatch.setattr(scan, "build_call", real)
     fixed = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=1)))
     assert fixed.exit_code == 0 and fixed.new_calls == 1, fixed.summary()
     assert set(archived(tmp_path)) == {key_of(broken)}
@@ -306,13 +307,13 @@ def test_a_call_that_cannot_be_built_is_parked_and_built_once_fixed(tmp_path, cd
     """A call the code fails to build (a bug) is parked with the error, and neither the batch
     nor the watermark waits on it; `retry` cannot send its stand-in; once the cause is gone,
     a backfill over its date builds and delivers it."""
-    import poller.pipeline as pipeline
+    import poller.scan as scan
 
     broken = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 0))
     later = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 30))
     cdr_db.insert(broken + later)
     config = make_config(tmp_path, cdr_db.url)
-    real = pipeline.build_call
+    real = scan.build_call
 
     def build(legs, *args):
         legs = list(legs)
@@ -320,7 +321,7 @@ def test_a_call_that_cannot_be_built_is_parked_and_built_once_fixed(tmp_path, cd
             raise RuntimeError("a bug")
         return real(legs, *args)
 
-    monkeypatch.setattr(pipeline, "build_call", build)
+    monkeypatch.setattr(scan, "build_call", build)
     report = run_once(config, RunOptions(now=NOW))
     assert report.exit_code == ExitCode.PARTIAL and list(archived(tmp_path)) == [key_of(later)]
     assert report.parked == 1, report.summary()
@@ -335,7 +336,7 @@ def test_a_call_that_cannot_be_built_is_parked_and_built_once_fixed(tmp_path, cd
     retried = run_cli("--config", str(path), "retry", "--failed")
     assert retried.exit_code == 0 and "0 call(s) put back" in retried.output, retried.output
 
-    monkeypatch.setattr(pipeline, "build_call", real)
+    monkeypatch.setattr(scan, "build_call", real)
     backfill = run_once(config, RunOptions(since=dt.datetime(2026, 11, 26),
                                            now=NOW + dt.timedelta(days=1)))
     assert backfill.exit_code == 0 and sum(backfill.delivered.values()) == 1, backfill.summary()

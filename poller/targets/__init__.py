@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,8 +30,31 @@ class Target(Protocol):
     def attach(self, object_id: str, call: Call, mp3: Path) -> None:
         """Attach the recording to the object `create` made."""
 
+    def finish(self) -> None:
+        """The run's deliveries are over: work that covers several calls (e.g. pages)."""
+
     def close(self) -> None:
         """Release connections."""
+
+
+class LazyTarget:
+    """The run's target, opened on first use: a run with nothing to deliver never connects."""
+
+    def __init__(self, factory: Callable[[], Target]):
+        self.factory = factory
+        self.opened: Target | None = None
+
+    def __call__(self) -> Target:
+        if self.opened is None:
+            self.opened = self.factory()
+        return self.opened
+
+    def close(self) -> None:
+        if self.opened is not None:
+            try:
+                self.opened.finish()
+            finally:
+                self.opened.close()
 
 
 def open_target(config: Config) -> Target:
@@ -43,3 +68,12 @@ def open_target(config: Config) -> Target:
 
         return EaslaTarget(config.target.easla, config.state.dir)
     raise ConfigError(f"target.kind = {config.target.kind!r} is not known")
+
+
+def upkeep(config: Config, today: dt.date) -> None:
+    """The target's own housekeeping after a run, without opening it (no connection)."""
+    keep = config.target.archive.keep_days
+    if config.target.kind == "archive" and keep > 0:
+        from .archive import prune_archive
+
+        prune_archive(Path(config.target.archive.dir), today - dt.timedelta(days=keep))

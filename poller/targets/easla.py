@@ -142,6 +142,9 @@ class EaslaTarget:
         name = f"{safe_name(call.key)}.mp3"
         self._call("addFile", lambda s: self._stream_add_file(object_id, name, mp3))
 
+    def finish(self) -> None:
+        pass  # every call is complete in easla once attached
+
     def close(self) -> None:
         self.transport.close()
 

@@ -1,0 +1,195 @@
+"""Phase one of a run: cdr leg groups → calls → ledger rows, and how far the marks may move.
+
+The scan writes only new calls (incoming ones pending, the rest skipped) and rebuilds of calls
+nothing has been sent for; the marks it justifies are returned, and the run moves them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from .calls import build_call, stand_in
+from .config import IncomingRules
+from .ledger_schema import Known
+from .marks import Axis, highest, lowest
+from .model import Call, Stage, Status
+from .report import Progress, RunReport
+from .windows import Group, Walk
+
+log = logging.getLogger("poller")
+
+KNOWN_BATCH = 200
+PROGRESS_EVERY = 10.0  # seconds between progress lines on long reads
+
+
+class ScanLedger(Protocol):
+    """What the scan needs of the ledger (the real one, or a dry run's stand-in)."""
+
+    def known_legs(self, keys: Iterable[str]) -> dict[str, Known]: ...
+
+    def add_many(self, calls: Sequence[tuple[Call, Stage, str | None]]) -> int: ...
+
+    def park_unbuilt(self, call: Call, error: str) -> bool: ...
+
+    def set_legs(self, key: str, legs: int) -> None: ...
+
+    def rebuild(self, call: Call, stage: Stage, fresh: bool = False) -> None: ...
+
+
+@dataclass(frozen=True)
+class Builder:
+    """Legs → call, with the site's rules."""
+
+    incoming: IncomingRules
+    zone: ZoneInfo
+    template: str
+
+    def __call__(self, legs: list[Any]) -> Call:
+        return build_call(legs, self.incoming, self.zone, self.template)
+
+
+@dataclass
+class Reach:
+    """The marks the calls of one scan justify, on calldate and on the walk's own column."""
+
+    taken: dt.datetime | None = None  # last calldate of the calls taken
+    held_back: dt.datetime | None = None  # first calldate of the earliest call still settling
+    taken_position: Any = None
+    held_back_position: Any = None
+
+
+class Scan:
+    """Groups from the walk → calls → ledger rows."""
+
+    def __init__(self, walk: Walk, axis: Axis, ledger: ScanLedger, report: RunReport,
+                 builder: Builder, settled_before: dt.datetime,
+                 keys_before: Callable[[list[str], Any, Any, str], set[str]],
+                 progress: Callable[[Progress], None] | None = None):
+        self.walk = walk
+        self.axis = axis
+        self.ledger = ledger
+        self.report = report
+        self.builder = builder
+        self.settled_before = settled_before  # aware: calls that ended later are settling
+        self.keys_before = keys_before
+        self.progress = progress if axis.on_calldate else None
+        self.reach = Reach()
+        self.unbuilt: dict[str, str] = {}  # key → why its legs could not be built
+
+    def execute(self) -> Reach:
+        batch: list[tuple[Call, Group]] = []
+        progress_at = time.monotonic() + PROGRESS_EVERY
+        for group in self.walk.groups():
+            if self.progress is not None:
+                self.progress(Progress(group.first, self.walk.start, self.walk.stop,
+                                       self.walk.stats.rows, self.report.new_calls))
+            elif time.monotonic() >= progress_at:
+                progress_at = time.monotonic() + PROGRESS_EVERY
+                log.info("reading: at %s, %d rows so far, %d new calls",
+                         group.first.isoformat(sep=" "), self.walk.stats.rows,
+                         self.report.new_calls)
+            call = self.build(group)
+            if call.end > self.settled_before:
+                # it ended moments ago: late legs (CDR batch mode) may still be on their way
+                self.report.settling += 1
+                self.reach.held_back = lowest(self.reach.held_back, call.first_calldate)
+                self.reach.held_back_position = lowest(self.reach.held_back_position,
+                                                       group.first_position)
+                continue
+            batch.append((call, group))
+            if len(batch) >= KNOWN_BATCH:
+                self.record(batch)
+                batch = []
+        self.record(batch)
+        return self.reach
+
+    def build(self, group: Group) -> Call:
+        """The call of a group; a stand-in when its legs defeat the code (a bug), which the
+        ledger keeps parked so that neither the batch nor the watermark waits on it."""
+        try:
+            return self.builder(group.legs)
+        except Exception as exc:
+            # the traceback for the report; the ledger decides whether this is news (take)
+            log.debug("call %s: building it failed", group.key, exc_info=True)
+            self.unbuilt[group.key] = (f"could not be built from its {len(group.legs)} cdr "
+                                       f"rows: {type(exc).__name__}: {exc}")
+            return stand_in(group.key, group.legs, self.builder.zone)
+
+    def record(self, batch: list[tuple[Call, Group]]) -> None:
+        if not batch:
+            return
+        known = self.ledger.known_legs(call.key for call, _ in batch)
+        earlier = self.began_earlier([g for c, g in batch if c.key not in known])
+        taken = []
+        for call, group in batch:
+            if call.key in earlier:
+                log.debug("call %s began before the read range: not taken", call.key)
+                continue
+            self.reach.taken = highest(self.reach.taken, call.last_calldate)
+            self.reach.taken_position = highest(self.reach.taken_position, group.last_position)
+            if call.key not in known:
+                taken.append(call)
+            elif call.key in self.unbuilt:
+                # known already (delivered, say): nothing is lost and nothing to do each run
+                log.info("call %s: kept as recorded before (%s); its cdr rows as they are now "
+                         "%s", call.key, known[call.key].stage, self.unbuilt[call.key])
+            elif call.legs > known[call.key].legs:
+                self.late_legs(call, known[call.key])
+        self.take(taken)
+
+    def late_legs(self, call: Call, known: Known) -> None:
+        """Rows of a known call arrived after it was recorded (a member channel that ended
+        early, a CDR batch posted late), or a call that could not be built now builds: rebuild
+        it while nothing has been sent for it."""
+        stage = known.stage
+        if known.has_object or stage not in (Stage.SEEN, Stage.SKIPPED, Stage.FAILED):
+            log.warning("call %s: %d more cdr rows arrived after it was sent to the target; "
+                        "its record there may be out of date", call.key, call.legs - known.legs)
+            self.ledger.set_legs(call.key, call.legs)
+            return
+        was_unbuilt = known.status == Status.UNBUILT
+        if stage == Stage.FAILED and not was_unbuilt:
+            new_stage = Stage.FAILED  # still parked: `poller retry` decides
+        else:
+            new_stage = Stage.SEEN if call.incoming else Stage.SKIPPED
+        self.ledger.rebuild(call, new_stage, fresh=was_unbuilt)
+        kind = "incoming" if call.incoming else "not incoming"
+        if was_unbuilt:
+            log.info("call %s: built from its cdr rows at last (%s, %s)", call.key, call.status,
+                     kind)
+        else:
+            log.info("call %s: %d more cdr rows arrived; rebuilt (%s, %s)", call.key,
+                     call.legs - known.legs, call.status, kind)
+        if new_stage == Stage.SEEN and stage != Stage.SEEN:
+            self.report.new_calls += 1
+
+    def began_earlier(self, groups: list[Group]) -> set[str]:
+        """Keys with a leg before the walk's start (we saw only their later legs)."""
+        start, lookback = self.walk.start, self.axis.lookback
+        suspects = [g.key for g in groups if g.first_position < start + lookback]
+        return self.keys_before(suspects, start - lookback, start, self.axis.column)
+
+    def take(self, calls: list[Call]) -> None:
+        """Record new calls in the ledger: incoming ones pending, the others skipped."""
+        report = self.report
+        for call in calls:
+            for disposition in call.unknown_dispositions:
+                log.warning("call %s: unknown disposition %r counted as unanswered", call.key,
+                            disposition)
+        for call in (c for c in calls if c.key in self.unbuilt):
+            if self.ledger.park_unbuilt(call, self.unbuilt[call.key]):
+                log.error("call %s: %s; parked as unbuilt (see poller status; please report "
+                          "this, with the traceback -v shows)", call.key, self.unbuilt[call.key])
+                report.failures += 1
+                report.parked += 1
+        calls = [c for c in calls if c.key not in self.unbuilt]
+        report.new_calls += self.ledger.add_many(
+            [(c, Stage.SEEN, None) for c in calls if c.incoming])
+        report.skipped += self.ledger.add_many(
+            [(c, Stage.SKIPPED, "not incoming") for c in calls if not c.incoming])
