@@ -1,0 +1,339 @@
+"""The subscriber directory: CSV, SQLite and a CRM database of its own on MariaDB; numbers
+in every form matched; warnings once; the copy in state.dir; unreadable at first and later."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from poller import directory
+from poller.config import CallersConfig, Secret, Seconds
+from poller.directory import Subscriber, caller_fields, lookup, parse_rows, read_csv, verify
+from poller.errors import ConfigError
+
+MYSQL_URL = os.environ.get("POLLER_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
+ACME = "+79161234567"
+ROGA = "+74951234567"
+
+# the CRM's contacts, its numbers written as people write them
+CONTACTS = [
+    (1, "8 (916) 123-45-67", "ООО «Акме»", "7701000001"),
+    (2, "+7 495 123 45 67", "Рога и копыта", "7701000002"),
+    (3, "0049 30 1234567", "Berlin GmbH", None),
+    (4, "anonymous", "Nobody", None),  # a bad row
+    (5, "89161234567", "Acme again", None),  # the same number twice
+]
+QUERY = "SELECT phone AS number, company AS name, id, inn FROM contacts"
+PER_RUN = QUERY + " WHERE phone_e164 IN :numbers"
+
+CSV_TEXT = (
+    "number,name,id,inn\n"
+    "8 (916) 123-45-67,ООО «Акме»,1,7701000001\n"
+    "+7 495 123 45 67,Рога и копыта,2,7701000002\n"
+    "\n"
+    "0049 30 1234567,Berlin GmbH,3,\n"
+    "anonymous,Nobody,4,\n"
+    "89161234567,Acme again,5,\n"
+)
+
+
+def csv_config(path: Path, **changes) -> CallersConfig:
+    values = {"country": "RU", "csv": str(path), "fields": ("inn",), "refresh": Seconds(600)}
+    return CallersConfig(**(values | changes))
+
+
+def sql_config(url: str, query: str = QUERY, **changes) -> CallersConfig:
+    values = {"country": "RU", "url": Secret(url), "query": query, "fields": ("inn",)}
+    return CallersConfig(**(values | changes))
+
+
+@pytest.fixture
+def callers_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "callers.csv"
+    path.write_text(CSV_TEXT, encoding="utf-8")
+    return path
+
+
+# ---- rows and numbers
+
+
+@pytest.mark.parametrize("written", [
+    "89161234567", "+79161234567", "79161234567", "9161234567", "810 7 916 123 45 67",
+])
+def test_a_caller_number_in_every_form_finds_its_subscriber(tmp_path, callers_csv, written):
+    from poller.numbers import normalise
+
+    found = lookup(csv_config(callers_csv), tmp_path, [normalise(written, "RU") or ""], NOW)
+    assert found.find(normalise(written, "RU")) == Subscriber(
+        ACME, "ООО «Акме»", "1", {"inn": "7701000001"})
+
+
+def test_unknown_anonymous_and_unparsable_callers_are_unmatched(tmp_path, callers_csv):
+    found = lookup(csv_config(callers_csv), tmp_path, ["+79990000000", ""], NOW)
+    assert found.find("+79990000000") is None and found.find(None) is None
+    assert dict(found.matches) == {}
+
+
+def test_rows_bad_and_twice_are_left_out_and_reported():
+    rows = [("line 2", ["89161234567", "Acme", "1"]), ("line 3", ["xyz", "Bad", "2"]),
+            ("line 4", ["", "Empty", "3"]), ("line 5", ["+79161234567", "Again", "4"])]
+    parsed = parse_rows(["Number", " NAME ", "id"], rows, "RU", ())
+    assert list(parsed.subscribers) == [ACME]
+    assert parsed.subscribers[ACME].name == "Acme" and parsed.subscribers[ACME].extra is None
+    assert parsed.problems == (
+        "2 rows left out, not a phone number: line 3: 'xyz' is not a phone number; "
+        "line 4: no number",
+        "1 rows left out, number listed twice, the first row kept: line 5: +79161234567 "
+        "already listed at line 2")
+
+
+def test_a_missing_column_is_unreadable():
+    with pytest.raises(directory.DirectoryError, match="no column 'name'"):
+        parse_rows(["number", "company"], [], "RU", ())
+    with pytest.raises(directory.DirectoryError, match="no column 'inn'"):
+        parse_rows(["number", "name"], [], "RU", ("inn",))
+
+
+def test_caller_fields_are_null_for_an_unknown_caller():
+    acme = Subscriber(ACME, "Acme", None, {"inn": "77"})
+    assert caller_fields(acme, ["inn"]) == {"caller_id": None, "caller_name": "Acme",
+                                            "caller_inn": "77"}
+    assert caller_fields(None, ["inn"]) == {"caller_id": None, "caller_name": None,
+                                            "caller_inn": None}
+
+
+@pytest.mark.parametrize("text", [
+    "\ufeffnumber;name\n89161234567;Acme\n",  # Excel: BOM and ";"
+    "number\tname\n89161234567\tAcme\n",
+    '"number","name"\n"89161234567","Acme"\n',
+])
+def test_csv_dialects_excel_writes(tmp_path, text):
+    path = tmp_path / "c.csv"
+    path.write_text(text, encoding="utf-8")
+    assert read_csv(str(path), "RU", ()).subscribers[ACME].name == "Acme"
+
+
+def test_a_csv_not_in_utf8_is_unreadable(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes("number,name\n89161234567,Акме\n".encode("cp1251"))
+    with pytest.raises(directory.DirectoryError, match="not UTF-8"):
+        read_csv(str(path), "RU", ())
+
+
+# ---- loading, refresh, the copy in state.dir
+
+
+def test_warnings_are_given_once_per_version_of_the_file(tmp_path, callers_csv, caplog):
+    config = csv_config(callers_csv, refresh=Seconds(0))  # read on every run
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        lookup(config, tmp_path, [ACME], NOW)
+    assert "line 6: 'anonymous' is not a phone number" in caplog.text
+    assert "line 7: +79161234567 already listed at line 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        lookup(config, tmp_path, [ACME], NOW + dt.timedelta(minutes=1))
+    assert caplog.text == ""
+    callers_csv.write_text(CSV_TEXT + "12,Short,9,\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        lookup(config, tmp_path, [ACME], NOW + dt.timedelta(minutes=2))
+    assert "line 8: '12' is not a phone number" in caplog.text
+
+
+def test_the_directory_is_read_at_most_once_per_refresh(tmp_path, callers_csv):
+    config = csv_config(callers_csv)
+    assert lookup(config, tmp_path, [ACME], NOW).find(ACME).name == "ООО «Акме»"
+    callers_csv.write_text("number,name,inn\n89161234567,Renamed,\n", encoding="utf-8")
+    later = lookup(config, tmp_path, [ACME], NOW + dt.timedelta(minutes=9))
+    assert later.find(ACME).name == "ООО «Акме»" and later.loaded_at == NOW
+    refreshed = lookup(config, tmp_path, [ACME], NOW + dt.timedelta(minutes=10))
+    assert refreshed.find(ACME).name == "Renamed"
+    assert refreshed.loaded_at == NOW + dt.timedelta(minutes=10)
+
+
+def test_the_copy_is_kept_private_and_written_whole(tmp_path, callers_csv):
+    lookup(csv_config(callers_csv), tmp_path, [ACME], NOW)
+    copy = tmp_path / directory.CACHE_NAME
+    assert copy.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    data = json.loads(copy.read_text(encoding="utf-8"))
+    assert data["loaded_at"] == NOW.isoformat() and len(data["subscribers"]) == 3
+
+
+def test_no_numbers_reads_nothing(tmp_path):
+    missing = csv_config(tmp_path / "absent.csv")
+    assert lookup(missing, tmp_path, [], NOW).loaded_at is None
+    assert lookup(CallersConfig(), tmp_path, [ACME], NOW).matches == {}  # no [callers]
+
+
+def test_unreadable_at_first_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="callers.csv .*absent.csv: cannot read"):
+        lookup(csv_config(tmp_path / "absent.csv"), tmp_path, [ACME], NOW)
+    assert ConfigError("x").exit_code == 2
+
+
+def test_unreadable_later_uses_the_last_good_copy_and_tries_again_a_refresh_later(
+        tmp_path, callers_csv, caplog):
+    config = csv_config(callers_csv)
+    lookup(config, tmp_path, [ACME], NOW)
+    callers_csv.unlink()
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        found = lookup(config, tmp_path, [ACME], NOW + dt.timedelta(minutes=11))
+    assert found.stale and found.find(ACME).name == "ООО «Акме»" and found.loaded_at == NOW
+    assert "cannot read the directory" in caplog.text and "next try in 10m" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        again = lookup(config, tmp_path, [ACME], NOW + dt.timedelta(minutes=12))
+    assert again.stale and caplog.text == ""  # not retried (nor warned) every minute
+    callers_csv.write_text("number,name,inn\n89161234567,Back,\n", encoding="utf-8")
+    back = lookup(config, tmp_path, [ACME], NOW + dt.timedelta(minutes=21))
+    assert not back.stale and back.find(ACME).name == "Back"
+
+
+def test_a_changed_setting_is_never_served_the_old_copy(tmp_path, callers_csv):
+    lookup(csv_config(callers_csv), tmp_path, [ACME], NOW)
+    with pytest.raises(ConfigError):
+        lookup(csv_config(tmp_path / "other.csv"), tmp_path, [ACME], NOW)
+    found = lookup(csv_config(callers_csv, fields=()), tmp_path, [ACME], NOW)
+    assert found.find(ACME).extra is None
+
+
+def test_a_damaged_copy_is_read_again(tmp_path, callers_csv, caplog):
+    (tmp_path / directory.CACHE_NAME).write_text("{not json", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        assert lookup(csv_config(callers_csv), tmp_path, [ACME], NOW).find(ACME)
+    assert "damaged directory copy" in caplog.text
+
+
+# ---- SQL directories: SQLite and a CRM database on MariaDB
+
+
+def fill_contacts(engine: sa.engine.Engine) -> None:
+    from poller.numbers import normalise
+
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "CREATE TABLE contacts (id INTEGER PRIMARY KEY, phone VARCHAR(40), "
+            "phone_e164 VARCHAR(20), company VARCHAR(200), inn VARCHAR(12))"))
+        conn.execute(sa.text("INSERT INTO contacts VALUES (:id, :phone, :e164, :company, :inn)"),
+                     [{"id": i, "phone": p, "e164": normalise(p, "RU"), "company": c, "inn": n}
+                      for i, p, c, n in CONTACTS])
+
+
+@pytest.fixture
+def sqlite_crm(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    engine = sa.create_engine(url)
+    fill_contacts(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def mariadb_crm() -> Iterator[str]:
+    """A CRM of its own on the MariaDB server: a throw-away database with a contacts table."""
+    name = f"poller_test_crm_{secrets.token_hex(4)}"
+    admin = sa.create_engine(MYSQL_URL, poolclass=sa.pool.NullPool)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"no MariaDB server at {MYSQL_URL} (set POLLER_TEST_MYSQL_URL): {exc.orig}")
+    url = f"{MYSQL_URL.rstrip('/')}/{name}"
+    engine = sa.create_engine(url + "?charset=utf8mb4", poolclass=sa.pool.NullPool)
+    try:
+        fill_contacts(engine)
+        yield url
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+
+def crm(request: pytest.FixtureRequest, kind: str) -> str:
+    return request.getfixturevalue({"sqlite": "sqlite_crm", "mariadb": "mariadb_crm"}[kind])
+
+
+KINDS = ["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_crm_query_is_loaded_whole(request, tmp_path, caplog, kind):
+    config = sql_config(crm(request, kind))
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        found = lookup(config, tmp_path, [ACME, ROGA, "+49301234567", "+79990000000"], NOW)
+    assert found.find(ACME) == Subscriber(ACME, "ООО «Акме»", "1", {"inn": "7701000001"})
+    assert found.find(ROGA).name == "Рога и копыта"  # non-ASCII through utf8mb4
+    assert found.find("+49301234567").extra == {"inn": None}  # NULL stays null
+    assert found.find("+79990000000") is None
+    assert "row 4: 'anonymous' is not a phone number" in caplog.text
+    assert "row 5: +79161234567 already listed at row 1" in caplog.text
+    assert verify(config) == 3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_query_with_numbers_runs_once_per_run_for_the_runs_numbers(request, tmp_path, kind):
+    url = crm(request, kind)
+    config = sql_config(url, PER_RUN)
+    assert directory.wants_numbers(config)
+    found = lookup(config, tmp_path, [ACME, "+79990000000", ACME], NOW)
+    assert dict(found.matches) == {ACME: Subscriber(ACME, "ООО «Акме»", "1",
+                                                    {"inn": "7701000001"})}
+    # every run asks again: a contact renamed in the CRM shows at the next run
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE contacts SET company = 'Acme' WHERE id = 1"))
+    engine.dispose()
+    assert lookup(config, tmp_path, [ACME], NOW + dt.timedelta(minutes=1)).find(ACME).name \
+        == "Acme"
+    assert verify(config) == 0  # run with no numbers: checks the URL and the SQL
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_per_run_query_failing_later_uses_earlier_answers(request, tmp_path, caplog, kind):
+    url = crm(request, kind)
+    broken = sql_config(url, PER_RUN.replace("contacts", "no_such_table"))
+    with pytest.raises(ConfigError, match="cannot read the directory"):
+        lookup(broken, tmp_path, [ACME], NOW)
+    config = sql_config(url, PER_RUN)
+    lookup(config, tmp_path, [ACME, ROGA], NOW)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE contacts RENAME TO contacts_old"))
+    engine.dispose()
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        found = lookup(config, tmp_path, [ACME, "+79990000000"], NOW + dt.timedelta(minutes=1))
+    assert found.stale and dict(found.matches) == {ACME: found.find(ACME)}
+    assert "using the answers of earlier runs" in caplog.text
+
+
+@pytest.mark.mariadb
+def test_a_refused_login_is_a_config_error_without_the_password(tmp_path, mariadb_crm):
+    password = "Wr0ngCrmPw"
+    url = mariadb_crm.replace("root@", f"nobody_{secrets.token_hex(2)}:{password}@")
+    with pytest.raises(ConfigError) as caught:
+        lookup(sql_config(url), tmp_path, [ACME], NOW)
+    assert "callers.url" in str(caught.value) and "***" in str(caught.value)
+    assert password not in str(caught.value)
+
+
+def test_an_unreachable_database_later_is_a_warning_without_the_password(
+        tmp_path, sqlite_crm, caplog):
+    config = sql_config(sqlite_crm, refresh=Seconds(60))
+    lookup(config, tmp_path, [ACME], NOW)
+    Path(sqlite_crm.removeprefix("sqlite:///")).unlink()
+    sqlite3.connect(sqlite_crm.removeprefix("sqlite:///")).close()  # an empty database
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        found = lookup(config, tmp_path, [ACME], NOW + dt.timedelta(minutes=2))
+    assert found.stale and found.find(ACME).name == "ООО «Акме»"
+    assert "no such table: contacts" in caplog.text
