@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from poller import directory
-from poller.config import CallersConfig, Secret, Seconds
+from poller.config import CallersConfig, Seconds, Secret
 from poller.directory import Subscriber, caller_fields, lookup, parse_rows, read_csv, verify
 from poller.errors import ConfigError
 
