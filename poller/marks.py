@@ -92,7 +92,10 @@ def wall_clock_before(mark: dt.datetime, span: Any, moment: Moment) -> dt.dateti
     The span is measured on instants; the hour that repeats in autumn reads earlier than a mark
     set before it, so the reading since then can be earlier than `mark - span`.
     """
-    return earliest_local(to_aware(mark, moment.zone) - span, moment.now, moment.zone)
+    # in UTC: arithmetic on a zone-aware datetime moves its wall clock, not the instant, and
+    # on the spring-forward day that makes an hour of lookback no time at all
+    since = to_aware(mark, moment.zone).astimezone(dt.UTC) - span
+    return earliest_local(since, moment.now, moment.zone)
 
 
 def first_origin(start: dt.datetime | None, lookback: dt.timedelta,
