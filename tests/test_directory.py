@@ -19,6 +19,7 @@ from poller import directory
 from poller.config import CallersConfig, Seconds, Secret
 from poller.directory import Subscriber, caller_fields, lookup, parse_rows, read_csv, verify
 from poller.errors import ConfigError
+from poller.numbers import normalise
 
 MYSQL_URL = os.environ.get("POLLER_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
 NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
@@ -71,8 +72,6 @@ def callers_csv(tmp_path: Path) -> Path:
     "89161234567", "+79161234567", "79161234567", "9161234567", "810 7 916 123 45 67",
 ])
 def test_a_caller_number_in_every_form_finds_its_subscriber(tmp_path, callers_csv, written):
-    from poller.numbers import normalise
-
     found = lookup(csv_config(callers_csv), tmp_path, [normalise(written, "RU") or ""], NOW)
     assert found.find(normalise(written, "RU")) == Subscriber(
         ACME, "ООО «Акме»", "1", {"inn": "7701000001"})
@@ -160,6 +159,23 @@ def test_the_directory_is_read_at_most_once_per_refresh(tmp_path, callers_csv):
     assert refreshed.loaded_at == NOW + dt.timedelta(minutes=10)
 
 
+def test_a_reread_normalises_only_numbers_it_has_not_seen(tmp_path, callers_csv, monkeypatch):
+    config = csv_config(callers_csv, refresh=Seconds(0))
+    lookup(config, tmp_path, [ACME], NOW)
+    callers_csv.write_text(CSV_TEXT + "84957654321,New,6,\n", encoding="utf-8")
+    seen = []
+
+    def counting(raw, region):
+        seen.append(raw)
+        return normalise(raw, region)
+
+    monkeypatch.setattr(directory, "normalise", counting)
+    found = lookup(config, tmp_path, ["+74957654321"], NOW + dt.timedelta(minutes=1))
+    assert found.find("+74957654321").name == "New"
+    # the new row, and the rows that did not give a subscriber last time
+    assert seen == ["anonymous", "89161234567", "84957654321"]
+
+
 def test_the_copy_is_kept_private_and_written_whole(tmp_path, callers_csv):
     lookup(csv_config(callers_csv), tmp_path, [ACME], NOW)
     copy = tmp_path / directory.CACHE_NAME
@@ -218,8 +234,6 @@ def test_a_damaged_copy_is_read_again(tmp_path, callers_csv, caplog):
 
 
 def fill_contacts(engine: sa.engine.Engine) -> None:
-    from poller.numbers import normalise
-
     with engine.begin() as conn:
         conn.execute(sa.text(
             "CREATE TABLE contacts (id INTEGER PRIMARY KEY, phone VARCHAR(40), "
