@@ -124,6 +124,7 @@ class MetricsConfig:
 class ArchiveConfig:
     dir: str = "/var/lib/poller/archive"
     keep_days: int = 0  # 0 keeps everything
+    locale: str = "en"  # language and date format of the archive's HTML pages
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ class Config:
 
 CALL_FIELDS = RECORD_FIELDS  # what target.easla.attributes may map
 TARGET_KINDS = ("easla", "archive")
+ARCHIVE_LOCALES = ("en", "ru")
 
 
 def load(path: str | os.PathLike[str] | None = None,
@@ -401,6 +403,9 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
                         "lookback re-reads must still be known)")
     if config.target.archive.keep_days < 0:
         problems.append("target.archive.keep_days must not be negative")
+    if config.target.archive.locale not in ARCHIVE_LOCALES:
+        problems.append(f"target.archive.locale must be one of {', '.join(ARCHIVE_LOCALES)}, "
+                        f"not {config.target.archive.locale!r}")
     if not 1 <= config.retry.max_attempts <= 1000:
         problems.append("retry.max_attempts must be between 1 and 1000")
     if config.retry.backoff <= 0 or config.retry.max_backoff < config.retry.backoff:
