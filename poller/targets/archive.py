@@ -1,4 +1,5 @@
-"""The local archive target: `<dir>/YYYY/MM/DD/<key>.json` and `<key>.mp3`, written atomically."""
+"""The local archive target: `<dir>/YYYY/MM/DD/<key>.json` and `<key>.mp3`, written atomically,
+with HTML pages over them (poller.archive_site) for the days a run changed."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import datetime as dt
 import glob
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -16,6 +18,10 @@ from ..config import ArchiveConfig
 from ..errors import ConfigError, DeliveryError
 from ..model import Call
 from . import safe_name
+
+log = logging.getLogger("poller")
+
+DAY_GLOB = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]"
 
 
 class ArchiveTarget:
@@ -29,6 +35,9 @@ class ArchiveTarget:
             raise ConfigError(f"target.archive.dir: cannot create {self.root}: {exc}") from None
         if not os.access(self.root, os.W_OK):
             raise ConfigError(f"target.archive.dir: {self.root} is not writable")
+        self.locale = config.locale
+        self.timezone = timezone
+        self.changed_days: set[dt.date] = set()
 
     def folder(self, call: Call) -> Path:
         return self.root / call.start.strftime("%Y/%m/%d")
@@ -41,6 +50,7 @@ class ArchiveTarget:
         # finds a record whose recording is not there
         final = _pending(path) if record.get("recording") else path
         _atomic_write(final, lambda handle: handle.write(data))
+        self.changed_days.add(call.start.date())
         if final == path:
             _pending(path).unlink(missing_ok=True)  # an earlier try's, now superseded
         return str(path.relative_to(self.root))
@@ -56,6 +66,24 @@ class ArchiveTarget:
                 _sync_folder(record.parent)
             except OSError as exc:
                 raise DeliveryError(f"archive: cannot write {record}: {exc}") from None
+        self.changed_days.add(call.start.date())
+
+    def answers(self) -> bool:
+        """The archive answers while its folder is there and writable (a mount not lost)."""
+        return self.root.is_dir() and os.access(self.root, os.W_OK)
+
+    def finish(self) -> None:
+        """Rewrite the HTML pages of the days this run changed, and the index.
+
+        A page that cannot be written is logged and left for a later run to write: the calls
+        are delivered whatever becomes of their pages.
+        """
+        from ..archive_site import ArchiveSite
+
+        report = ArchiveSite(self.root, self.locale, self.timezone).update(self.changed_days)
+        self.changed_days.clear()
+        if report.days or report.index:
+            log.debug("archive pages: %s", report.summary())
 
     def close(self) -> None:
         pass
@@ -63,6 +91,19 @@ class ArchiveTarget:
 
 def _pending(record: Path) -> Path:
     return record.with_name(f".{record.name}.pending")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a whole file so that readers see the old one or the new one, never a part."""
+    _atomic_write(path, lambda handle: handle.write(data))
+
+
+def day_of_folder(folder: Path) -> dt.date | None:
+    """The date a `YYYY/MM/DD` folder holds, None for a folder that is not one of ours."""
+    try:
+        return dt.date(int(folder.parent.parent.name), int(folder.parent.name), int(folder.name))
+    except ValueError:
+        return None
 
 
 def _sync_folder(folder: Path) -> None:
@@ -104,12 +145,9 @@ def _atomic_write(path: Path, write: Any) -> None:
 def prune_archive(root: Path, before: dt.date) -> int:
     """Remove day folders (YYYY/MM/DD) older than `before`; returns how many went."""
     removed = 0
-    for day in sorted(root.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]")):
-        try:
-            date = dt.date(int(day.parent.parent.name), int(day.parent.name), int(day.name))
-        except ValueError:
-            continue  # not one of ours
-        if date < before:
+    for day in sorted(root.glob(DAY_GLOB)):
+        date = day_of_folder(day)
+        if date is not None and date < before:
             shutil.rmtree(day, ignore_errors=True)
             removed += 1
             for parent in (day.parent, day.parent.parent):
