@@ -66,11 +66,9 @@ def test_readme_documents_every_configuration_key():
         assert re.search(rf"(^|\s){re.escape(leaf)}\s*=", README, re.M) or f"`{key}`" in README, key
 
 
-def test_demo_delivers_the_sample_pbx(tmp_path):
+def test_demo_delivers_the_sample_pbx(demo):
     """`poller demo` builds a sample PBX and delivers its incoming calls into the archive."""
-    result = CliRunner().invoke(main, ["demo", str(tmp_path / "demo")])
-    assert result.exit_code == 0, result.output
-    archive = tmp_path / "demo" / "archive"
+    archive = demo.folder / "archive"
     records = [json.loads(p.read_text()) for p in archive.rglob("*.json")]
     statuses = sorted(r["status"] for r in records)
     assert len(records) == 11  # 13 calls, of which one outgoing and one internal are skipped
@@ -85,16 +83,14 @@ def test_demo_delivers_the_sample_pbx(tmp_path):
     assert {r["recording_problem"] for r in records if not r["recording"]} == {"empty", None}
     names = {r["name"] for r in records}
     assert "Кузнецов Пётр" in names
-    assert "answered" in result.output and "delivered" in result.output
+    assert "answered" in demo.output and "delivered" in demo.output
 
 
-def test_demo_runs_again_in_its_own_folder_but_not_in_a_foreign_one(tmp_path):
+def test_demo_runs_again_in_its_own_folder_but_not_in_a_foreign_one(demo_copy, tmp_path):
     """Re-running the demo rebuilds its folder; it never wipes a folder it did not make."""
-    folder = tmp_path / "demo"
-    assert CliRunner().invoke(main, ["demo", str(folder)]).exit_code == 0
-    again = CliRunner().invoke(main, ["demo", str(folder)])
+    again = CliRunner().invoke(main, ["demo", str(demo_copy.folder)])
     assert again.exit_code == 0
-    assert len(list((folder / "archive").rglob("*.json"))) == 11
+    assert len(list((demo_copy.folder / "archive").rglob("*.json"))) == 11
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -103,26 +99,22 @@ def test_demo_runs_again_in_its_own_folder_but_not_in_a_foreign_one(tmp_path):
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
-def test_status_after_the_demo(tmp_path):
+def test_status_after_the_demo(demo):
     """`poller status` shows the watermark, the calls by stage and the last run."""
-    folder = tmp_path / "demo"
-    CliRunner().invoke(main, ["demo", str(folder)])
-    result = CliRunner().invoke(main, ["--config", str(folder / "poller.toml"), "status"])
+    result = CliRunner().invoke(main, ["--config", str(demo.config), "status"])
     assert result.exit_code == 0, result.output
     assert "watermark:" in result.output and "none yet" not in result.output
     assert "done 11" in result.output and "skipped 2" in result.output
     assert "last run:" in result.output and "never" not in result.output
 
 
-def test_idle_run_imports_no_encoder_or_soap_library(tmp_path):
+def test_idle_run_imports_no_encoder_or_soap_library(demo_copy):
     """The minutely idle run loads neither suds, pydub nor lameenc (import only what work needs)."""
-    folder = tmp_path / "demo"
-    CliRunner().invoke(main, ["demo", str(folder)])
     probe = (
         "import sys\n"
         "from poller.cli import main\n"
         "try:\n"
-        f"    main(['-q', '--config', {str(folder / 'poller.toml')!r}, 'run'])\n"
+        f"    main(['-q', '--config', {str(demo_copy.config)!r}, 'run'])\n"
         "except SystemExit as exc:\n"
         "    code = exc.code\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'suds', 'pydub', 'lameenc'})\n"
@@ -142,12 +134,12 @@ def test_bad_date_on_the_command_line_is_a_usage_error(tmp_path):
 
 
 def test_until_before_since_is_refused(tmp_path):
-    """--until must be later than --since."""
-    folder = tmp_path / "demo"
-    CliRunner().invoke(main, ["demo", str(folder)])
-    result = CliRunner().invoke(main, ["--config", str(folder / "poller.toml"), "run",
+    """--until must be later than --since: refused before the config is even read (there is
+    none here, and the message is about the dates)."""
+    result = CliRunner().invoke(main, ["--config", str(tmp_path / "x.toml"), "run",
                                        "--since", "2026-02-01", "--until", "2026-01-01"])
     assert result.exit_code == ExitCode.CONFIG
+    assert "--until must be later than --since" in result.output
 
 
 def test_verbose_and_quiet_together_are_refused():
@@ -158,8 +150,6 @@ def test_verbose_and_quiet_together_are_refused():
 
 def test_force_without_a_backfill_is_refused(tmp_path):
     """--force only means something for --since: alone it is a mistake worth saying."""
-    folder = tmp_path / "demo"
-    CliRunner().invoke(main, ["demo", str(folder)])
-    result = CliRunner().invoke(main, ["--config", str(folder / "poller.toml"), "run",
-                                       "--force"])
+    result = CliRunner().invoke(main, ["--config", str(tmp_path / "x.toml"), "run", "--force"])
     assert result.exit_code == ExitCode.CONFIG
+    assert "--force only applies to a backfill" in result.output

@@ -163,7 +163,8 @@ def test_500_on_add_file_then_success_next_run(tmp_path, cdr_db, sample_rows):
         assert entry_of(config, key).stage == "done"
 
 
-@pytest.mark.parametrize("kind", ["http500", "fault", "timeout", "reset"])
+@pytest.mark.parametrize("kind", [
+    "http500", "fault", pytest.param("timeout", marks=pytest.mark.slow), "reset"])
 def test_transient_failures_keep_the_call_for_the_next_run(tmp_path, cdr_db, sample_rows, kind):
     """5xx, 'temporarily unavailable', timeouts and resets: exit 1, retried, delivered once."""
     rows = clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 10, 0))
@@ -313,6 +314,7 @@ def _long_wav(path: Path, minutes: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_thirty_minute_recording(tmp_path, cdr_db, sample_rows):
     """A 30-minute call arrives whole: the server decodes 30 minutes of MP3."""
     rows = clone_call(legs_of(sample_rows, ANSWERED), dt.datetime(2026, 11, 26, 10, 0),

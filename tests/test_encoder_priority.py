@@ -3,7 +3,7 @@ niceness, a session (and autogroup) of its own, the idle I/O class, its share of
 busy process in another session wants, and memory that does not grow with the recording.
 
 Machine-speed independent: each test looks at the running child or at ratios, never at how
-long an encode takes. Helpers come from test_recordings_audio.py.
+long an encode takes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_recordings_audio import (
+from audiotools import (
     Background,
     probe,
     processes_with,
@@ -36,6 +36,9 @@ NICE = 13  # not the default, so the child's niceness must come from transcode.n
 IDLE = 3  # IOPRIO_CLASS_IDLE
 TICKS = os.sysconf("SC_CLK_TCK")
 AUTOGROUP = re.compile(r"^/autogroup-(\d+) nice (-?\d+)$")
+
+# each test runs a real encoder on a long recording, some for seconds of contention
+pytestmark = pytest.mark.slow
 
 
 def stat_fields(pid: int) -> dict[str, int]:

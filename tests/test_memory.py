@@ -7,7 +7,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 from support import ROOT
+
+# a child process backfills 16,500 rows twice
+pytestmark = pytest.mark.slow
 
 CHILD = """
 import json, re, sys, datetime as dt

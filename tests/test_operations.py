@@ -772,6 +772,7 @@ def test_follow_polls_again_after_finding_the_lock_held(tmp_path, cdr_db, sample
         backfill.__exit__(None, None, None)
 
 
+@pytest.mark.slow
 def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_db, sample_rows):
     """run --follow as systemd runs it: delivers a new call, and SIGTERM ends it with exit 0."""
     path = write_config(tmp_path, cdr_db.url, source={"settle": "0s", "start": ""})

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from support import (
     DIRECT_ANSWERED,
     OUTGOING,
@@ -438,8 +439,9 @@ def test_unreachable_source_exits_1_without_the_password(tmp_path):
 def test_wrong_credentials_exit_2_without_the_password(tmp_path, cdr_db):
     """The read-only user was never created (or its password is wrong): a configuration
     problem, exit 2, and the message never shows the password."""
-    database = cdr_db.url.rsplit("/", 1)[1]
-    url = f"mysql+pymysql://no_such_poller:Sekr3t-pw@127.0.0.1:3306/{database}"
+    server = sa.engine.make_url(cdr_db.url)
+    url = (f"mysql+pymysql://no_such_poller:Sekr3t-pw@{server.host}:{server.port or 3306}/"
+           f"{server.database}")
     path = write_config(tmp_path, url)
     result = run_cli("--config", str(path), "run")
     assert result.exit_code == 2, result.output

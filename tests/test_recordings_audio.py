@@ -4,8 +4,7 @@ written, a file that appears late, hostile paths, after_upload, interrupts and t
 
 Speech comes from Debian's asterisk-core-sounds-en-wav when it is installed, else from the
 real MixMonitor samples in tests/data; ffmpeg makes the other formats and checks the output.
-The helpers at the top (speech WAVs, ffmpeg/ffprobe, process scans) are shared with
-test_encoder_priority.py.
+Speech WAVs, ffmpeg/ffprobe and process scans come from audiotools.py.
 """
 
 from __future__ import annotations
@@ -14,10 +13,7 @@ import array
 import contextlib
 import ctypes
 import datetime as dt
-import functools
-import json
 import logging
-import math
 import os
 import random
 import signal
@@ -25,19 +21,32 @@ import struct
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from audiotools import (
+    RATE,
+    SAMPLE_DAY,
+    Background,
+    decode_errors,
+    decoded,
+    ffmpeg,
+    gone,
+    probe,
+    processes_with,
+    rms,
+    settle,
+    speech_pcm,
+    wait_for_process,
+    write_speech_wav,
+)
 from support import (
     DIRECT_ANSWERED,
     MSK,
     ROOT,
-    SAMPLES,
     archive_files,
     archived,
     clone_call,
@@ -59,163 +68,10 @@ from poller.recordings import Plan, Wait, inspect, is_settled, open_for_writing,
 from poller.targets.archive import ArchiveTarget
 from poller.transcode import TranscodeError, Unreadable, to_mp3
 
-SOUNDS = Path("/usr/share/asterisk/sounds/en")
-SPEECH_SOUNDS = ("demo-instruct.wav", "demo-congrats.wav", "priv-callee-options.wav",
-                 "basic-pbx-ivr-main.wav", "demo-echotest.wav")
-SAMPLE_DAY = SAMPLES / "recordings" / "2026" / "11" / "26"
 HEADER_ONLY = SAMPLE_DAY / "in-74951230001-+79161002403-20261126-094122-1795675282.75.wav"
 PAUSE_RESUME = "1795675215.55"  # P1-12: *7 after 4 s of talk, *8 4 s later: two files
-RATE = 8000
 TOLERANCE = 0.5  # seconds between the input's and the MP3's length
 DEFAULT_TEMPLATE = "{calldate:%Y/%m/%d}/{recordingfile}"
-
-
-# -- real speech, as MixMonitor writes it
-
-def speech_files() -> list[Path]:
-    """Real 8 kHz telephony speech: Asterisk's core sounds if installed, else the samples."""
-    found = [SOUNDS / name for name in SPEECH_SOUNDS if (SOUNDS / name).is_file()]
-    return found or sorted(p for p in SAMPLE_DAY.glob("*.wav") if p.stat().st_size > 4096)
-
-
-@functools.cache
-def speech_pcm() -> bytes:
-    """All that speech as one run of 8 kHz 16-bit mono PCM (a few MB)."""
-    parts = []
-    for path in speech_files():
-        with wave.open(str(path), "rb") as source:
-            assert (source.getframerate(), source.getsampwidth(), source.getnchannels()) == (
-                RATE, 2, 1), path
-            parts.append(source.readframes(source.getnframes()))
-    return b"".join(parts)
-
-
-def write_speech_wav(path: Path, seconds: float, *, offset: float = 0.0,
-                     gain: float = 1.0) -> Path:
-    """A 16-bit 8 kHz mono WAV of real speech, repeated to `seconds`, written chunk by chunk
-    (a two-hour file is never held in memory). `gain` scales the samples (quiet speech)."""
-    pcm = speech_pcm()
-    if gain != 1.0:
-        samples = array.array("h", pcm)
-        pcm = array.array("h", (max(-32768, min(32767, int(s * gain))) for s in samples)
-                          ).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    start = int(offset * RATE) * 2 % len(pcm)
-    left = int(round(seconds * RATE)) * 2
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        while left:
-            part = pcm[start:start + min(left, 1 << 20)]
-            out.writeframesraw(part)
-            left -= len(part)
-            start = (start + len(part)) % len(pcm)
-    return path
-
-
-def settle(path: Path, age: float = 3600.0) -> Path:
-    """Last written `age` seconds ago: quiet for long enough to count as finished."""
-    when = time.time() - age
-    os.utime(path, (when, when))
-    return path
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True,
-                   capture_output=True, timeout=300)
-
-
-def probe(path: Path) -> dict[str, Any]:
-    """ffprobe's view of the first audio stream: duration, channels, sample_rate, codec."""
-    result = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-         "stream=codec_name,channels,sample_rate:format=duration", "-of", "json", str(path)],
-        capture_output=True, text=True, timeout=60, check=True)
-    data = json.loads(result.stdout)
-    stream = data["streams"][0]
-    return {"duration": float(data["format"]["duration"]), "channels": stream["channels"],
-            "sample_rate": int(stream["sample_rate"]), "codec": stream["codec_name"]}
-
-
-def decode_errors(path: Path) -> str:
-    """ffmpeg's complaints when decoding the whole file ('' when it decodes cleanly)."""
-    result = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "null",
-                             "-"], capture_output=True, text=True, timeout=300)
-    return result.stderr.strip() or ("" if result.returncode == 0 else f"exit {result.returncode}")
-
-
-def decoded(path: Path) -> array.array[int]:
-    """The file's audio as 8 kHz 16-bit mono samples, decoded by ffmpeg."""
-    result = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "s16le",
-                             "-ac", "1", "-ar", str(RATE), "-"], capture_output=True, timeout=300,
-                            check=True)
-    return array.array("h", result.stdout)
-
-
-def rms(samples: array.array[int]) -> float:
-    return math.sqrt(sum(s * s for s in samples) / max(len(samples), 1))
-
-
-# -- processes, as /proc shows them
-
-def processes_with(*markers: str, program: str | None = None) -> list[int]:
-    """Live processes (not zombies) whose command line holds every marker (and which run
-    `program`, when given: the basename of their argv[0])."""
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        cmdline = b" ".join(argv).decode(errors="replace")
-        if int(entry.name) == os.getpid() or state in "ZX":
-            continue
-        if program is not None and Path(argv[0].decode(errors="replace")).name != program:
-            continue
-        if all(marker in cmdline for marker in markers):
-            found.append(int(entry.name))
-    return found
-
-
-def wait_for_process(*markers: str, program: str | None = None, timeout: float = 30.0) -> int:
-    """The pid of the one process whose command line holds the markers, once it shows up."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = processes_with(*markers, program=program)
-        if pids:
-            assert len(pids) == 1, pids
-            return pids[0]
-        time.sleep(0.005)
-    raise AssertionError(f"no process with {markers} within {timeout}s")
-
-
-def gone(*markers: str, program: str | None = None, grace: float = 2.0) -> bool:
-    """No such process is left once a killed grandchild (not ours to reap) had `grace`
-    seconds to finish dying."""
-    deadline = time.monotonic() + grace
-    while processes_with(*markers, program=program):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-class Background(threading.Thread):
-    """Runs a function in a thread and keeps what it returned or raised."""
-
-    def __init__(self, function: Any, *args: Any):
-        super().__init__(daemon=True)
-        self.function, self.args = function, args
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.function(*self.args)
-        except BaseException as exc:  # handed to the test
-            self.error = exc
 
 
 # -- calls and plans without a database
@@ -298,6 +154,7 @@ FORMATS = {
 }
 
 
+@pytest.mark.slow  # seven real encodes, each checked by ffprobe and a full decode
 @pytest.mark.parametrize("kind", FORMATS)
 def test_each_mixmonitor_format_becomes_a_mono_mp3_of_the_same_length(tmp_path, monitor, kind):
     """A 25 s MixMonitor recording in each format it writes becomes a clean mono MP3 as long."""
@@ -456,7 +313,6 @@ def test_corrupt_file_is_unreadable_for_the_encoder(tmp_path, kind):
         assert "truncated" in str(caught.value)
 
 
-@pytest.mark.mariadb
 @pytest.mark.parametrize("kind, run_at", [("random-bytes", "09:32"), ("truncated", "09:45")])
 def test_corrupt_recording_goes_out_marked_unreadable_and_is_kept(tmp_path, cdr_db, sample_rows,
                                                                   caplog, kind, run_at):
@@ -577,6 +433,7 @@ def _watch_the_writer(writer: subprocess.Popen[str], path: Path,
     return plan, int(done[1])
 
 
+@pytest.mark.slow
 def test_growing_file_is_waited_for_until_the_writer_closed_it(tmp_path, monitor):
     """A WAV MixMonitor is still writing defers the call until it is closed and quiet."""
     # The cdr row is in while MixMonitor still writes: a writer process keeps appending speech under
@@ -600,7 +457,6 @@ def test_growing_file_is_waited_for_until_the_writer_closed_it(tmp_path, monitor
     assert_good_mp3(tmp_path / "grown.mp3", written / (2 * RATE))
 
 
-@pytest.mark.mariadb
 def test_expected_file_that_appears_later_is_delivered_with_it(tmp_path, cdr_db, sample_rows):
     """A cdr row that comes before its WAV: deferred, then delivered with the MP3 once it is in."""
     # The cdr row of a recorded call arrives before its WAV (MixMonitor still closing it, or a slow
@@ -723,7 +579,6 @@ def test_sibling_symlink_pointing_outside_is_not_joined(tmp_path, monitor):
     assert_good_mp3(tmp_path / "out.mp3", 4.0)
 
 
-@pytest.mark.mariadb
 @pytest.mark.parametrize("kind", ["traversal", "symlink"])
 def test_hostile_recording_delivered_as_refused_path(tmp_path, cdr_db, sample_rows, kind):
     """On MariaDB, a call naming a path outside goes out at once as refused_path, nothing opened."""
@@ -785,7 +640,6 @@ def _paused_call(tmp_path: Path, cdr_db: Any, sample_rows: list[dict[str, Any]])
     return rows, wavs, sum(probe(path)["duration"] for path in wavs)
 
 
-@pytest.mark.mariadb
 def test_after_upload_delete_removes_both_files_only_once_the_archive_has_the_mp3(
         tmp_path, cdr_db, sample_rows):
     """after_upload = "delete" removes both paused-call WAVs only after the archive took the MP3."""
@@ -816,7 +670,6 @@ def test_after_upload_delete_removes_both_files_only_once_the_archive_has_the_mp
     assert entry_of(config, key).stage == "done"
 
 
-@pytest.mark.mariadb
 def test_after_upload_keep_leaves_the_files(tmp_path, cdr_db, sample_rows):
     """after_upload = "keep" (the default) leaves both WAVs of a paused call as they were."""
     # after_upload = "keep" (the default: FreePBX's own reports play the WAVs back): both files of
@@ -835,7 +688,7 @@ def test_after_upload_keep_leaves_the_files(tmp_path, cdr_db, sample_rows):
 
 # -- interrupts and timeouts
 
-@pytest.mark.mariadb
+@pytest.mark.slow
 def test_sigterm_mid_encode_leaves_no_temporary_file_and_no_encoder(tmp_path, cdr_db,
                                                                      sample_rows):
     """SIGTERM to `poller run` mid-encode leaves no temporary file, no encoder, the call pending."""
@@ -887,6 +740,7 @@ def test_tiny_timeout_kills_the_encoder(tmp_path):
     assert processes_with("poller.encoder", str(source)) == []
 
 
+@pytest.mark.slow
 def test_stuck_decoder_is_killed_with_the_encoder(tmp_path):
     """A hung ffmpeg decoding a wav49 file is killed with the encoder when the timeout strikes."""
     # A wav49 (GSM) recording goes through an ffmpeg decoder inside the encoder child. The decoder
