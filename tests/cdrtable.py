@@ -10,8 +10,9 @@ INTEGER_COLUMNS = {"duration", "billsec", "amaflags", "sequence"}
 
 
 def parse_table(text: str) -> list[dict[str, Any]]:
-    """The rows of a `mysql -t` table; values typed as the FreePBX cdr columns are."""
-    lines = [line for line in text.strip().splitlines() if line.startswith("|")]
+    """The rows of a `mysql -t` table; values typed as the FreePBX cdr columns are. The table
+    may be indented (pasted into a test beside its assertions)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
     if not lines:
         return []
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]

@@ -1,5 +1,6 @@
 """End-to-end runs on a real MariaDB cdr table: the CDR pitfalls and the ledger's
-"nothing lost, nothing twice" of §4, with calls built from copies of the real sample rows.
+"nothing lost, nothing twice" of §4. The edge cases paste their cdr rows beside the
+assertions, as `mysql -t` prints them; the others copy the real sample rows.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from cdrtable import parse_table
 from support import (
     BERLIN,
     DIRECT_ANSWERED,
@@ -15,7 +17,6 @@ from support import (
     IVR_NOBODY,
     OUTGOING,
     QUEUE_ABANDON,
-    QUEUE_ANSWERED,
     RING_GROUP_ANSWERED,
     ROOT,
     SAMPLES,
@@ -39,31 +40,46 @@ from support import (
 
 from poller.pipeline import RunOptions, run_once
 from poller.source import CdrSource
+from poller.targets.archive import ArchiveTarget
+
+# P1-01's real recording, a few seconds of speech
+P1_01_RECORDING = (SAMPLES / "recordings/2026/11/26"
+                   / "in-74951230001-+79161002301-20261126-093827-1795675107.1.wav")
 
 MINIMAL_COLUMNS = ("calldate", "clid", "src", "dst", "dcontext", "channel", "dstchannel",
                    "lastapp", "lastdata", "duration", "billsec", "disposition", "amaflags",
                    "accountcode", "uniqueid", "userfield")
 
 
-def test_long_call_inserted_after_the_watermark_passed_its_start(tmp_path, cdr_db, sample_rows):
+def test_long_call_inserted_after_the_watermark_passed_its_start(tmp_path, cdr_db):
     """A 40-minute call starts at 09:20; its row is inserted only when it ends at 10:00, after
     a run at 10:00 already took the short calls of 09:30 and 09:40 and moved the watermark
     past 09:20. The lookback re-read finds it: delivered once, never twice."""
-    direct = legs_of(sample_rows, DIRECT_ANSWERED)
-    short = [clone_call(direct, local("2026-11-26 09:30:00")),
-             clone_call(direct, local("2026-11-26 09:40:00"))]
-    for rows in short:
-        cdr_db.insert(rows)
+    short = parse_table("""
+    +---------------------+---------------------------------+--------------+-----+-----------------+----------------------------------------+--------------------------------+---------+---------------------------+----------+---------+-------------+----------+----------------+-------------+---------------+--------------+----------------+----------------+----------+
+    | calldate            | clid                            | src          | dst | dcontext        | channel                                | dstchannel                     | lastapp | lastdata                  | duration | billsec | disposition | amaflags | uniqueid       | did         | recordingfile | cnum         | cnam           | linkedid       | sequence |
+    +---------------------+---------------------------------+--------------+-----+-----------------+----------------------------------------+--------------------------------+---------+---------------------------+----------+---------+-------------+----------+----------------+-------------+---------------+--------------+----------------+----------------+----------+
+    | 2026-11-26 09:30:00 | "Morozova Elena" <+79161002304> | +79161002304 | 201 | from-did-direct | Local/74951230001@from-pstn-0000003e;2 | Local/201@sim-phone-0000003f;1 | Dial    | Local/201@sim-phone,15,tT |        9 |       6 | ANSWERED    |        3 | 1795674600.125 | 74951230001 |               | +79161002304 | Morozova Elena | 1795674600.124 |      125 |
+    | 2026-11-26 09:40:00 | "" <89161002309>                | 89161002309  | 201 | from-did-direct | Local/74951230001@from-pstn-00000040;2 | Local/201@sim-phone-00000041;1 | Dial    | Local/201@sim-phone,15,tT |        9 |       6 | ANSWERED    |        3 | 1795675200.129 | 74951230001 |               | 89161002309  |                | 1795675200.128 |      129 |
+    +---------------------+---------------------------------+--------------+-----+-----------------+----------------------------------------+--------------------------------+---------+---------------------------+----------+---------+-------------+----------+----------------+-------------+---------------+--------------+----------------+----------------+----------+
+    """)  # noqa: E501
+    cdr_db.insert(short)
     config = make_config(tmp_path, cdr_db.url)
 
     first = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     assert first.exit_code == 0, first.summary()
-    assert set(archived(tmp_path)) == {key_of(rows) for rows in short}
+    assert set(archived(tmp_path)) == {"1795674600.124", "1795675200.128"}
     mark = watermark_of(config)
     assert mark is not None and mark > local("2026-11-26 09:20:00")
 
-    long_call = clone_call(direct, local("2026-11-26 09:20:00"), monitor=tmp_path / "monitor",
-                           duration=2400, billsec=2391)
+    long_call = parse_table("""
+    +---------------------+-------------------------------+--------------+-----+-----------------+----------------------------------------+--------------------------------+---------+---------------------------+----------+---------+-------------+----------+----------------+-------------+----------------------------------------------------------------+--------------+--------------+----------------+----------+
+    | calldate            | clid                          | src          | dst | dcontext        | channel                                | dstchannel                     | lastapp | lastdata                  | duration | billsec | disposition | amaflags | uniqueid       | did         | recordingfile                                                  | cnum         | cnam         | linkedid       | sequence |
+    +---------------------+-------------------------------+--------------+-----+-----------------+----------------------------------------+--------------------------------+---------+---------------------------+----------+---------+-------------+----------+----------------+-------------+----------------------------------------------------------------+--------------+--------------+----------------+----------+
+    | 2026-11-26 09:20:00 | "Sokolov Ivan" <+79161002301> | +79161002301 | 201 | from-did-direct | Local/74951230001@from-pstn-0000003c;2 | Local/201@sim-phone-0000003d;1 | Dial    | Local/201@sim-phone,15,tT |     2400 |    2391 | ANSWERED    |        3 | 1795674000.121 | 74951230001 | in-74951230001-+79161002301-20261126-092000-1795674000.121.wav | +79161002301 | Sokolov Ivan | 1795674000.120 |      121 |
+    +---------------------+-------------------------------+--------------+-----+-----------------+----------------------------------------+--------------------------------+---------+---------------------------+----------+---------+-------------+----------+----------------+-------------+----------------------------------------------------------------+--------------+--------------+----------------+----------+
+    """)  # noqa: E501
+    place_wav(P1_01_RECORDING, tmp_path / "monitor/2026/11/26" / long_call[0]["recordingfile"])
     cdr_db.insert(long_call)  # Asterisk writes the row when the call hangs up
     second = run_once(config, RunOptions(now=msk("2026-11-26 10:45")))
     assert second.exit_code == 0, second.summary()
@@ -71,12 +87,12 @@ def test_long_call_inserted_after_the_watermark_passed_its_start(tmp_path, cdr_d
 
     records = archived(tmp_path)
     assert len(records) == 3
-    record = records[key_of(long_call)]
+    record = records["1795674000.120"]
     assert record["start"] == "2026-11-26T09:20:00+03:00"
     assert record["duration"] == 2400 and record["status"] == "answered"
-    assert record["recording"] == f"{key_of(long_call)}.mp3"
+    assert record["recording"] == "1795674000.120.mp3"
     assert len(archive_files(tmp_path, ".mp3")) == 1
-    assert entry_of(config, key_of(long_call)).stage == "done"
+    assert entry_of(config, "1795674000.120").stage == "done"
 
     third = run_once(config, RunOptions(now=msk("2026-11-26 11:00")))
     assert sum(third.delivered.values()) == 0
@@ -85,26 +101,31 @@ def test_long_call_inserted_after_the_watermark_passed_its_start(tmp_path, cdr_d
         assert ledger.counts() == {"done": 3}
 
 
-def test_daylight_saving_fall_back_hour_keeps_both_calls(tmp_path, cdr_db, sample_rows):
+def test_daylight_saving_fall_back_hour_keeps_both_calls(tmp_path, cdr_db):
     """Berlin, 25 Oct 2026: clocks go back from 03:00 CEST to 02:00 CET, so local 02:30 happens
-    twice. One call at each 02:30 (uniqueid epochs 00:30 and 01:30 UTC): the calldate is the
-    same, the uniqueid tells the instants apart; both are delivered with their own offset."""
-    direct = legs_of(sample_rows, DIRECT_ANSWERED)
-    summer_epoch = int(dt.datetime(2026, 10, 25, 0, 30, tzinfo=dt.UTC).timestamp())
-    winter_epoch = int(dt.datetime(2026, 10, 25, 1, 30, tzinfo=dt.UTC).timestamp())
-    summer = clone_call(direct, local("2026-10-25 02:30:00"), zone=BERLIN, epoch=summer_epoch)
-    winter = clone_call(direct, local("2026-10-25 02:30:00"), zone=BERLIN, epoch=winter_epoch)
-    cdr_db.insert(summer + winter)
+    twice. One call at each 02:30: the calldate is the same, the epoch that starts the
+    uniqueid tells the instants apart (1792888200 is 00:30 UTC, 1792891800 is 01:30 UTC);
+    both are delivered with their own offset."""
+    rows = parse_table("""
+    +---------------------+---------------------------------+----------------+-----+-----------------+------------------------+--------------------+---------+-----------------+----------+---------+-------------+----------+---------------+--------------+---------------+----------------+--------------+---------------+----------+
+    | calldate            | clid                            | src            | dst | dcontext        | channel                | dstchannel         | lastapp | lastdata        | duration | billsec | disposition | amaflags | uniqueid      | did          | recordingfile | cnum           | cnam         | linkedid      | sequence |
+    +---------------------+---------------------------------+----------------+-----+-----------------+------------------------+--------------------+---------+-----------------+----------+---------+-------------+----------+---------------+--------------+---------------+----------------+--------------+---------------+----------+
+    | 2026-10-25 02:30:00 | "Schmidt Anna" <+4915112345601> | +4915112345601 | 201 | from-did-direct | PJSIP/sipgate-0000002a | PJSIP/201-0000002b | Dial    | PJSIP/201,20,tT |        9 |       6 | ANSWERED    |        3 | 1792888200.43 | 493012345670 |               | +4915112345601 | Schmidt Anna | 1792888200.42 |       43 |
+    | 2026-10-25 02:30:00 | "" <+4930987654321>             | +4930987654321 | 201 | from-did-direct | PJSIP/sipgate-0000002e | PJSIP/201-0000002f | Dial    | PJSIP/201,20,tT |        9 |       6 | ANSWERED    |        3 | 1792891800.47 | 493012345670 |               | +4930987654321 |              | 1792891800.46 |       47 |
+    +---------------------+---------------------------------+----------------+-----+-----------------+------------------------+--------------------+---------+-----------------+----------+---------+-------------+----------+---------------+--------------+---------------+----------------+--------------+---------------+----------+
+    """)  # noqa: E501
+    cdr_db.insert(rows)
     config = make_config(tmp_path, cdr_db.url,
                          source={"timezone": "Europe/Berlin", "start": "2026-10-25 00:00"})
 
     report = run_once(config, RunOptions(now=dt.datetime(2026, 10, 25, 3, 0, tzinfo=dt.UTC)))
     assert report.exit_code == 0, report.summary()
     records = archived(tmp_path)
-    assert set(records) == {key_of(summer), key_of(winter)}
-    assert records[key_of(summer)]["start"] == "2026-10-25T02:30:00+02:00"
-    assert records[key_of(winter)]["start"] == "2026-10-25T02:30:00+01:00"
-    assert records[key_of(summer)]["duration"] == records[key_of(winter)]["duration"] == 9
+    summer, winter = "1792888200.42", "1792891800.46"
+    assert set(records) == {summer, winter}
+    assert records[summer]["start"] == "2026-10-25T02:30:00+02:00"
+    assert records[winter]["start"] == "2026-10-25T02:30:00+01:00"
+    assert records[summer]["duration"] == records[winter]["duration"] == 9
     assert all(p.parent.relative_to(tmp_path / "archive") == Path("2026/10/25")
                for p in archive_files(tmp_path, ".json"))
 
@@ -151,43 +172,41 @@ def test_fall_back_hour_with_a_short_lookback_loses_nothing(tmp_path, cdr_db, sa
     assert records[key_of(winter)]["start"] == "2026-10-25T02:05:00+01:00"
 
 
-def test_cp1251_caller_name_in_a_latin1_column(tmp_path, cdr_db, sample_rows):
+def test_cp1251_caller_name_in_a_latin1_column(tmp_path, cdr_db):
     """An old PBX writes caller names in cp1251 into latin1 columns (the bytes as they came).
     A utf8mb4 connection would turn them into garbled UTF-8; the poller reads the raw bytes
-    and decodes them with source.legacy_encoding: "Иванов Пётр", from cnam or from clid."""
+    and decodes them with source.legacy_encoding: "Иванов Пётр" from cnam, "Петрова Ольга"
+    from clid alone. The table shows the names as a cp1251 terminal displays them."""
     cdr_db.execute("ALTER TABLE cdr MODIFY cnam varchar(80) CHARACTER SET latin1 "
                    "NOT NULL DEFAULT ''")
     cdr_db.execute("ALTER TABLE cdr MODIFY clid varchar(80) CHARACTER SET latin1 "
                    "NOT NULL DEFAULT ''")
-    direct = legs_of(sample_rows, DIRECT_ANSWERED)
-    with_cnam = clone_call(direct, local("2026-11-26 09:30:00"), cnam="", clid="")
-    clid_only = clone_call(direct, local("2026-11-26 09:31:00"), cnam="", clid="")
-    cdr_db.insert(with_cnam + clid_only)
-    number = direct[0]["src"]
-
-    def set_bytes(rows: list[dict[str, Any]], name: str, cnam: bool) -> bytes:
-        raw = name.encode("cp1251")
-        clid = b'"' + raw + b'" <' + number.encode() + b">"
-        cnam_sql = f"X'{raw.hex()}'" if cnam else "''"
+    rows = parse_table("""
+    +---------------------+--------------------------------+--------------+-----+-----------------+----------------------------------------+--------------------------------+---------+---------------------------+----------+---------+-------------+----------+----------------+-------------+---------------+--------------+-------------+----------------+----------+
+    | calldate            | clid                           | src          | dst | dcontext        | channel                                | dstchannel                     | lastapp | lastdata                  | duration | billsec | disposition | amaflags | uniqueid       | did         | recordingfile | cnum         | cnam        | linkedid       | sequence |
+    +---------------------+--------------------------------+--------------+-----+-----------------+----------------------------------------+--------------------------------+---------+---------------------------+----------+---------+-------------+----------+----------------+-------------+---------------+--------------+-------------+----------------+----------+
+    | 2026-11-26 09:30:00 | "Иванов Пётр" <+79161002301>   | +79161002301 | 201 | from-did-direct | Local/74951230001@from-pstn-00000044;2 | Local/201@sim-phone-00000045;1 | Dial    | Local/201@sim-phone,15,tT |        9 |       6 | ANSWERED    |        3 | 1795674600.137 | 74951230001 |               | +79161002301 | Иванов Пётр | 1795674600.136 |      137 |
+    | 2026-11-26 09:31:00 | "Петрова Ольга" <+79161002302> | +79161002302 | 201 | from-did-direct | Local/74951230001@from-pstn-00000046;2 | Local/201@sim-phone-00000047;1 | Dial    | Local/201@sim-phone,15,tT |        9 |       6 | ANSWERED    |        3 | 1795674660.141 | 74951230001 |               | +79161002302 |             | 1795674660.140 |      141 |
+    +---------------------+--------------------------------+--------------+-----+-----------------+----------------------------------------+--------------------------------+---------+---------------------------+----------+---------+-------------+----------+----------------+-------------+---------------+--------------+-------------+----------------+----------+
+    """)  # noqa: E501
+    cdr_db.insert([dict(row, clid="", cnam="") for row in rows])
+    for row in rows:
+        clid, cnam = row["clid"].encode("cp1251"), row["cnam"].encode("cp1251")
         # hex literals are binary strings: the bytes land in the latin1 column unconverted
-        cdr_db.execute(f"UPDATE cdr SET cnam = {cnam_sql}, clid = X'{clid.hex()}' "
-                       "WHERE uniqueid = :u", u=rows[0]["uniqueid"])
-        return raw
-
-    raw = set_bytes(with_cnam, "Иванов Пётр", cnam=True)
-    set_bytes(clid_only, "Петрова Ольга", cnam=False)
+        cdr_db.execute(f"UPDATE cdr SET clid = X'{clid.hex()}', cnam = X'{cnam.hex()}' "
+                       "WHERE uniqueid = :u", u=row["uniqueid"])
     stored = cdr_db.execute("SELECT HEX(cnam) FROM cdr WHERE uniqueid = :u",
-                            u=with_cnam[0]["uniqueid"]).scalar()
-    assert bytes.fromhex(stored) == raw  # no conversion on the way in
+                            u="1795674600.137").scalar()
+    assert bytes.fromhex(stored) == "Иванов Пётр".encode("cp1251")  # no conversion on the way in
 
     config = make_config(tmp_path, cdr_db.url)
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     assert report.exit_code == 0, report.summary()
     records = archived(tmp_path)
-    assert records[key_of(with_cnam)]["name"] == "Иванов Пётр"
-    assert records[key_of(with_cnam)]["number"] == number
-    assert records[key_of(clid_only)]["name"] == "Петрова Ольга"
-    assert records[key_of(clid_only)]["number"] == number
+    assert records["1795674600.136"]["name"] == "Иванов Пётр"
+    assert records["1795674600.136"]["number"] == "+79161002301"
+    assert records["1795674660.140"]["name"] == "Петрова Ольга"
+    assert records["1795674660.140"]["number"] == "+79161002302"
 
 
 def test_utf8mb4_caller_name(tmp_path, cdr_db, sample_rows):
@@ -254,9 +273,10 @@ def test_ring_group_ivr_queue_outgoing_and_internal(tmp_path, cdr_db, sample_row
 
 
 def test_call_whose_legs_straddle_a_read_window(tmp_path, cdr_db, sample_rows, monkeypatch):
-    """A busy PBX makes the windows narrow (batch_size 2 here). A queue call whose first round
-    rang 222 for 25 s and whose second round, 30 s later, 221 answered has legs in two windows;
-    it still comes out as one call with both legs: 70 s long, answered by 221."""
+    """A busy PBX makes the windows narrow (batch_size 2 here, an outgoing call every 10 s
+    around it). A queue call whose first round rang 222 for 25 s and whose second round,
+    30 s later, 221 answered has legs in two windows; it still comes out as one call with
+    both legs: 70 s long, answered by 221."""
     windows: list[tuple[dt.datetime, dt.datetime, int]] = []
     read_window = CdrSource.read_window
 
@@ -270,14 +290,17 @@ def test_call_whose_legs_straddle_a_read_window(tmp_path, cdr_db, sample_rows, m
     outgoing = legs_of(sample_rows, OUTGOING)
     filler = [clone_call(outgoing, local("2026-11-26 09:20:00") + dt.timedelta(seconds=10 * i))
               for i in range(72)]  # an outgoing call every 10 s, 09:20:00 … 09:31:50
-    queue = legs_of(sample_rows, QUEUE_ANSWERED)
-    answered, rang = queue  # P1-06: ANSWERED 221 9/9, NO ANSWER 222 3/3
-    first_round = dict(rang, duration=25, billsec=25)
-    second_round = dict(answered, calldate=rang["calldate"] + dt.timedelta(seconds=30),
-                        duration=40, billsec=40)
-    t0 = local("2026-11-26 09:29:03")
-    split = clone_call([first_round, second_round], t0)
-    cdr_db.insert([row for rows in filler for row in rows] + split)
+    split = parse_table("""
+    +---------------------+------------------+-------------+-----+------------+----------------------------------------+--------------------------------+---------+-------------+----------+---------+-------------+----------+---------------+-------------+---------------+-------------+------+---------------+----------+
+    | calldate            | clid             | src         | dst | dcontext   | channel                                | dstchannel                     | lastapp | lastdata    | duration | billsec | disposition | amaflags | uniqueid      | did         | recordingfile | cnum        | cnam | linkedid      | sequence |
+    +---------------------+------------------+-------------+-----+------------+----------------------------------------+--------------------------------+---------+-------------+----------+---------+-------------+----------+---------------+-------------+---------------+-------------+------+---------------+----------+
+    | 2026-11-26 09:29:03 | "" <89161002306> | 89161002306 | 270 | ext-queues | Local/74951230004@from-pstn-0000000c;2 | Local/222@sim-phone-0000000e;1 | Queue   | 270,tr,,,60 |       25 |      25 | NO ANSWER   |        3 | 1795674543.25 | 74951230004 |               | 89161002306 |      | 1795674543.24 |       29 |
+    | 2026-11-26 09:29:33 | "" <89161002306> | 89161002306 | 270 | ext-queues | Local/74951230004@from-pstn-0000000c;2 | Local/221@sim-phone-00000012;1 | Queue   | 270,tr,,,60 |       40 |      40 | ANSWERED    |        3 | 1795674543.25 | 74951230004 |               | 89161002306 |      | 1795674543.24 |       36 |
+    +---------------------+------------------+-------------+-----+------------+----------------------------------------+--------------------------------+---------+-------------+----------+---------+-------------+----------+---------------+-------------+---------------+-------------+------+---------------+----------+
+    """)  # noqa: E501
+    t0 = split[0]["calldate"]
+    cdr_db.insert([row for rows in filler for row in rows])
+    cdr_db.insert(split)
     config = make_config(tmp_path, cdr_db.url,
                          source={"batch_size": 2, "lookback": "2m"})
 
@@ -288,14 +311,60 @@ def test_call_whose_legs_straddle_a_read_window(tmp_path, cdr_db, sample_rows, m
         "the two legs were read in one window; the test did not split the call")
 
     records = archived(tmp_path)
-    assert list(records) == [key_of(split)]
-    record = records[key_of(split)]
+    assert list(records) == ["1795674543.24"]
+    record = records["1795674543.24"]
     assert record["duration"] == 70
     assert (record["status"], record["answered_by"]) == ("answered", "221")
     assert (record["talk_time"], record["wait_time"]) == (40, 30)
     assert record["start"] == "2026-11-26T09:29:03+03:00"
     with open_ledger(config) as ledger:
         assert ledger.counts() == {"done": 1, "skipped": 72}
+
+
+def test_tied_legs_written_twice_by_two_backends_make_one_call(tmp_path, cdr_db, monkeypatch):
+    """A ring group's three legs share their calldate second, and a second CDR back-end
+    (cdr_mysql beside cdr_adaptive_odbc) wrote every row again. With windows of 2 rows, six
+    rows tied on one second are all read, once; the copies are dropped, and one call of three
+    legs comes out: answered by 212 after 4 s, with one MP3 for all its legs."""
+    rows = parse_table("""
+    +---------------------+---------------------------+--------------+-----+-----------+----------------------------------------+--------------------------------+---------+-------------------------------------------------------------------+----------+---------+-------------+----------+---------------+-------------+---------------------------------------------------------------+--------------+----------+---------------+----------+
+    | calldate            | clid                      | src          | dst | dcontext  | channel                                | dstchannel                     | lastapp | lastdata                                                          | duration | billsec | disposition | amaflags | uniqueid      | did         | recordingfile                                                 | cnum         | cnam     | linkedid      | sequence |
+    +---------------------+---------------------------+--------------+-----+-----------+----------------------------------------+--------------------------------+---------+-------------------------------------------------------------------+----------+---------+-------------+----------+---------------+-------------+---------------------------------------------------------------+--------------+----------+---------------+----------+
+    | 2026-11-26 09:39:02 | "OOO Vega" <+79161002305> | +79161002305 | 260 | ext-group | Local/74951230003@from-pstn-00000008;2 | Local/211@sim-phone-00000009;1 | Dial    | Local/211@sim-phone&Local/212@sim-phone&Local/213@sim-phone,20,tT |        4 |       0 | NO ANSWER   |        3 | 1795675142.17 | 74951230003 | in-74951230003-+79161002305-20261126-093902-1795675142.17.wav | +79161002305 | OOO Vega | 1795675142.16 |       19 |
+    | 2026-11-26 09:39:02 | "OOO Vega" <+79161002305> | +79161002305 | 260 | ext-group | Local/74951230003@from-pstn-00000008;2 | Local/212@sim-phone-0000000a;1 | Dial    | Local/211@sim-phone&Local/212@sim-phone&Local/213@sim-phone,20,tT |       11 |       7 | ANSWERED    |        3 | 1795675142.17 | 74951230003 | in-74951230003-+79161002305-20261126-093902-1795675142.17.wav | +79161002305 | OOO Vega | 1795675142.16 |       26 |
+    | 2026-11-26 09:39:02 | "OOO Vega" <+79161002305> | +79161002305 | 260 | ext-group | Local/74951230003@from-pstn-00000008;2 | Local/213@sim-phone-0000000b;1 | Dial    | Local/211@sim-phone&Local/212@sim-phone&Local/213@sim-phone,20,tT |        0 |       0 | BUSY        |        3 | 1795675142.17 | 74951230003 | in-74951230003-+79161002305-20261126-093902-1795675142.17.wav | +79161002305 | OOO Vega | 1795675142.16 |       27 |
+    | 2026-11-26 09:39:02 | "OOO Vega" <+79161002305> | +79161002305 | 260 | ext-group | Local/74951230003@from-pstn-00000008;2 | Local/211@sim-phone-00000009;1 | Dial    | Local/211@sim-phone&Local/212@sim-phone&Local/213@sim-phone,20,tT |        4 |       0 | NO ANSWER   |        3 | 1795675142.17 | 74951230003 | in-74951230003-+79161002305-20261126-093902-1795675142.17.wav | +79161002305 | OOO Vega | 1795675142.16 |       19 |
+    | 2026-11-26 09:39:02 | "OOO Vega" <+79161002305> | +79161002305 | 260 | ext-group | Local/74951230003@from-pstn-00000008;2 | Local/212@sim-phone-0000000a;1 | Dial    | Local/211@sim-phone&Local/212@sim-phone&Local/213@sim-phone,20,tT |       11 |       7 | ANSWERED    |        3 | 1795675142.17 | 74951230003 | in-74951230003-+79161002305-20261126-093902-1795675142.17.wav | +79161002305 | OOO Vega | 1795675142.16 |       26 |
+    | 2026-11-26 09:39:02 | "OOO Vega" <+79161002305> | +79161002305 | 260 | ext-group | Local/74951230003@from-pstn-00000008;2 | Local/213@sim-phone-0000000b;1 | Dial    | Local/211@sim-phone&Local/212@sim-phone&Local/213@sim-phone,20,tT |        0 |       0 | BUSY        |        3 | 1795675142.17 | 74951230003 | in-74951230003-+79161002305-20261126-093902-1795675142.17.wav | +79161002305 | OOO Vega | 1795675142.16 |       27 |
+    +---------------------+---------------------------+--------------+-----+-----------+----------------------------------------+--------------------------------+---------+-------------------------------------------------------------------+----------+---------+-------------+----------+---------------+-------------+---------------------------------------------------------------+--------------+----------+---------------+----------+
+    """)  # noqa: E501
+    cdr_db.insert(rows)
+    delivered: list[Any] = []
+    create = ArchiveTarget.create
+
+    def spy(self, call, record):
+        delivered.append(call)
+        return create(self, call, record)
+
+    monkeypatch.setattr(ArchiveTarget, "create", spy)
+    name = rows[0]["recordingfile"]
+    place_wav(SAMPLES / "recordings/2026/11/26" / name, tmp_path / "monitor/2026/11/26" / name)
+    config = make_config(tmp_path, cdr_db.url, source={"batch_size": 2})
+
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    assert report.exit_code == 0, report.summary()
+    assert report.rows == 6
+    assert [call.legs for call in delivered] == [3]  # six rows, three distinct legs
+    assert dict(report.delivered) == {"answered": 1}
+    records = archived(tmp_path)
+    assert list(records) == ["1795675142.16"]
+    record = records["1795675142.16"]
+    assert (record["status"], record["answered_by"]) == ("answered", "212")
+    assert (record["duration"], record["talk_time"], record["wait_time"]) == (11, 7, 4)
+    assert record["recording"] == "1795675142.16.mp3" and record["recording_problem"] is None
+    assert [p.name for p in archive_files(tmp_path, ".mp3")] == ["1795675142.16.mp3"]
+    with open_ledger(config) as ledger:
+        assert ledger.counts() == {"done": 1}
 
 
 def _three_calls(cdr_db: Any, sample_rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
