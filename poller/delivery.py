@@ -16,36 +16,43 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from .config import RecordingsConfig, RetryConfig
 from .errors import (
     ConfigError,
     DeliveryError,
+    LedgerUnavailable,
     PollerError,
     RecordingsUnavailable,
     ServiceUnavailable,
+    TargetUnavailable,
 )
+from .journal import Journal
 from .ledger import Entry, Ledger
 from .marks import Moment
 from .model import Stage
 from .recordings import Plan, Wait, plan_recording
 from .report import RunOptions, RunReport
-from .targets import Target, safe_name
+from .targets import LazyTarget, safe_name
 from .transcode import Encoded, Unreadable
 
 log = logging.getLogger("poller")
 
-# encodes the files, joined in order, into the MP3 at the path
-Encoder = Callable[[list[Path], Path], Encoded]
+# encodes the files, joined in order, into the MP3 at the path; the call's duration in
+# seconds bounds each file's length
+Encoder = Callable[[list[Path], Path, int], Encoded]
 PAGE = 100  # due calls read from the ledger at a time
 
 
 @dataclass
 class Courier:
-    """What delivering calls needs: the ledger, the target (opened on first use), the
-    encoder, the settings, the run's clock and report."""
+    """What delivering calls needs: the ledger and its journal, the target (opened on first
+    use), the encoder, the settings, the run's clock and report."""
 
     ledger: Ledger
-    target: Callable[[], Target]
+    journal: Journal
+    target: LazyTarget
     encode: Encoder
     recordings: RecordingsConfig
     retry: RetryConfig
@@ -109,12 +116,20 @@ class Delivery:
         """True when the call reached `done` in this attempt."""
         try:
             return self._advance()
-        except (ConfigError, RecordingsUnavailable):
+        except (ConfigError, RecordingsUnavailable, LedgerUnavailable):
             raise  # not this call's fault: no attempt counted
-        except ServiceUnavailable as exc:
-            # the target is down: count this call's attempt, leave the others for the next run
-            self.fail(str(exc))
+        except TargetUnavailable as exc:
+            # in the middle of this call's request: a probe tells an outage (nobody's fault,
+            # the run stops) from a request the target failed on (this call's)
+            if not exc.in_transit or not self.courier.target.answers():
+                raise
+            self.fail(f"{exc} (the target answers otherwise)")
+        except ServiceUnavailable:
             raise
+        except sa.exc.SQLAlchemyError as exc:
+            # the state database, not the call: stop, charge nobody
+            raise LedgerUnavailable(f"state database: {type(exc).__name__}: "
+                                    f"{getattr(exc, 'orig', exc)}") from None
         except PollerError as exc:
             self.fail(str(exc))
         except OSError as exc:
@@ -148,14 +163,17 @@ class Delivery:
             self.report.waiting += 1
             log.info("call %s: %s", call.key, plan.note)
             return False
+        if stage == Stage.SEEN or recording:
+            # know that the target answers before spending CPU on the recording
+            self.courier.target()
         # a call created without a recording needs no encoding to be finished
         with self._mp3(plan if stage == Stage.SEEN or recording else Plan()) as (mp3, problem):
             if stage == Stage.SEEN:
                 recording = f"{safe_name(call.key)}.mp3" if mp3 else None
                 record = call.record(recording, problem)
                 object_id = self.courier.target().create(call, record)
-                ledger.advance(call.key, Stage.CREATED, object_id=object_id,
-                               recording=recording, recording_problem=problem, note=None)
+                self.confirm(Stage.CREATED, object_id=object_id, recording=recording,
+                             recording_problem=problem, note=None)
                 stage = Stage.CREATED
             if stage == Stage.CREATED:
                 if recording:
@@ -166,7 +184,7 @@ class Delivery:
                     self.courier.target().attach(object_id, call, mp3)
                     self.report.recordings += 1
                     self.report.recording_bytes += mp3.stat().st_size
-                ledger.advance(call.key, Stage.ATTACHED)
+                self.confirm(Stage.ATTACHED)
         return self._finish(recording, plan)
 
     def _finish(self, recording: str | None, plan: Plan | Wait) -> bool:
@@ -175,12 +193,16 @@ class Delivery:
         if recording and self.courier.recordings.after_upload == "delete" and \
                 isinstance(plan, Plan):
             _delete(plan.files)
-        self.ledger.advance(call.key, Stage.DONE, last_error=None, next_attempt_at=None)
+        self.confirm(Stage.DONE, last_error=None, next_attempt_at=None)
         self.report.delivered[call.status] += 1
         log.info("call %s delivered: %s from %s, %ss%s", call.key, call.status,
                  call.number or "unknown", call.duration,
                  f", recording {recording}" if recording else "")
         return True
+
+    def confirm(self, stage: Stage, **values: object) -> None:
+        """A step the target confirmed: recorded, or kept in the journal for the next run."""
+        self.courier.journal.confirm(self.ledger, self.call.key, stage, **values)
 
     @contextlib.contextmanager
     def _mp3(self, plan: Plan) -> Iterator[tuple[Path | None, str | None]]:
@@ -196,7 +218,7 @@ class Delivery:
         path = Path(name)
         try:
             try:
-                encoded = self.courier.encode(list(plan.files), path)
+                encoded = self.courier.encode(list(plan.files), path, self.call.duration)
             except Unreadable as exc:
                 log.warning("call %s: recording %s unreadable: %s", self.call.key,
                             ", ".join(str(f) for f in plan.files), exc)

@@ -33,6 +33,18 @@ class ServiceUnavailable(PollerError):
     """A database or target could not be reached: retried by the next run."""
 
 
+class TargetUnavailable(ServiceUnavailable):
+    """The target as a whole did not answer: nobody's call is charged for it."""
+
+    # the connection failed in the middle of one call's request: a probe of the target tells
+    # whose fault that was (no answer: the target's; an answer: the call's)
+    in_transit = False
+
+
+class LedgerUnavailable(ServiceUnavailable):
+    """The state database refused a write the run cannot go on without."""
+
+
 class RecordingsUnavailable(ServiceUnavailable):
     """recordings.dir is not there (a spool not mounted): calls wait, no attempt counted."""
 

@@ -28,12 +28,13 @@ from .ledger_schema import (
     sqlite_pragmas,
     utcnow,
 )
+from .ledger_settings import Settings, TargetDown
 from .model import PENDING, Call, Stage, Status
 
-__all__ = ["Entry", "Known", "Ledger", "utcnow"]
+__all__ = ["Entry", "Known", "Ledger", "TargetDown", "utcnow"]
 
 
-class Ledger:
+class Ledger(Settings):
     """The state database (any SQLAlchemy URL; SQLite in state.dir by default)."""
 
     def __init__(self, url: str, create: bool = True):
@@ -100,76 +101,6 @@ class Ledger:
 
     def close(self) -> None:
         self.engine.dispose()
-
-    # -- the small key/value store: watermark, schema version, last run
-    def get(self, name: str) -> str | None:
-        with self.engine.connect() as conn:
-            query = sa.select(meta_table.c.value).where(meta_table.c.name == name)
-            return conn.execute(query).scalar()
-
-    def put(self, name: str, value: str) -> None:
-        with self.engine.begin() as conn:
-            updated = conn.execute(
-                meta_table.update().where(meta_table.c.name == name).values(value=value))
-            if updated.rowcount == 0:
-                conn.execute(meta_table.insert().values(name=name, value=value))
-
-    def watermark(self) -> dt.datetime | None:
-        """The calldate (naive local, full precision) up to which calls have been taken."""
-        value = self.get("watermark")
-        return dt.datetime.fromisoformat(value) if value else None
-
-    def set_watermark(self, mark: dt.datetime) -> None:
-        self.put("watermark", mark.isoformat())
-
-    def cursor_mark(self, column: str) -> Any:
-        """How far the insertion-ordered `column` has been read (an int or a date-time)."""
-        value = self.get(f"cursor:{column}")
-        if not value:
-            return None
-        data = json.loads(value)
-        return dt.datetime.fromisoformat(data["value"]) if data["type"] == "datetime" \
-            else int(data["value"])
-
-    def set_cursor_mark(self, column: str, mark: Any) -> None:
-        data: dict[str, Any]
-        if isinstance(mark, dt.datetime):
-            data = {"type": "datetime", "value": mark.isoformat()}
-        else:
-            data = {"type": "int", "value": int(mark)}
-        self.put(f"cursor:{column}", json.dumps(data))
-
-    def last_run(self) -> dict[str, Any] | None:
-        """The report of the last run (RunReport.to_json), for `status`."""
-        value = self.get("last_run")
-        return json.loads(value) if value else None
-
-    def set_last_run(self, report: dict[str, Any]) -> None:
-        self.put("last_run", json.dumps(report))
-
-    def last_success(self) -> float | None:
-        """When a run last finished without failures (a UNIX time), for an alert to watch."""
-        value = self.get("last_success")
-        return float(value) if value else None
-
-    def set_last_success(self, when: float) -> None:
-        self.put("last_success", repr(when))
-
-    def origin(self) -> dt.datetime | None:
-        """Where the first run of this ledger started reading (naive local)."""
-        value = self.get("origin")
-        return dt.datetime.fromisoformat(value) if value else None
-
-    def set_origin(self, origin: dt.datetime) -> None:
-        self.put("origin", origin.isoformat())
-
-    def warned_on(self) -> dt.date | None:
-        """The day configuration warnings were last logged (they are logged once a day)."""
-        value = self.get("warned_on")
-        return dt.date.fromisoformat(value) if value else None
-
-    def set_warned_on(self, day: dt.date) -> None:
-        self.put("warned_on", day.isoformat())
 
     # -- calls
     def known(self, keys: Iterable[str]) -> dict[str, Stage]:
@@ -324,11 +255,6 @@ class Ledger:
             if previous is None or before > previous:
                 self.put("pruned_before", before.isoformat())
         return count
-
-    def pruned_before(self) -> dt.datetime | None:
-        """Calls that began before this may have been forgotten (state.retention)."""
-        value = self.get("pruned_before")
-        return dt.datetime.fromisoformat(value) if value else None
 
     def counts(self) -> dict[Stage, int]:
         query = sa.select(calls_table.c.stage, sa.func.count()).group_by(calls_table.c.stage)

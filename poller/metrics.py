@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from .ledger_settings import TargetDown
 from .model import STATUSES, Stage
 from .report import RunReport
 
@@ -20,6 +21,7 @@ class LedgerFigures:
     counts: dict[Stage, int]
     watermark: dt.datetime | None
     last_success: float | None  # kept in the ledger: a failing run must not drop the series
+    target_down: TargetDown | None = None
 
 
 def write_metrics(path: str, report: RunReport, ledger: LedgerFigures | None) -> None:
@@ -65,6 +67,12 @@ def _ledger_metrics(ledger: LedgerFigures, report: RunReport, gauge: Any) -> Non
         calls.labels(stage).set(ledger.counts.get(stage, 0))
     gauge("calls_parked", "Calls parked as failed (see poller status)").set(
         ledger.counts.get(Stage.FAILED, 0))
+    down = ledger.target_down
+    gauge("target_up", "0 while the target does not answer (no call is charged for it)").set(
+        0 if down is not None else 1)
+    gauge("target_down_seconds", "How long the target has not answered (0 while it does)").set(
+        (dt.datetime.now(dt.UTC).replace(tzinfo=None) - down.since).total_seconds()
+        if down is not None else 0)
     mark = ledger.watermark
     lag: float | None = None
     if mark is not None and report.newest_row:

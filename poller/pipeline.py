@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo
 from .config import Config
 from .delivery import Courier, deliver_due, due_before
 from .dryrun import DryRunLedger
-from .errors import ServiceUnavailable
+from .errors import ServiceUnavailable, TargetUnavailable
+from .journal import Journal
 from .ledger import Ledger, utcnow
 from .lock import RunLock
 from .marks import Moment, forget_before
@@ -56,13 +57,16 @@ def run_once(config: Config, options: RunOptions | None = None,
     with RunLock(config.state.dir, wait=options.backfill):
         _clear_leftovers(config.state.dir)
         ledger = Ledger(config.state.database_url)
+        journal = Journal(config.state.dir)
         target = LazyTarget(functools.partial(target_factory or open_target, config))
         try:
+            journal.open(ledger)  # steps a killed or refused run could not record, first
             oldest_read = _read(config, options, moment, ledger, report)
-            _deliver(config, options, moment, ledger, target, report)
+            _deliver(config, options, moment, ledger, journal, target, report)
             if not options.backfill:
                 _upkeep(config, moment, ledger, oldest_read)
         finally:
+            journal.close()
             target.close()
             report.seconds = time.monotonic() - started
             report.finished_at = utcnow().isoformat(timespec="seconds") + "Z"
@@ -97,19 +101,38 @@ def _read(config: Config, options: RunOptions, moment: Moment, ledger: RunLedger
 
 
 def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger,
-             target: LazyTarget, report: RunReport) -> None:
+             journal: Journal, target: LazyTarget, report: RunReport) -> None:
+    """Phase two. An outage of the target stops it without charging any call; the ledger
+    keeps since when the target is down, for `status` and the metrics."""
     courier = Courier(
-        ledger, target, functools.partial(_encode, config=config), config.recordings,
-        config.retry, Path(config.state.dir) / "tmp", moment, report)
+        ledger, journal, target, functools.partial(_encode, config=config),
+        config.recordings, config.retry, Path(config.state.dir) / "tmp", moment, report)
+    down = ledger.target_down()
     try:
         deliver_due(courier, options)
+    except TargetUnavailable as exc:
+        since = down.since if down is not None else moment.utc
+        log.error("%s; target down since %s UTC: no call is charged, the next run tries again",
+                  exc, since.isoformat(sep=" ", timespec="seconds"))
+        report.unavailable.append(str(exc))
+        report.target_down_since = since.isoformat(timespec="seconds") + "Z"
+        try:
+            ledger.set_target_down(since, str(exc))
+        except Exception as failure:  # the state database may be what is failing too
+            log.warning("could not record the target's outage: %s", failure)
+        return
     except ServiceUnavailable as exc:
         log.error("%s; the remaining calls wait for the next run", exc)
         report.unavailable.append(str(exc))
+        return
+    if down is not None and target.opened is not None:
+        log.info("the target answers again (down since %s UTC: %s)",
+                 down.since.isoformat(sep=" ", timespec="seconds"), down.error)
+        ledger.clear_target_down()
 
 
-def _encode(files: list[Path], mp3: Path, config: Config) -> Encoded:
-    return to_mp3(files, mp3, config.transcode)
+def _encode(files: list[Path], mp3: Path, call_seconds: int, config: Config) -> Encoded:
+    return to_mp3(files, mp3, config.transcode, call_seconds=call_seconds)
 
 
 def _dry_run(config: Config, options: RunOptions, moment: Moment, report: RunReport) -> None:
@@ -159,7 +182,8 @@ def _figures(ledger: Ledger, report: RunReport) -> LedgerFigures | None:
     try:
         if report.exit_code == 0:
             ledger.set_last_success(dt.datetime.now(dt.UTC).timestamp())
-        return LedgerFigures(ledger.counts(), ledger.watermark(), ledger.last_success())
+        return LedgerFigures(ledger.counts(), ledger.watermark(), ledger.last_success(),
+                             ledger.target_down())
     except Exception as exc:  # metrics never fail a run
         log.warning("metrics: could not read the ledger: %s", exc)
         return None

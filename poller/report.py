@@ -65,6 +65,7 @@ class RunReport:
     waiting: int = 0
     settling: int = 0  # calls that ended less than source.settle ago: taken next run
     unavailable: list[str] = field(default_factory=list)
+    target_down_since: str | None = None  # ISO UTC, while the target does not answer
     planned: list[Call] = field(default_factory=list)
     seconds: float = 0.0
     watermark: str | None = None
@@ -90,7 +91,8 @@ class RunReport:
             "recording_bytes": self.recording_bytes,
             "failures": self.failures, "parked": self.parked, "waiting": self.waiting,
             "settling": self.settling,
-            "unavailable": self.unavailable, "seconds": round(self.seconds, 3),
+            "unavailable": self.unavailable, "target_down_since": self.target_down_since,
+            "seconds": round(self.seconds, 3),
             "watermark": self.watermark, "newest_row": self.newest_row,
             "finished_at": self.finished_at,
         }

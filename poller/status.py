@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from .clock import local_now
 from .config import Config
 from .errors import PollerError
-from .ledger import Entry, Ledger
+from .ledger import Entry, Ledger, TargetDown
 from .model import PENDING, UNBUILT, Stage
 
 
@@ -24,6 +24,11 @@ class Status:
     failed: list[Entry] = field(default_factory=list)
     last_run: dict[str, Any] | None = None
     now_local: dt.datetime | None = None
+    target_down: TargetDown | None = None
+
+    @property
+    def waiting(self) -> int:
+        return sum(self.counts.get(stage, 0) for stage in PENDING)
 
     @property
     def lag(self) -> dt.timedelta | None:
@@ -36,9 +41,10 @@ class Status:
 def collect(config: Config) -> Status:
     ledger = Ledger.open_existing(config.state.database_url)
     counts: dict[Stage, int] = {}
-    watermark, pending, failed, last = None, [], [], None
+    watermark, pending, failed, last, down = None, [], [], None, None
     if ledger is not None:
         try:
+            down = ledger.target_down()
             counts = ledger.counts()
             watermark = ledger.watermark()
             pending = ledger.entries(PENDING)
@@ -58,7 +64,7 @@ def collect(config: Config) -> Status:
     except PollerError as exc:
         error = str(exc)
     return Status(watermark, newest, error, counts, pending, failed, last,
-                  local_now(ZoneInfo(config.source.timezone)))
+                  local_now(ZoneInfo(config.source.timezone)), down)
 
 
 STATUS_SCHEMA = 1
@@ -87,6 +93,9 @@ def to_json(status: Status) -> dict[str, Any]:
         "lag_seconds": int(lag.total_seconds()) if lag is not None else None,
         "source_error": status.source_error,
         "calls": {stage: status.counts.get(stage, 0) for stage in Stage},
+        "target": ({"up": False, "down_since": status.target_down.since.isoformat() + "Z",
+                    "error": status.target_down.error} if status.target_down
+                   else {"up": True, "down_since": None, "error": None}),
         "waiting": [entry(e) for e in status.pending],
         "failed": [entry(e) for e in status.failed],
         "last_run": status.last_run,
@@ -107,6 +116,11 @@ def render(status: Status) -> str:
         lines.append("newest row:  the cdr table is empty")
     counts = ", ".join(f"{stage} {n}" for stage, n in sorted(status.counts.items())) or "none"
     lines.append(f"calls:       {counts}")
+    if status.target_down is not None:
+        down = status.target_down
+        lines.append(f"target:      down since {down.since.isoformat(sep=' ', timespec='seconds')} "
+                     f"UTC ({down.error}), {status.waiting} calls waiting; no call is charged "
+                     "for it, the next run tries again")
     settling = (status.last_run or {}).get("settling", 0)
     if settling:
         lines.append(f"settling:    {settling} calls ended less than source.settle before the "

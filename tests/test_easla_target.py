@@ -142,7 +142,8 @@ def test_session_expiry_mid_run_logs_in_again(tmp_path, cdr_db, sample_rows):
 
 
 def test_500_on_add_file_then_success_next_run(tmp_path, cdr_db, sample_rows):
-    """An upload that fails: the object is kept, the next run attaches — one object, one file."""
+    """An upload answered with HTTP 500: the target's fault, so the call is charged nothing;
+    the object is kept, the next run attaches — one object, one file."""
     rows = clone_call(legs_of(sample_rows, ANSWERED), dt.datetime(2026, 11, 26, 10, 0),
                       monitor=tmp_path / "monitor")
     cdr_db.insert(rows)
@@ -153,7 +154,7 @@ def test_500_on_add_file_then_success_next_run(tmp_path, cdr_db, sample_rows):
         first = run_once(config, RunOptions(now=NOW))
         assert first.exit_code == ExitCode.PARTIAL
         entry = entry_of(config, key)
-        assert entry.stage == "created" and entry.attempts == 1 and entry.object_id
+        assert entry.stage == "created" and entry.attempts == 0 and entry.object_id
         assert [o["files"] for o in server.objects.values()] == [[]]
         second = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=5)))
         assert second.exit_code == ExitCode.OK, second.summary()

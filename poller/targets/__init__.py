@@ -30,6 +30,10 @@ class Target(Protocol):
     def attach(self, object_id: str, call: Call, mp3: Path) -> None:
         """Attach the recording to the object `create` made."""
 
+    def answers(self) -> bool:
+        """A cheap probe: does the target answer at all? Asked after one call's request failed
+        in transit, to tell an outage (nobody's fault) from a failure of that call."""
+
     def finish(self) -> None:
         """The run's deliveries are over: work that covers several calls (e.g. pages)."""
 
@@ -48,6 +52,10 @@ class LazyTarget:
         if self.opened is None:
             self.opened = self.factory()
         return self.opened
+
+    def answers(self) -> bool:
+        """The probe of a target that was opened; one never opened has not answered yet."""
+        return self.opened is not None and self.opened.answers()
 
     def close(self) -> None:
         if self.opened is not None:

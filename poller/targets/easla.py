@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import EaslaConfig
-from ..errors import ConfigError, DeliveryError, ServiceUnavailable
+from ..errors import ConfigError, DeliveryError
+from ..errors import TargetUnavailable as TargetDown
 from ..model import Call
 from . import safe_name
 from .soap_transport import ConnectionFailed, HttpStatusError, KeepAliveTransport
@@ -39,8 +40,14 @@ CONFIG_FAULT = re.compile(
 VALUE_FAULT = re.compile(r"(?i)\bvalues?\b")
 
 
-class TargetUnavailable(DeliveryError, ServiceUnavailable):
+class TargetUnavailable(DeliveryError, TargetDown):
     """easla did not answer (connection refused, reset, timed out, HTTP 5xx)."""
+
+
+class LostInTransit(TargetUnavailable):
+    """The connection failed during one call's request (reset, timed out, refused)."""
+
+    in_transit = True
 
 
 def hms(seconds: int) -> str:
@@ -142,6 +149,18 @@ class EaslaTarget:
         name = f"{safe_name(call.key)}.mp3"
         self._call("addFile", lambda s: self._stream_add_file(object_id, name, mp3))
 
+    def answers(self) -> bool:
+        """Whether easla answers at all (its WSDL, fetched afresh): after a request of one call
+        failed in transit, this tells the target's fault from the call's."""
+        from suds.transport import Request
+
+        try:
+            self.transport.open(Request(self.config.url))
+        except Exception as exc:
+            log.debug("easla: probe of %s: %s", self.config.url, exc)
+            return False
+        return True
+
     def finish(self) -> None:
         pass  # every call is complete in easla once attached
 
@@ -168,7 +187,7 @@ class EaslaTarget:
             try:
                 return invoke(self.client.service)
             except ConnectionFailed as exc:
-                raise TargetUnavailable(f"easla: {operation}: {exc}") from None
+                raise LostInTransit(f"easla: {operation}: {exc}") from None
             except Exception as exc:
                 text = _fault_text(exc)
                 if attempt == 1 and _is_fault(exc) and self.session_fault.search(text):

@@ -1,0 +1,123 @@
+"""Steps the target confirmed that the ledger could not take yet: never lost to a local failure.
+
+After `createObjectref` answered with an object id, losing that id means a second object for
+the call on the next run. So a confirmed step is written to the ledger with a few retries (a
+lock held by another process passes) and, failing that, appended to a journal file in
+state.dir that the next run applies before anything else. The journal is opened when the run
+starts, so an already open file still takes the record if the folder turns read-only mid-run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import sqlalchemy as sa
+
+from .errors import LedgerUnavailable
+from .model import PENDING, Stage
+
+log = logging.getLogger("poller")
+
+RETRIES = (0.5, 1.0, 2.0)  # seconds between the tries of a confirmed step
+ORDER = {stage: number for number, stage in enumerate(
+    (Stage.SEEN, Stage.CREATED, Stage.ATTACHED, Stage.DONE))}
+RECORDED = ("object_id", "recording", "recording_problem", "note", "last_error",
+            "next_attempt_at")
+
+
+class StepLedger(Protocol):
+    def advance(self, key: str, stage: Stage, **values: Any) -> None: ...
+
+    def known(self, keys: list[str]) -> dict[str, Stage]: ...
+
+
+@dataclass(frozen=True)
+class Step:
+    """A confirmed step of one call: its new stage and what the step produced."""
+
+    key: str
+    stage: Stage
+    values: dict[str, Any]
+
+    def to_line(self) -> bytes:
+        return json.dumps({"key": self.key, "stage": self.stage, "values": self.values},
+                          ensure_ascii=False).encode() + b"\n"
+
+    @classmethod
+    def from_line(cls, line: bytes) -> Step:
+        data = json.loads(line)
+        return cls(data["key"], Stage(data["stage"]), dict(data["values"]))
+
+
+class Journal:
+    """The fallback for confirmed steps, in `state.dir/journal`."""
+
+    def __init__(self, state_dir: str | Path):
+        self.path = Path(state_dir) / "journal"
+        self.handle: IO[bytes] | None = None
+
+    def open(self, ledger: StepLedger) -> None:
+        """Apply what an earlier run could not record, then keep the file open for this run."""
+        self.handle = open(self.path, "a+b")  # noqa: SIM115 - held for the whole run
+        os.chmod(self.path, 0o600)
+        self.handle.seek(0)
+        lines = [line for line in self.handle.read().splitlines() if line.strip()]
+        if not lines:
+            return
+        steps = [Step.from_line(line) for line in lines]
+        known = ledger.known([step.key for step in steps])
+        for step in steps:
+            current = known.get(step.key)
+            # only forward: a step the ledger already holds (or went past) is not replayed
+            if current in PENDING and ORDER[step.stage] > ORDER[Stage(current)]:
+                ledger.advance(step.key, step.stage, **step.values)
+                known[step.key] = step.stage
+                log.info("call %s: %s, as the target had confirmed (from the journal)",
+                         step.key, step.stage)
+        self.handle.truncate(0)
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def confirm(self, ledger: StepLedger, key: str, stage: Stage, **values: Any) -> None:
+        """Record a step the target confirmed; raise LedgerUnavailable only once it is kept in
+        the journal (or, if even that fails, logged with everything needed to recover it)."""
+        error: Exception | None = None
+        for delay in (0.0, *RETRIES):
+            time.sleep(delay)
+            try:
+                ledger.advance(key, stage, **values)
+                return
+            except sa.exc.SQLAlchemyError as exc:
+                error = exc
+                log.debug("call %s: recording %s failed: %s", key, stage, exc)
+        step = Step(key, stage, {name: values.get(name) for name in RECORDED if name in values})
+        reason = f"{type(error).__name__}: {getattr(error, 'orig', error)}"
+        try:
+            self._append(step)
+        except OSError as exc:
+            log.error("call %s: the target confirmed %s (%s) but neither the state database "
+                      "(%s) nor the journal %s (%s) could record it", key, stage,
+                      json.dumps(step.values), reason, self.path, exc)
+            raise LedgerUnavailable(f"state database: cannot record call {key}: {reason}") \
+                from None
+        raise LedgerUnavailable(f"state database: cannot record call {key} ({reason}); kept in "
+                                f"{self.path}, applied by the next run") from None
+
+    def _append(self, step: Step) -> None:
+        if self.handle is None:
+            raise OSError("the journal is not open")
+        self.handle.seek(0, os.SEEK_END)
+        self.handle.write(step.to_line())
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
