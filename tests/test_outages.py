@@ -55,9 +55,9 @@ def count_encodes(monkeypatch) -> list[Path]:
     encoded: list[Path] = []
     real = pipeline.to_mp3
 
-    def counting(files, mp3, config):
+    def counting(files, mp3, config, **options):
         encoded.append(mp3)
-        return real(files, mp3, config)
+        return real(files, mp3, config, **options)
 
     monkeypatch.setattr(pipeline, "to_mp3", counting)
     return encoded
