@@ -232,5 +232,6 @@ def run_demo(directory: str | os.PathLike[str]) -> tuple[RunReport, list[str]]:
                      f"{record['status']:<10} {record['duration']:>4} {record['talk_time']:>4} "
                      f"{record['answered_by'] or '-':<4} {recording}")
     lines += ["", f"run: {report.summary()}",
+              f"pages: {archive / 'index.html'} (open it in a browser)",
               f"config: {config_path} (try: poller --config {config_path} status)"]
     return report, lines

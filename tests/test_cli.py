@@ -84,6 +84,8 @@ def test_demo_delivers_the_sample_pbx(demo):
     names = {r["name"] for r in records}
     assert "Кузнецов Пётр" in names
     assert "answered" in demo.output and "delivered" in demo.output
+    index = archive / "index.html"
+    assert f"pages: {index}" in demo.output and index.is_file()
 
 
 def test_demo_runs_again_in_its_own_folder_but_not_in_a_foreign_one(demo_copy, tmp_path):
