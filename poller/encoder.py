@@ -25,6 +25,9 @@ _IOPRIO_CLASS_SHIFT = 13
 _SYS_IOPRIO = {"x86_64": (251, 252), "aarch64": (30, 31), "i686": (289, 290),
                "armv7l": (314, 315)}
 LENGTH_TOLERANCE = 0.5  # seconds between input and output length (the spec)
+# MixMonitor records while the channel lives, so no one file outlasts its call; the margin
+# covers whole-second cdr durations and hangup handlers that run on after the call's end
+RECORDING_MARGIN = 600.0
 EXIT_UNREADABLE, EXIT_NO_DECODER = 3, 4
 
 
@@ -53,12 +56,26 @@ def io_priority_class(pid: int) -> int | None:
     return None if value < 0 else value >> _IOPRIO_CLASS_SHIFT
 
 
-def encode(sources: list[Path], target: Path, bitrate_kbps: int, ffmpeg: str) -> float:
-    """Encode the sources, joined in order, into one mono MP3; returns the input seconds."""
+def max_recording_seconds(call_seconds: float) -> float:
+    """The longest any one recording file of a call may last.
+
+    Each file, not their sum: a transfer's recordings can overlap in time, and the files of a
+    paused and resumed recording add up to less than the call anyway.
+    """
+    return max(0.0, call_seconds) + RECORDING_MARGIN
+
+
+def encode(sources: list[Path], target: Path, bitrate_kbps: int, ffmpeg: str,
+           max_seconds: float | None = None) -> float:
+    """Encode the sources, joined in order, into one mono MP3; returns the input seconds.
+
+    A source longer than `max_seconds` stops the encode with UnreadableAudio.
+    """
     from .audio import is_mp3, mp3_seconds, pcm_chunks, wav_info
 
     if len(sources) == 1 and wav_info(sources[0]) is None and is_mp3(sources[0]):
-        seconds = mp3_seconds(sources[0])  # already MP3: uploaded as it is, once checked
+        # already MP3: uploaded as it is, once checked
+        seconds = mp3_seconds(sources[0], max_seconds)
         shutil.copyfile(sources[0], target)
         return seconds
     import lameenc
@@ -71,7 +88,7 @@ def encode(sources: list[Path], target: Path, bitrate_kbps: int, ffmpeg: str) ->
     samples = 0
     with open(target, "wb") as out:
         for source in sources:
-            file_shape, chunks = pcm_chunks(source, shape, ffmpeg)
+            file_shape, chunks = pcm_chunks(source, shape, ffmpeg, max_seconds)
             if shape is None:
                 shape = file_shape
                 encoder.set_in_sample_rate(shape.rate)
@@ -122,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bitrate", type=int, default=32, help="kbit/s")
     parser.add_argument("--nice", type=int, default=10)
     parser.add_argument("--ffmpeg", default="ffmpeg")
+    parser.add_argument("--call-seconds", type=float, default=None,
+                        help="the call's duration: bounds each recording's length")
     parser.add_argument("output", type=Path)
     parser.add_argument("inputs", type=Path, nargs="+")
     args = parser.parse_args(argv)
@@ -129,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     from .audio import DecoderMissing, UnreadableAudio
 
     try:
-        seconds = encode(args.inputs, args.output, args.bitrate, args.ffmpeg)
+        limit = None if args.call_seconds is None else max_recording_seconds(args.call_seconds)
+        seconds = encode(args.inputs, args.output, args.bitrate, args.ffmpeg, limit)
         produced = validate(args.output, seconds)
     except UnreadableAudio as exc:
         print(f"unreadable: {exc}", file=sys.stderr)

@@ -172,7 +172,8 @@ def plan_recording(call: Call, config: RecordingsConfig, now: dt.datetime) -> Pl
     return Plan((), min(problems, key=_PROBLEM_ORDER.index) if problems else None)
 
 
-_UNIQUEID_SUFFIX = re.compile(r"-(\d{9,11}\.\d+)(\.[A-Za-z0-9]+)$")
+# the extension is a format's name, which may hold a dash (`.g726-32`)
+_UNIQUEID_SUFFIX = re.compile(r"-(\d{9,11}\.\d+)(\.[A-Za-z0-9][A-Za-z0-9-]*)$")
 
 
 def siblings(base: Path, path: Path) -> list[Path]:

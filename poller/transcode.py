@@ -34,16 +34,20 @@ class Encoded:
     peak_rss_kb: int  # the child's own peak memory
 
 
-def to_mp3(sources: list[Path], target: Path, config: TranscodeConfig) -> Encoded:
+def to_mp3(sources: list[Path], target: Path, config: TranscodeConfig, *,
+           call_seconds: float | None = None) -> Encoded:
     """Encode `sources` (joined in order) into `target`.
 
     The child runs in a session of its own at `transcode.nice` (see poller.encoder) and is
     killed with its whole process group when it exceeds `transcode.timeout` or when this process
-    is interrupted.
+    is interrupted. Given `call_seconds` (the call's duration), a file far longer than the call
+    is Unreadable, and the child stops decoding it there (encoder.max_recording_seconds).
     """
     command = [sys.executable, "-m", "poller.encoder", "--bitrate", config.bitrate.rstrip("k"),
-               "--nice", str(config.nice), "--ffmpeg", config.ffmpeg, str(target),
-               *map(str, sources)]
+               "--nice", str(config.nice), "--ffmpeg", config.ffmpeg]
+    if call_seconds is not None:
+        command += ["--call-seconds", str(call_seconds)]
+    command += [str(target), *map(str, sources)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, start_new_session=True, text=True)
     try:
