@@ -163,15 +163,15 @@ class Delivery:
             self.report.waiting += 1
             log.info("call %s: %s", call.key, plan.note)
             return False
-        if stage == Stage.SEEN or recording:
-            # know that the target answers before spending CPU on the recording
-            self.courier.target()
+        # know that the target answers before spending CPU on the recording
+        target = self.courier.target()
+        recording_problem = entry.recording_problem
         # a call created without a recording needs no encoding to be finished
         with self._mp3(plan if stage == Stage.SEEN or recording else Plan()) as (mp3, problem):
             if stage == Stage.SEEN:
                 recording = f"{safe_name(call.key)}.mp3" if mp3 else None
-                record = call.record(recording, problem)
-                object_id = self.courier.target().create(call, record)
+                recording_problem = problem
+                object_id = target.create(call, call.record(recording, problem))
                 self.confirm(Stage.CREATED, object_id=object_id, recording=recording,
                              recording_problem=problem, note=None)
                 stage = Stage.CREATED
@@ -181,9 +181,12 @@ class Delivery:
                         raise DeliveryError(f"recording {recording} can no longer be made: "
                                             f"{problem}")
                     assert object_id is not None
-                    self.courier.target().attach(object_id, call, mp3)
+                    target.attach(object_id, call, mp3)
                     self.report.recordings += 1
                     self.report.recording_bytes += mp3.stat().st_size
+                # attached means all there: a record lost since it was made is made again
+                assert object_id is not None
+                target.ensure(object_id, call, call.record(recording, recording_problem))
                 self.confirm(Stage.ATTACHED)
         return self._finish(recording, plan)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import sqlite3
 import wave
@@ -345,8 +346,8 @@ def test_a_call_that_cannot_be_built_is_parked_and_built_once_fixed(tmp_path, cd
 
 
 def test_archive_clears_the_part_file_a_killed_write_left(tmp_path):
-    """A run killed mid-write leaves `.<name>.<random>.part` beside the record: the next write
-    of that record removes it (only one run writes, under the lock)."""
+    """A run killed mid-write leaves `.<name>.part` beside the record: the next write of that
+    record writes over it (only one run writes, under the lock) and leaves others alone."""
     from poller.config import ArchiveConfig
 
     call = build_call([_leg("2026-11-26 09:30:00", duration=15)], IncomingRules(),
@@ -355,14 +356,15 @@ def test_archive_clears_the_part_file_a_killed_write_left(tmp_path):
     folder = target.folder(call)
     folder.mkdir(parents=True)
     name = f"{call.key}.json"
-    leftover = folder / f".{name}.k1ll3d.part"
+    leftover = folder / f".{name}.part"
     leftover.write_bytes(b"half a rec")
-    unrelated = folder / ".other.json.x.part"
+    unrelated = folder / ".other.json.part"
     unrelated.write_bytes(b"another record's")
     object_id = target.create(call, call.record(None, None))
     assert (target.root / object_id).is_file() and not leftover.exists()
     assert unrelated.exists()
-    assert sorted(p.name for p in folder.iterdir()) == [".other.json.x.part", name]
+    assert sorted(p.name for p in folder.iterdir()) == [".other.json.part", name]
+    assert json.loads((target.root / object_id).read_text())["key"] == call.key
 
 
 def test_a_record_without_recording_supersedes_a_hidden_pending_one(tmp_path):

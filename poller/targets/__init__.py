@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,13 +12,29 @@ from ..config import Config
 from ..errors import ConfigError
 from ..model import Call
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
+_LONGEST = 200  # bytes of a name before its suffix: file systems allow 255
 
 
 def safe_name(key: str) -> str:
-    """A call key fit for a file name (keys come from the cdr table: never trust them)."""
-    name = _UNSAFE.sub("_", key).lstrip(".")
-    return name or "_"
+    """A call key as a file name, one to one: two keys never share a name.
+
+    Keys come from the cdr table (never trust them): every byte outside letters, digits, `.`
+    and `-` — `_` included, so that an escape cannot be mistaken for a key's own text — is
+    written `_XX`, and so is a leading dot. A name too long for a file system keeps its head
+    and a digest of the whole key.
+    """
+    out = []
+    for position, char in enumerate(key):
+        if char in _KEPT and not (position == 0 and char == "."):
+            out.append(char)
+        else:
+            out.extend(f"_{byte:02X}" for byte in char.encode())
+    name = "".join(out) or "_"
+    if len(name) > _LONGEST:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        name = f"{name[:_LONGEST - 33]}~{digest}"
+    return name
 
 
 class Target(Protocol):
@@ -29,6 +45,10 @@ class Target(Protocol):
 
     def attach(self, object_id: str, call: Call, mp3: Path) -> None:
         """Attach the recording to the object `create` made."""
+
+    def ensure(self, object_id: str, call: Call, record: dict[str, Any]) -> None:
+        """Before a call is marked attached: make sure the object `create` made is all there,
+        making its record again if it was lost (a replaced file system)."""
 
     def answers(self) -> bool:
         """A cheap probe: does the target answer at all? Asked after one call's request failed

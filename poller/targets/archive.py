@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import glob
 import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +66,19 @@ class ArchiveTarget:
                 raise DeliveryError(f"archive: cannot write {record}: {exc}") from None
         self.changed_days.add(call.start.date())
 
+    def ensure(self, object_id: str, call: Call, record: dict[str, Any]) -> None:
+        path = self.root / object_id
+        if path.exists():
+            return
+        if record.get("recording") and not path.with_suffix(".mp3").exists():
+            raise DeliveryError(f"archive: {path.with_suffix('.mp3')} is gone after its upload")
+        log.warning("call %s: its record %s was gone (pending copy and all): written again",
+                    call.key, path)
+        data = json.dumps(record, ensure_ascii=False, indent=2).encode() + b"\n"
+        _atomic_write(path, lambda handle: handle.write(data))
+        _pending(path).unlink(missing_ok=True)
+        self.changed_days.add(call.start.date())
+
     def answers(self) -> bool:
         """The archive answers while its folder is there and writable (a mount not lost)."""
         return self.root.is_dir() and os.access(self.root, os.W_OK)
@@ -117,13 +128,12 @@ def _sync_folder(folder: Path) -> None:
 
 def _atomic_write(path: Path, write: Any) -> None:
     """Write beside the final name, flush to disk, then rename: readers see all or nothing."""
+    # one name per file, not a random one: only one run writes (the lock), and a killed run's
+    # remains are simply written over — no search of the whole day folder for leftovers
+    temporary = str(path.parent / f".{path.name}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # the remains of a run killed mid-write (only one run writes: the lock)
-        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
-            leftover.unlink(missing_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
-                                         dir=path.parent)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     except OSError as exc:
         raise DeliveryError(f"archive: cannot write in {path.parent}: {exc}") from None
     try:
