@@ -6,18 +6,16 @@ Every problem is collected and reported together, each naming its key; secrets a
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import tomllib
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .model import RECORD_FIELDS, STATUSES
+from .model import RECORD_FIELDS
 
 DEFAULT_PATH = Path("/etc/poller/poller.toml")
 ENV_CONFIG = "POLLER_CONFIG"
@@ -268,9 +266,13 @@ def from_mapping(
     """Validate a parsed TOML document (plus environment overrides) into a `Config`."""
     merged = _apply_env(data, os.environ if env is None else env)
     problems: list[str] = []
-    config = _build(Config, merged, "", problems)
+    from .config_convert import build
+
+    config = build(Config, merged, "", problems)
     if not problems:
-        _check_semantics(config, problems)
+        from .config_checks import check_semantics
+
+        check_semantics(config, problems)
     if problems:
         raise ConfigError(f"{origin}: " + "; ".join(problems))
     return config
@@ -292,166 +294,6 @@ def _apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
-
-
-def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
-    if not isinstance(data, Mapping):
-        problems.append(f"[{prefix}] must be a table")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for unknown in sorted(set(data) - names):
-        problems.append(f"unknown key {_join(prefix, unknown)!r}")
-    values = {}
-    for name in names & set(data):
-        values[name] = _convert(hints[name], data[name], _join(prefix, name), problems)
-    try:
-        return cls(**values)
-    except TypeError:  # only reached when a problem was already recorded
-        return cls()
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key, problems)  # type: ignore[arg-type]
-    if hint is Seconds:
-        if not isinstance(value, str):
-            problems.append(f"{key} must be a duration string such as \"10m\"")
-            return Seconds(0)
-        try:
-            return Seconds(parse_duration(value))
-        except ValueError as exc:
-            problems.append(f"{key}: {exc}")
-            return Seconds(0)
-    if hint is Secret:
-        if not isinstance(value, str):
-            # never echo a secret, even a mistyped one (`password = 12345678` unquoted)
-            problems.append(f"{key} must be a string (quote it; value not shown)")
-            return Secret("")
-        return Secret(value)
-    if hint is bool:
-        return _expect(value, bool, key, problems, False)
-    if hint is int:
-        if isinstance(value, bool):
-            problems.append(f"{key} must be an integer")
-            return 0
-        return _expect(value, int, key, problems, 0)
-    if hint is str:
-        return _expect(value, str, key, problems, "")
-    if typing.get_origin(hint) is tuple:
-        items = _expect(value, list, key, problems, [])
-        if any(not isinstance(item, str) for item in items):
-            problems.append(f"{key} must be a list of strings")
-            return ()
-        return tuple(items)
-    if typing.get_origin(hint) is Mapping:
-        table = _expect(value, dict, key, problems, {})
-        bad = [k for k, v in table.items() if not isinstance(v, str)]
-        for name in bad:
-            problems.append(f"{key}.{name} must be a string")
-        return {k: v for k, v in table.items() if isinstance(v, str)}
-    raise TypeError(f"no converter for {hint!r}")  # a programming error, not a user one
-
-
-def _expect(value: Any, kind: type, key: str, problems: list[str], fallback: Any) -> Any:
-    if isinstance(value, kind):
-        return value
-    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list",
-             dict: "a table"}
-    problems.append(f"{key} must be {names.get(kind, kind.__name__)}, not {value!r}")
-    return fallback
-
-
-def _check_semantics(config: Config, problems: list[str]) -> None:
-    source = config.source
-    if not source.url:
-        problems.append("source.url is required (or set POLLER_SOURCE_URL)")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", source.table):
-        problems.append(f"source.table: not a plain table name: {source.table!r}")
-    try:
-        import zoneinfo
-
-        zoneinfo.ZoneInfo(source.timezone)
-    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
-        problems.append(f"source.timezone: unknown time zone {source.timezone!r}")
-    try:
-        "".encode(source.legacy_encoding)
-    except LookupError:
-        problems.append(f"source.legacy_encoding: unknown encoding {source.legacy_encoding!r}")
-    if source.start:
-        from .clock import parse_local
-
-        try:
-            parse_local(source.start)
-        except ValueError as exc:
-            problems.append(f"source.start: {exc}")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", source.cursor):
-        problems.append(f"source.cursor: not a column name: {source.cursor!r} (\"calldate\", "
-                        "or an insertion-ordered column such as \"id\" or \"addtime\")")
-    if source.lookback <= 0:
-        problems.append("source.lookback must be positive")
-    if source.settle < 0:
-        problems.append("source.settle must not be negative")
-    if not 1 <= source.batch_size <= 100_000:
-        problems.append("source.batch_size must be between 1 and 100000")
-    if config.state.retention < 2 * source.lookback:
-        problems.append("state.retention must be at least twice source.lookback (a call the "
-                        "lookback re-reads must still be known)")
-    if config.target.archive.keep_days < 0:
-        problems.append("target.archive.keep_days must not be negative")
-    if config.target.archive.locale not in ARCHIVE_LOCALES:
-        problems.append(f"target.archive.locale must be one of {', '.join(ARCHIVE_LOCALES)}, "
-                        f"not {config.target.archive.locale!r}")
-    if not 1 <= config.retry.max_attempts <= 1000:
-        problems.append("retry.max_attempts must be between 1 and 1000")
-    if config.retry.backoff <= 0 or config.retry.max_backoff < config.retry.backoff:
-        problems.append("retry.backoff must be positive and not above retry.max_backoff")
-    if config.recordings.after_upload not in ("keep", "delete"):
-        problems.append("recordings.after_upload must be \"keep\" or \"delete\"")
-    if config.recordings.min_bytes < 0:
-        problems.append("recordings.min_bytes must not be negative")
-    _check_template(config.recordings.name, problems)
-    if not re.fullmatch(r"\d+k", config.transcode.bitrate):
-        problems.append(
-            f"transcode.bitrate must look like \"32k\", not {config.transcode.bitrate!r}")
-    if not 0 <= config.transcode.nice <= 19:
-        problems.append("transcode.nice must be between 0 and 19")
-    if config.transcode.timeout <= 0:
-        problems.append("transcode.timeout must be positive")
-    if config.target.easla.timeout <= 0:
-        problems.append("target.easla.timeout must be positive")
-    if config.target.kind not in TARGET_KINDS:
-        problems.append(f"target.kind must be one of {', '.join(TARGET_KINDS)}")
-    easla = config.target.easla
-    if config.target.kind == "easla" and not easla.password:
-        problems.append("target.easla.password is required (or set POLLER_EASLA_PASSWORD)")
-    for name in set(easla.attributes) - set(CALL_FIELDS):
-        problems.append(
-            f"target.easla.attributes.{name}: not a call field ({', '.join(CALL_FIELDS)})")
-    for name in set(easla.statuses) - set(STATUSES):
-        problems.append(f"target.easla.statuses.{name}: not a status ({', '.join(STATUSES)})")
-    try:
-        re.compile(easla.session_fault)
-    except re.error as exc:
-        problems.append(f"target.easla.session_fault: bad pattern: {exc}")
-    _check_callers(config.callers, problems)
-    _check_incidents(config, problems)
-
-
-def _check_template(template: str, problems: list[str]) -> None:
-    from .recordings import template_fields
-
-    try:
-        unknown = template_fields(template) - set(TEMPLATE_COLUMNS)
-    except ValueError as exc:
-        problems.append(f"recordings.name: {exc}")
-        return
-    for name in sorted(unknown):
-        problems.append(f"recordings.name: unknown field {{{name}}}")
 
 
 TEMPLATE_COLUMNS = (
@@ -478,68 +320,3 @@ def incident_fields(callers: CallersConfig) -> tuple[str, ...]:
     extra = tuple(f"caller_{name}" for name in callers.fields)
     return tuple(dict.fromkeys((*CALL_FIELDS, *CALLER_FIELDS, *extra)))
 
-
-def _check_callers(callers: CallersConfig, problems: list[str]) -> None:
-    from .numbers import supported_region
-
-    if callers.csv and callers.url:
-        problems.append("callers.csv and callers.url exclude each other: name one directory")
-    if callers.url:
-        _check_callers_url(callers, problems)
-    elif callers.query:
-        problems.append("callers.query needs callers.url (the database it runs on)")
-    if callers.enabled and not callers.country:
-        problems.append("callers.country is required with a directory (the region of numbers "
-                        "written without a country code, e.g. \"RU\")")
-    if callers.country and not supported_region(callers.country):
-        problems.append(f"callers.country: not a region code: {callers.country!r} (e.g. \"RU\")")
-    if callers.refresh < 0:
-        problems.append("callers.refresh must not be negative")
-    for name in callers.fields:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            problems.append(f"callers.fields: not a column name: {name!r}")
-        elif name.lower() in DIRECTORY_COLUMNS:
-            problems.append(f"callers.fields: {name!r} is already a call field "
-                            "(number_e164, caller_name, caller_id)")
-    if len({name.lower() for name in callers.fields}) != len(callers.fields):
-        problems.append("callers.fields: a column is listed twice")
-
-
-def _check_callers_url(callers: CallersConfig, problems: list[str]) -> None:
-    import sqlalchemy as sa
-
-    try:
-        sa.engine.make_url(callers.url)
-    except sa.exc.ArgumentError:
-        # not parsed, so redact_url cannot be trusted to find its password
-        problems.append("callers.url: not a database URL (value not shown)")
-    if not callers.query.strip():
-        problems.append("callers.url needs callers.query (returning number, name[, id])")
-    for name in sorted(query_parameters(callers.query) - {"numbers"}):
-        problems.append(f"callers.query: unknown parameter :{name} (only :numbers is bound)")
-
-
-def _check_incidents(config: Config, problems: list[str]) -> None:
-    from .incidents import check_templates, parse_hours
-
-    incidents = config.incidents
-    for status in incidents.statuses:
-        if status not in STATUSES:
-            problems.append(f"incidents.statuses: {status!r} is not a status "
-                            f"({', '.join(STATUSES)})")
-    if incidents.callers not in ("known", "any"):
-        problems.append("incidents.callers must be \"known\" or \"any\"")
-    elif incidents.callers == "known" and incidents.enabled and not config.callers.enabled:
-        problems.append("incidents.callers = \"known\" needs a directory: set callers.csv or "
-                        "callers.url (or incidents.callers = \"any\")")
-    try:
-        parse_hours(incidents.hours)
-    except ValueError as exc:
-        problems.append(f"incidents.hours: {exc}")
-    if incidents.fold < 0:
-        problems.append("incidents.fold must not be negative (\"0s\" never folds)")
-    if incidents.enabled and not incidents.objectdef:
-        problems.append("incidents.objectdef must not be empty")
-    if incidents.objectdef_version < 0:
-        problems.append("incidents.objectdef_version must not be negative")
-    problems.extend(check_templates(incidents.attributes, incident_fields(config.callers)))
