@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .model import RECORD_FIELDS
+from .model import RECORD_FIELDS, record_fields
+from .urls import redact_url as redact_url
 
 DEFAULT_PATH = Path("/etc/poller/poller.toml")
 ENV_CONFIG = "POLLER_CONFIG"
@@ -49,14 +50,6 @@ class Secret(str):
         return "Secret('***')" if self else "Secret('')"
 
 
-def redact_url(url: str) -> str:
-    """A database URL with its password replaced, fit for messages."""
-    # a password may hold "@" and "/" unescaped (SQLAlchemy takes it up to the last "@"), or
-    # come as ?password=…: hide everything up to the last "@", and that query value
-    text = re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
-    return re.sub(r"(?i)([?&](?:password|passwd)=)[^&]*", r"\1***", text)
-
-
 @dataclass(frozen=True)
 class IncomingRules:
     did_set: bool = True
@@ -75,6 +68,8 @@ class SourceConfig:
     lookback: Seconds = Seconds(4 * 3600)
     settle: Seconds = Seconds(60)
     batch_size: int = 1000
+    # a leg longer than this (or ending in the future) is a broken row: it is clamped
+    max_call_length: Seconds = Seconds(24 * 3600)
     incoming: IncomingRules = field(default_factory=IncomingRules)
 
 
@@ -248,7 +243,8 @@ def _warn_if_exposed(path: Path, data: Mapping[str, Any]) -> None:
     state_url = str(data.get("state", {}).get("url", ""))
     callers_url = str(data.get("callers", {}).get("url", ""))
     has_secret = bool(easla_password) or any(
-        re.search(r"://[^/@:]*:[^@]+@", url) for url in (source_url, state_url, callers_url))
+        re.search(r"(?i)://[^/@:]*:[^@]+@|[?&]passw(?:or)?d=.", url)
+        for url in (source_url, state_url, callers_url))
     try:
         mode = path.stat().st_mode
     except OSError:
@@ -316,7 +312,7 @@ def query_parameters(query: str) -> set[str]:
 
 
 def incident_fields(callers: CallersConfig) -> tuple[str, ...]:
-    """The call fields an `[incidents.attributes]` template may use."""
-    extra = tuple(f"caller_{name}" for name in callers.fields)
-    return tuple(dict.fromkeys((*CALL_FIELDS, *CALLER_FIELDS, *extra)))
+    """The call fields a record has with these callers settings: what an
+    `[incidents.attributes]` template may use and `target.easla.attributes` may map."""
+    return record_fields(callers.fields)
 

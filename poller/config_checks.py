@@ -7,7 +7,6 @@ import re
 
 from .config import (
     ARCHIVE_LOCALES,
-    CALL_FIELDS,
     DIRECTORY_COLUMNS,
     TARGET_KINDS,
     TEMPLATE_COLUMNS,
@@ -17,12 +16,18 @@ from .config import (
     query_parameters,
 )
 from .model import STATUSES
+from .urls import url_problem
 
 
 def check_semantics(config: Config, problems: list[str]) -> None:
     source = config.source
     if not source.url:
         problems.append("source.url is required (or set POLLER_SOURCE_URL)")
+    for key, url, variable in (("source.url", source.url, "POLLER_SOURCE_URL"),
+                               ("state.url", config.state.url, "POLLER_STATE_URL")):
+        problem = url_problem(key, url, variable)
+        if problem:
+            problems.append(problem)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", source.table):
         problems.append(f"source.table: not a plain table name: {source.table!r}")
     try:
@@ -82,9 +87,10 @@ def check_semantics(config: Config, problems: list[str]) -> None:
     easla = config.target.easla
     if config.target.kind == "easla" and not easla.password:
         problems.append("target.easla.password is required (or set POLLER_EASLA_PASSWORD)")
-    for name in set(easla.attributes) - set(CALL_FIELDS):
+    call_fields = incident_fields(config.callers)  # with caller_<column> per callers.fields
+    for name in set(easla.attributes) - set(call_fields):
         problems.append(
-            f"target.easla.attributes.{name}: not a call field ({', '.join(CALL_FIELDS)})")
+            f"target.easla.attributes.{name}: not a call field ({', '.join(call_fields)})")
     for name in set(easla.statuses) - set(STATUSES):
         problems.append(f"target.easla.statuses.{name}: not a status ({', '.join(STATUSES)})")
     try:
@@ -134,13 +140,10 @@ def _check_callers(callers: CallersConfig, problems: list[str]) -> None:
 
 
 def _check_callers_url(callers: CallersConfig, problems: list[str]) -> None:
-    import sqlalchemy as sa
 
-    try:
-        sa.engine.make_url(callers.url)
-    except sa.exc.ArgumentError:
-        # not parsed, so redact_url cannot be trusted to find its password
-        problems.append("callers.url: not a database URL (value not shown)")
+    problem = url_problem("callers.url", callers.url, "POLLER_CALLERS_URL")
+    if problem:
+        problems.append(problem)
     if not callers.query.strip():
         problems.append("callers.url needs callers.query (returning number, name[, id])")
     for name in sorted(query_parameters(callers.query) - {"numbers"}):

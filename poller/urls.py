@@ -1,0 +1,48 @@
+"""Database URLs: refused when they cannot be read without guessing, and never shown whole.
+
+A password holding a raw `@` is split by SQLAlchemy at the first `@`, so the rest of the secret
+becomes the host name and travels into connection errors; such a URL is refused at load, before
+anything connects or logs.
+"""
+
+from __future__ import annotations
+
+import re
+
+import sqlalchemy as sa
+
+ENCODING_HINT = ("write the password's special characters percent-encoded (@ %40, : %3A, "
+                 "/ %2F, # %23, ? %3F, % %25; python3 -c 'import sys, urllib.parse; "
+                 "print(urllib.parse.quote(sys.argv[1], safe=\"\"))' 'PASSWORD' prints it), "
+                 "in the file or in the environment variable")
+_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
+_DRIVERLESS = {"mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password replaced, fit for messages."""
+    # everything between the user name and the last "@" is hidden, whatever it holds, and so
+    # is a ?password= query value
+    text = re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+    return re.sub(r"(?i)([?&](?:password|passwd)=)[^&]*", r"\1***", text)
+
+
+def url_problem(key: str, url: str, variable: str) -> str | None:
+    """Why `url` cannot be used as it is (naming `key` and the fix), or None. The value is
+    never part of the answer: it may hold a password."""
+    if not url:
+        return None
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return f"{key}: not a database URL (value not shown); if its password holds special " \
+               f"characters, {ENCODING_HINT} ({variable})"
+    authority = url.split("://", 1)[-1].split("?", 1)[0]
+    if authority.count("@") > 1 or (parsed.host and not _HOST.fullmatch(parsed.host)):
+        return f"{key}: the password holds a raw \"@\" (value not shown): {ENCODING_HINT} " \
+               f"({variable})"
+    driver = _DRIVERLESS.get(parsed.drivername)
+    if driver:
+        return f"{key}: write {driver}://… (the plain {parsed.drivername}:// scheme asks for " \
+               "the MySQLdb driver, which is not installed; PyMySQL is)"
+    return None
