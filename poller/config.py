@@ -98,6 +98,7 @@ class RecordingsConfig:
     wait: Seconds = Seconds(600)
     min_bytes: int = 1024
     after_upload: str = "keep"
+    quiet: Seconds = Seconds(30)  # a file still being written is looked at again this much later
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,12 @@ the keys say about each other. Each broken rule is one problem naming its key.""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import re
+import string
+import zoneinfo
+from pathlib import Path
 
 from .config import (
     ARCHIVE_LOCALES,
@@ -37,16 +42,11 @@ def check_semantics(config: Config, problems: list[str]) -> None:
     except (ValueError, zoneinfo.ZoneInfoNotFoundError):
         problems.append(f"source.timezone: unknown time zone {source.timezone!r}")
     try:
-        "".encode(source.legacy_encoding)
-    except LookupError:
+        b"\xc0".decode(source.legacy_encoding, errors="replace")
+    except (LookupError, ValueError):
         problems.append(f"source.legacy_encoding: unknown encoding {source.legacy_encoding!r}")
     if source.start:
-        from .clock import parse_local
-
-        try:
-            parse_local(source.start)
-        except ValueError as exc:
-            problems.append(f"source.start: {exc}")
+        _check_start(source.start, source.timezone, problems)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", source.cursor):
         problems.append(f"source.cursor: not a column name: {source.cursor!r} (\"calldate\", "
                         "or an insertion-ordered column such as \"id\" or \"addtime\")")
@@ -54,6 +54,9 @@ def check_semantics(config: Config, problems: list[str]) -> None:
         problems.append("source.lookback must be positive")
     if source.settle < 0:
         problems.append("source.settle must not be negative")
+    elif source.settle < 10:
+        _warn("source.settle below 10s takes a call the moment it ends: rows Asterisk writes "
+              "a little later (cdr batch mode) make it rebuilt, or are missed once it was sent")
     if not 1 <= source.batch_size <= 100_000:
         problems.append("source.batch_size must be between 1 and 100000")
     if config.state.retention < 2 * source.lookback:
@@ -72,10 +75,15 @@ def check_semantics(config: Config, problems: list[str]) -> None:
         problems.append("recordings.after_upload must be \"keep\" or \"delete\"")
     if config.recordings.min_bytes < 0:
         problems.append("recordings.min_bytes must not be negative")
+    if config.recordings.quiet <= 0:
+        problems.append("recordings.quiet must be positive")
     _check_template(config.recordings.name, problems)
-    if not re.fullmatch(r"\d+k", config.transcode.bitrate):
-        problems.append(
-            f"transcode.bitrate must look like \"32k\", not {config.transcode.bitrate!r}")
+    _check_folders(config, problems)
+    match = re.fullmatch(r"(\d+)k", config.transcode.bitrate)
+    if not match or int(match.group(1)) not in MP3_BITRATES:
+        problems.append(f"transcode.bitrate must be one of MP3's bit rates "
+                        f"({', '.join(f'{rate}k' for rate in MP3_BITRATES)}), "
+                        f"not {config.transcode.bitrate!r}")
     if not 0 <= config.transcode.nice <= 19:
         problems.append("transcode.nice must be between 0 and 19")
     if config.transcode.timeout <= 0:
@@ -111,6 +119,50 @@ def _check_template(template: str, problems: list[str]) -> None:
         return
     for name in sorted(unknown):
         problems.append(f"recordings.name: unknown field {{{name}}}")
+    for _, field_name, spec, _ in string.Formatter().parse(template):
+        # a width such as {uniqueid:>999999999} would build a name of gigabytes
+        if field_name != "calldate" and spec and any(
+                int(n) > 255 for n in re.findall(r"\d+", spec)):
+            problems.append(f"recordings.name: the format {{{field_name}:{spec}}} asks for more "
+                            "than 255 characters")
+
+
+# the bit rates an MPEG-1/2 layer III encoder accepts, in kbit/s
+MP3_BITRATES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320)
+
+
+def _check_start(start: str, timezone: str, problems: list[str]) -> None:
+    from .clock import parse_local
+
+    try:
+        first = parse_local(start)
+    except ValueError as exc:
+        problems.append(f"source.start: {exc}")
+        return
+    try:
+        now = dt.datetime.now(zoneinfo.ZoneInfo(timezone)).replace(tzinfo=None)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return  # reported as source.timezone
+    if first > now:
+        # the first run would store it as the ledger's origin and read nothing until then
+        problems.append(f"source.start: {start!r} is in the future (now {now:%Y-%m-%d %H:%M} "
+                        f"in {timezone}): give a past date, or \"\" for the lookback before now")
+
+
+def _check_folders(config: Config, problems: list[str]) -> None:
+    """The archive must not share a folder with the recordings: keep_days would delete the
+    spool's files, and after_upload = "delete" the archive's."""
+    if config.target.kind != "archive":
+        return
+    archive = Path(config.target.archive.dir).resolve()
+    spool = Path(config.recordings.dir).resolve()
+    if archive == spool or spool in archive.parents or archive in spool.parents:
+        problems.append(f"target.archive.dir ({archive}) and recordings.dir ({spool}) overlap: "
+                        "give the archive a folder of its own, outside the recordings")
+
+
+def _warn(message: str) -> None:
+    logging.getLogger("poller").warning("%s", message)
 
 
 def _check_callers(callers: CallersConfig, problems: list[str]) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 from .config import Seconds, Secret, parse_duration
 
+MAX_SECONDS = 3650 * 86400
+
 
 def build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
     if not isinstance(data, Mapping):
@@ -40,10 +42,14 @@ def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
             problems.append(f"{key} must be a duration string such as \"10m\"")
             return Seconds(0)
         try:
-            return Seconds(parse_duration(value))
+            seconds = parse_duration(value)
         except ValueError as exc:
             problems.append(f"{key}: {exc}")
             return Seconds(0)
+        if seconds > MAX_SECONDS:  # later sums with dates would overflow
+            problems.append(f"{key}: {value!r} is more than ten years (3650d)")
+            return Seconds(0)
+        return Seconds(seconds)
     if hint is Secret:
         if not isinstance(value, str):
             # never echo a secret, even a mistyped one (`password = 12345678` unquoted)

@@ -128,7 +128,6 @@ class Wait:
     note: str
 
 
-RECHECK = dt.timedelta(seconds=30)
 _PROBLEM_ORDER = ("refused_path", "unreadable", "missing", "empty")
 
 
@@ -158,7 +157,8 @@ def plan_recording(call: Call, config: RecordingsConfig, now: dt.datetime) -> Pl
         state = inspect(path)
         if (not is_settled(state) or path in writing) and now < give_up:
             what = "still being written" if state.exists else "not there yet"
-            return Wait(min(now + RECHECK, give_up), f"waiting for recording {path.name} ({what})")
+            return Wait(min(now + dt.timedelta(seconds=config.quiet), give_up),
+                        f"waiting for recording {path.name} ({what})")
         if not state.exists:
             log.warning("call %s: recording %s still missing %.0fs after the call ended",
                         call.key, path, config.wait)
