@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fnmatch
 import logging
@@ -135,6 +136,30 @@ def _begin(leg: Leg, zone: ZoneInfo) -> dt.datetime:
 def _hangup(leg: Leg, zone: ZoneInfo) -> dt.datetime:
     """When a leg hung up, in UTC: its duration counts elapsed seconds, not wall-clock ones."""
     return _begin(leg, zone) + dt.timedelta(seconds=max(leg.duration, 0))
+
+
+def plausible(leg: Leg, zone: ZoneInfo, now: dt.datetime, longest: float,
+              skew: dt.timedelta) -> tuple[Leg, str | None]:
+    """A leg as it can have been: a row is written at hang-up, so its end is not in the future
+    (by more than the clocks' skew), and no call lasts longer than `longest` seconds.
+
+    A leg whose end lies in the future gets its billsec (or 0) instead: a fixed value, so its
+    call settles like any other and never holds the watermark. Returns the leg, and what was
+    wrong with it (None when nothing was).
+    """
+    start = to_aware(leg.calldate, zone, leg.uniqueid).astimezone(dt.UTC)
+    latest = (now.astimezone(dt.UTC) + skew - start).total_seconds()
+    if leg.duration <= min(latest, longest):
+        return leg, None
+    if leg.duration > latest:
+        duration = leg.billsec if 0 <= leg.billsec <= min(latest, longest) else 0
+        why = "ends in the future"
+    else:
+        duration = int(longest)
+        why = "is longer than source.max_call_length"
+    fixed = dataclasses.replace(leg, duration=duration, billsec=min(leg.billsec, duration))
+    return fixed, (f"leg {leg.uniqueid or '?'} (seq {leg.sequence}): duration {leg.duration}s "
+                   f"{why}: counted as {duration}s")
 
 
 def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, template: str) -> Call:

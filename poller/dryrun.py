@@ -62,7 +62,7 @@ class DryRunLedger:
         for key in wanted:
             if key in self.calls:
                 call, stage = self.calls[key]
-                found[key] = Known(stage, call.legs, call.status, False)
+                found[key] = Known(stage, call.legs, call.status, False, call.first_calldate)
         return found
 
     def add_many(self, calls: Sequence[tuple[Call, Stage, str | None]]) -> int:

@@ -137,12 +137,13 @@ class Ledger(Settings):
         wanted = list(dict.fromkeys(keys))
         found: dict[str, Known] = {}
         columns = (calls_table.c.call_key, calls_table.c.stage, calls_table.c.legs,
-                   calls_table.c.status, calls_table.c.object_id)
+                   calls_table.c.status, calls_table.c.object_id, calls_table.c.first_calldate)
         with self.engine.connect() as conn:
             for i in range(0, len(wanted), 500):
                 query = sa.select(*columns).where(calls_table.c.call_key.in_(wanted[i:i + 500]))
                 found.update({row.call_key: Known(row.stage, row.legs, row.status,
-                                                  row.object_id is not None)
+                                                  row.object_id is not None,
+                                                  row.first_calldate)
                               for row in conn.execute(query)})
         return found
 

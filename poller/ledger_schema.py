@@ -63,6 +63,7 @@ class Known(NamedTuple):
     legs: int
     status: str
     has_object: bool
+    first_calldate: dt.datetime | None = None  # tells a reused key from the same call
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -39,6 +40,26 @@ class Stage(StrEnum):
 PENDING = (Stage.SEEN, Stage.CREATED, Stage.ATTACHED)
 
 
+KEY_LENGTH = 96  # what every ledger back-end holds (a MySQL VARCHAR(96) primary key)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fit_key(raw: str) -> str:
+    """A call key as the ledger keeps it: a longer one keeps its head and a digest of all."""
+    if len(raw) <= KEY_LENGTH:
+        return raw
+    return f"{raw[:KEY_LENGTH - 17]}~{_digest(raw)[:16]}"
+
+
+def reused_key(key: str, first_calldate: dt.datetime) -> str:
+    """The key of a call that met a key the ledger holds for a call long before it (a PBX
+    restarted with a reset counter, a cloned systemname): the same key, told apart by when."""
+    return fit_key(f"{key}@{first_calldate:%Y%m%dT%H%M%S}")
+
+
 @dataclass(frozen=True)
 class Leg:
     """One cdr row, decoded: text is str, calldate is naive local time as the PBX wrote it."""
@@ -67,8 +88,12 @@ class Leg:
 
     @property
     def key(self) -> str:
-        """The call this leg belongs to: linkedid, else its own uniqueid."""
-        return self.linkedid.strip() or self.uniqueid.strip()
+        """The call this leg belongs to: linkedid, else its own uniqueid; a row with neither
+        is a call of its own, named by what it holds (never merged with another such row)."""
+        raw = self.linkedid.strip() or self.uniqueid.strip()
+        if not raw:
+            return "row-" + _digest(repr(self.identity + (self.src, self.dst)))[:20]
+        return fit_key(raw)
 
     @property
     def end(self) -> dt.datetime:
@@ -136,6 +161,7 @@ class Call:
     last_calldate: dt.datetime  # naive local, for the watermark
     unknown_dispositions: tuple[str, ...] = ()
     legs: int = 0  # distinct cdr rows it was built from
+    anomalies: tuple[str, ...] = ()  # what was wrong with its rows, and what was made of it
 
     def record(self, recording: str | None, problem: str | None) -> dict[str, Any]:
         """The fields of the call record, exactly, as JSON-ready values."""
@@ -149,6 +175,7 @@ class Call:
             data[name] = getattr(self, name).isoformat()
         data["recordings"] = list(self.recordings)
         data["unknown_dispositions"] = list(self.unknown_dispositions)
+        data["anomalies"] = list(self.anomalies)
         return data
 
     @classmethod
@@ -159,4 +186,5 @@ class Call:
         values["status"] = Status(values["status"])
         values["recordings"] = tuple(values["recordings"])
         values["unknown_dispositions"] = tuple(values.get("unknown_dispositions", ()))
+        values["anomalies"] = tuple(values.get("anomalies", ()))
         return cls(**values)

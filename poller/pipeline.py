@@ -85,7 +85,8 @@ def _read(config: Config, options: RunOptions, moment: Moment, ledger: RunLedger
           report: RunReport) -> dt.datetime | None:
     """Phase one; returns the earliest calldate read. An unreachable source stops only this
     phase: calls already in the ledger are still delivered."""
-    builder = Builder(config.source.incoming, moment.zone, config.recordings.name)
+    builder = Builder(config.source.incoming, moment.zone, config.recordings.name, moment.now,
+                      float(config.source.max_call_length))
     try:
         source = CdrSource(config.source, needed=template_fields(config.recordings.name))
         try:

@@ -6,6 +6,7 @@ nothing has been sent for; the marks it justifies are returned, and the run move
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -14,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from .calls import build_call, stand_in
+from .calls import build_call, plausible, stand_in
 from .config import IncomingRules
 from .ledger_schema import Known
-from .marks import Axis, highest, lowest
-from .model import Call, Stage, Status
+from .marks import CLOCK_SKEW, Axis, highest, lowest
+from .model import Call, Leg, Stage, Status, reused_key
 from .report import Progress, RunReport
 from .windows import Group, Walk
 
@@ -44,14 +45,19 @@ class ScanLedger(Protocol):
 
 @dataclass(frozen=True)
 class Builder:
-    """Legs → call, with the site's rules."""
+    """Legs → call, with the site's rules; broken durations are clamped, and said."""
 
     incoming: IncomingRules
     zone: ZoneInfo
     template: str
+    now: dt.datetime  # aware
+    longest: float = 24 * 3600.0  # source.max_call_length
 
-    def __call__(self, legs: list[Any]) -> Call:
-        return build_call(legs, self.incoming, self.zone, self.template)
+    def __call__(self, legs: list[Leg]) -> Call:
+        fixed = [plausible(leg, self.zone, self.now, self.longest, CLOCK_SKEW) for leg in legs]
+        call = build_call([leg for leg, _ in fixed], self.incoming, self.zone, self.template)
+        anomalies = tuple(why for _, why in fixed if why)
+        return dataclasses.replace(call, anomalies=anomalies) if anomalies else call
 
 
 @dataclass
@@ -125,6 +131,7 @@ class Scan:
         if not batch:
             return
         known = self.ledger.known_legs(call.key for call, _ in batch)
+        batch = self.tell_reused(batch, known)
         earlier = self.began_earlier([g for c, g in batch if c.key not in known])
         taken = []
         for call, group in batch:
@@ -142,6 +149,28 @@ class Scan:
             elif call.legs > known[call.key].legs:
                 self.late_legs(call, known[call.key])
         self.take(taken)
+
+    def tell_reused(self, batch: list[tuple[Call, Group]],
+                    known: dict[str, Known]) -> list[tuple[Call, Group]]:
+        """Calls whose key the ledger holds for a call too far away in time to be the same one
+        (a PBX restarted with a reset counter, a cloned systemname) get a key of their own."""
+        apart = dt.timedelta(seconds=self.builder.longest)
+        told: list[tuple[Call, Group]] = []
+        renamed: list[str] = []
+        for call, group in batch:
+            held = known.get(call.key)
+            if held is not None and held.first_calldate is not None and \
+                    abs(call.first_calldate - held.first_calldate) > apart:
+                key = reused_key(call.key, call.first_calldate)
+                renamed.append(key)
+                if key not in known:
+                    log.warning("call %s of %s: its key is held by a call of %s; delivered as "
+                                "%s", call.key, call.first_calldate, held.first_calldate, key)
+                call = dataclasses.replace(call, key=key)
+            told.append((call, group))
+        if renamed:
+            known.update(self.ledger.known_legs(renamed))
+        return told
 
     def late_legs(self, call: Call, known: Known) -> None:
         """Rows of a known call arrived after it was recorded (a member channel that ended
@@ -182,6 +211,8 @@ class Scan:
             for disposition in call.unknown_dispositions:
                 log.warning("call %s: unknown disposition %r counted as unanswered", call.key,
                             disposition)
+            for anomaly in call.anomalies:
+                log.warning("call %s: %s", call.key, anomaly)
         for call in (c for c in calls if c.key in self.unbuilt):
             if self.ledger.park_unbuilt(call, self.unbuilt[call.key]):
                 log.error("call %s: %s; parked as unbuilt (see poller status; please report "

@@ -319,7 +319,7 @@ def _long_wav(path: Path, minutes: int) -> Path:
 def test_thirty_minute_recording(tmp_path, cdr_db, sample_rows):
     """A 30-minute call arrives whole: the server decodes 30 minutes of MP3."""
     rows = clone_call(legs_of(sample_rows, ANSWERED), dt.datetime(2026, 11, 26, 10, 0),
-                      keep_name=True)
+                      keep_name=True, duration=1805, billsec=1800)
     cdr_db.insert(rows)
     wav = _long_wav(tmp_path / "monitor/2026/11/26" / rows[0]["recordingfile"], 30)
     past = wav.stat().st_mtime - 3600

@@ -696,8 +696,10 @@ def test_sigterm_mid_encode_leaves_no_temporary_file_and_no_encoder(tmp_path, cd
     # unwinds (exit 1, "interrupted"), the encoder child is gone, state.dir/tmp holds nothing and
     # the call is still at stage `seen`, to be delivered by the next run.
     now = dt.datetime.now(MSK).replace(tzinfo=None, microsecond=0)
-    start = now - dt.timedelta(minutes=5)
-    rows = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), start, keep_name=True)
+    # a two-hour call (a recording far longer than its call is refused unread)
+    start = now - dt.timedelta(hours=2, minutes=5)
+    rows = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), start, keep_name=True,
+                      duration=7200, billsec=7195)
     cdr_db.insert(rows)
     wav = day_folder(tmp_path / "monitor", start) / rows[0]["recordingfile"]
     settle(write_speech_wav(wav, 7200.0))
