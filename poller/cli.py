@@ -1,97 +1,21 @@
-"""The command line: a thin click layer over the library; errors become exit codes here only."""
+"""The command line: a thin click layer over the library (its errors become exit codes in
+guard.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import os
-import signal
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from .errors import ConfigError, ExitCode, LockHeld, PollerError
+from .cli_tools import archive, demo
+from .errors import ConfigError, ExitCode
+from .guard import guarded, load_config
+from .logs import setup_logging
 
 log = logging.getLogger("poller")
-
-
-def _setup_logging(verbose: int, quiet: bool, syslog: bool = False) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler: logging.Handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                           "%Y-%m-%d %H:%M:%S"))
-    handlers: list[logging.Handler] = [handler]
-    if syslog:
-        from logging.handlers import SysLogHandler
-
-        address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
-        to_syslog = SysLogHandler(address=address, facility=SysLogHandler.LOG_DAEMON)
-        to_syslog.setFormatter(logging.Formatter("poller[%(process)d]: %(levelname)s %(message)s"))
-        handlers.append(to_syslog)
-    root = logging.getLogger()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    # suds logs whole SOAP envelopes (the login one carries the password) at debug level
-    logging.getLogger("suds").setLevel(logging.WARNING)
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _exit(code: ExitCode) -> NoReturn:
-    sys.exit(int(code))
-
-
-def guarded(work: Callable[[], ExitCode]) -> NoReturn:
-    """Run a command; the one place that turns the library's errors into messages and codes."""
-    # SIGTERM (systemd, kill) unwinds like Ctrl-C, so temporary files and the encoder child
-    # are cleaned up and the ledger keeps only confirmed stages
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        code = work()
-    except LockHeld as exc:
-        log.info("%s; nothing to do", exc)
-        code = ExitCode.OK
-    except ConfigError as exc:
-        log.error("%s", exc)
-        code = ExitCode.CONFIG
-    except PollerError as exc:
-        log.error("%s", exc)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        code = ExitCode.PARTIAL
-    except BrokenPipeError as exc:
-        if not _stdout_closed():
-            log.error("unexpected error: %s: %s", type(exc).__name__, exc)
-            log.debug("traceback", exc_info=True)
-            _exit(ExitCode.PARTIAL)
-        # `poller run --dry-run | head`: the reader has what it wanted
-        with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout for the rest of exit
-        code = ExitCode.OK
-    except Exception as exc:  # a bug or an unforeseen failure: say what, keep the trace for -v
-        log.error("unexpected error: %s: %s", type(exc).__name__, exc)
-        log.debug("traceback", exc_info=True)
-        code = ExitCode.PARTIAL
-    _exit(code)
-
-
-def _stdout_closed() -> bool:
-    """Whether standard output is a pipe whose reader went away."""
-    import select
-
-    try:
-        fd = sys.stdout.fileno()
-    except (OSError, ValueError, AttributeError):
-        return False
-    poll = select.poll()
-    poll.register(fd, select.POLLOUT)
-    return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
 class LocalDateTime(click.ParamType):
@@ -128,14 +52,8 @@ def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool,
     """
     if verbose and quiet:
         raise click.UsageError("-v and -q contradict each other: give one")
-    _setup_logging(verbose, quiet, syslog)
+    setup_logging(verbose, quiet, syslog)
     ctx.obj = config_path
-
-
-def _load(ctx: click.Context) -> Any:
-    from .config import load
-
-    return load(ctx.obj)
 
 
 @main.command()
@@ -180,7 +98,7 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
         if follow and (since or until or dry_run or limit):
             raise ConfigError("--follow cannot be combined with --since, --until, --dry-run "
                               "or --limit")
-        config = _load(ctx)
+        config = load_config(ctx)
         if follow:
             from .config import parse_duration
             from .follow import follow as follow_loop
@@ -258,7 +176,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     def work() -> ExitCode:
         from .status import collect, render, to_json
 
-        current = collect(_load(ctx))
+        current = collect(load_config(ctx))
         if as_json:
             import json
 
@@ -282,7 +200,7 @@ def check(ctx: click.Context) -> None:
     def work() -> ExitCode:
         from .check import FAIL, run_checks
 
-        results = run_checks(_load(ctx))
+        results = run_checks(load_config(ctx))
         for result in results:
             click.echo(f"{result.outcome:<4}  {result.name:<15} {result.detail}")
         return ExitCode.PARTIAL if any(r.outcome == FAIL for r in results) else ExitCode.OK
@@ -307,7 +225,7 @@ def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
 
         if bool(keys) == all_failed:
             raise ConfigError("name calls by KEY, or give --failed (not both)")
-        config = _load(ctx)
+        config = load_config(ctx)
         ledger = Ledger.open_existing(config.state.database_url)
         if ledger is None:
             raise ConfigError("the ledger does not exist yet: nothing to retry")
@@ -337,57 +255,8 @@ def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
     guarded(work)
 
 
-@main.command()
-@click.argument("directory", default="poller-demo", type=click.Path(file_okay=False))
-@click.pass_context
-def demo(ctx: click.Context, directory: str) -> None:
-    """Build a sample cdr database with recordings in DIRECTORY and deliver it to an archive.
-
-    The sample holds a dozen calls shaped like real Asterisk output (answered, unanswered,
-    busy, impossible, a ring group, a queue, an outgoing call that is skipped); the real
-    pipeline delivers them into DIRECTORY/archive. DIRECTORY/poller.toml is the config used.
-    """
-
-    def work() -> ExitCode:
-        from .demo import run_demo
-
-        report, lines = run_demo(directory)
-        for line in lines:
-            click.echo(line)
-        return report.exit_code
-
-    guarded(work)
-
-
-@main.group()
-def archive() -> None:
-    """Work on the local archive target's folder."""
-
-
-@archive.command("build")
-@click.option("--dir", "directory", metavar="PATH", type=click.Path(file_okay=False),
-              help="The archive folder [default: target.archive.dir].")
-@click.pass_context
-def archive_build(ctx: click.Context, directory: str | None) -> None:
-    """Write the HTML pages of the whole archive: index.html and one page per day.
-
-    Runs write the pages of the days they change; this rebuilds every day, e.g. after an
-    upgrade, a change of target.archive.locale, or records copied in by hand.
-    Exit 1 when some page could not be written.
-    """
-
-    def work() -> ExitCode:
-        from pathlib import Path
-
-        from .archive_site import build_site
-
-        config = _load(ctx)
-        root = Path(directory or config.target.archive.dir)
-        report = build_site(root, config.target.archive.locale, config.source.timezone)
-        click.echo(f"{root / 'index.html'}: {report.summary()}")
-        return ExitCode.PARTIAL if report.failed else ExitCode.OK
-
-    guarded(work)
+main.add_command(demo)
+main.add_command(archive)
 
 
 if __name__ == "__main__":  # pragma: no cover

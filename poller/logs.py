@@ -1,0 +1,55 @@
+"""Where log lines go, and how a value from the PBX is kept from forging one.
+
+A caller name or `recordingfile` is whatever the PBX was sent: a newline in it would start a
+line of its own (`ERROR …`) in the log. Every rendered message, and every value `status`
+prints, has its control characters escaped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+# C0 controls (tab too), DEL and the C1 controls, which terminals also act on
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as an escape (`\\n`, `\\x1b`)."""
+    return _CONTROLS.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char, f"\\x{ord(char):02x}")
+
+
+class EscapingFormatter(logging.Formatter):
+    """A formatter whose message part cannot hold a line break; a traceback keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
+def setup_logging(verbose: int, quiet: bool, syslog: bool = False) -> None:
+    """Log lines to standard error with time stamps, and to syslog (daemon) when asked."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(message)s",
+                                           "%Y-%m-%d %H:%M:%S"))
+    handlers: list[logging.Handler] = [handler]
+    if syslog:
+        from logging.handlers import SysLogHandler
+
+        address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
+        to_syslog = SysLogHandler(address=address, facility=SysLogHandler.LOG_DAEMON)
+        to_syslog.setFormatter(EscapingFormatter("poller[%(process)d]: %(levelname)s %(message)s"))
+        handlers.append(to_syslog)
+    root = logging.getLogger()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    # suds logs whole SOAP envelopes (the login one carries the password) at debug level
+    logging.getLogger("suds").setLevel(logging.WARNING)
