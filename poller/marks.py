@@ -142,6 +142,24 @@ def backfill_range(since: dt.datetime | None, until: dt.datetime | None, origin:
     return ReadRange(start, stop, min(stop + lookback, latest))
 
 
+def backfill_slices(since: dt.datetime, until: dt.datetime | None,
+                    moment: Moment) -> list[tuple[dt.datetime, dt.datetime | None]]:
+    """A backfill's range cut at local midnights: each day is worked under the lock on its
+    own, so cron runs deliver live calls in between. The last day keeps the range's own end
+    (None: up to now)."""
+    latest = moment.local + CLOCK_SKEW
+    end = min(until, latest) if until is not None else latest
+    slices: list[tuple[dt.datetime, dt.datetime | None]] = []
+    start = since
+    while True:
+        midnight = dt.datetime.combine(start.date() + dt.timedelta(days=1), dt.time())
+        if midnight >= end:
+            slices.append((start, until))
+            return slices
+        slices.append((start, midnight))
+        start = midnight
+
+
 def cursor_resume(mark: Any, axis: Axis, moment: Moment) -> Any:
     """Where a cursor read resumes: a tail behind its mark (rows commit out of order)."""
     if isinstance(mark, dt.datetime):

@@ -9,6 +9,7 @@ phase only what it uses.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -24,7 +25,7 @@ from .errors import ServiceUnavailable, TargetUnavailable
 from .journal import Journal
 from .ledger import Ledger, utcnow
 from .lock import RunLock
-from .marks import Moment, forget_before
+from .marks import Moment, backfill_slices, forget_before
 from .metrics import LedgerFigures
 from .reading import Reading, RunLedger
 from .recordings import template_fields
@@ -41,16 +42,69 @@ log = logging.getLogger("poller")
 
 def run_once(config: Config, options: RunOptions | None = None,
              target_factory: Callable[[Config], Target] | None = None) -> RunReport:
-    """One batch under the run lock. A cron run that finds the lock held raises LockHeld."""
+    """One batch under the run lock (a backfill: one per day of its range, the lock released
+    in between). A cron run that finds the lock held raises LockHeld."""
     options = options or RunOptions()
-    started = time.monotonic()
-    report = RunReport()
-    moment = Moment((options.now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC),
-                    ZoneInfo(config.source.timezone))
+    moment = _moment(config, options)
     if options.dry_run:
+        started = time.monotonic()
+        report = RunReport()
         _dry_run(config, options, moment, report)
         report.seconds = time.monotonic() - started
         return report
+    if options.backfill:
+        return _backfill(config, options, moment, target_factory)
+    return _batch(config, options, moment, target_factory)
+
+
+def _moment(config: Config, options: RunOptions) -> Moment:
+    return Moment((options.now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC),
+                  ZoneInfo(config.source.timezone))
+
+
+def _backfill(config: Config, options: RunOptions, moment: Moment,
+              target_factory: Callable[[Config], Target] | None) -> RunReport:
+    """A backfill a day at a time, each under the lock on its own: a long one never keeps the
+    cron runs (and live calls) waiting for its end."""
+    if options.since is None:  # from the ledger's origin: one batch
+        return _batch(config, options, moment, target_factory)
+    slices = backfill_slices(options.since, options.until, moment)
+    total = RunReport()
+    for number, (start, stop) in enumerate(slices, 1):
+        limit = None if options.limit is None else options.limit - total.delivered_count
+        if (limit is not None and limit <= 0) or options.should_stop():
+            break
+        part = dataclasses.replace(options, since=start, until=stop, limit=limit,
+                                   progress=_overall(options, slices, total))
+        report = _batch(config, part, _moment(config, options), target_factory)
+        total.add(report)
+        if number < len(slices):
+            log.info("backfill: %s done (%d of %d days): %s; the lock is free until the next "
+                     "day, for cron runs to deliver live calls", start.date().isoformat(),
+                     number, len(slices), report.summary())
+    return total
+
+
+def _overall(options: RunOptions, slices: list[tuple[dt.datetime, dt.datetime | None]],
+             done: RunReport) -> Callable[[Progress], None] | None:
+    """A day's progress shown as the whole backfill's."""
+    progress = options.progress
+    if progress is None:
+        return None
+    since, last = slices[0][0], slices[-1][1]
+
+    def show(day: Progress) -> None:
+        progress(dataclasses.replace(day, start=since, stop=last or day.stop,
+                                     rows=done.rows + day.rows,
+                                     new_calls=done.new_calls + day.new_calls))
+
+    return show
+
+
+def _batch(config: Config, options: RunOptions, moment: Moment,
+           target_factory: Callable[[Config], Target] | None) -> RunReport:
+    started = time.monotonic()
+    report = RunReport()
     figures: LedgerFigures | None = None
     metrics_file = options.metrics_file or config.metrics.file
     # a backfill waits for the lock; the minutely run gives way at once

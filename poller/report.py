@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import ExitCode
@@ -76,6 +76,24 @@ class RunReport:
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.PARTIAL if self.failures or self.unavailable else ExitCode.OK
+
+    @property
+    def delivered_count(self) -> int:
+        return sum(self.delivered.values())
+
+    def add(self, other: RunReport) -> None:
+        """Count another batch of the same run in (a backfill's days): figures add up, the
+        latest marks and times stand."""
+        for item in fields(self):
+            mine, theirs = getattr(self, item.name), getattr(other, item.name)
+            if isinstance(mine, bool):
+                setattr(self, item.name, mine or theirs)
+            elif isinstance(mine, int | float | Counter):
+                setattr(self, item.name, mine + theirs)
+            elif isinstance(mine, list):
+                mine.extend(x for x in theirs if x not in mine)
+            elif theirs not in (None, ""):
+                setattr(self, item.name, theirs)
 
     def summary(self) -> str:
         statuses = ", ".join(f"{name} {count}" for name, count in sorted(self.delivered.items()))

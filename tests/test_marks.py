@@ -16,6 +16,7 @@ from poller.marks import (
     CLOCK_SKEW,
     Moment,
     backfill_range,
+    backfill_slices,
     calldate_axis,
     cursor_axis,
     cursor_range,
@@ -241,3 +242,25 @@ def test_calldate_axis_starts_narrow():
     axis = calldate_axis(4 * H)
     assert axis.on_calldate and axis.first_width == H and axis.lookback == 4 * H
     assert calldate_axis(10 * M).first_width == 10 * M
+
+
+# -- a backfill, a day at a time
+
+@pytest.mark.parametrize("since, until, now, slices", [
+    # within one day: one slice, the range as given
+    ("2026-11-26 06:00", "2026-11-26 08:00", "2026-11-26 10:00",
+     [("2026-11-26 06:00", "2026-11-26 08:00")]),
+    # three days, the last one open (up to now)
+    ("2026-11-24 12:00", None, "2026-11-26 10:00",
+     [("2026-11-24 12:00", "2026-11-25 00:00"), ("2026-11-25 00:00", "2026-11-26 00:00"),
+      ("2026-11-26 00:00", None)]),
+    # ends at a midnight: no empty slice after it
+    ("2026-11-24 00:00", "2026-11-26 00:00", "2026-11-27 10:00",
+     [("2026-11-24 00:00", "2026-11-25 00:00"), ("2026-11-25 00:00", "2026-11-26 00:00")]),
+    # an end in the future is the last day's end, kept as given
+    ("2026-11-26 00:00", "2026-12-01 00:00", "2026-11-26 10:00",
+     [("2026-11-26 00:00", "2026-12-01 00:00")]),
+])
+def test_backfill_slices(since, until, now, slices):
+    got = backfill_slices(t(since), t(until) if until else None, at(now))
+    assert got == [(t(a), t(b) if b else None) for a, b in slices]
