@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from poller import directory
+from poller import directory, directory_read
 from poller.config import CallersConfig, Seconds, Secret
 from poller.directory import Subscriber, caller_fields, lookup, parse_rows, read_csv, verify
 from poller.errors import ConfigError
@@ -167,7 +167,7 @@ def test_a_reread_normalises_only_numbers_it_has_not_seen(tmp_path, callers_csv,
         seen.append(raw)
         return normalise(raw, region)
 
-    monkeypatch.setattr(directory, "normalise", counting)
+    monkeypatch.setattr(directory_read, "normalise", counting)
     found = lookup(config, tmp_path, ["+74957654321"], NOW + dt.timedelta(minutes=1))
     assert found.find("+74957654321").name == "New"
     # the new row, and the rows that did not give a subscriber last time
