@@ -10,7 +10,9 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .incidents import OpenIncident
 from .ledger import Entry, Known, Ledger
+from .ledger_incidents import IncidentChanges
 from .model import Call, Stage
 
 
@@ -65,7 +67,12 @@ class DryRunLedger:
                 found[key] = Known(stage, call.legs, call.status, False, call.first_calldate)
         return found
 
-    def add_many(self, calls: Sequence[tuple[Call, Stage, str | None]]) -> int:
+    def open_incidents(self, numbers: Iterable[str], earliest: dt.datetime,
+                       latest: dt.datetime) -> list[OpenIncident]:
+        return self.base.open_incidents(numbers, earliest, latest) if self.base else []
+
+    def add_many(self, calls: Sequence[tuple[Call, Stage, str | None]],
+                 incidents: IncidentChanges | None = None) -> int:
         known = self.known_legs(call.key for call, _, _ in calls)
         new = [(call, stage) for call, stage, _ in calls if call.key not in known]
         self.calls.update((call.key, (call, stage)) for call, stage in new)

@@ -20,7 +20,7 @@ from typing import IO, Any, Protocol
 import sqlalchemy as sa
 
 from .errors import LedgerUnavailable
-from .model import PENDING, Stage
+from .model import PENDING, IncidentStage, Stage
 
 log = logging.getLogger("poller")
 
@@ -29,6 +29,8 @@ ORDER = {stage: number for number, stage in enumerate(
     (Stage.SEEN, Stage.CREATED, Stage.ATTACHED, Stage.DONE))}
 RECORDED = ("object_id", "recording", "recording_problem", "note", "last_error",
             "next_attempt_at")
+INCIDENT_ORDER = {stage: number for number, stage in enumerate(
+    (IncidentStage.PENDING, IncidentStage.CREATED, IncidentStage.DONE))}
 
 
 class StepLedger(Protocol):
@@ -36,22 +38,32 @@ class StepLedger(Protocol):
 
     def known(self, keys: list[str]) -> dict[str, Stage]: ...
 
+    def advance_incident(self, key: str, stage: IncidentStage, **values: Any) -> None: ...
+
+    def incident_stages(self, keys: list[str]) -> dict[str, IncidentStage]: ...
+
 
 @dataclass(frozen=True)
 class Step:
-    """A confirmed step of one call: its new stage and what the step produced."""
+    """A confirmed step of one call (or of one incident): its new stage and what the step
+    produced."""
 
     key: str
-    stage: Stage
+    stage: str
     values: dict[str, Any]
+    incident: bool = False
 
     def to_line(self) -> bytes:
-        return json.dumps({"key": self.key, "stage": self.stage, "values": self.values},
-                          ensure_ascii=False).encode() + b"\n"
+        data: dict[str, Any] = {"key": self.key, "stage": self.stage, "values": self.values}
+        if self.incident:
+            data["incident"] = True
+        return json.dumps(data, ensure_ascii=False).encode() + b"\n"
 
     @classmethod
     def from_line(cls, line: bytes) -> Step:
         data = json.loads(line)
+        if data.get("incident"):
+            return cls(data["key"], IncidentStage(data["stage"]), dict(data["values"]), True)
         return cls(data["key"], Stage(data["stage"]), dict(data["values"]))
 
 
@@ -71,18 +83,33 @@ class Journal:
         if not lines:
             return
         steps = [Step.from_line(line) for line in lines]
-        known = ledger.known([step.key for step in steps])
+        known = ledger.known([step.key for step in steps if not step.incident])
+        incidents = ledger.incident_stages([step.key for step in steps if step.incident])
         for step in steps:
+            if step.incident:
+                self._replay_incident(ledger, step, incidents)
+                continue
             current = known.get(step.key)
             # only forward: a step the ledger already holds (or went past) is not replayed
-            if current in PENDING and ORDER[step.stage] > ORDER[Stage(current)]:
-                ledger.advance(step.key, step.stage, **step.values)
-                known[step.key] = step.stage
+            if current in PENDING and ORDER[Stage(step.stage)] > ORDER[Stage(current)]:
+                ledger.advance(step.key, Stage(step.stage), **step.values)
+                known[step.key] = Stage(step.stage)
                 log.info("call %s: %s, as the target had confirmed (from the journal)",
                          step.key, step.stage)
         self.handle.truncate(0)
         self.handle.flush()
         os.fsync(self.handle.fileno())
+
+    @staticmethod
+    def _replay_incident(ledger: StepLedger, step: Step,
+                         stages: dict[str, IncidentStage]) -> None:
+        current = stages.get(step.key)
+        stage = IncidentStage(step.stage)
+        if current in INCIDENT_ORDER and INCIDENT_ORDER[stage] > INCIDENT_ORDER[current]:
+            ledger.advance_incident(step.key, stage, **step.values)
+            stages[step.key] = stage
+            log.info("incident %s: %s, as the target had confirmed (from the journal)",
+                     step.key, stage)
 
     def close(self) -> None:
         if self.handle is not None:
@@ -92,16 +119,27 @@ class Journal:
     def confirm(self, ledger: StepLedger, key: str, stage: Stage, **values: Any) -> None:
         """Record a step the target confirmed; raise LedgerUnavailable only once it is kept in
         the journal (or, if even that fails, logged with everything needed to recover it)."""
+        self._confirm(lambda: ledger.advance(key, stage, **values),
+                      Step(key, stage, {n: values.get(n) for n in RECORDED if n in values}))
+
+    def confirm_incident(self, ledger: StepLedger, key: str, stage: IncidentStage,
+                         **values: Any) -> None:
+        """Record a step of an incident the target confirmed, as `confirm` does for calls."""
+        self._confirm(lambda: ledger.advance_incident(key, stage, **values),
+                      Step(key, stage, {n: values.get(n) for n in RECORDED if n in values},
+                           incident=True))
+
+    def _confirm(self, record: Any, step: Step) -> None:
+        key, stage = step.key, step.stage
         error: Exception | None = None
         for delay in (0.0, *RETRIES):
             time.sleep(delay)
             try:
-                ledger.advance(key, stage, **values)
+                record()
                 return
             except sa.exc.SQLAlchemyError as exc:
                 error = exc
                 log.debug("call %s: recording %s failed: %s", key, stage, exc)
-        step = Step(key, stage, {name: values.get(name) for name in RECORDED if name in values})
         reason = f"{type(error).__name__}: {getattr(error, 'orig', error)}"
         try:
             self._append(step)

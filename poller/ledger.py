@@ -6,6 +6,7 @@ so a run killed at any point resumes at the right step.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
@@ -28,13 +29,14 @@ from .ledger_schema import (
     sqlite_pragmas,
     utcnow,
 )
+from .ledger_incidents import IncidentChanges, Incidents, unfinished_openers, write_changes
 from .ledger_settings import Settings, TargetDown
 from .model import PENDING, Call, Stage, Status
 
 __all__ = ["Entry", "Known", "Ledger", "TargetDown", "utcnow"]
 
 
-class Ledger(Settings):
+class Ledger(Settings, Incidents):
     """The state database (any SQLAlchemy URL; SQLite in state.dir by default)."""
 
     def __init__(self, url: str, create: bool = True):
@@ -111,8 +113,10 @@ class Ledger(Settings):
         """Record a newly seen call; False if another writer recorded it first."""
         return bool(self.add_many([(call, stage, note)]))
 
-    def add_many(self, calls: Sequence[tuple[Call, Stage, str | None]]) -> int:
-        """Record newly seen calls in one transaction (nothing has been sent for them yet).
+    def add_many(self, calls: Sequence[tuple[Call, Stage, str | None]],
+                 incidents: IncidentChanges | None = None) -> int:
+        """Record newly seen calls in one transaction (nothing has been sent for them yet),
+        with the incidents they opened or joined.
 
         Returns how many were new; a key some other writer recorded meanwhile is left as it is.
         """
@@ -126,11 +130,17 @@ class Ledger(Settings):
         try:
             with self.engine.begin() as conn:
                 conn.execute(calls_table.insert(), rows)
+                if incidents:
+                    write_changes(conn, incidents)
             return len(rows)
         except sa.exc.IntegrityError:
-            if len(rows) == 1:
+            if len(rows) == 1 and not incidents:
                 return 0
-        return sum(self.add(call, stage, note) for call, stage, note in calls)
+        inserted = {call.key for call, stage, note in calls if self.add(call, stage, note)}
+        if incidents and inserted:
+            with self.engine.begin() as conn:
+                write_changes(conn, incidents.only(inserted))
+        return len(inserted)
 
     def known_legs(self, keys: Iterable[str]) -> dict[str, Known]:
         """What the ledger holds of each key it knows (stage, legs, status, an object)."""
@@ -171,9 +181,20 @@ class Ledger(Settings):
         values: dict[str, Any] = {}
         if fresh:
             values = {"attempts": 0, "last_error": None, "note": None, "next_attempt_at": None}
+        else:
+            call = self._keep_decided(call)
         self._update(call.key, stage=stage, status=call.status, legs=call.legs,
                      payload=json.dumps(call.to_json()), first_calldate=call.first_calldate,
                      **values)
+
+    def _keep_decided(self, call: Call) -> Call:
+        """The rebuilt call with the caller fields and incident decided when it was first
+        recorded: the incidents' rows name it, and a decision is never taken twice."""
+        held = self.entry(call.key)
+        if held is None:
+            return call
+        return dataclasses.replace(call, number_e164=held.call.number_e164,
+                                   caller=held.call.caller, incident=held.call.incident)
 
     def entry(self, key: str) -> Entry | None:
         with self.engine.connect() as conn:
@@ -217,7 +238,10 @@ class Ledger(Settings):
         query = in_range(calls_table.update().where(condition), since, until).values(
             stage=stage, attempts=0, next_attempt_at=None, updated_at=utcnow())
         with self.engine.begin() as conn:
-            return conn.execute(query).rowcount
+            count = conn.execute(query).rowcount
+        # an incident parked on its own is put back with its call (its key is the call's)
+        self.requeue_failed_incidents(keys, since, until)
+        return count
 
     def advance(self, key: str, stage: Stage, **values: Any) -> None:
         """Record a confirmed step: the new stage plus what the step produced."""
@@ -248,9 +272,12 @@ class Ledger(Settings):
         The ledger remembers how far it forgot: a backfill there would deliver them again.
         """
         finished = calls_table.c.stage.in_([Stage.DONE, Stage.SKIPPED])
-        query = calls_table.delete().where(finished).where(calls_table.c.first_calldate < before)
+        query = calls_table.delete().where(finished).where(
+            calls_table.c.first_calldate < before,
+            calls_table.c.call_key.not_in(unfinished_openers()))
         with self.engine.begin() as conn:
             count = conn.execute(query).rowcount
+        self.prune_incidents(before)
         if count:
             previous = self.pruned_before()
             if previous is None or before > previous:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from .errors import ConfigError
 from .model import Call, Stage
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 
@@ -42,13 +42,36 @@ calls_table = sa.Table(
     sa.Column("legs", sa.Integer, nullable=False, server_default="0"),
 )
 
+# one row per incident (design §10), keyed by the call that opened it; the calls that joined
+# it carry its key in their own `incident` field
+incidents_table = sa.Table(
+    "poller_incidents", metadata,
+    sa.Column("incident_key", sa.String(96), primary_key=True),
+    sa.Column("number", sa.String(32), nullable=False, index=True),  # E.164
+    sa.Column("first_start", sa.DateTime, nullable=False),  # naive UTC, of its earliest call
+    sa.Column("last_start", sa.DateTime, nullable=False, index=True),  # ... and of its latest
+    sa.Column("first_calldate", sa.DateTime, nullable=False),  # naive local, the opening call's
+    sa.Column("joined", sa.Text, nullable=False),  # JSON list of the keys of the calls joined
+    sa.Column("stage", sa.String(16), nullable=False, index=True),
+    sa.Column("object_id", sa.String(255)),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("next_attempt_at", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
 
 # upgrades of the ledger's own schema, applied in order at start: version -> step
 def _add_legs_column(conn: Any) -> None:
     conn.exec_driver_sql("ALTER TABLE poller_calls ADD COLUMN legs INTEGER NOT NULL DEFAULT 0")
 
 
-MIGRATIONS: dict[int, Callable[[Any], None]] = {2: _add_legs_column}
+def _add_incidents_table(conn: Any) -> None:
+    # the caller fields and the incident of a call live in its payload (absent there: null)
+    incidents_table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Any], None]] = {2: _add_legs_column, 3: _add_incidents_table}
 
 
 def utcnow() -> dt.datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -38,6 +39,17 @@ class Stage(StrEnum):
 
 
 PENDING = (Stage.SEEN, Stage.CREATED, Stage.ATTACHED)
+
+
+class IncidentStage(StrEnum):
+    """Where an incident is: pending (its opening call has no object yet, or the incident's
+    own create failed) → created (the target holds it, not yet with every call that joined)
+    → done; or failed (parked after retry.max_attempts)."""
+
+    PENDING = "pending"
+    CREATED = "created"
+    DONE = "done"
+    FAILED = "failed"
 
 
 KEY_LENGTH = 96  # what every ledger back-end holds (a MySQL VARCHAR(96) primary key)
@@ -116,8 +128,11 @@ class RecordingRef:
 
 @dataclass(frozen=True)
 class Record:
-    """The call record a target receives (design §8): its fields are the names the attribute
-    mapping and the archive use, defined here once."""
+    """The call record a target receives (design §8 and §10): its fields are the names the
+    attribute mapping, the incident templates and the archive use, defined here once.
+
+    `caller_extra` is not a field of its own: it holds the directory columns named in
+    callers.fields, which the record shows as one `caller_<column>` field each."""
 
     key: str
     start: str  # ISO 8601 with the source zone's offset
@@ -131,12 +146,26 @@ class Record:
     answered_by: str
     recording: str | None
     recording_problem: str | None
+    number_e164: str | None = None  # the caller's number in E.164, when it parses
+    caller_id: str | None = None  # the directory's id of a known caller
+    caller_name: str | None = None  # the directory's name of a known caller
+    caller_extra: tuple[tuple[str, str | None], ...] = ()  # (column, value) per callers.fields
+    incident: str | None = None  # the key of the call that opened the call's incident
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in RECORD_FIELDS}
+        data = {name: getattr(self, name) for name in RECORD_FIELDS if name != "incident"}
+        data.update((f"caller_{column}", value) for column, value in self.caller_extra)
+        data["incident"] = self.incident
+        return data
 
 
-RECORD_FIELDS = tuple(f.name for f in fields(Record))
+RECORD_FIELDS = tuple(f.name for f in fields(Record) if f.name != "caller_extra")
+
+
+def record_fields(caller_columns: Sequence[str] = ()) -> tuple[str, ...]:
+    """Every field of a record, with one `caller_<column>` per name in callers.fields."""
+    fixed = [name for name in RECORD_FIELDS if name != "incident"]
+    return (*fixed, *(f"caller_{column}" for column in caller_columns), "incident")
 
 
 @dataclass(frozen=True)
@@ -162,12 +191,21 @@ class Call:
     unknown_dispositions: tuple[str, ...] = ()
     legs: int = 0  # distinct cdr rows it was built from
     anomalies: tuple[str, ...] = ()  # what was wrong with its rows, and what was made of it
+    # decided once, when the scan records the call, and kept with it: a retry sends the same
+    number_e164: str | None = None
+    caller: tuple[tuple[str, str | None], ...] = ()  # caller_id, caller_name, caller_<column>
+    incident: str | None = None
 
     def record(self, recording: str | None, problem: str | None) -> dict[str, Any]:
         """The fields of the call record, exactly, as JSON-ready values."""
+        caller = dict(self.caller)
+        extra = tuple((name.removeprefix("caller_"), value) for name, value in self.caller
+                      if name not in ("caller_id", "caller_name"))
         return Record(self.key, self.start.isoformat(), self.number, self.name, self.did,
                       self.duration, self.talk_time, self.wait_time, str(self.status),
-                      self.answered_by, recording, problem).to_json()
+                      self.answered_by, recording, problem, self.number_e164,
+                      caller.get("caller_id"), caller.get("caller_name"), extra,
+                      self.incident).to_json()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -176,6 +214,7 @@ class Call:
         data["recordings"] = list(self.recordings)
         data["unknown_dispositions"] = list(self.unknown_dispositions)
         data["anomalies"] = list(self.anomalies)
+        data["caller"] = [list(pair) for pair in self.caller]
         return data
 
     @classmethod
@@ -187,4 +226,5 @@ class Call:
         values["recordings"] = tuple(values["recordings"])
         values["unknown_dispositions"] = tuple(values.get("unknown_dispositions", ()))
         values["anomalies"] = tuple(values.get("anomalies", ()))
+        values["caller"] = tuple((name, value) for name, value in values.get("caller", ()))
         return cls(**values)

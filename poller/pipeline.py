@@ -21,7 +21,9 @@ from zoneinfo import ZoneInfo
 from .config import Config
 from .delivery import Courier, deliver_due, due_before
 from .dryrun import DryRunLedger
+from .enrich import Enricher
 from .errors import ServiceUnavailable, TargetUnavailable
+from .incident_delivery import deliver_incidents
 from .journal import Journal
 from .ledger import Ledger, utcnow
 from .lock import RunLock
@@ -115,7 +117,9 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
         target = LazyTarget(functools.partial(target_factory or open_target, config))
         try:
             journal.open(ledger)  # steps a killed or refused run could not record, first
-            oldest_read = _read(config, options, moment, ledger, report)
+            enrich = Enricher.build(config.callers, config.incidents, config.state.dir,
+                                    moment.zone, moment.now, report)
+            oldest_read = _read(config, options, moment, ledger, report, enrich)
             _deliver(config, options, moment, ledger, journal, target, report)
             if not options.backfill:
                 _upkeep(config, moment, ledger, oldest_read)
@@ -136,19 +140,23 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
 
 
 def _read(config: Config, options: RunOptions, moment: Moment, ledger: RunLedger,
-          report: RunReport) -> dt.datetime | None:
+          report: RunReport, enrich: Enricher | None = None) -> dt.datetime | None:
     """Phase one; returns the earliest calldate read. An unreachable source stops only this
-    phase: calls already in the ledger are still delivered."""
+    phase: calls already in the ledger are still delivered. A dry run reads without `enrich`:
+    the directory's copy in state.dir would be written."""
     builder = Builder(config.source.incoming, moment.zone, config.recordings.name, moment.now,
                       float(config.source.max_call_length))
     try:
         source = CdrSource(config.source, needed=template_fields(config.recordings.name))
         try:
-            reading = Reading(source, ledger, config.source, builder, options, moment, report)
+            reading = Reading(source, ledger, config.source, builder, options, moment, report,
+                              enrich)
             reading.execute()
             return reading.oldest_read
         finally:
             source.close()
+            if enrich is not None:
+                report.directory_seconds = enrich.callers.seconds
     except ServiceUnavailable as exc:
         log.error("%s", exc)
         report.unavailable.append(str(exc))
@@ -165,6 +173,8 @@ def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger
     down = ledger.target_down()
     try:
         deliver_due(courier, options)
+        if config.incidents.enabled:
+            deliver_incidents(courier, config.incidents.attributes, options)
     except TargetUnavailable as exc:
         since = down.since if down is not None else moment.utc
         log.error("%s; target down since %s UTC: no call is charged, the next run tries again",

@@ -23,7 +23,7 @@ from .marks import (
     resume_calldate,
 )
 from .report import RunOptions, RunReport
-from .scan import Builder, Reach, Scan, ScanLedger
+from .scan import Builder, Enrich, Reach, Scan, ScanLedger
 from .source import CdrSource
 from .windows import Walk
 
@@ -56,9 +56,11 @@ class Reading:
     """Reads what is new since the marks (or a backfill's range) into the ledger."""
 
     def __init__(self, source: CdrSource, ledger: RunLedger, config: SourceConfig,
-                 builder: Builder, options: RunOptions, moment: Moment, report: RunReport):
+                 builder: Builder, options: RunOptions, moment: Moment, report: RunReport,
+                 enrich: Enrich | None = None):
         self.source = source
         self.ledger = ledger
+        self.enrich = enrich
         self.config = config
         self.builder = builder
         self.options = options
@@ -86,7 +88,7 @@ class Reading:
                   axis.column, span.start, span.horizon, span.stop)
         settled_before = self.moment.now - dt.timedelta(seconds=self.config.settle)
         reach = Scan(walk, axis, self.ledger, self.report, self.builder, settled_before,
-                     self.source.keys_before, self.options.progress).execute()
+                     self.source.keys_before, self.options.progress, self.enrich).execute()
         self.report.source_read = True
         self.oldest_read = walk.stats.oldest
         self.report.rows = walk.stats.rows

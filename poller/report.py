@@ -72,6 +72,12 @@ class RunReport:
     newest_row: str | None = None  # the latest calldate this run read
     source_read: bool = False  # the cdr table was read (even if nothing new was there)
     finished_at: str = ""
+    callers_matched: int = 0  # new incoming calls whose caller the directory knows
+    callers_unmatched: int = 0
+    directory_seconds: float = 0.0  # spent reading the directory
+    incidents_opened: int = 0  # decided by this run's new calls
+    incidents_joined: int = 0
+    incidents_created: int = 0  # made in the target
 
     @property
     def exit_code(self) -> ExitCode:
@@ -97,8 +103,17 @@ class RunReport:
 
     def summary(self) -> str:
         statuses = ", ".join(f"{name} {count}" for name, count in sorted(self.delivered.items()))
+        callers = ""
+        if self.callers_matched or self.callers_unmatched:
+            callers = (f"callers {self.callers_matched} matched, {self.callers_unmatched} "
+                       "unmatched, ")
+        incidents = ""
+        if self.incidents_opened or self.incidents_joined or self.incidents_created:
+            incidents = (f"incidents {self.incidents_opened} opened, {self.incidents_joined} "
+                         f"calls joined, {self.incidents_created} made, ")
         return (f"delivered {sum(self.delivered.values())} calls ({statuses or 'none'}), "
                 f"{self.recordings} recordings, {self.new_calls} new, {self.skipped} skipped, "
+                f"{callers}{incidents}"
                 f"{self.waiting} waiting, {self.failures} failed ({self.parked} parked), "
                 f"{self.rows} rows read, {self.seconds:.2f}s")
 
@@ -113,4 +128,7 @@ class RunReport:
             "seconds": round(self.seconds, 3),
             "watermark": self.watermark, "newest_row": self.newest_row,
             "finished_at": self.finished_at,
+            "callers": {"matched": self.callers_matched, "unmatched": self.callers_unmatched},
+            "incidents": {"opened": self.incidents_opened, "joined": self.incidents_joined,
+                          "created": self.incidents_created},
         }

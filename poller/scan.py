@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 
 from .calls import build_call, plausible, stand_in
 from .config import IncomingRules
+from .incidents import OpenIncident
+from .ledger_incidents import IncidentChanges
 from .ledger_schema import Known
 from .marks import CLOCK_SKEW, Axis, highest, lowest
 from .model import Call, Leg, Stage, Status, reused_key
@@ -26,6 +28,9 @@ from .windows import Group, Walk
 log = logging.getLogger("poller")
 
 KNOWN_BATCH = 200
+# new incoming calls → the same calls with their caller fields and incident, and what that did
+# to the ledger's incidents (enrich.Enricher)
+Enrich = Callable[[list[Call], Any], tuple[list[Call], IncidentChanges]]
 PROGRESS_EVERY = 10.0  # seconds between progress lines on long reads
 
 
@@ -34,7 +39,11 @@ class ScanLedger(Protocol):
 
     def known_legs(self, keys: Iterable[str]) -> dict[str, Known]: ...
 
-    def add_many(self, calls: Sequence[tuple[Call, Stage, str | None]]) -> int: ...
+    def add_many(self, calls: Sequence[tuple[Call, Stage, str | None]],
+                 incidents: IncidentChanges | None = None) -> int: ...
+
+    def open_incidents(self, numbers: Iterable[str], earliest: dt.datetime,
+                       latest: dt.datetime) -> list[OpenIncident]: ...
 
     def park_unbuilt(self, call: Call, error: str) -> bool: ...
 
@@ -76,8 +85,10 @@ class Scan:
     def __init__(self, walk: Walk, axis: Axis, ledger: ScanLedger, report: RunReport,
                  builder: Builder, settled_before: dt.datetime,
                  keys_before: Callable[[list[str], Any, Any, str], set[str]],
-                 progress: Callable[[Progress], None] | None = None):
+                 progress: Callable[[Progress], None] | None = None,
+                 enrich: Enrich | None = None):
         self.walk = walk
+        self.enrich = enrich  # callers and incidents of new incoming calls
         self.axis = axis
         self.ledger = ledger
         self.report = report
@@ -220,7 +231,11 @@ class Scan:
                 report.failures += 1
                 report.parked += 1
         calls = [c for c in calls if c.key not in self.unbuilt]
+        incoming = [c for c in calls if c.incoming]
+        changes = None
+        if self.enrich is not None and incoming:
+            incoming, changes = self.enrich(incoming, self.ledger)
         report.new_calls += self.ledger.add_many(
-            [(c, Stage.SEEN, None) for c in calls if c.incoming])
+            [(c, Stage.SEEN, None) for c in incoming], changes)
         report.skipped += self.ledger.add_many(
             [(c, Stage.SKIPPED, "not incoming") for c in calls if not c.incoming])

@@ -2,7 +2,7 @@
 -- (state.url = "mysql+pymysql://poller_state:...@host/poller"). The poller creates these
 -- tables itself when its user may; a DBA who prefers to create them by hand runs this file
 -- and grants SELECT, INSERT, UPDATE, DELETE on the schema to the poller's state user.
--- Schema version 2.
+-- Schema version 3.
 CREATE TABLE poller_calls (
 	call_key VARCHAR(96) NOT NULL,
 	first_calldate DATETIME NOT NULL,
@@ -27,4 +27,22 @@ CREATE TABLE poller_meta (
 	value TEXT NOT NULL,
 	PRIMARY KEY (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-INSERT INTO poller_meta (name, value) VALUES ('schema_version', '2');
+CREATE TABLE poller_incidents (
+	incident_key VARCHAR(96) NOT NULL,
+	number VARCHAR(32) NOT NULL,
+	first_start DATETIME NOT NULL,
+	last_start DATETIME NOT NULL,
+	first_calldate DATETIME NOT NULL,
+	joined TEXT NOT NULL,
+	stage VARCHAR(16) NOT NULL,
+	object_id VARCHAR(255),
+	attempts INTEGER NOT NULL,
+	last_error TEXT,
+	next_attempt_at DATETIME,
+	updated_at DATETIME NOT NULL,
+	PRIMARY KEY (incident_key)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE INDEX ix_poller_incidents_last_start ON poller_incidents (last_start);
+CREATE INDEX ix_poller_incidents_number ON poller_incidents (number);
+CREATE INDEX ix_poller_incidents_stage ON poller_incidents (stage);
+INSERT INTO poller_meta (name, value) VALUES ('schema_version', '3');

@@ -46,6 +46,15 @@ class Target(Protocol):
     def attach(self, object_id: str, call: Call, mp3: Path) -> None:
         """Attach the recording to the object `create` made."""
 
+    def create_incident(self, call: Call, parent: str, attributes: dict[str, str],
+                        joined: list[str]) -> str:
+        """Create the incident `call` opened, under the call's object `parent`, with its
+        rendered attributes and the keys of the calls joined so far; returns its id."""
+
+    def update_incident(self, object_id: str, call: Call, attributes: dict[str, str],
+                        joined: list[str]) -> None:
+        """Tell the incident `create_incident` made of the calls that joined it since."""
+
     def ensure(self, object_id: str, call: Call, record: dict[str, Any]) -> None:
         """Before a call is marked attached: make sure the object `create` made is all there,
         making its record again if it was lost (a replaced file system)."""
@@ -94,7 +103,7 @@ def open_target(config: Config) -> Target:
     if config.target.kind == "easla":
         from .easla import EaslaTarget
 
-        return EaslaTarget(config.target.easla, config.state.dir)
+        return EaslaTarget(config.target.easla, config.state.dir, config.incidents)
     raise ConfigError(f"target.kind = {config.target.kind!r} is not known")
 
 

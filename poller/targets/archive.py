@@ -79,6 +79,21 @@ class ArchiveTarget:
         _pending(path).unlink(missing_ok=True)
         self.changed_days.add(call.start.date())
 
+    def create_incident(self, call: Call, parent: str, attributes: dict[str, str],
+                        joined: list[str]) -> str:
+        """`<key>.incident.json` beside the opening call's record."""
+        record = self.root / parent
+        path = record.with_name(record.name.removesuffix(".json") + ".incident.json")
+        self.update_incident(str(path.relative_to(self.root)), call, attributes, joined)
+        return str(path.relative_to(self.root))
+
+    def update_incident(self, object_id: str, call: Call, attributes: dict[str, str],
+                        joined: list[str]) -> None:
+        """Rewrite the incident's file, whole, with the calls joined so far."""
+        data = {"incident": call.key, "attributes": attributes, "joined": joined}
+        write_atomically(self.root / object_id,
+                         json.dumps(data, ensure_ascii=False, indent=2).encode() + b"\n")
+
     def answers(self) -> bool:
         """The archive answers while its folder is there and writable (a mount not lost)."""
         return self.root.is_dir() and os.access(self.root, os.W_OK)

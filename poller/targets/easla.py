@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..config import EaslaConfig
+from ..config import EaslaConfig, IncidentsConfig
 from ..errors import ConfigError, DeliveryError
 from ..errors import TargetUnavailable as TargetDown
 from ..model import Call
@@ -78,10 +78,13 @@ def attribute_values(config: EaslaConfig, call: Call, record: dict[str, Any]) ->
 class EaslaTarget:
     """Creates `incoming_call` objects in easla and attaches their recordings."""
 
-    def __init__(self, config: EaslaConfig, state_dir: str | None):
+    def __init__(self, config: EaslaConfig, state_dir: str | None,
+                 incidents: IncidentsConfig | None = None):
         # suds logs whole envelopes at debug level, and the login envelope holds the password
         logging.getLogger("suds").setLevel(logging.WARNING)
         self.config = config
+        self.incidents = incidents
+        self.incident_def: Any = None  # looked up when the run's first incident is made
         self.session_fault = re.compile(config.session_fault)
         self.transport = KeepAliveTransport(float(config.timeout), config.verify_tls,
                                             config.ca_bundle)
@@ -135,15 +138,42 @@ class EaslaTarget:
         return type(binding).__name__ in ("RPC", "Encoded")
 
     def create(self, call: Call, record: dict[str, Any]) -> str:
+        return self._create(self.objectdef, None,
+                            attribute_values(self.config, call, record))
+
+    def _create(self, objectdef: Any, parent: str | None, attributes: dict[str, str]) -> str:
         rpc = self._rpc("createObjectref")
         items = [{"key": name, "values": [value] if rpc else {"item": [value]}}
-                 for name, value in attribute_values(self.config, call, record).items()]
+                 for name, value in attributes.items()]
         result = self._call("createObjectref", lambda s: s.createObjectref(
-            objectdef=self.objectdef, parent=None,
+            objectdef=objectdef, parent=None if parent is None else _object_ref(parent),
             attributes=self._array("createObjectref", items)))
         if result in (None, "", 0):
             raise DeliveryError("easla: createObjectref answered without an object id")
         return str(result)
+
+    def create_incident(self, call: Call, parent: str, attributes: dict[str, str],
+                        joined: list[str]) -> str:
+        """An object of incidents.objectdef (same process) under the call's object."""
+        return self._create(self._incident_objectdef(), parent, attributes)
+
+    def update_incident(self, object_id: str, call: Call, attributes: dict[str, str],
+                        joined: list[str]) -> None:
+        # easla's operations hold no update: a joined call names its incident in its own
+        # `incident` field (mappable to an attribute of the call object)
+        pass
+
+    def _incident_objectdef(self) -> Any:
+        if self.incident_def is None:
+            incidents = self.incidents or IncidentsConfig()
+            try:
+                self.incident_def = self._call("getObjectdef", lambda s: s.getObjectdef(
+                    process=self.process, name=incidents.objectdef,
+                    version=incidents.objectdef_version), setup=True)
+            except ConfigError as exc:
+                raise ConfigError(f"incidents.objectdef {incidents.objectdef!r} not usable: "
+                                  f"{str(exc).partition(': ')[2].partition(': ')[2]}") from None
+        return self.incident_def
 
     def attach(self, object_id: str, call: Call, mp3: Path) -> None:
         name = f"{safe_name(call.key)}.mp3"
