@@ -11,7 +11,7 @@ from .clock import local_now
 from .config import Config
 from .errors import PollerError
 from .ledger import Entry, Ledger, TargetDown
-from .model import PENDING, UNBUILT, Stage
+from .model import PENDING, UNBUILT, IncidentStage, Stage
 
 
 @dataclass
@@ -25,6 +25,8 @@ class Status:
     last_run: dict[str, Any] | None = None
     now_local: dt.datetime | None = None
     target_down: TargetDown | None = None
+    incidents: dict[IncidentStage, int] = field(default_factory=dict)
+    failed_incidents: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def waiting(self) -> int:
@@ -42,6 +44,8 @@ def collect(config: Config) -> Status:
     ledger = Ledger.open_existing(config.state.database_url)
     counts: dict[Stage, int] = {}
     watermark, pending, failed, last, down = None, [], [], None, None
+    incidents: dict[IncidentStage, int] = {}
+    failed_incidents: list[dict[str, Any]] = []
     if ledger is not None:
         try:
             down = ledger.target_down()
@@ -50,6 +54,8 @@ def collect(config: Config) -> Status:
             pending = ledger.entries(PENDING)
             failed = ledger.entries([Stage.FAILED])
             last = ledger.last_run()
+            incidents = ledger.incident_counts()
+            failed_incidents = ledger.failed_incidents()
         finally:
             ledger.close()
     newest, error = None, None
@@ -64,7 +70,8 @@ def collect(config: Config) -> Status:
     except PollerError as exc:
         error = str(exc)
     return Status(watermark, newest, error, counts, pending, failed, last,
-                  local_now(ZoneInfo(config.source.timezone)), down)
+                  local_now(ZoneInfo(config.source.timezone)), down, incidents,
+                  failed_incidents)
 
 
 STATUS_SCHEMA = 1
@@ -98,6 +105,9 @@ def to_json(status: Status) -> dict[str, Any]:
                    else {"up": True, "down_since": None, "error": None}),
         "waiting": [entry(e) for e in status.pending],
         "failed": [entry(e) for e in status.failed],
+        "incidents": {stage: status.incidents.get(stage, 0) for stage in IncidentStage},
+        "failed_incidents": [{"key": i["incident_key"], "attempts": i["attempts"],
+                              "last_error": i["last_error"]} for i in status.failed_incidents],
         "last_run": status.last_run,
     }
 
@@ -116,6 +126,7 @@ def render(status: Status) -> str:
         lines.append("newest row:  the cdr table is empty")
     counts = ", ".join(f"{stage} {n}" for stage, n in sorted(status.counts.items())) or "none"
     lines.append(f"calls:       {counts}")
+    lines.extend(_callers_and_incidents(status))
     if status.target_down is not None:
         down = status.target_down
         lines.append(f"target:      down since {down.since.isoformat(sep=' ', timespec='seconds')} "
@@ -148,6 +159,22 @@ def render(status: Status) -> str:
     else:
         lines.append("last run:    never")
     return "\n".join(lines)
+
+
+def _callers_and_incidents(status: Status) -> list[str]:
+    lines = []
+    callers = (status.last_run or {}).get("callers") or {}
+    if callers.get("matched") or callers.get("unmatched"):
+        lines.append(f"callers:     {callers['matched']} matched, {callers['unmatched']} "
+                     "unmatched in the last run")
+    if status.incidents:
+        counts = ", ".join(f"{stage} {n}" for stage, n in sorted(status.incidents.items()))
+        lines.append(f"incidents:   {counts}")
+    for incident in status.failed_incidents:
+        lines.append(f"  incident {incident['incident_key']:<15} parked after "
+                     f"{incident['attempts']} attempts: {incident['last_error']} "
+                     "(requeue: `poller retry KEY`)")
+    return lines
 
 
 def _why_waiting(entry: Entry) -> str:
