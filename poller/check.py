@@ -154,7 +154,19 @@ def _recordings(config: Config) -> Iterator[Result]:
         yield Result("recordings", OK, f"{folder} readable")
 
 
+def _callers(config: Config) -> Iterator[Result]:
+    """The directory read once, as a run reads it (nothing kept: no copy in state.dir)."""
+    if not config.callers.enabled:
+        return
+    from .directory import describe, verify
+
+    count = verify(config.callers)
+    per_run = " (asked per run with :numbers)" if "numbers" in config.callers.query else ""
+    yield Result("callers", OK if count else WARN,
+                 f"{describe(config.callers)}: {count} subscribers{per_run}")
+
+
 CHECKS: list[tuple[str, Callable[[Config], Iterator[Result]]]] = [
     ("source", _source), ("state", _state), ("target", _target), ("encoder", _encoder),
-    ("recordings", _recordings),
+    ("recordings", _recordings), ("callers", _callers),
 ]
