@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -11,9 +12,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from .config import Config
 from .errors import PollerError
+from .skew import rows_ahead
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 _WRITE_PRIVILEGES = re.compile(r"\b(ALL PRIVILEGES|INSERT|UPDATE|DELETE|DROP|ALTER)\b", re.I)
@@ -34,6 +37,9 @@ def run_checks(config: Config) -> list[Result]:
             results.extend(check(config))
         except PollerError as exc:
             results.append(Result(name, FAIL, str(exc)))
+        except OSError as exc:  # a folder or file this user may not touch
+            where = f" {exc.filename}" if exc.filename else ""
+            results.append(Result(name, FAIL, f"{exc.strerror or exc}{where} (as {_user()})"))
         except Exception as exc:  # a check must report, not crash the others
             results.append(Result(name, FAIL, f"{type(exc).__name__}: {exc}"))
     return results
@@ -50,6 +56,9 @@ def _source(config: Config) -> Iterator[Result]:
                      f"newest row {newest.isoformat(sep=' ') if newest else 'none (empty)'}")
         for warning in source.warnings:
             yield Result("source columns", WARN, warning)
+        ahead = rows_ahead(newest, ZoneInfo(config.source.timezone), dt.datetime.now(dt.UTC))
+        if ahead:
+            yield Result("source clock", WARN, ahead)
         yield _grants(source)
     finally:
         source.close()
@@ -80,24 +89,75 @@ def _grants(source: object) -> Result:
 
 
 def _writable_folder(folder: Path) -> str:
-    """How `folder` is writable, found without creating anything that stays (a check run as
-    root must not leave root-owned folders or databases the poller's user cannot write)."""
+    """How `folder` is writable by this user, found by writing a file there and removing it;
+    a folder not there yet is judged by its nearest existing parent. Nothing is left behind (a
+    check run as root must not leave root-owned folders the poller's user cannot write)."""
     if not folder.exists():
         parent = next((p for p in folder.parents if p.exists()), Path("/"))
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise PollerError(f"{folder} does not exist and {parent} is not writable: create it "
-                              "for the poller's user")
+            raise PollerError(f"{folder} does not exist and {parent} is not writable by "
+                              f"{_user()}: create it for the poller's user")
         return f"{folder} will be made by the first run"
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-"):
-        pass
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-"):
+            pass
+    except OSError as exc:
+        raise PollerError(f"{folder} is not writable by {_user()} ({exc.strerror}): "
+                          f"chown it to the poller's user") from None
     return f"{folder} writable"
+
+
+def _writable_file(path: Path) -> None:
+    """A file the runs rewrite in place must be writable by this user (opened, not changed)."""
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise PollerError(f"{path} is not writable by {_user()} (owner {_owner(path)}): "
+                          "chown it to the poller's user")
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _owner(path: Path) -> str:
+    import pwd
+
+    uid = path.stat().st_uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _newest_days(root: Path) -> list[Path]:
+    """The newest YYYY, YYYY/MM and YYYY/MM/DD folders under `root`: where the next files go."""
+    found, folder = [], root
+    for _ in range(3):
+        children = sorted(p for p in folder.glob("[0-9]*") if p.is_dir()) \
+            if folder.is_dir() else []
+        if not children:
+            break
+        folder = children[-1]
+        found.append(folder)
+    return found
 
 
 def _state(config: Config) -> Iterator[Result]:
     from .ledger import Ledger
 
-    yield Result("state.dir", OK, _writable_folder(Path(config.state.dir)))
-    ledger = Ledger.open_existing(config.state.database_url)
+    state_dir = Path(config.state.dir)
+    detail = _writable_folder(state_dir)
+    for name in ("tmp", "directory"):
+        if (state_dir / name).is_dir():
+            _writable_folder(state_dir / name)
+    for name in ("poller.lock", "journal", "state.db", "state.db-wal", "state.db-shm"):
+        _writable_file(state_dir / name)
+    yield Result("state.dir", OK, detail)
+    ledger = Ledger.open_existing(config.state.database_url, read_only=True)
     if ledger is None:
         yield Result("state database", OK, "no ledger yet: the first run makes it")
         return
@@ -106,13 +166,40 @@ def _state(config: Config) -> Iterator[Result]:
         counts = ledger.counts()
     finally:
         ledger.close()
+    _ledger_writable(config.state.database_url)
     shown = mark.isoformat(sep=" ") if mark else "none yet"
-    yield Result("state database", OK, f"watermark {shown}, {sum(counts.values())} calls known")
+    yield Result("state database", OK, f"watermark {shown}, {sum(counts.values())} calls "
+                 "known, writable")
+
+
+def _ledger_writable(url: str) -> None:
+    """Write to the ledger as the runs would, and roll it back."""
+    import sqlalchemy as sa
+
+    from .ledger import Ledger
+
+    ledger = Ledger(url, create=False)
+    try:
+        with ledger.engine.connect() as conn, conn.begin() as transaction:
+            conn.exec_driver_sql("UPDATE poller_meta SET value = value "
+                                 "WHERE name = 'schema_version'")
+            transaction.rollback()
+    except sa.exc.OperationalError as exc:
+        database = sa.engine.make_url(url).database or ""
+        owner = f" (owner {_owner(Path(database))})" if Path(database).is_file() else ""
+        raise PollerError(f"the ledger is not writable by {_user()}{owner}: "
+                          f"{getattr(exc, 'orig', exc)}") from None
+    finally:
+        ledger.close()
 
 
 def _target(config: Config) -> Iterator[Result]:
     if config.target.kind == "archive":
-        yield Result("target", OK, "archive " + _writable_folder(Path(config.target.archive.dir)))
+        root = Path(config.target.archive.dir)
+        detail = _writable_folder(root)
+        for folder in _newest_days(root):
+            _writable_folder(folder)
+        yield Result("target", OK, "archive " + detail)
         return
     from .targets.easla import EaslaTarget
 
@@ -146,12 +233,21 @@ def _recordings(config: Config) -> Iterator[Result]:
     elif not os.access(folder, os.R_OK | os.X_OK):
         yield Result("recordings", FAIL, f"{folder} is not readable by this user "
                      "(add it to the asterisk group)")
-    elif config.recordings.after_upload == "delete" and not os.access(folder, os.W_OK):
-        yield Result("recordings", FAIL, f"{folder} is not writable by this user, and "
+    elif config.recordings.after_upload == "delete" and not all(
+            os.access(f, os.W_OK) for f in [folder, *_newest_days(folder)]):
+        stuck = next(f for f in [folder, *_newest_days(folder)] if not os.access(f, os.W_OK))
+        yield Result("recordings", FAIL, f"{stuck} is not writable by {_user()}, and "
                      "recordings.after_upload = \"delete\" needs it (a ReadWritePaths= line in "
                      "the systemd unit)")
     else:
         yield Result("recordings", OK, f"{folder} readable")
+
+
+def _metrics(config: Config) -> Iterator[Result]:
+    if config.metrics.file:
+        path = Path(config.metrics.file)
+        _writable_file(path)
+        yield Result("metrics", OK, f"{path.name} in " + _writable_folder(path.parent))
 
 
 def _callers(config: Config) -> Iterator[Result]:
@@ -168,5 +264,5 @@ def _callers(config: Config) -> Iterator[Result]:
 
 CHECKS: list[tuple[str, Callable[[Config], Iterator[Result]]]] = [
     ("source", _source), ("state", _state), ("target", _target), ("encoder", _encoder),
-    ("recordings", _recordings), ("callers", _callers),
+    ("recordings", _recordings), ("metrics", _metrics), ("callers", _callers),
 ]

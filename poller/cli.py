@@ -14,6 +14,7 @@ from .cli_tools import archive, demo
 from .errors import ConfigError, ExitCode
 from .guard import guarded, load_config
 from .logs import setup_logging
+from .report import plural
 
 log = logging.getLogger("poller")
 
@@ -70,12 +71,12 @@ def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool,
               help="Write Prometheus metrics here after each run (else [metrics] file).")
 @click.option("--follow", is_flag=True,
               help="Keep running: poll every --interval (for a systemd service).")
-@click.option("--interval", default="15s", show_default=True, metavar="DURATION",
-              help="Time between polls in --follow mode.")
+@click.option("--interval", metavar="DURATION",
+              help="Time between polls in --follow mode [default: 15s].")
 @click.pass_context
 def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None,
         dry_run: bool, force: bool, limit: int | None, metrics_file: str | None, follow: bool,
-        interval: str) -> None:
+        interval: str | None) -> None:
     """Read new cdr rows and deliver the calls that are due (one batch).
 
     With --since/--until it backfills that range: the watermark does not move, calls already
@@ -95,6 +96,8 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
             raise ConfigError("--until needs --since (a backfill is a range)")
         if force and not since:
             raise ConfigError("--force only applies to a backfill (--since)")
+        if interval is not None and not follow:
+            raise ConfigError("--interval only applies to --follow")
         if follow and (since or until or dry_run or limit):
             raise ConfigError("--follow cannot be combined with --since, --until, --dry-run "
                               "or --limit")
@@ -104,7 +107,7 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
             from .follow import follow as follow_loop
 
             try:
-                seconds = parse_duration(interval)
+                seconds = parse_duration(interval or "15s")
             except ValueError as exc:
                 raise ConfigError(f"--interval: {exc}") from None
             if seconds < 1:
@@ -119,8 +122,10 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
             if progress is not None:
                 progress.finish()
         if dry_run:
-            _print_planned(report.planned)
-        log.info("run: %s", report.summary())
+            _print_planned(report.planned, config)
+            log.info("dry run, nothing written: %s", report.summary())
+        else:
+            log.info("run: %s", report.summary())
         return report.exit_code
 
     guarded(work)
@@ -159,12 +164,30 @@ def _progress_bar() -> _TerminalProgress | None:
     return _TerminalProgress() if sys.stderr.isatty() else None
 
 
-def _print_planned(calls: list[Any]) -> None:
-    click.echo(f"{len(calls)} calls would be delivered")
+def _print_planned(calls: list[Any], config: Any) -> None:
+    from .logs import escape_controls
+    click.echo(f"{plural(len(calls), 'call')} would be delivered")
     for call in calls:
-        click.echo(f"{call.start:%Y-%m-%d %H:%M:%S}  {call.key:<24} {call.status:<11} "
-                   f"{call.number or '-':<16} {call.duration:>5}s  "
-                   f"{len(call.recordings)} recording(s)")
+        click.echo(escape_controls(
+            f"{call.start:%Y-%m-%d %H:%M:%S}  {call.key:<24} {call.status:<11} "
+            f"{call.number or '-':<16} {call.duration:>5}s  {_recording_note(call, config)}"))
+
+
+def _recording_note(call: Any, config: Any) -> str:
+    """What a real run would attach now: files with audio, not MixMonitor's bare headers."""
+    from .errors import PollerError
+    from .recordings import Wait, plan_recording
+    if not call.recordings:
+        return "no recording"
+    try:
+        plan = plan_recording(call, config.recordings, dt.datetime.now(dt.UTC))
+    except PollerError:
+        return "recordings.dir missing: would wait"
+    if isinstance(plan, Wait):
+        return f"would wait: {plan.note}"
+    if plan.files:
+        return plural(len(plan.files), "recording")
+    return f"no recording ({plan.problem})"
 
 
 @main.command()
@@ -176,7 +199,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     def work() -> ExitCode:
         from .status import collect, render, to_json
 
-        current = collect(load_config(ctx))
+        current = collect(load_config(ctx, writes=False))
         if as_json:
             import json
 
@@ -200,7 +223,12 @@ def check(ctx: click.Context) -> None:
     def work() -> ExitCode:
         from .check import FAIL, run_checks
 
-        results = run_checks(load_config(ctx))
+        try:
+            config = load_config(ctx)
+        except ConfigError as exc:
+            click.echo(f"{FAIL:<4}  {'config':<15} {exc}")
+            raise
+        results = run_checks(config)
         for result in results:
             click.echo(f"{result.outcome:<4}  {result.name:<15} {result.detail}")
         return ExitCode.PARTIAL if any(r.outcome == FAIL for r in results) else ExitCode.OK
@@ -224,7 +252,9 @@ def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
         from .model import Stage, Status
 
         if bool(keys) == all_failed:
-            raise ConfigError("name calls by KEY, or give --failed (not both)")
+            raise ConfigError("name the parked calls by KEY (as `poller status` lists them), "
+                              "or give --failed for all of them" if not keys else
+                              "name calls by KEY or give --failed, not both")
         config = load_config(ctx)
         ledger = Ledger.open_existing(config.state.database_url)
         if ledger is None:
@@ -249,7 +279,7 @@ def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
             count = ledger.requeue_failed(list(keys) if keys else None)
         finally:
             ledger.close()
-        click.echo(f"{count} call(s) put back in line for the next run")
+        click.echo(f"{plural(count, 'call')} put back in line for the next run")
         return ExitCode.OK
 
     guarded(work)

@@ -20,9 +20,12 @@ def demo(ctx: click.Context, directory: str) -> None:
     """
 
     def work() -> ExitCode:
-        from .demo import run_demo
+        import sys
 
-        report, lines = run_demo(directory)
+        from .demo import run_demo
+        from .privileges import invoked_as
+
+        report, lines = run_demo(directory, invoked_as(sys.argv))
         for line in lines:
             click.echo(line)
         return report.exit_code

@@ -211,8 +211,10 @@ def _prepare(directory: Path) -> Path:
     return directory
 
 
-def run_demo(directory: str | os.PathLike[str]) -> tuple[RunReport, list[str]]:
-    """Build the sample, run the real pipeline into the archive, and describe what arrived."""
+def run_demo(directory: str | os.PathLike[str],
+             program: str = "poller") -> tuple[RunReport, list[str]]:
+    """Build the sample, run the real pipeline into the archive, and describe what arrived;
+    the hint names `program` as the administrator started it."""
     from . import config as config_module
     from .pipeline import run_once
 
@@ -233,5 +235,5 @@ def run_demo(directory: str | os.PathLike[str]) -> tuple[RunReport, list[str]]:
                      f"{record['answered_by'] or '-':<4} {recording}")
     lines += ["", f"run: {report.summary()}",
               f"pages: {archive / 'index.html'} (open it in a browser)",
-              f"config: {config_path} (try: poller --config {config_path} status)"]
+              f"config: {config_path} (try: {program} --config {config_path} status)"]
     return report, lines

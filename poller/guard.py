@@ -17,11 +17,18 @@ from .errors import ConfigError, ExitCode, LockHeld, PollerError
 log = logging.getLogger("poller")
 
 
-def load_config(ctx: click.Context) -> Any:
-    """The configuration the command line names (`--config`, else the environment's)."""
+def load_config(ctx: click.Context, writes: bool = True) -> Any:
+    """The configuration the command line names (`--config`, else the environment's). A
+    command that `writes` (or checks what the runs write) refuses root on the poller's
+    state.dir."""
     from .config import load
 
-    return load(ctx.obj)
+    config = load(ctx.obj)
+    if writes:
+        from .privileges import refuse_root_on_foreign_state
+
+        refuse_root_on_foreign_state(config.state.dir)
+    return config
 
 
 def _terminate(signum: int, frame: Any) -> None:

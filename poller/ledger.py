@@ -18,6 +18,8 @@ from . import ledger_schema as schema
 from .config import redact_url
 from .dberrors import database_error
 from .errors import ConfigError
+from .ledger_access import create_private, read_only_engine, sqlite_reader
+from .ledger_incidents import IncidentChanges, Incidents, unfinished_openers, write_changes
 from .ledger_schema import (
     Entry,
     Known,
@@ -29,7 +31,6 @@ from .ledger_schema import (
     sqlite_pragmas,
     utcnow,
 )
-from .ledger_incidents import IncidentChanges, Incidents, unfinished_openers, write_changes
 from .ledger_settings import Settings, TargetDown
 from .model import PENDING, Call, Stage, Status
 
@@ -39,16 +40,20 @@ __all__ = ["Entry", "Known", "Ledger", "TargetDown", "utcnow"]
 class Ledger(Settings, Incidents):
     """The state database (any SQLAlchemy URL; SQLite in state.dir by default)."""
 
-    def __init__(self, url: str, create: bool = True):
+    def __init__(self, url: str, create: bool = True, read_only: bool = False):
         try:
-            self.engine = sa.create_engine(sa.engine.make_url(url), poolclass=sa.pool.NullPool)
+            parsed = sa.engine.make_url(url)
+            if create:
+                create_private(parsed)
+            self.engine = read_only_engine(parsed) if read_only else \
+                sa.create_engine(parsed, poolclass=sa.pool.NullPool)
         except sa.exc.ArgumentError:  # its message quotes the URL, password and all
             raise ConfigError(f"state.url: not a database URL: {redact_url(url)}") from None
         except (sa.exc.NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"state.url: {exc}") from None
         self.url = url
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", sqlite_reader if read_only else sqlite_pragmas)
         if create:
             self._prepare()
 
@@ -70,8 +75,9 @@ class Ledger(Settings, Incidents):
                              .values(value=str(target)))
 
     @classmethod
-    def open_existing(cls, url: str) -> Ledger | None:
-        """The ledger if it has been created, without creating anything (dry runs, status)."""
+    def open_existing(cls, url: str, read_only: bool = False) -> Ledger | None:
+        """The ledger if it has been created, without creating anything (dry runs, status);
+        `read_only` opens it so (status, check: a monitoring user may only read it)."""
         try:
             parsed = sa.engine.make_url(url)
         except sa.exc.ArgumentError:
@@ -81,7 +87,7 @@ class Ledger(Settings, Incidents):
 
             if not Path(parsed.database).is_file():
                 return None
-        ledger = cls(url, create=False)
+        ledger = cls(url, create=False, read_only=read_only)
         try:
             if ledger.exists():
                 version = ledger.get("schema_version")

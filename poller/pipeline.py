@@ -22,7 +22,7 @@ from .config import Config
 from .delivery import Courier, deliver_due, due_before
 from .dryrun import DryRunLedger
 from .enrich import Enricher
-from .errors import ServiceUnavailable, TargetUnavailable
+from .errors import ConfigError, ServiceUnavailable, TargetUnavailable
 from .incident_delivery import deliver_incidents
 from .journal import Journal
 from .ledger import Ledger, utcnow
@@ -123,6 +123,9 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
             _deliver(config, options, moment, ledger, journal, target, report)
             if not options.backfill:
                 _upkeep(config, moment, ledger, oldest_read)
+        except ConfigError as exc:  # found at run time (credentials, a column): not clean
+            report.config_error = str(exc)
+            raise
         finally:
             journal.close()
             target.close()
@@ -238,7 +241,7 @@ def _clear_leftovers(state_dir: str) -> None:
 
 def _save_last_run(ledger: Ledger, report: RunReport) -> None:
     try:
-        ledger.set_last_run(report.to_json())
+        ledger.set_last_run({**report.to_json(), "config_error": report.config_error})
     except Exception as exc:  # never mask the run's own outcome
         log.warning("could not record the last run: %s", exc)
 

@@ -24,6 +24,7 @@ from .marks import (
 )
 from .report import RunOptions, RunReport
 from .scan import Builder, Enrich, Reach, Scan, ScanLedger
+from .skew import rows_ahead
 from .source import CdrSource
 from .windows import Walk
 
@@ -72,7 +73,7 @@ class Reading:
         self.oldest_read: dt.datetime | None = None
 
     def execute(self) -> None:
-        self.say_once_a_day(self.source.warnings)
+        self.say_once_a_day(self.source.warnings + self.clock_warnings())
         planned = self.plan()
         if planned is None:
             self.report.source_read = True
@@ -150,6 +151,14 @@ class Reading:
                                  reach.held_back_position)
             if position is not None:
                 self.ledger.set_cursor_mark(axis.column, position)
+
+    def clock_warnings(self) -> list[str]:
+        """A newest row ahead of now: a wrong source.timezone, which reads nothing and says
+        nothing. Looked for until said for the day (one MAX on the calldate index)."""
+        if self.ledger.warned_on() == self.moment.local.date():
+            return []
+        ahead = rows_ahead(self.source.newest_calldate(), self.moment.zone, self.moment.now)
+        return [ahead] if ahead else []
 
     def say_once_a_day(self, warnings: list[str]) -> None:
         """Configuration warnings, logged by the first run of a day (not 1,440 times)."""

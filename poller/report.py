@@ -72,6 +72,7 @@ class RunReport:
     newest_row: str | None = None  # the latest calldate this run read
     source_read: bool = False  # the cdr table was read (even if nothing new was there)
     finished_at: str = ""
+    config_error: str | None = None  # what stopped the run with exit 2, never a clean run
     callers_matched: int = 0  # new incoming calls whose caller the directory knows
     callers_unmatched: int = 0
     directory_seconds: float = 0.0  # spent reading the directory
@@ -81,6 +82,8 @@ class RunReport:
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.config_error:
+            return ExitCode.CONFIG
         return ExitCode.PARTIAL if self.failures or self.unavailable else ExitCode.OK
 
     @property
@@ -111,8 +114,9 @@ class RunReport:
         if self.incidents_opened or self.incidents_joined or self.incidents_created:
             incidents = (f"incidents {self.incidents_opened} opened, {self.incidents_joined} "
                          f"calls joined, {self.incidents_created} made, ")
-        return (f"delivered {sum(self.delivered.values())} calls ({statuses or 'none'}), "
-                f"{self.recordings} recordings, {self.new_calls} new, {self.skipped} skipped, "
+        return (f"delivered {plural(sum(self.delivered.values()), 'call')} "
+                f"({statuses or 'none'}), {plural(self.recordings, 'recording')}, "
+                f"{self.new_calls} new, {self.skipped} skipped, "
                 f"{callers}{incidents}"
                 f"{self.waiting} waiting, {self.failures} failed ({self.parked} parked), "
                 f"{self.rows} rows read, {self.seconds:.2f}s")
@@ -132,3 +136,8 @@ class RunReport:
             "incidents": {"opened": self.incidents_opened, "joined": self.incidents_joined,
                           "created": self.incidents_created},
         }
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 call`, `2 calls`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

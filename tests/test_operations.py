@@ -222,9 +222,11 @@ def test_status_text_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
     result = cli("--config", str(tmp_path / "poller.toml"), "status")
     assert result.exit_code == 0, result.output
     text = result.stdout
-    assert "watermark:   2026-11-26 09:40:00\n" in text
+    assert "watermark:   2026-11-26 09:40:00 +03:00\n" in text
     # the outgoing call of 09:59:40 was still settling: the watermark stays at 09:40
-    assert "newest row:  2026-11-26 09:59:40 (watermark 19m40s behind)" in text
+    assert "newest row:  2026-11-26 09:59:40 +03:00 (watermark 19m40s behind)" in text
+    assert re.search(r"^now:         \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+03:00 \(Europe/Moscow; every "
+                     r"time below is in this zone\)$", text, re.M), text
     assert "calls:       done 1, failed 1, seen 1\n" in text
     waiting = text.split("waiting:\n", 1)[1].split("failed (", 1)[0]
     assert keys["waiting"] in waiting
@@ -232,9 +234,9 @@ def test_status_text_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
     assert keys["parked"] not in waiting and keys["delivered"] not in waiting
     failed = text.split("failed (requeue: `poller retry KEY ...` or `poller retry --failed`):\n",
                         1)[1]
-    assert re.search(rf"^  {re.escape(keys['parked'])} +1 attempts: objectdef incoming_call: "
+    assert re.search(rf"^  {re.escape(keys['parked'])} +1 attempt: objectdef incoming_call: "
                      r"attribute incoming_call_key rejected$", failed, re.M), failed
-    assert re.search(r"^last run:    \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: 1 delivered, 1 failed, "
+    assert re.search(r"^last run:    \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+03:00: 1 delivered, 1 failed, "
                      r"4 rows read, [\d.]+s$", text, re.M), text
 
 
@@ -248,12 +250,13 @@ def test_status_json_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
     schema = readme_status_schema()
     assert set(schema) <= set(status), set(schema) - set(status)
     assert status["schema"] == 1
-    assert status["watermark"] == "2026-11-26T09:40:00"
-    assert status["newest_row"] == "2026-11-26T09:59:40"
+    assert status["watermark"] == "2026-11-26T09:40:00+03:00"
+    assert status["newest_row"] == "2026-11-26T09:59:40+03:00"
     assert status["lag_seconds"] == 19 * 60 + 40
     assert status["source_error"] is None
     now = dt.datetime.fromisoformat(status["now"])
-    assert now.tzinfo is None and abs((now - now_local()).total_seconds()) < 60
+    assert now.utcoffset() == dt.timedelta(hours=3) and status["zone"] == "Europe/Moscow"
+    assert abs((now.replace(tzinfo=None) - now_local()).total_seconds()) < 60
     assert {stage: n for stage, n in status["calls"].items() if n} == {"done": 1, "failed": 1,
                                                                        "seen": 1}
 
@@ -305,7 +308,7 @@ def test_status_with_the_source_down_still_shows_the_ledger(tmp_path, cdr_db, sa
 
     result = cli("--config", str(path), "status")
     assert result.exit_code == 0, result.output
-    assert "watermark:   2026-11-26 09:30:00" in result.stdout
+    assert "watermark:   2026-11-26 09:30:00 +03:00" in result.stdout
     assert "calls:       done 1" in result.stdout
     assert re.search(r"^cdr table:   unreachable: .*127\.0\.0\.1", result.stdout, re.M), \
         result.stdout
@@ -316,7 +319,7 @@ def test_status_with_the_source_down_still_shows_the_ledger(tmp_path, cdr_db, sa
     status = json.loads(result.stdout)
     assert "unreachable" in status["source_error"] and PASSWORD not in status["source_error"]
     assert (status["newest_row"], status["lag_seconds"]) == (None, None)
-    assert status["watermark"] == "2026-11-26T09:30:00"
+    assert status["watermark"] == "2026-11-26T09:30:00+03:00"
     assert {stage: n for stage, n in status["calls"].items() if n} == {"done": 1}
     assert PASSWORD not in result.output
 
@@ -421,7 +424,8 @@ def test_check_invalid_config_exits_2(tmp_path, cdr_db):
     result = cli("--config", str(path), "check")
     assert result.exit_code == 2, result.output
     assert "unknown key 'state.retension'" in result.output
-    assert result.stdout == ""
+    assert result.stdout.startswith("FAIL  config          ")
+    assert len(result.stdout.splitlines()) == 1  # no check runs
 
 
 # -- retry
@@ -445,7 +449,7 @@ def test_retry_one_key_then_the_next_run_delivers_it(tmp_path, cdr_db, sample_ro
     config, (first, second) = _parked(tmp_path, cdr_db, sample_rows)
     result = cli("--config", str(tmp_path / "poller.toml"), "retry", first)
     assert result.exit_code == 0, result.output
-    assert "1 call(s) put back in line" in result.stdout
+    assert "1 call put back in line" in result.stdout
     entry = entry_of(config, first)
     assert (entry.stage, entry.attempts, entry.next_attempt_at) == ("seen", 0, None)
     assert entry_of(config, second).stage == "failed"
@@ -462,7 +466,7 @@ def test_retry_failed_requeues_every_parked_call(tmp_path, cdr_db, sample_rows):
     config, keys = _parked(tmp_path, cdr_db, sample_rows, count=3)
     result = cli("--config", str(tmp_path / "poller.toml"), "retry", "--failed")
     assert result.exit_code == 0, result.output
-    assert "3 call(s) put back in line" in result.stdout
+    assert "3 calls put back in line" in result.stdout
     with open_ledger(config) as ledger:
         assert ledger.counts() == {"seen": 3}
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:05")))
@@ -503,10 +507,12 @@ def test_retry_key_and_failed_together_or_neither_exit_2(tmp_path, cdr_db, sampl
     """retry KEY --failed, or a bare retry, is a usage error: exit 2."""
     config, (first, _) = _parked(tmp_path, cdr_db, sample_rows)
     path = str(tmp_path / "poller.toml")
-    for args in (["retry", first, "--failed"], ["retry"]):
+    for args, said in ((["retry", first, "--failed"], "name calls by KEY or give --failed, not "
+                        "both"), (["retry"], "name the parked calls by KEY (as `poller status` "
+                                  "lists them), or give --failed for all of them")):
         result = cli("--config", path, *args)
         assert result.exit_code == 2, result.output
-        assert "name calls by KEY, or give --failed (not both)" in result.output
+        assert said in result.output
     assert entry_of(config, first).stage == "failed"
 
 
@@ -535,7 +541,7 @@ def test_retry_of_a_call_that_is_not_parked_leaves_it(tmp_path, cdr_db, sample_r
     result = cli("--config", str(write_config(tmp_path, cdr_db.url)), "retry", key_of(calls[0]))
     assert result.exit_code == 0, result.output
     assert "is not parked (stage done)" in result.output
-    assert "0 call(s) put back in line" in result.stdout
+    assert "0 calls put back in line" in result.stdout
     assert entry_of(config, key_of(calls[0])).stage == "done"
 
 

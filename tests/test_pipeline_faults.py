@@ -87,7 +87,7 @@ def test_second_concurrent_run_gives_way_to_the_lock(tmp_path, cdr_db, sample_ro
 
     result = run_cli("--config", str(path), "run")
     assert result.exit_code == 0, result.output
-    assert "delivered 1 calls (answered 1)" in result.output  # the run's summary line
+    assert "delivered 1 call (answered 1)" in result.output  # the run's summary line
     assert set(archived(tmp_path)) == {key_of(calls[0])}
 
 

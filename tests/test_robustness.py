@@ -335,7 +335,7 @@ def test_a_call_that_cannot_be_built_is_parked_and_built_once_fixed(tmp_path, cd
     shown = run_cli("--config", str(path), "status")
     assert "RuntimeError: a bug (once fixed: poller run --since 2026-11-26)" in shown.output
     retried = run_cli("--config", str(path), "retry", "--failed")
-    assert retried.exit_code == 0 and "0 call(s) put back" in retried.output, retried.output
+    assert retried.exit_code == 0 and "0 calls put back" in retried.output, retried.output
 
     monkeypatch.setattr(scan, "build_call", real)
     backfill = run_once(config, RunOptions(since=dt.datetime(2026, 11, 26),

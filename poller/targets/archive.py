@@ -148,7 +148,9 @@ def _atomic_write(path: Path, write: Any) -> None:
     temporary = str(path.parent / f".{path.name}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)  # a killed run's: made afresh, so the umask decides the mode
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
         raise DeliveryError(f"archive: cannot write in {path.parent}: {exc}") from None
     try:
@@ -156,7 +158,6 @@ def _atomic_write(path: Path, write: Any) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
         _sync_folder(path.parent)
     except BaseException as exc:

@@ -1,0 +1,479 @@
+"""The administrator's path from a bare PBX to a running service: root and the service user,
+read-only monitoring, a wrong time zone, what status shows during an outage, forged log lines,
+file modes, the shipped crontab, grants and demo hint.
+
+The poller's own files are made by a SQLite cdr table here (the paths do not depend on the
+database); what needs another user runs in a forked child that dropped to `nobody`, since the
+tests run as root and the interpreter lives where `nobody` cannot start it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import pickle
+import pwd
+import re
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from support import (
+    DIRECT_ANSWERED,
+    MSK,
+    MYSQL_URL,
+    ROOT,
+    clone_call,
+    legs_of,
+    local,
+    msk,
+    run_cli,
+    write_config,
+)
+
+from poller import config as config_module
+from poller.cdrschema import freepbx_cdr
+from poller.errors import ExitCode, TargetUnavailable
+from poller.ledger import Ledger
+from poller.lock import RunLock
+from poller.pipeline import RunOptions, run_once
+
+POLLER = Path(sys.executable).parent / "poller"
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="changes owners and users: needs root")
+NOBODY = pwd.getpwnam("nobody")
+
+
+# -- a PBX of a few calls in a SQLite cdr table, and a world-readable home for it
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A folder every user may enter (pytest's own is root's, mode 0700)."""
+    folder = Path(__import__("tempfile").mkdtemp(prefix="poller-site-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def cdr_table(folder: Path, rows: list[dict[str, Any]]) -> str:
+    path = folder / "cdr.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    metadata = sa.MetaData()
+    table = freepbx_cdr(metadata)
+    metadata.create_all(engine)
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(table.insert(), rows)
+    engine.dispose()
+    path.chmod(0o644)
+    return f"sqlite:///{path}"
+
+
+def calls_at(sample_rows: list[dict[str, Any]], *starts: dt.datetime,
+             **changes: Any) -> list[dict[str, Any]]:
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    return [row for start in starts for row in clone_call(direct, start, **changes)]
+
+
+def as_nobody(work: Callable[[], Any]) -> Any:
+    """`work()` in a forked child running as nobody; its result (or exception) comes back."""
+    import poller.check  # noqa: F401 - imported here: nobody cannot read the interpreter's
+    import poller.status  # noqa: F401 - files again after the fork
+    sa.create_engine("sqlite://").dispose()  # loads SQLAlchemy's SQLite dialect
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(NOBODY.pw_gid)
+            os.setuid(NOBODY.pw_uid)
+            try:
+                outcome: Any = ("ok", work())
+            except BaseException as exc:  # noqa: BLE001 - carried to the parent
+                outcome = ("error", repr(exc))
+            with os.fdopen(write, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    kind, value = pickle.loads(data)
+    assert kind == "ok", value
+    return value
+
+
+def cli_as_nobody(*args: str) -> tuple[int, str]:
+    def work() -> tuple[int, str]:
+        result = run_cli(*args)
+        return result.exit_code, result.output
+    return as_nobody(work)
+
+
+# -- 1. root and the service user
+
+@needs_root
+@pytest.mark.parametrize("command", [["run", "--since", "2026-11-26"], ["run"], ["check"],
+                                     ["retry", "--failed"]])
+def test_root_on_the_service_users_state_dir_is_refused_with_the_runuser_line(
+        site, sample_rows, command):
+    """A backfill as root left the lock, state.db and tmp/ root's: every later run as the
+    service user failed. Now root is refused (exit 2) before anything is written, told the
+    exact command, as the owner of state.dir, to run instead."""
+    url = cdr_table(site, calls_at(sample_rows, local("2026-11-26 09:30:00")))
+    state = site / "state"
+    state.mkdir()
+    os.chown(state, NOBODY.pw_uid, NOBODY.pw_gid)
+    config = write_config(site, url)
+    env = {**os.environ, "PATH": f"{POLLER.parent}:{os.environ.get('PATH', '')}"}
+    out = subprocess.run([str(POLLER), "--config", str(config), *command], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == ExitCode.CONFIG, out.stderr
+    line = " ".join(["runuser -u nobody -- poller --config", str(config), *command])
+    assert line in out.stderr, out.stderr
+    assert list(state.iterdir()) == []
+    # status only reads: root may look
+    looked = subprocess.run([str(POLLER), "--config", str(config), "status"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert looked.returncode == 0, looked.stderr
+    assert list(state.iterdir()) == []
+
+
+@needs_root
+@pytest.mark.parametrize("left", ["lock", "ledger", "tmp", "archive day"])
+def test_check_as_the_service_user_names_what_a_root_run_left_unwritable(
+        site, sample_rows, left):
+    """`check` as the service user said `ok` while the runs failed on root's files: it now
+    writes where the runs write, as the user it runs as, and fails naming the place."""
+    url = cdr_table(site, calls_at(sample_rows, local("2026-11-26 09:30:00")))
+    config_path = write_config(site, url)
+    config = config_module.load(config_path, env={})
+    (site / "monitor").mkdir()
+    run_once(config, RunOptions(now=msk("2026-11-26 10:00")))  # as root: the files are root's
+    for path in [site / "state", site / "archive", *(site / "archive").rglob("*")]:
+        if path.is_dir():
+            os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)
+    for path in (site / "state").rglob("*"):
+        os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)
+    config_path.chmod(0o644)
+    stuck = {"lock": site / "state" / "poller.lock", "ledger": site / "state" / "state.db",
+             "tmp": site / "state" / "tmp",
+             "archive day": site / "archive" / "2026" / "11" / "26"}[left]
+    if left == "tmp":
+        stuck.mkdir(exist_ok=True)  # made by the first run that encodes
+    os.chown(stuck, 0, 0)
+    code, output = cli_as_nobody("--config", str(config_path), "check")
+    assert code == ExitCode.PARTIAL, output
+    failed = [line for line in output.splitlines() if line.startswith("FAIL")]
+    name = "target" if left == "archive day" else "state"
+    assert any(line.split()[1] == name and "not writable by user nobody" in line
+               for line in failed), output
+    assert "PermissionError" not in output
+
+
+@needs_root
+def test_status_reads_a_ledger_it_may_not_write(site, sample_rows):
+    """A monitoring user with read access to state.db only: status used to fail with `attempt
+    to write a readonly database` (exit 1); it opens the ledger read-only and writes nothing."""
+    url = cdr_table(site, calls_at(sample_rows, local("2026-11-26 09:30:00")))
+    config_path = write_config(site, url)
+    config_path.chmod(0o644)
+    (site / "monitor").mkdir()
+    run_once(config_module.load(config_path, env={}), RunOptions(now=msk("2026-11-26 10:00")))
+    (site / "state").chmod(0o755)
+    ledger = site / "state" / "state.db"
+    ledger.chmod(0o644)
+    before = sorted(p.name for p in (site / "state").iterdir()), ledger.read_bytes()
+    code, output = cli_as_nobody("--config", str(config_path), "status")
+    assert code == 0, output
+    assert "watermark:   2026-11-26 09:30:00 +03:00" in output and "done 1" in output
+    code, output = cli_as_nobody("--config", str(config_path), "status", "--json")
+    assert code == 0 and json.loads(output)["calls"]["done"] == 1, output
+    assert (sorted(p.name for p in (site / "state").iterdir()), ledger.read_bytes()) == before
+
+
+# -- 2. a PBX writing local time read as UTC
+
+def test_a_newest_row_hours_ahead_is_said_by_check_run_and_status(tmp_path, sample_rows, caplog):
+    """timezone = "UTC" on a PBX writing Moscow time: check said ok, run read 0 rows and exit
+    0, status showed no lag. All three now say the zone is probably wrong, with the offset."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    moscow = (now - dt.timedelta(minutes=10)).astimezone(MSK).replace(tzinfo=None)
+    url = cdr_table(tmp_path, calls_at(sample_rows, moscow))
+    path = write_config(tmp_path, url, source={"timezone": "UTC", "start": ""})
+    (tmp_path / "monitor").mkdir()
+
+    checked = run_cli("--config", str(path), "check")
+    clock = [line for line in checked.stdout.splitlines() if "source clock" in line]
+    assert clock and clock[0].startswith("warn") and "UTC+03:00" in clock[0], checked.stdout
+
+    ran = run_cli("--config", str(path), "run")
+    assert ran.exit_code == 0
+    assert re.search(r"WARNING the newest cdr row \(.*\) is 2h[45]\dm ahead of now in "
+                     r"source.timezone UTC .*UTC\+03:00", ran.output), ran.output
+    again = run_cli("--config", str(path), "run")
+    assert "ahead of now" not in again.output  # once a day
+
+    status = run_cli("--config", str(path), "status")
+    assert re.search(r"^clock: .*UTC\+03:00", status.stdout, re.M), status.stdout
+    data = json.loads(run_cli("--config", str(path), "status", "--json").stdout)
+    assert "UTC+03:00" in data["clock_warning"]
+
+
+def test_a_right_zone_gives_no_clock_warning(tmp_path, sample_rows):
+    now = dt.datetime.now(MSK).replace(tzinfo=None, microsecond=0) - dt.timedelta(minutes=10)
+    url = cdr_table(tmp_path, calls_at(sample_rows, now))
+    path = write_config(tmp_path, url, source={"start": ""})
+    (tmp_path / "monitor").mkdir()
+    assert "source clock" not in run_cli("--config", str(path), "check").stdout
+    data = json.loads(run_cli("--config", str(path), "status", "--json").stdout)
+    assert data["clock_warning"] is None
+
+
+# -- 9, 18. status during an outage
+
+def _outage(tmp_path: Path, sample_rows: list[dict[str, Any]], count: int) -> Path:
+    """`count` calls read and recorded while the target does not answer: all wait."""
+    starts = [local("2026-11-26 09:00:00") + dt.timedelta(minutes=i) for i in range(count)]
+    url = cdr_table(tmp_path, calls_at(sample_rows, *starts))
+    path = write_config(tmp_path, url)
+    (tmp_path / "monitor").mkdir()
+
+    def down(config: Any) -> Any:
+        raise TargetUnavailable("archive: the target does not answer")
+
+    report = run_once(config_module.load(path, env={}), RunOptions(now=msk("2026-11-26 12:00")),
+                      target_factory=down)
+    assert report.exit_code == 1 and report.new_calls == count
+    return path
+
+
+def test_status_says_when_its_list_is_cut_and_shows_the_oldest_waiting_call(tmp_path,
+                                                                           sample_rows):
+    """100 calls undelivered: the list stopped at 50 without saying so, and the lag shown was
+    the watermark's (0m00s). Now "50 of 100 shown", and the lag of the oldest waiting call."""
+    path = _outage(tmp_path, sample_rows, 60)
+    text = run_cli("--config", str(path), "status").stdout
+    assert "waiting (50 of 60 shown):" in text
+    assert re.search(r"^lag:         the oldest call waiting started \d+d\d\dh ago "
+                     r"\(2026-11-26 09:00:00 \+03:00, ", text, re.M), text
+    data = json.loads(run_cli("--config", str(path), "status", "--json").stdout)
+    assert (len(data["waiting"]), data["waiting_total"]) == (50, 60)
+    oldest = data["oldest_waiting"]
+    assert oldest["start"] == "2026-11-26T09:00:00+03:00"
+    now = dt.datetime.fromisoformat(data["now"])
+    assert oldest["seconds"] == pytest.approx(
+        (now - dt.datetime.fromisoformat(oldest["start"])).total_seconds(), abs=2)
+
+
+def test_status_shows_every_time_in_one_zone(tmp_path, sample_rows):
+    """The watermark was local without an offset, the last run and retries in UTC."""
+    path = _outage(tmp_path, sample_rows, 1)
+    text = run_cli("--config", str(path), "status").stdout
+    times = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d( [+-]\d\d:\d\d)?", text)
+    assert times and all(offset == " +03:00" for offset in times), text
+    assert "UTC" not in text and "Z:" not in text
+
+
+def test_status_during_a_run_says_the_run_is_delivering_the_due_calls(tmp_path, sample_rows):
+    """A call another run was transcoding was listed as `due at the next run`."""
+    path = _outage(tmp_path, sample_rows, 2)
+    assert "due at the next run" in run_cli("--config", str(path), "status").stdout
+    with RunLock(tmp_path / "state"):
+        text = run_cli("--config", str(path), "status").stdout
+        data = json.loads(run_cli("--config", str(path), "status", "--json").stdout)
+    assert f"run:         in progress (pid {os.getpid()})" in text
+    assert "due at the next run" not in text
+    assert f"due: the run in progress (pid {os.getpid()}) is delivering it" in text
+    assert data["run_in_progress"] == os.getpid()
+
+
+# -- 10. a run stopped by the configuration
+
+def test_a_config_error_found_by_a_run_is_not_recorded_as_a_clean_run(tmp_path, sample_rows):
+    """A cdr table without a needed column stops the run with exit 2: last_run says so, and
+    the metrics' last success does not move."""
+    url = cdr_table(tmp_path, calls_at(sample_rows, local("2026-11-26 09:30:00")))
+    with sqlite3.connect(tmp_path / "cdr.db") as conn:
+        conn.execute("ALTER TABLE cdr DROP COLUMN disposition")
+    path = write_config(tmp_path, url)
+    (tmp_path / "monitor").mkdir()
+    metrics = tmp_path / "poller.prom"
+    ran = run_cli("--config", str(path), "run", "--metrics-file", str(metrics))
+    assert ran.exit_code == ExitCode.CONFIG, ran.output
+    data = json.loads(run_cli("--config", str(path), "status", "--json").stdout)
+    assert "disposition" in data["last_run"]["config_error"]
+    text = run_cli("--config", str(path), "status").stdout
+    assert re.search(r"^last run:    .*: stopped by the configuration: .*disposition", text,
+                     re.M), text
+    ledger = Ledger(config_module.load(path, env={}).state.database_url, create=False)
+    try:
+        assert ledger.last_success() is None
+    finally:
+        ledger.close()
+
+
+# -- 17. forged log lines
+
+FORGED = "\n2026-11-26 10:00:00 ERROR forged\x1b[31m"
+
+
+def test_control_characters_from_the_pbx_are_escaped_in_logs_status_and_dry_runs(
+        tmp_path, sample_rows):
+    """A src or recordingfile holding a newline wrote a log line of its own."""
+    rows = calls_at(sample_rows, local("2026-11-26 09:30:00"), src=f"101{FORGED}",
+                    cnum=f"101{FORGED}", recordingfile=f"../x{FORGED}.wav")
+    rows += calls_at(sample_rows, local("2026-11-26 09:40:00"), keep_name=True,
+                     recordingfile=f"later{FORGED}.wav")
+    url = cdr_table(tmp_path, rows)
+    path = write_config(tmp_path, url, recordings={"wait": "3000d"})
+    (tmp_path / "monitor").mkdir()
+    dry = run_cli("--config", str(path), "run", "--dry-run")
+    ran = run_cli("--config", str(path), "run")
+    status = run_cli("--config", str(path), "status")
+    for result in (dry, ran, status):
+        for line in result.output.splitlines():
+            assert not line.startswith("2026-11-26 10:00:00 ERROR"), result.output
+            assert "\x1b" not in line
+    assert "recording refused" in ran.output and "\\n2026-11-26 10:00:00 ERROR forged" in \
+        ran.output
+    assert "\\x1b[31m" in status.output and "\\n" in status.output
+
+
+# -- 13. file modes follow the umask
+
+@pytest.mark.parametrize(("umask", "archive_mode"), [(0o077, 0o600), (0o022, 0o644),
+                                                     (0o027, 0o640)])
+def test_archive_files_and_the_ledger_follow_the_umask(tmp_path, sample_rows, recordings_dir,
+                                                       umask, archive_mode):
+    """Archive JSON and MP3 were forced to 0644 and state.db made 0644 under `umask 077`;
+    recordings are personal data. The ledger is 0600 whatever the umask."""
+    rows = calls_at(sample_rows, local("2026-11-26 09:30:00"), monitor=recordings_dir)
+    url = cdr_table(tmp_path, rows)
+    config = config_module.load(write_config(tmp_path, url, recordings={
+        "dir": str(recordings_dir)}), env={})
+    previous = os.umask(umask)
+    try:
+        report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    finally:
+        os.umask(previous)
+    assert report.recordings == 1, report.summary()
+    files = [*(tmp_path / "archive").rglob("*.json"), *(tmp_path / "archive").rglob("*.mp3")]
+    files = [f for f in files if f.parent.name != "archive"]  # the day's records
+    assert len(files) >= 2
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {archive_mode}
+    assert stat.S_IMODE((tmp_path / "state" / "state.db").stat().st_mode) == 0o600
+
+
+def test_the_units_set_a_umask():
+    for name in ("poller.service", "poller-follow.service"):
+        text = (ROOT / "contrib" / "systemd" / name).read_text()
+        assert re.search(r"^UMask=0027$", text, re.M), name
+
+
+# -- 14. the crontab
+
+def test_the_crontab_line_logs_through_the_poller_with_real_levels():
+    """`| logger -t poller` gave every line, errors too, one priority and a second stamp."""
+    lines = [line for line in (ROOT / "crontab.example").read_text().splitlines()
+             if line.strip() and not line.startswith("#") and "=" not in line.split()[0]]
+    assert len(lines) == 1
+    fields = lines[0].split()
+    assert fields[:5] == ["*"] * 5 and fields[5] == "poller"
+    command = " ".join(fields[6:])
+    assert command.startswith("poller ") and "--syslog" in fields and "|" not in command
+    assert "run" in fields
+
+
+# -- 3. the grants
+
+def test_the_shipped_grants_let_the_example_url_connect_over_tcp(mysql_server):
+    """The grants made 'poller'@'localhost' only, while the example URL connects to
+    127.0.0.1: with skip_name_resolve that is `Access denied`."""
+    sql = (ROOT / "sql" / "grant-readonly.sql").read_text()
+    user = f"poller_g{os.getpid()}"
+    database = f"poller_grants_{os.getpid()}"
+    statements = [s.strip() for s in re.sub(r"--[^\n]*", "", sql).split(";") if s.strip()]
+    admin = sa.create_engine(MYSQL_URL, poolclass=sa.pool.NullPool)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE `{database}`")
+            conn.exec_driver_sql(f"CREATE TABLE `{database}`.cdr (calldate DATETIME)")
+            for statement in statements:
+                conn.exec_driver_sql(statement.replace("'poller'@", f"'{user}'@")
+                                     .replace("`asteriskcdrdb`", f"`{database}`"))
+        server = sa.engine.make_url(MYSQL_URL)
+        url = (f"mysql+pymysql://{user}:change-me@127.0.0.1:{server.port or 3306}/{database}")
+        reader = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with reader.connect() as conn:
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM cdr").scalar() == 0
+        reader.dispose()
+        with admin.connect() as conn:
+            hosts = {row[0] for row in conn.exec_driver_sql(
+                f"SELECT host FROM mysql.user WHERE user = '{user}'")}
+        assert hosts == {"localhost", "127.0.0.1"}
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{database}`")
+            for host in ("localhost", "127.0.0.1"):
+                conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'{host}'")
+        admin.dispose()
+
+
+# -- 7, 8, 12. small traps
+
+def test_a_dry_run_counts_only_recordings_a_real_run_would_attach(tmp_path, sample_rows,
+                                                                 recordings_dir):
+    """A bare 44-byte MixMonitor header counted as a recording in the dry run's list, and the
+    summary line did not say it was a dry run."""
+    rows = calls_at(sample_rows, local("2026-11-26 09:30:00"), monitor=recordings_dir)
+    header_only = calls_at(sample_rows, local("2026-11-26 09:40:00"), monitor=recordings_dir)
+    wav = recordings_dir / "2026/11/26" / header_only[0]["recordingfile"]
+    wav.write_bytes(wav.read_bytes()[:44])
+    os.utime(wav, (0, 0))
+    url = cdr_table(tmp_path, rows + header_only)
+    path = write_config(tmp_path, url, recordings={"dir": str(recordings_dir)})
+    result = run_cli("--config", str(path), "run", "--dry-run")
+    assert result.exit_code == 0, result.output
+    listed = [line for line in result.stdout.splitlines() if "2026-11-26" in line]
+    assert len(listed) == 2
+    assert listed[0].endswith("1 recording") and listed[1].endswith("no recording (empty)")
+    assert "2 calls would be delivered" in result.stdout
+    assert "INFO dry run, nothing written: " in result.output
+
+
+def test_the_demo_hint_names_the_program_as_it_was_started(tmp_path):
+    """`try: poller --config … status` failed when poller was not on PATH."""
+    env = {k: v for k, v in os.environ.items() if k != "PATH"}
+    env["PATH"] = "/usr/bin:/bin"
+    out = subprocess.run([str(POLLER), "demo", str(tmp_path / "demo")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"(try: {POLLER} --config {tmp_path / 'demo' / 'poller.toml'} status)" in out.stdout
+
+
+def test_venv_is_ignored_by_git():
+    assert ".venv/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_interval_without_follow_is_a_usage_error(tmp_path):
+    result = run_cli("--config", str(tmp_path / "x.toml"), "run", "--interval", "5s")
+    assert result.exit_code == ExitCode.CONFIG
+    assert "--interval only applies to --follow" in result.output
+
+
+def test_one_call_is_one_call(tmp_path, sample_rows):
+    url = cdr_table(tmp_path, calls_at(sample_rows, local("2026-11-26 09:30:00")))
+    path = write_config(tmp_path, url)
+    (tmp_path / "monitor").mkdir()
+    report = run_once(config_module.load(path, env={}), RunOptions(now=msk("2026-11-26 10:00")))
+    assert report.summary().startswith("delivered 1 call (answered 1), 0 recordings, ")
