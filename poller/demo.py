@@ -69,6 +69,9 @@ CALLS = (
               _leg(0, "202", "from-did-direct", None, "Hangup", 0, 0, "NO ANSWER")), 0),
     DemoCall(140, "+79161002304", "Morozova Elena", "74951230002",
              (_leg(0, "202", "from-did-direct", "202", "Dial", 6, 0, "NO ANSWER"),), 0),
+    # a known customer ringing again five minutes later: folded into the incident above
+    DemoCall(135, "89161002304", "Morozova Elena", "74951230002",
+             (_leg(0, "202", "from-did-direct", "202", "Dial", 9, 0, "NO ANSWER"),), 0),
     DemoCall(130, "+79161002305", "OOO Vega", "74951230003",
              (_leg(0, "260", "ext-group", "211", "Dial", 4, 0, "NO ANSWER"),
               _leg(0, "260", "ext-group", "212", "Dial", 64, 60, "ANSWERED"),
@@ -171,6 +174,7 @@ def build(directory: Path, now: dt.datetime | None = None) -> Path:
     with engine.begin() as conn:
         conn.execute(table.insert(), rows)
     engine.dispose()
+    (directory / "callers.csv").write_text(_CALLERS, encoding="utf-8")
     config = directory / "poller.toml"
     config.write_text(_CONFIG.format(dir=directory, zone=ZONE))
     return config
@@ -193,6 +197,27 @@ kind = "archive"
 
 [target.archive]
 dir = "{dir}/archive"
+
+[callers]
+country = "RU"
+csv = "{dir}/callers.csv"
+fields = ["manager"]
+
+[incidents]
+statuses = ["unanswered", "busy"]
+callers = "known"
+fold = "30m"
+
+[incidents.attributes]
+title = "Missed call from {{caller_name}} {{number_e164}}, manager {{caller_manager}}"
+"""
+
+# some of the demo's callers, written as a CRM export would have them
+_CALLERS = """\
+number,name,id,manager
++7 916 100-23-01,Sokolov Ivan,C-101,Petrova
+8 916 100-23-04,Morozova Elena,C-104,Petrova
+79161002305,OOO Vega,C-105,Sidorov
 """
 
 
@@ -226,6 +251,8 @@ def run_demo(directory: str | os.PathLike[str],
     lines.append(f"{'start':<19}  {'number':<14} {'status':<10} {'dur':>4} {'talk':>4} "
                  f"{'by':<4} recording")
     for path in sorted(archive.rglob("*.json")):
+        if path.name.endswith(".incident.json"):
+            continue  # listed below
         record = json.loads(path.read_text())
         mp3 = path.with_suffix(".mp3")
         recording = (f"{mp3.name} ({mp3.stat().st_size // 1024} KiB)" if record["recording"]
@@ -233,7 +260,23 @@ def run_demo(directory: str | os.PathLike[str],
         lines.append(f"{record['start'][:19].replace('T', ' '):<19}  {record['number']:<14} "
                      f"{record['status']:<10} {record['duration']:>4} {record['talk_time']:>4} "
                      f"{record['answered_by'] or '-':<4} {recording}")
+    lines += _incidents(archive)
     lines += ["", f"run: {report.summary()}",
               f"pages: {archive / 'index.html'} (open it in a browser)",
               f"config: {config_path} (try: {program} --config {config_path} status)"]
     return report, lines
+
+
+def _incidents(archive: Path) -> list[str]:
+    """The calls of known callers and the incidents the rule opened, for the demo's output."""
+    records = [json.loads(path.read_text()) for path in sorted(archive.rglob("*.json"))
+               if not path.name.endswith(".incident.json")]
+    lines = ["", "known callers (callers.csv):"]
+    lines += [f"  {r['start'][11:19]}  {r['number']:<14} {r['caller_name']} ({r['caller_id']}), "
+              f"{r['status']}" for r in records if r.get("caller_name")]
+    for path in sorted(archive.rglob("*.incident.json")):
+        incident = json.loads(path.read_text())
+        joined = ", ".join(incident["joined"]) or "none"
+        lines.append(f"incident {path.name}: {incident['attributes']['title']}; calls folded "
+                     f"into it: {joined}")
+    return lines

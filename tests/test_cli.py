@@ -69,9 +69,10 @@ def test_readme_documents_every_configuration_key():
 def test_demo_delivers_the_sample_pbx(demo):
     """`poller demo` builds a sample PBX and delivers its incoming calls into the archive."""
     archive = demo.folder / "archive"
-    records = [json.loads(p.read_text()) for p in archive.rglob("*.json")]
+    records = [json.loads(p.read_text()) for p in archive.rglob("*.json")
+               if not p.name.endswith(".incident.json")]
     statuses = sorted(r["status"] for r in records)
-    assert len(records) == 11  # 13 calls, of which one outgoing and one internal are skipped
+    assert len(records) == 12  # 14 calls, of which one outgoing and one internal are skipped
     assert set(statuses) == {"answered", "unanswered", "busy", "impossible"}
     recorded = [r for r in records if r["recording"]]
     assert len(recorded) == 7
@@ -83,6 +84,19 @@ def test_demo_delivers_the_sample_pbx(demo):
     assert {r["recording_problem"] for r in records if not r["recording"]} == {"empty", None}
     names = {r["name"] for r in records}
     assert "Кузнецов Пётр" in names
+    # the directory knows some callers; Morozova's missed call and her call back five minutes
+    # later are one incident
+    known = {r["caller_name"] for r in records if r["caller_name"]}
+    assert known == {"Sokolov Ivan", "Morozova Elena", "OOO Vega"}
+    (incident_file,) = archive.rglob("*.incident.json")
+    incident = json.loads(incident_file.read_text())
+    morozova = sorted((r for r in records if r["caller_name"] == "Morozova Elena"),
+                      key=lambda r: r["start"])
+    assert [r["incident"] for r in morozova] == [morozova[0]["key"]] * 2
+    assert incident["incident"] == morozova[0]["key"]
+    assert incident["joined"] == [morozova[1]["key"]]
+    assert "Missed call from Morozova Elena +79161002304" in incident["attributes"]["title"]
+    assert "calls folded into it" in demo.output
     assert "answered" in demo.output and "delivered" in demo.output
     index = archive / "index.html"
     assert f"pages: {index}" in demo.output and index.is_file()
@@ -92,7 +106,7 @@ def test_demo_runs_again_in_its_own_folder_but_not_in_a_foreign_one(demo_copy, t
     """Re-running the demo rebuilds its folder; it never wipes a folder it did not make."""
     again = CliRunner().invoke(main, ["demo", str(demo_copy.folder)])
     assert again.exit_code == 0
-    assert len(list((demo_copy.folder / "archive").rglob("*.json"))) == 11
+    assert len(list((demo_copy.folder / "archive").rglob("*.json"))) == 13  # 12 + 1 incident
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -106,7 +120,9 @@ def test_status_after_the_demo(demo):
     result = CliRunner().invoke(main, ["--config", str(demo.config), "status"])
     assert result.exit_code == 0, result.output
     assert "watermark:" in result.output and "none yet" not in result.output
-    assert "done 11" in result.output and "skipped 2" in result.output
+    assert "done 12" in result.output and "skipped 2" in result.output
+    assert "callers:     4 matched, 8 unmatched" in result.output
+    assert "incidents:   done 1" in result.output
     assert "last run:" in result.output and "never" not in result.output
 
 
