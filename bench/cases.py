@@ -1,0 +1,219 @@
+"""The work each measurement runs in a fresh interpreter of its own (`run.py --child CASE`), so
+its CPU, its peak memory and its imports are its own. Each prints one JSON line: wall and CPU
+of the work alone (imports excluded unless they are the point), peak RSS, and what it counted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from measure import peak_rss_kb, rss_kb
+from workload import make_config
+
+NOW_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
+def _now(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text) if text else None
+
+
+def _local(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text) if text else None
+
+
+def _measure(work: Any) -> dict[str, Any]:
+    from measure import children_cpu
+
+    wall, cpu, kids = time.perf_counter(), time.process_time(), children_cpu()
+    extra = work() or {}
+    return {"wall": time.perf_counter() - wall,
+            "cpu": time.process_time() - cpu + children_cpu() - kids,
+            "rss_kb": peak_rss_kb(), **extra}
+
+
+def run(work: dict[str, Any]) -> dict[str, Any]:
+    """One `run_once` (a backfill when since/until are given)."""
+    from poller.pipeline import RunOptions, run_once
+
+    config = make_config(work["config"])
+    options = RunOptions(since=_local(work.get("since")), until=_local(work.get("until")),
+                         now=_now(work.get("now")), limit=work.get("limit"))
+    for warm in work.get("before", []):  # runs that set the scene, not measured
+        run_once(config, RunOptions(now=_now(warm), limit=work.get("before_limit")))
+
+    def once() -> dict[str, Any]:
+        report = run_once(config, options)
+        return {"rows": report.rows, "new_calls": report.new_calls,
+                "delivered": report.delivered_count, "skipped": report.skipped,
+                "exit": int(report.exit_code), "unavailable": report.unavailable}
+
+    return _measure(once)
+
+
+def follow(work: dict[str, Any]) -> dict[str, Any]:
+    """CPU per idle poll of `run --follow`, against a warm loop (one engine, pooled
+    connection) running the same indexed query, in alternating blocks; medians."""
+    import statistics
+    import threading
+
+    import sqlalchemy as sa
+
+    import poller.pipeline as pipeline
+    from poller.follow import follow as follow_loop
+
+    config = make_config(work["config"])
+    pipeline.run_once(config)  # the first poll sets the watermark: later ones are idle
+    real = pipeline.run_once
+    polls, block = [0], int(work["polls"])
+    stop = threading.Event()
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        report = real(*args, **kwargs)
+        polls[0] += 1
+        if polls[0] >= block:
+            stop.set()
+        return report
+
+    pipeline.run_once = counted  # type: ignore[assignment]
+    engine = sa.create_engine(config.source.url, connect_args={"ssl_disabled": True})
+    query = sa.text(work["query"])
+
+    def warm() -> None:
+        with engine.connect() as conn:
+            conn.execute(query).fetchall()
+
+    ours: list[float] = []
+    theirs: list[float] = []
+    rss_start = rss_kb()
+    for _ in range(int(work["blocks"])):
+        polls[0] = 0
+        stop.clear()
+        started = time.process_time()
+        follow_loop(config, 0.001, stop=stop)
+        ours.append((time.process_time() - started) / block)
+        started = time.process_time()
+        for _ in range(block):
+            warm()
+        theirs.append((time.process_time() - started) / block)
+    return {"wall": 0.0, "cpu": statistics.median(ours), "reference_cpu": statistics.median(theirs),
+            "rss_kb": peak_rss_kb(), "rss_growth_kb": rss_kb() - rss_start}
+
+
+def delivery_floor(work: dict[str, Any]) -> dict[str, Any]:
+    """The floor of delivering a call: one ledger commit (the ledger's SQLite settings, one
+    connection kept open) and one durable file write (temporary name, fsync, rename, fsync of
+    the folder), per call."""
+    folder = Path(work["folder"])
+    folder.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(folder / "floor.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE calls (key TEXT PRIMARY KEY, stage TEXT, payload TEXT)")
+    count = int(work["calls"])
+    record = json.dumps({"key": "x" * 14, "number": "+79161002301", "status": "answered",
+                         "start": "2026-11-26T09:38:27+03:00"}, indent=2).encode()
+    db.executemany("INSERT INTO calls VALUES (?, 'seen', ?)",
+                   [(str(n), record.decode()) for n in range(count)])
+
+    def work_all() -> None:
+        day = os.open(folder, os.O_RDONLY)
+        for n in range(count):
+            temporary, final = folder / f".{n}.json.part", folder / f"{n}.json"
+            with open(temporary, "wb") as handle:
+                handle.write(record)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, final)
+            os.fsync(day)
+            db.execute("BEGIN")
+            db.execute("UPDATE calls SET stage = 'done' WHERE key = ?", (str(n),))
+            db.execute("COMMIT")
+        os.close(day)
+
+    return {**_measure(work_all), "calls": count}
+
+
+def upload(work: dict[str, Any]) -> dict[str, Any]:
+    """addFile of each MP3 (smallest first) through the poller's client, or as a raw
+    standard-library POST of the same envelope built in memory: CPU and the peak RSS each
+    adds to the process."""
+    import base64
+    import http.client
+    from urllib.parse import urlsplit
+
+    from poller.config import EaslaConfig, Secret
+    from poller.model import Call
+    from poller.targets.easla import PLACEHOLDER, EaslaTarget
+
+    config = EaslaConfig(url=work["url"], login="poller", password=Secret("secret"),
+                         timeout=60.0)  # type: ignore[arg-type]
+    target = EaslaTarget(config, work["state"])
+    call = Call.from_json(work["call"])
+    record = call.record(None, None)
+    results = {}
+    for path in work["files"]:
+        mp3 = Path(path)
+        object_id = target.create(call, record)
+        before = rss_kb()
+        if work["how"] == "poller":
+            cpu = time.process_time()
+            target.attach(object_id, call, mp3)
+            cpu = time.process_time() - cpu
+        else:
+            target.client.options.nosend = True
+            context = target.client.service.addFile(
+                objectref=int(object_id), attribute="incoming_call_file",
+                file={"item": [{"key": "srcname", "value": mp3.name},
+                               {"key": "content", "value": PLACEHOLDER}]})
+            target.client.options.nosend = False
+            prefix, _, suffix = context.envelope.partition(PLACEHOLDER.encode())
+            cookie = "; ".join(f"{k}={v}" for k, v in target.transport.cookies.items())
+            action = target.client.service.addFile.method.soap.action
+            parts = urlsplit(work["url"])
+            cpu = time.process_time()
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+            conn.request("POST", parts.path,
+                         body=prefix + base64.b64encode(mp3.read_bytes()) + suffix,
+                         headers={"Content-Type": "text/xml; charset=utf-8",
+                                  "SOAPAction": action, "Cookie": cookie})
+            reply = conn.getresponse()
+            reply.read()
+            conn.close()
+            cpu = time.process_time() - cpu
+            assert reply.status == 200, reply.status
+        results[mp3.name] = {"cpu": cpu, "rss_growth_kb": max(0, peak_rss_kb() - before)}
+    target.close()
+    return {"wall": 0.0, "cpu": 0.0, "files": results}
+
+
+def encode(work: dict[str, Any]) -> dict[str, Any]:
+    """The poller's transcode of one file (its encoder child, at its priority settings)."""
+    from poller.config import Seconds, TranscodeConfig
+    from poller.transcode import to_mp3
+
+    config = TranscodeConfig(timeout=Seconds(7200), nice=int(work.get("nice", 10)))
+    box: dict[str, Any] = {}
+
+    def once() -> None:
+        encoded = to_mp3([Path(work["source"])], Path(work["target"]), config)
+        box["encoder_rss_kb"] = encoded.peak_rss_kb
+
+    result = _measure(once)
+    result.update(box)
+    return result
+
+
+CASES = {"run": run, "follow": follow, "floor": delivery_floor, "upload": upload,
+         "encode": encode}
+
+
+def main(case: str, text: str) -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    print(json.dumps(CASES[case](json.loads(text)), default=str))
