@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 # beyond NTP drift and a batch-mode delay: a real row is never this far ahead
 TOLERANCE = dt.timedelta(minutes=5)
-_QUARTER = dt.timedelta(minutes=15)
+_HOUR = dt.timedelta(hours=1)
 
 
 def rows_ahead(newest: dt.datetime | None, zone: ZoneInfo, now: dt.datetime) -> str | None:
@@ -26,8 +26,9 @@ def rows_ahead(newest: dt.datetime | None, zone: ZoneInfo, now: dt.datetime) -> 
     if ahead <= TOLERANCE:
         return None
     offset = local.utcoffset() or dt.timedelta(0)
-    # the newest row ended a little before now, so the zone's offset is the span rounded up
-    likely = offset + _QUARTER * math.ceil(ahead / _QUARTER)
+    # the newest row began some time before now, so the PBX's offset is the span rounded up
+    # (to the hour: the zones of half and quarter hours are too few to guess at)
+    likely = offset + _HOUR * math.ceil(ahead / _HOUR)
     return (f"the newest cdr row ({newest:%Y-%m-%d %H:%M:%S}) is {_span(ahead)} ahead of now "
             f"in source.timezone {zone.key} ({local:%Y-%m-%d %H:%M:%S}): the PBX probably "
             f"writes calldate in UTC{_offset(likely)} — set source.timezone to its zone "

@@ -11,8 +11,8 @@ import re
 
 import sqlalchemy as sa
 
-ENCODING_HINT = ("write the password's special characters percent-encoded (@ %40, : %3A, "
-                 "/ %2F, # %23, ? %3F, % %25; python3 -c 'import sys, urllib.parse; "
+ENCODING_HINT = ("percent-encode the password's special characters (@ %40, : %3A, / %2F, "
+                 "# %23, ? %3F, % %25; python3 -c 'import sys, urllib.parse; "
                  "print(urllib.parse.quote(sys.argv[1], safe=\"\"))' 'PASSWORD' prints it), "
                  "in the file or in the environment variable")
 _HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
