@@ -1,6 +1,6 @@
 """Benchmark: the cost of one call to easla end to end, against a raw HTTP POST of the same bytes.
 
-    python tests/bench_easla.py
+    python bench/easla.py
 
 Starts the loopback SOAP test server in a process of its own (so only the client's CPU is
 counted), then measures per call: createObjectref through the poller's client vs a raw keep-alive
@@ -22,9 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(ROOT))
 
 SERVER = """
 import sys, time
@@ -73,7 +74,7 @@ def main() -> None:
     from poller.model import Call
     from poller.targets.easla import PLACEHOLDER, EaslaTarget
 
-    server = subprocess.Popen([sys.executable, "-c", SERVER % str(HERE)], stdin=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, "-c", SERVER % str(TESTS)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     url = server.stdout.readline().strip()

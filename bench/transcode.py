@@ -1,4 +1,4 @@
-"""Benchmark of the recording transcode (not a test): `python tests/bench_transcode.py`.
+"""Benchmark of the recording transcode (not a test): `python bench/transcode.py`.
 
 For 3-minute and 30-minute speech WAVs (8 kHz mono 16-bit, real telephony speech repeated) it
 measures CPU seconds per audio second of
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_recordings_audio import speech_pcm, write_speech_wav  # noqa: E402
+from audiotools import speech_pcm, write_speech_wav  # noqa: E402
 
 from poller.config import Seconds, TranscodeConfig  # noqa: E402
 from poller.transcode import to_mp3  # noqa: E402
