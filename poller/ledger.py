@@ -37,6 +37,13 @@ from .model import PENDING, Call, Stage, Status
 __all__ = ["Entry", "Known", "Ledger", "TargetDown", "utcnow"]
 
 
+def _pool_for(url: sa.engine.URL) -> type[sa.pool.Pool]:
+    # SQLite: keep the connection for the run. Opening one per statement (with its PRAGMAs)
+    # cost more than the commits it made; every change is still its own committed transaction.
+    # A server database keeps NullPool: a run never holds a connection it may find dead.
+    return sa.pool.QueuePool if url.get_backend_name() == "sqlite" else sa.pool.NullPool
+
+
 class Ledger(Settings, Incidents):
     """The state database (any SQLAlchemy URL; SQLite in state.dir by default)."""
 
@@ -46,7 +53,7 @@ class Ledger(Settings, Incidents):
             if create:
                 create_private(parsed)
             self.engine = read_only_engine(parsed) if read_only else \
-                sa.create_engine(parsed, poolclass=sa.pool.NullPool)
+                sa.create_engine(parsed, poolclass=_pool_for(parsed))
         except sa.exc.ArgumentError:  # its message quotes the URL, password and all
             raise ConfigError(f"state.url: not a database URL: {redact_url(url)}") from None
         except (sa.exc.NoSuchModuleError, ImportError) as exc:
