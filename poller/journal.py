@@ -133,7 +133,8 @@ class Journal:
         key, stage = step.key, step.stage
         error: Exception | None = None
         for delay in (0.0, *RETRIES):
-            time.sleep(delay)
+            if delay:  # sleep(0) still gives the core away: on a busy PBX, for a while
+                time.sleep(delay)
             try:
                 record()
                 return
