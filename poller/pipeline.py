@@ -73,8 +73,9 @@ def _backfill(config: Config, options: RunOptions, moment: Moment,
     slices = backfill_slices(options.since, options.until, moment)
     total = RunReport()
     for number, (start, stop) in enumerate(slices, 1):
-        limit = None if options.limit is None else options.limit - total.delivered_count
-        if (limit is not None and limit <= 0) or options.should_stop():
+        # a limit reached still reads the remaining days into the ledger, as one batch would
+        limit = None if options.limit is None else max(options.limit - total.delivered_count, 0)
+        if options.should_stop():
             break
         part = dataclasses.replace(options, since=start, until=stop, limit=limit,
                                    progress=_overall(options, slices, total))

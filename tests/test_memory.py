@@ -63,8 +63,10 @@ def test_backfill_memory_does_not_grow_with_the_range(tmp_path, cdr_db, empty_db
     empty_db.insert(_calls(15_000))
     small = _backfill(tmp_path / "small", cdr_db.url)
     large = _backfill(tmp_path / "large", empty_db.url)
-    assert (small["rows"], large["rows"]) == (1_500, 15_000)
+    # every call taken; a backfill works a day at a time, and each day reads a lookback into
+    # the next for the later legs of its last calls, so rows near midnight are read twice
     assert (small["new"], large["new"]) == (1_500, 15_000)
+    assert small["rows"] >= 1_500 and large["rows"] >= 15_000
     growth_mb = (large["rss_kb"] - small["rss_kb"]) / 1024
     print(f"peak RSS {small['rss_kb'] // 1024} MB for 1,500 rows, "
           f"{large['rss_kb'] // 1024} MB for 15,000")
