@@ -477,3 +477,39 @@ def test_one_call_is_one_call(tmp_path, sample_rows):
     (tmp_path / "monitor").mkdir()
     report = run_once(config_module.load(path, env={}), RunOptions(now=msk("2026-11-26 10:00")))
     assert report.summary().startswith("delivered 1 call (answered 1), 0 recordings, ")
+
+
+# -- the README, for its readers
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_readme_leads_from_install_to_reference_with_a_table_of_contents():
+    sections = re.findall(r"^## (.*)$", README, re.M)
+    assert sections == ["Contents", "Quick start", "Install on a PBX", "Daily operation",
+                        "Troubleshooting", "Upgrade and uninstall", "How it works", "Reference",
+                        "Development"], sections
+    contents = README.split("## Contents", 1)[1].split("\n## ", 1)[0]
+    for title in sections[1:]:
+        assert f"[{title}](#" in contents, title
+    for name in ("Commands", "Configuration", "Exit codes", "Status JSON", "Call fields"):
+        assert f"\n### {name}\n" in README.split("\n## Reference\n", 1)[1], name
+
+
+def test_every_config_key_is_in_the_one_reference_table_with_type_and_default():
+    from test_cli import _config_keys
+
+    table = README.split("Every key, with its type and default:", 1)[1].split("\n\n", 2)[1]
+    rows = {m.group(1): m.groups() for m in re.finditer(
+        r"^\| `([\w.]+)` \| ((?:[^|]|\\\|)+) \| ((?:[^|\\]|\\\|)+) \| (.+) \|$", table, re.M)}
+    assert set(rows) == set(_config_keys(config_module.Config))
+
+
+def test_the_developer_section_says_what_ci_run_does_to_a_machine():
+    """`.ci/run` creates a MariaDB superuser and rebuilds a /tmp venv: never offered to an
+    administrator as "the test command" without saying so."""
+    before = README.split("\n## Development\n", 1)[0]
+    assert ".ci/run" not in before
+    development = README.split("\n## Development\n", 1)[1]
+    for said in ("poller_test", "never", "/tmp/poller-ci-venv", "apt"):
+        assert said in development, said
