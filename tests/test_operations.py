@@ -906,6 +906,11 @@ def test_archive_keep_days_through_a_run(tmp_path, cdr_db, sample_rows):
     assert (root / "2026/11/25/old-call.txt").is_file()
     assert set(archived(tmp_path)) == {key_of(calls[0])}
     assert (root / "2026/11/26" / f"{key_of(calls[0])}.json").is_file()
+    assert "2026/11/26/index.html" in (root / "index.html").read_text()
+    # two days later a run with nothing to deliver prunes the 26th: the index forgets it too
+    idle = run_once(config, RunOptions(now=msk("2026-11-28 10:00")))
+    assert idle.exit_code == 0 and not list(root.glob("*/*/*")), idle.summary()
+    assert "2026/11/26" not in (root / "index.html").read_text()
 
 
 # -- the ledger's own schema

@@ -113,4 +113,9 @@ def upkeep(config: Config, today: dt.date) -> None:
     if config.target.kind == "archive" and keep > 0:
         from .archive import prune_archive
 
-        prune_archive(Path(config.target.archive.dir), today - dt.timedelta(days=keep))
+        root = Path(config.target.archive.dir)
+        if prune_archive(root, today - dt.timedelta(days=keep)):
+            from ..archive_site import ArchiveSite
+
+            # the index must not link the days just removed
+            ArchiveSite(root, config.target.archive.locale, config.source.timezone).update(())
