@@ -64,6 +64,8 @@ class Courier:
 def deliver_due(courier: Courier, options: RunOptions) -> None:
     """Move every due call as far as it goes, oldest first, within --limit."""
     delivered = 0
+    # a backfill delivers thousands: a line per page of them, the calls themselves under -v
+    quiet = options.backfill
     for entry in _due(courier, options):
         if options.limit is not None and delivered >= options.limit:
             break
@@ -71,8 +73,11 @@ def deliver_due(courier: Courier, options: RunOptions) -> None:
             log.info("stopping: the remaining calls wait for the next run")
             break
         try:
-            if Delivery(courier, entry).execute():
+            if Delivery(courier, entry, quiet).execute():
                 delivered += 1
+                if quiet and delivered % PAGE == 0:
+                    log.info("backfill: %d calls delivered so far, up to %s", delivered,
+                             entry.call.start.isoformat(sep=" ", timespec="seconds"))
         except RecordingsUnavailable as exc:
             # only calls with recordings wait for the folder; the others go on
             if str(exc) not in courier.report.unavailable:
@@ -105,8 +110,9 @@ def _due(courier: Courier, options: RunOptions) -> Iterator[Entry]:
 class Delivery:
     """Moves one ledger entry forward as far as it can go in this run."""
 
-    def __init__(self, courier: Courier, entry: Entry):
+    def __init__(self, courier: Courier, entry: Entry, quiet: bool = False):
         self.courier = courier
+        self.level = logging.DEBUG if quiet else logging.INFO
         self.entry = entry
         self.call = entry.call
         self.ledger = courier.ledger
@@ -198,7 +204,7 @@ class Delivery:
             _delete(plan.files)
         self.confirm(Stage.DONE, last_error=None, next_attempt_at=None)
         self.report.delivered[call.status] += 1
-        log.info("call %s delivered: %s from %s, %ss%s", call.key, call.status,
+        log.log(self.level, "call %s delivered: %s from %s, %ss%s", call.key, call.status,
                  call.number or "unknown", call.duration,
                  f", recording {recording}" if recording else "")
         return True
