@@ -7,6 +7,7 @@ schemas), so the cost of one window does not grow with the size of the table.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -263,7 +264,11 @@ def _positional(compiled: Any) -> tuple[Any, ...] | dict[str, Any]:
     return dict(params)
 
 
+@functools.lru_cache(maxsize=4)
 def _make_engine(url: str) -> Engine:
+    # one Engine per URL for the process: `run --follow` polls with it again and again, and a
+    # new one would redo the dialect's set-up queries and compile every statement afresh.
+    # Its NullPool holds no connection between runs, so sharing it shares nothing else.
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
