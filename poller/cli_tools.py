@@ -54,9 +54,12 @@ def archive_build(ctx: click.Context, directory: str | None) -> None:
         from pathlib import Path
 
         from .archive_site import build_site
+        from .privileges import refuse_root_on_foreign_state
 
-        config = load_config(ctx)
+        config = load_config(ctx, writes=False)
         root = Path(directory or config.target.archive.dir)
+        # only the archive is written: its owner is the one to run as
+        refuse_root_on_foreign_state(str(root), label="the archive")
         report = build_site(root, config.target.archive.locale, config.source.timezone)
         click.echo(f"{root / 'index.html'}: {report.summary()}")
         return ExitCode.PARTIAL if report.failed else ExitCode.OK

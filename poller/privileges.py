@@ -18,8 +18,10 @@ from pathlib import Path
 from .errors import ConfigError
 
 
-def refuse_root_on_foreign_state(state_dir: str, argv: list[str] | None = None) -> None:
-    """Raise ConfigError when root runs against a state.dir another user owns."""
+def refuse_root_on_foreign_state(state_dir: str, argv: list[str] | None = None,
+                                 label: str = "state.dir") -> None:
+    """Raise ConfigError when root runs against a state.dir (or the folder `label` names)
+    another user owns."""
     if os.geteuid() != 0:
         return
     try:
@@ -33,7 +35,7 @@ def refuse_root_on_foreign_state(state_dir: str, argv: list[str] | None = None) 
     except KeyError:
         name = f"#{owner}"
     raise ConfigError(
-        f"running as root, but state.dir {state_dir} belongs to {name}: what this run wrote "
+        f"running as root, but {label} {state_dir} belongs to {name}: what this run wrote "
         f"would be root's and stop {name}'s runs; run it as {name}: "
         f"{runuser_line(name, argv if argv is not None else sys.argv)}")
 

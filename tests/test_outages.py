@@ -87,7 +87,7 @@ def test_a_long_outage_charges_no_call_and_one_run_after_it_delivers_all(
     shown = collect(down)
     assert shown.target_down is not None and shown.target_down.since == dt.datetime(2026, 11, 26, 9)
     assert "easla" in to_json(shown)["target"]["error"]
-    assert "target:      down since 2026-11-26 09:00:00 UTC" in render(shown)
+    assert "target:      down since 2026-11-26 12:00:00 +03:00" in render(shown)  # 09:00 UTC
     assert "3 calls waiting" in render(shown)
 
     with EaslaServer() as server:
