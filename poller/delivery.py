@@ -237,7 +237,13 @@ class Delivery:
                       encoded.seconds, encoded.peak_rss_kb)
             yield path, None
         finally:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                # never in place of the run's own outcome (state.dir gone read-only after a
+                # step the ledger refused would pass for this call's failure); the next run
+                # clears tmp
+                log.warning("could not remove %s: %s", path, exc)
 
     def fail(self, error: str) -> None:
         entry, retry, report = self.entry, self.courier.retry, self.report
