@@ -1,6 +1,6 @@
 """Failures of the poller's own disks are nobody's call's fault (design §4): a state.dir that
-turns read-only after easla created an object. Found by the fault suite
-(tests/fault_suite.py); here each on its own."""
+turns read-only after easla created an object, an archive whose disk is full. Found by the
+fault suite (tests/fault_suite.py); here each on its own."""
 
 from __future__ import annotations
 
@@ -75,3 +75,32 @@ def test_state_dir_read_only_after_create_charges_nobody_and_keeps_the_id(
         assert list(server.objects) == [object_id]
         assert len(server.objects[object_id]["files"]) == 1
     assert list(workdir.iterdir()) == []  # the leftover went with the next run
+
+
+def test_a_full_archive_disk_charges_nobody_however_long(tmp_path, cdr_db, sample_rows,
+                                                         monkeypatch):
+    """The archive's file system is full (ENOSPC on every write) for more runs than
+    max_attempts: each run stops with exit 1 saying the target is down, no call is charged or
+    parked; the first run with space again delivers the call."""
+    key = _recorded_call(cdr_db, sample_rows, tmp_path / "monitor")
+    config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 2, "backoff": "1s",
+                                                      "max_backoff": "2s"})
+    real_open = os.open
+
+    def full(path, flags, *args):
+        if flags & os.O_CREAT and str(path).startswith(str(tmp_path / "archive")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", full)  # the archive creates every file with os.open
+    for minute in range(4):
+        report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=minute)))
+        assert report.exit_code == ExitCode.PARTIAL, report.summary()
+        assert report.failures == 0 and report.parked == 0, report.summary()
+        assert report.target_down_since is not None
+        entry = entry_of(config, key)
+        assert (entry.stage, entry.attempts) == (Stage.SEEN, 0)
+    monkeypatch.setattr(os, "open", real_open)
+    report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=5)))
+    assert report.exit_code == ExitCode.OK and report.delivered_count == 1, report.summary()
+    assert entry_of(config, key).stage == Stage.DONE

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -13,13 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ArchiveConfig
-from ..errors import ConfigError, DeliveryError
+from ..errors import ConfigError, DeliveryError, TargetUnavailable
 from ..model import Call
 from . import safe_name
 
 log = logging.getLogger("poller")
 
 DAY_GLOB = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]"
+# the archive's file system takes no writes at all: every call would fail alike
+WHOLE_DISK = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class ArchiveUnavailable(DeliveryError, TargetUnavailable):
+    """The archive's disk is full or read-only: the target's failure, nobody's call's."""
 
 
 class ArchiveTarget:
@@ -63,7 +70,7 @@ class ArchiveTarget:
                 os.replace(_pending(record), record)
                 _sync_folder(record.parent)
             except OSError as exc:
-                raise DeliveryError(f"archive: cannot write {record}: {exc}") from None
+                raise _write_error(f"archive: cannot write {record}: {exc}", exc) from None
         self.changed_days.add(call.start.date())
 
     def ensure(self, object_id: str, call: Call, record: dict[str, Any]) -> None:
@@ -152,7 +159,7 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.unlink(temporary)  # a killed run's: made afresh, so the umask decides the mode
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
-        raise DeliveryError(f"archive: cannot write in {path.parent}: {exc}") from None
+        raise _write_error(f"archive: cannot write in {path.parent}: {exc}", exc) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -164,8 +171,13 @@ def _atomic_write(path: Path, write: Any) -> None:
         with contextlib.suppress(FileNotFoundError):  # renamed already
             os.unlink(temporary)
         if isinstance(exc, OSError):
-            raise DeliveryError(f"archive: cannot write {path}: {exc}") from None
+            raise _write_error(f"archive: cannot write {path}: {exc}", exc) from None
         raise
+
+
+def _write_error(text: str, exc: OSError) -> DeliveryError:
+    """A full or read-only disk stops the run charging nobody; anything else is the call's."""
+    return ArchiveUnavailable(text) if exc.errno in WHOLE_DISK else DeliveryError(text)
 
 
 def prune_archive(root: Path, before: dt.date) -> int:
