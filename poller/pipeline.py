@@ -71,6 +71,7 @@ def _backfill(config: Config, options: RunOptions, moment: Moment,
     if options.since is None:  # from the ledger's origin: one batch
         return _batch(config, options, moment, target_factory)
     slices = backfill_slices(options.since, options.until, moment)
+    started = time.monotonic()
     total = RunReport()
     for number, (start, stop) in enumerate(slices, 1):
         # a limit reached still reads the remaining days into the ledger, as one batch would
@@ -85,6 +86,13 @@ def _backfill(config: Config, options: RunOptions, moment: Moment,
             log.info("backfill: %s done (%d of %d days): %s; the lock is free until the next "
                      "day, for cron runs to deliver live calls", start.date().isoformat(),
                      number, len(slices), report.summary())
+    total.seconds = time.monotonic() - started
+    if len(slices) > 1:  # `status` shows the whole backfill, not its last day
+        ledger = Ledger(config.state.database_url)
+        try:
+            _save_last_run(ledger, total)
+        finally:
+            ledger.close()
     return total
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from support import archived, clone_call, key_of, legs_of, make_config, msk
+from support import archived, clone_call, key_of, legs_of, make_config, msk, open_ledger
 
 from poller.errors import LockHeld
 from poller.pipeline import Progress, RunOptions, run_once
@@ -50,6 +50,8 @@ def test_cron_runs_deliver_live_calls_between_the_days_of_a_backfill(tmp_path, c
     assert {p.start for p in shown} == {dt.datetime(2026, 11, 22)}
     assert {p.stop for p in shown} == {dt.datetime(2026, 11, 25)}
     assert shown[-1].rows == 6  # the three days' rows, not the last day's two
+    with open_ledger(config) as ledger:
+        assert sum(ledger.last_run()["delivered"].values()) == 3  # the whole backfill's
 
 
 def test_a_backfill_limit_counts_over_its_days(tmp_path, cdr_db, sample_rows):
