@@ -350,6 +350,13 @@ class EaslaServer:
         self.wsdl_requests = 0
         self.max_request_bytes = 0
         self.errors: list[BaseException] = []  # unexpected exceptions in the server: a bug
+        # (operation, kind, arguments but a file's content) of every request a switch failed
+        self.switched: list[tuple[str, str, dict[str, Any]]] = []
+        # called from the handler thread as hook(moment, operation): "request" once a POST's
+        # headers are in (the operation from its SOAPAction, the body not read yet) and
+        # "answered" once a reply of success is sent -- for a test to act at that very point
+        # (kill the client, lock its database) before the client can react
+        self.hook: Callable[[str, str], None] | None = None
 
         self._next_id = first_object_id
         self._sessions: dict[str, int] = {}  # session id -> authenticated calls so far
@@ -452,6 +459,16 @@ class EaslaServer:
         """The operations called so far, in order (login included)."""
         with self._lock:
             return [op for op, _ in self.calls]
+
+    def _notify(self, moment: str, operation: str) -> None:
+        hook = self.hook
+        if hook is None:
+            return
+        try:
+            hook(moment, operation)
+        except Exception as exc:  # the test's own bug: shown, never a failed request
+            with self._lock:
+                self.errors.append(exc)
 
     def _take_switch(self, operation: str) -> _Switch | None:
         with self._lock:
@@ -865,6 +882,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send(404, b"Not Found\n", "text/plain; charset=utf-8")
             return
+        action = self.headers.get("SOAPAction", "").strip().strip('"').rpartition("#")[2]
+        easla._notify("request", action)
         parser = StreamParser()
         size = 0
         error: Fault | None = None
@@ -907,6 +926,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         switch = easla._take_switch(call.operation)
+        if switch is not None:
+            with easla._lock:
+                easla.switched.append((call.operation, switch.kind, {
+                    name: value for name, value in call.args.items() if name != "file"}))
         if switch is not None and self._switch_reply(call.operation, switch):
             return
         try:
@@ -921,6 +944,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
             return
         self._send(200, easla._answer(call.operation, result), cookie=new_session)
+        easla._notify("answered", call.operation)
 
     def _fault(self, operation: str, fault: Fault) -> None:
         easla = self.server.easla
