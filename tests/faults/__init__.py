@@ -1,0 +1,1 @@
+"""The fault suite (issue 9): see tests/fault_suite.py for how to run it."""
