@@ -106,7 +106,9 @@ def median(costs: list[Cost]) -> Cost:
                 int(statistics.median(c.rss_kb for c in costs)), costs[len(costs) // 2].extra)
 
 
-def machine() -> str:
+def machine(client: list[str]) -> str:
+    """CPU, kernel, Python and the versions of what the figures depend on; `client` logs the
+    mariadb client in, to ask the server its version."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         model = next(line.split(":", 1)[1].strip() for line in lines
@@ -115,7 +117,7 @@ def machine() -> str:
         model = platform.processor() or "?"
     return (f"{model}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
             f"Python {platform.python_version()}, {_version(['mariadb', '--version'])}, "
-            f"server {_server_version()}, {_version(['ffmpeg', '-version'])}, "
+            f"server {_server_version(client)}, {_version(['ffmpeg', '-version'])}, "
             f"lameenc {_package('lameenc')}, SQLAlchemy {_package('sqlalchemy')}, "
             f"PyMySQL {_package('pymysql')}")
 
@@ -130,9 +132,9 @@ def _version(command: list[str]) -> str:
     return f"{command[0]} {match.group(1) if match else first[:40]}"
 
 
-def _server_version() -> str:
-    out = subprocess.run(["mariadb", "-h", "127.0.0.1", "-u", "root", "-N", "-B", "-e",
-                          "SELECT VERSION()"], capture_output=True, text=True, check=False)
+def _server_version(client: list[str]) -> str:
+    out = subprocess.run(["mariadb", *client, "-N", "-B", "-e", "SELECT VERSION()"],
+                         capture_output=True, text=True, check=False)
     return out.stdout.strip() or "?"
 
 

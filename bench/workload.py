@@ -76,9 +76,10 @@ def recorded_calls(count: int, first: dt.datetime, spacing: float, seconds: int,
     shape = next(t for t in templates() if t[0]["linkedid"] == DIRECT)
     for number in range(offset, offset + count):
         start = first + dt.timedelta(seconds=(number - offset) * spacing)
-        name = f"in-{number}-{start:%Y%m%d-%H%M%S}.wav"
-        yield clone(shape, start, 500_000_000 + number, recordingfile=name,
-                    duration=seconds + 3, billsec=seconds)
+        rows = clone(shape, start, 500_000_000 + number, duration=seconds + 3, billsec=seconds)
+        # FreePBX's name: the poller looks in the day folder for the paused parts of a call
+        name = f"in-74951230001-+79161002301-{start:%Y%m%d-%H%M%S}-{rows[0]['uniqueid']}.wav"
+        yield [dict(row, recordingfile=name) for row in rows]
 
 
 @dataclass
