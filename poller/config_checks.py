@@ -54,11 +54,11 @@ def check_semantics(config: Config, problems: list[str]) -> None:
         problems.append("source.lookback must be positive")
     if source.settle < 0:
         problems.append("source.settle must not be negative")
-    if source.max_call_length < 60:
-        problems.append("source.max_call_length must be at least 1m")
     elif source.settle < 10:
         _warn("source.settle below 10s takes a call the moment it ends: rows Asterisk writes "
               "a little later (cdr batch mode) make it rebuilt, or are missed once it was sent")
+    if source.max_call_length < 60:
+        problems.append("source.max_call_length must be at least 1m")
     if not 1 <= source.batch_size <= 100_000:
         problems.append("source.batch_size must be between 1 and 100000")
     if config.state.retention < 2 * source.lookback:

@@ -488,6 +488,7 @@ def test_the_readme_leads_from_install_to_reference_with_a_table_of_contents():
     sections = re.findall(r"^## (.*)$", README, re.M)
     assert sections == ["Contents", "Quick start", "Install on a PBX", "Daily operation",
                         "Troubleshooting", "Upgrade and uninstall", "How it works", "Reference",
+                        "Performance: will it keep up, will it hurt the PBX?",
                         "Development"], sections
     contents = README.split("## Contents", 1)[1].split("\n## ", 1)[0]
     for title in sections[1:]:
