@@ -124,6 +124,7 @@ def cli_as_nobody(*args: str) -> tuple[int, str]:
 @needs_root
 @pytest.mark.parametrize("command", [["run", "--since", "2026-11-26"], ["run"], ["check"],
                                      ["retry", "--failed"]])
+@pytest.mark.slow  # a CLI process per command
 def test_root_on_the_service_users_state_dir_is_refused_with_the_runuser_line(
         site, sample_rows, command):
     """A backfill as root left the lock, state.db and tmp/ root's: every later run as the
@@ -451,6 +452,7 @@ def test_a_dry_run_counts_only_recordings_a_real_run_would_attach(tmp_path, samp
     assert "INFO dry run, nothing written: " in result.output
 
 
+@pytest.mark.slow  # builds the demo
 def test_the_demo_hint_names_the_program_as_it_was_started(tmp_path):
     """`try: poller --config … status` failed when poller was not on PATH."""
     env = {k: v for k, v in os.environ.items() if k != "PATH"}

@@ -402,6 +402,7 @@ def test_poller_archive_build_writes_the_whole_archive(tmp_path):
     assert "index.html" in help_text and "--dir" in help_text
 
 
+@pytest.mark.slow  # builds the demo
 def test_the_demo_archive_gets_its_pages(tmp_path):
     from poller.demo import run_demo
 
@@ -431,6 +432,7 @@ def test_templates_ship_with_the_package():
     assert "playwright" in parser["options.extras_require"]["test"]
 
 
+@pytest.mark.slow  # renders a thousand-call day
 def test_a_thousand_call_day_renders_well_under_a_second(tmp_path):
     """Measured, printed for the record (pytest -s), and bounded loosely against regressions."""
     synthetic_day(tmp_path, DAY, 1000)

@@ -429,6 +429,7 @@ def test_reset_switch_drops_the_connection_and_does_nothing(easla):
     assert c.service.createObjectref(42, None, attributes(c, status="x")) == 1001
 
 
+@pytest.mark.slow  # waits out a timeout
 def test_timeout_switch_outlasts_the_client_timeout_and_does_nothing(easla):
     c = logged_in(easla, timeout=0.5)
     easla.fail_next("createObjectref", "timeout", delay=6)
@@ -618,6 +619,7 @@ def test_chunked_request_bodies_are_read(easla):
     conn.close()
 
 
+@pytest.mark.slow  # streams 40 MB
 def test_a_40_mb_envelope_is_streamed_through(easla):
     """A two-hour call: a 30 MB MP3, 40 MB of base64, sent in pieces."""
     data = os.urandom(30 * 1024 * 1024)

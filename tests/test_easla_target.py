@@ -350,6 +350,7 @@ print(json.dumps({"before_kb": before, "peak_kb": rss("VmHWM")}))
 """
 
 
+@pytest.mark.slow  # uploads tens of MB
 def test_upload_memory_stays_flat(tmp_path):
     """Uploading a 30 MB MP3 costs the client far less than the file's size + 40 MB."""
     mp3 = tmp_path / "big.mp3"

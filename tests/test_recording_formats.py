@@ -137,6 +137,7 @@ def test_a_wav_named_as_a_raw_format_is_read_by_its_header(tmp_path, speech):
     assert abs(encode(source, tmp_path / "out.mp3").seconds - SPEECH_SECONDS) <= TOLERANCE
 
 
+@pytest.mark.slow  # an encoder child
 def test_paused_and_resumed_raw_files_are_joined(tmp_path, speech):
     """*7/*8 in a `.g726-32` recording: both files, found as siblings, make one 40 s MP3."""
     first = made(speech, tmp_path, "g726-32")
@@ -292,6 +293,7 @@ def test_each_file_of_a_call_is_bounded_on_its_own(tmp_path, speech):
     assert abs(encoded.seconds - 2 * SPEECH_SECONDS) <= TOLERANCE
 
 
+@pytest.mark.slow  # an encoder child
 def test_without_a_call_duration_nothing_is_bounded(tmp_path):
     """to_mp3 called without a call (a tool, an old caller) keeps the old behaviour."""
     source = sparse_wav(tmp_path / mixmonitor_name("wav"), size=44 + 700 * 16000)

@@ -193,6 +193,7 @@ def _either_side(samples: array.array[int], boundary: float) -> tuple[float, flo
             rms(samples[int((boundary + 0.5) * RATE):]))
 
 
+@pytest.mark.slow  # real encodes
 def test_paused_and_resumed_recording_is_joined_oldest_first(tmp_path, monitor):
     """A call paused with *7 and resumed with *8 (two files) becomes one MP3, oldest part first."""
     # The agent pauses MixMonitor with *7 and resumes with *8: two files that differ only in their
@@ -220,6 +221,7 @@ def test_paused_and_resumed_recording_is_joined_oldest_first(tmp_path, monitor):
     assert loud > 10 * quiet, f"not oldest first: {loud:.0f} then {quiet:.0f}"
 
 
+@pytest.mark.slow  # real encodes
 def test_transferred_call_joins_each_legs_file_in_time_order(tmp_path, monitor):
     """A call transferred from 201 to 202 joins each leg's own file in the legs' time order."""
     # A call transferred from 201 to 202: each leg names its own MixMonitor file (different

@@ -83,6 +83,7 @@ def test_an_encoder_that_cannot_start_is_retried_not_called_unreadable(tmp_path,
         to_mp3([path], tmp_path / "out.mp3", TranscodeConfig(nice=0))
 
 
+@pytest.mark.slow  # an encoder child
 def test_audio_lame_cannot_encode_goes_out_unreadable(tmp_path):
     """A WAV that defeats the encoder (a 1 Hz sample rate) is unreadable, not retried forever."""
     path = _mono_wav(tmp_path / "odd.wav", rate=1, frames=600)
