@@ -13,17 +13,20 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, Protocol, cast
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 from zoneinfo import ZoneInfo
 
-from . import directory
 from .config import CallersConfig, IncidentsConfig
-from .directory import Subscriber, caller_fields
 from .incidents import CallFacts, IncidentRule, OpenIncident, apply, decide, parse_hours
 from .ledger_incidents import IncidentChanges
 from .model import Call
-from .numbers import normalise
 from .report import RunReport
+
+if TYPE_CHECKING:
+    from .directory import Subscriber
+
+# The directory and the phone-number library (some 25 ms of imports) are imported where a new
+# call needs them: the minutely run that finds nothing new never does.
 
 log = logging.getLogger("poller")
 
@@ -51,6 +54,8 @@ class Callers:
         wanted = {n for n in numbers if n}
         if not self.config.enabled or not wanted:
             return {}
+        from . import directory
+
         started = time.monotonic()
         if not directory.wants_numbers(self.config):
             if self.whole is None:
@@ -91,6 +96,8 @@ class Enricher:
     def __call__(self, calls: Sequence[Call], ledger: IncidentLedger
                  ) -> tuple[list[Call], IncidentChanges]:
         """The calls with their caller fields and incident, and the incidents they touched."""
+        from .numbers import normalise
+
         region = self.callers_config.country
         numbered = [replace(call, number_e164=normalise(call.number, region)) for call in calls]
         found = self.callers.find(call.number_e164 for call in numbered)
@@ -106,6 +113,8 @@ class Enricher:
     def _identify(self, call: Call, subscriber: Subscriber | None) -> Call:
         if not self.callers_config.enabled:
             return call
+        from .directory import caller_fields
+
         fields = caller_fields(subscriber, self.callers_config.fields)
         return replace(call, caller=tuple(fields.items()))
 

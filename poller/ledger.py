@@ -65,6 +65,8 @@ class Ledger(Settings, Incidents):
             self._prepare()
 
     def _prepare(self) -> None:
+        if self._current():  # the minutely run: one query, not a look at every table
+            return
         try:
             metadata.create_all(self.engine, checkfirst=True)
         except sa.exc.OperationalError as exc:
@@ -80,6 +82,13 @@ class Ledger(Settings, Incidents):
                 schema.MIGRATIONS[target](conn)
                 conn.execute(meta_table.update().where(meta_table.c.name == "schema_version")
                              .values(value=str(target)))
+
+    def _current(self) -> bool:
+        """Whether the ledger is at this version's schema (which has all its tables)."""
+        try:
+            return self.get("schema_version") == str(schema.SCHEMA_VERSION)
+        except sa.exc.DBAPIError:  # no ledger yet, or one to look at closely: _prepare does
+            return False
 
     @classmethod
     def open_existing(cls, url: str, read_only: bool = False) -> Ledger | None:

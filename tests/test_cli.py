@@ -127,7 +127,8 @@ def test_status_after_the_demo(demo):
 
 
 def test_idle_run_imports_no_encoder_or_soap_library(demo_copy):
-    """The minutely idle run loads neither suds, pydub nor lameenc (import only what work needs)."""
+    """The minutely idle run loads neither suds, pydub nor lameenc, nor the page templates
+    (import only what work needs)."""
     probe = (
         "import sys\n"
         "from poller.cli import main\n"
@@ -135,12 +136,23 @@ def test_idle_run_imports_no_encoder_or_soap_library(demo_copy):
         f"    main(['-q', '--config', {str(demo_copy.config)!r}, 'run'])\n"
         "except SystemExit as exc:\n"
         "    code = exc.code\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'suds', 'pydub', 'lameenc'})\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'suds', 'pydub', 'lameenc', "
+        "'jinja2'})\n"
         "print(code, heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "0 []", out.stdout + out.stderr
+
+
+def test_the_run_imports_the_phone_number_library_only_where_callers_need_it():
+    """Without [callers] only a new call's number needs it; with them, checking callers.country
+    at start does."""
+    probe = ("import sys, poller.cli, poller.pipeline, poller.config\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'phonenumbers'}))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_bad_date_on_the_command_line_is_a_usage_error(tmp_path):
