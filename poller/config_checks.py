@@ -168,8 +168,6 @@ def _warn(message: str) -> None:
 
 
 def _check_callers(callers: CallersConfig, problems: list[str]) -> None:
-    from .numbers import supported_region
-
     if callers.csv and callers.url:
         problems.append("callers.csv and callers.url exclude each other: name one directory")
     if callers.url:
@@ -179,7 +177,7 @@ def _check_callers(callers: CallersConfig, problems: list[str]) -> None:
     if callers.enabled and not callers.country:
         problems.append("callers.country is required with a directory (the region of numbers "
                         "written without a country code, e.g. \"RU\")")
-    if callers.country and not supported_region(callers.country):
+    if callers.country and not _supported_region(callers.country):
         problems.append(f"callers.country: not a region code: {callers.country!r} (e.g. \"RU\")")
     if callers.refresh < 0:
         problems.append("callers.refresh must not be negative")
@@ -191,6 +189,12 @@ def _check_callers(callers: CallersConfig, problems: list[str]) -> None:
                             "(number_e164, caller_name, caller_id)")
     if len({name.lower() for name in callers.fields}) != len(callers.fields):
         problems.append("callers.fields: a column is listed twice")
+
+
+def _supported_region(code: str) -> bool:
+    from .numbers import supported_region  # the phone-number library: only where it is needed
+
+    return supported_region(code)
 
 
 def _check_callers_url(callers: CallersConfig, problems: list[str]) -> None:

@@ -149,6 +149,7 @@ def test_the_run_imports_the_phone_number_library_only_where_callers_need_it():
     """Without [callers] only a new call's number needs it; with them, checking callers.country
     at start does."""
     probe = ("import sys, poller.cli, poller.pipeline, poller.config\n"
+             "poller.config.from_mapping({'source': {'url': 'sqlite:///cdr.db'}})\n"
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'phonenumbers'}))\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=ROOT)
