@@ -49,7 +49,7 @@ SERVER = """
 import sys, threading, time
 sys.path.insert(0, %r)
 from easla_server import EaslaServer
-with EaslaServer() as server:
+with EaslaServer(objectdefs={(7, "incoming_call"): 42, (7, "incident"): 43}) as server:
     def forget():  # the benchmark uploads gigabytes over a run: keep none of them
         while True:
             time.sleep(0.5)
@@ -103,6 +103,7 @@ class Sizes:
     catchup: int  # calls waiting after the outage
     backfill: int  # calls of the measured backfill
     follow_polls: int
+    subscribers: int = 100_000  # the directory of row 6's callers and incidents
 
 
 FULL = Sizes(pairs=5, rows=1_000_000, rows_small=100_000, tail=10_000, new_rows=1000,
@@ -111,7 +112,7 @@ FULL = Sizes(pairs=5, rows=1_000_000, rows_small=100_000, tail=10_000, new_rows=
              follow_polls=40)
 QUICK = Sizes(pairs=1, rows=2000, rows_small=200, tail=500, new_rows=100, deliver=20,
               lengths=(2, 5, 10), rss_lengths=(5, 60), contention=10, uploads=(0.1, 0.5, 1),
-              e2e_calls=6, talk=2, catchup=12, backfill=12, follow_polls=10)
+              e2e_calls=6, talk=2, catchup=12, backfill=12, follow_polls=10, subscribers=500)
 
 
 @dataclass
@@ -508,6 +509,61 @@ def end_to_end(bench: Bench) -> None:
               f"{limit / cpu:.2f}x), the encoder child's included")
 
 
+def callers_cost(bench: Bench) -> None:
+    """Row 6, with caller identification and incidents on: whole runs (read, identify, decide,
+    deliver; no recordings) into easla, against the same runs without them, interleaved. The
+    callers are a third as many numbers (three calls in a row each), half of them in a
+    directory of `sizes.subscribers` written as a CRM exports them; missed and busy calls of
+    known callers open incidents, repeated calls fold. The directory's copy in state.dir is
+    made before the measured run, as every run but the first finds it (its first load is
+    bench/directory.py's)."""
+    sizes = bench.sizes
+    bench.db.copy_table("cdr_callers")
+    end = bench.local_now - dt.timedelta(hours=1)
+    callers = max(3, sizes.deliver // 3)
+    calls = []
+    for number, rows in enumerate(mixed_calls(sizes.deliver, end - dt.timedelta(hours=3),
+                                              3 * 3600 / sizes.deliver)):
+        if rows[0]["src"].lstrip("+").isdigit() and len(rows[0]["src"].lstrip("+")) == 11:
+            src = f"+7916{(number // 3) % callers:07d}"  # three calls in a row: folds
+            rows = [dict(row, src=src, clid=f'"{src}" <{src}>') for row in rows]
+        calls.append(rows)
+    bench.db.load(iter(calls), bench.work, "cdr_callers")
+    directory = bench.work / "callers.csv"
+    with directory.open("w", encoding="utf-8") as out:
+        out.write("number,name,id\n")
+        for n in range(0, callers, 2):  # the known half, as a CRM writes numbers
+            out.write(f"8 916 {n:07d},Customer {n},C-{n}\n")
+        for n in range(sizes.subscribers - (callers + 1) // 2):
+            out.write(f"+7 495 {n:07d},Other {n},O-{n}\n")
+    now = bench.now.isoformat()
+
+    def run(enriched: bool) -> Cost:
+        data = easla_data(bench, bench.folder("callers"), table="cdr_callers",
+                          start=str(end - dt.timedelta(hours=3, minutes=1)))
+        if enriched:
+            data["callers"] = {"country": "RU", "csv": str(directory)}
+            data["incidents"] = {"statuses": ["unanswered", "busy"], "callers": "known"}
+        return child("run", config=data, now=now, warm_directory=enriched)
+
+    plain, enriched = pairs(lambda: run(False), lambda: run(True), max(1, sizes.pairs // 2))
+    delivered = max(1, (enriched.extra or {}).get("delivered", 0))
+    incidents = (enriched.extra or {}).get("incidents", 0)
+    joined = (enriched.extra or {}).get("joined", 0)
+    extra_wall = (enriched.wall - plain.wall) / delivered
+    extra_cpu = (enriched.cpu - plain.cpu) / delivered
+    bench.add("6", f"callers + incidents on, {delivered} calls, extra per call",
+              f"{extra_wall * 1e3:+.2f} ms", f"{plain.wall / delivered * 1e3:.2f} ms/call off",
+              None, "report", None,
+              f"CPU {extra_cpu * 1e3:+.2f} ms/call; {incidents} incidents made (one "
+              f"createObjectref each), {joined} calls folded into them; a directory of "
+              f"{sizes.subscribers:,} subscribers")
+
+
+class MissingRows(Exception):
+    """A row whose reference is other rows' figures, run without them."""
+
+
 def per_call_limit(bench: Bench) -> float:
     """One recorded call at the best each block does: its row read by the client, its audio
     encoded by the better encoder, its MP3 posted raw, one durable commit and file write."""
@@ -516,7 +572,7 @@ def per_call_limit(bench: Bench) -> float:
                if k.startswith("encode_")]
     uploads = [v for k, v in bench.best.items() if k.startswith("upload_")]
     if not encodes or not uploads:
-        raise SystemExit("rows 6 and 8 compare with rows 2, 2b, 3 and 5: run those too")
+        raise MissingRows("compares with rows 2, 2b, 3 and 5: run those too")
     encode, upload = min(encodes)[1], min(uploads)
     mp3_mb = sizes.talk * 32_000 / 8 / 2**20
     return (bench.best.get("row_s", 0.0) + encode * sizes.talk + upload * mp3_mb
@@ -530,7 +586,7 @@ def catch_up(bench: Bench) -> None:
     next starts at the next minute (a cron run that finds the lock held exits) or an interval
     after it ends."""
     if "e2e_call_s" not in bench.best:
-        raise SystemExit("row 7 compares with row 6: run it too")
+        raise MissingRows("compares with row 6: run it too")
     for mode, interval in (("cron", 60.0), ("follow", 15.0)):
         minutes, runs, calls = _simulate(bench, mode, interval)
         ideal = calls * bench.best["e2e_call_s"] / 60
@@ -661,7 +717,8 @@ def table(rows: list[Row]) -> str:
 
 
 STEPS = (("1", idle), ("2", reading), ("2b", delivery), ("3", transcoding), ("4", contention),
-         ("5", upload), ("6", end_to_end), ("7", catch_up), ("8", backfill_year))
+         ("5", upload), ("6", callers_cost), ("6", end_to_end), ("7", catch_up),
+         ("8", backfill_year))
 
 
 def main() -> int:
@@ -691,7 +748,10 @@ def main() -> int:
             for name, step in STEPS:
                 if name in wanted:
                     print(f"row {name} ...", file=sys.stderr, flush=True)
-                    step(bench)
+                    try:
+                        step(bench)
+                    except MissingRows as exc:
+                        print(f"row {name} left out: it {exc}", file=sys.stderr, flush=True)
         finally:
             assert server.stdin is not None
             server.stdin.close()
