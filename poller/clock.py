@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from zoneinfo import ZoneInfo
 
@@ -17,6 +18,7 @@ def uniqueid_epoch(uniqueid: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+@functools.lru_cache(maxsize=1024)  # building a call asks it of each leg several times
 def to_aware(local: dt.datetime, zone: ZoneInfo, uniqueid: str = "") -> dt.datetime:
     """Attach the source time zone to a naive calldate.
 

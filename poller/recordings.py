@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import re
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 WAV_HEADER_BYTES = 44
 
 
-def template_fields(template: str) -> set[str]:
+@functools.lru_cache(maxsize=16)  # asked once or twice per call built: parse a template once
+def template_fields(template: str) -> frozenset[str]:
     """The cdr columns a `recordings.name` template uses; ValueError if it is malformed."""
     fields = set()
     for _, name, _, _ in string.Formatter().parse(template):
@@ -31,7 +33,7 @@ def template_fields(template: str) -> set[str]:
         fields.add(name)
     if not fields:
         raise ValueError(f"{template!r} names no cdr column")
-    return fields
+    return frozenset(fields)
 
 
 def render_name(template: str, leg: Leg) -> str | None:

@@ -32,11 +32,13 @@ INTEGER_COLUMNS = ("duration", "billsec", "sequence")
 
 def decode_text(raw: Any, legacy_encoding: str) -> str:
     """UTF-8 where the bytes are UTF-8, else the site's legacy code page; never raises."""
-    if raw is None:
-        return ""
-    if isinstance(raw, str):
-        return raw
-    data = bytes(raw)
+    data = raw if type(raw) is bytes else None  # what the binary casts of _select() give
+    if data is None:
+        if raw is None:
+            return ""
+        if isinstance(raw, str):
+            return raw
+        data = bytes(raw)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -75,6 +77,12 @@ class CdrSource:
         self.warnings: list[str] = []  # what the table's columns make of the configuration
         self.table = self._reflect(set(needed) | {self.cursor})
         self._columns = list(self.table.c.keys())
+        # what _leg does with each column of a row, by position: a backfill converts millions
+        self._integers = [(i, n) for i, n in enumerate(self._columns) if n in INTEGER_COLUMNS]
+        self._texts = [(i, n) for i, n in enumerate(self._columns)
+                       if n not in INTEGER_COLUMNS and n not in ("calldate", self.cursor)]
+        self._calldate_at = self._columns.index("calldate")
+        self._cursor_at = self._columns.index(self.cursor)
         self._sqlite = self.engine.dialect.name == "sqlite"
 
     def _reflect(self, needed: set[str]) -> sa.TableClause:
@@ -211,7 +219,7 @@ class CdrSource:
         except sa.exc.OperationalError as exc:
             raise _classify(exc, self.config.url) from None
         for row in rows:
-            leg = self._leg(row._mapping)
+            leg = self._leg(row)
             if leg is not None:
                 yield leg
 
@@ -221,24 +229,21 @@ class CdrSource:
         except sa.exc.OperationalError as exc:
             raise _classify(exc, self.config.url) from None
 
-    def _leg(self, row: Any) -> Leg | None:
-        calldate = _to_datetime(row["calldate"])
+    def _leg(self, row: Sequence[Any]) -> Leg | None:
+        """A row of `_select()` (its columns in `self._columns` order) as a Leg."""
+        raw_calldate = row[self._calldate_at]
+        calldate = _to_datetime(raw_calldate)
         if calldate is None:
-            log.warning("cdr row with unusable calldate %r skipped", row["calldate"])
+            log.warning("cdr row with unusable calldate %r skipped", raw_calldate)
             return None
         encoding = self.config.legacy_encoding
-        values: dict[str, Any] = {"calldate": calldate}
-        for name in self._columns:
-            if name in ("calldate", self.cursor) and name not in INTEGER_COLUMNS:
-                continue
-            if name in INTEGER_COLUMNS:
-                values[name] = _to_int(row[name])
-            else:
-                values[name] = decode_text(row[name], encoding)
-        values.setdefault("linkedid", "")
-        values.setdefault("sequence", 0)
+        values: dict[str, Any] = {"calldate": calldate, "linkedid": "", "sequence": 0}
+        for index, name in self._integers:
+            values[name] = _to_int(row[index])
+        for index, name in self._texts:
+            values[name] = decode_text(row[index], encoding)
         if self.cursor != "calldate":
-            values["cursor"] = self._position(row[self.cursor])
+            values["cursor"] = self._position(row[self._cursor_at])
         return Leg(**values)
 
     def _connection(self) -> Connection:
