@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -44,6 +45,18 @@ def _pool_for(url: sa.engine.URL) -> type[sa.pool.Pool]:
     return sa.pool.QueuePool if url.get_backend_name() == "sqlite" else sa.pool.NullPool
 
 
+@functools.lru_cache(maxsize=8)
+def _engine(url: str) -> sa.engine.Engine:
+    # one engine per ledger for the process: `run --follow` opens the ledger every poll, and a
+    # new engine would compile every statement afresh. `Ledger.close` disposes of its
+    # connection; the engine, its compiled statements and its listener stay.
+    parsed = sa.engine.make_url(url)
+    engine = sa.create_engine(parsed, poolclass=_pool_for(parsed))
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", sqlite_pragmas)
+    return engine
+
+
 class Ledger(Settings, Incidents):
     """The state database (any SQLAlchemy URL; SQLite in state.dir by default)."""
 
@@ -52,15 +65,17 @@ class Ledger(Settings, Incidents):
             parsed = sa.engine.make_url(url)
             if create:
                 create_private(parsed)
-            self.engine = read_only_engine(parsed) if read_only else \
-                sa.create_engine(parsed, poolclass=_pool_for(parsed))
+            if read_only:
+                self.engine = read_only_engine(parsed)
+                if self.engine.dialect.name == "sqlite":
+                    sa.event.listen(self.engine, "connect", sqlite_reader)
+            else:
+                self.engine = _engine(url)
         except sa.exc.ArgumentError:  # its message quotes the URL, password and all
             raise ConfigError(f"state.url: not a database URL: {redact_url(url)}") from None
         except (sa.exc.NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"state.url: {exc}") from None
         self.url = url
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", sqlite_reader if read_only else sqlite_pragmas)
         if create:
             self._prepare()
 
