@@ -18,13 +18,18 @@ def uniqueid_epoch(uniqueid: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-@functools.lru_cache(maxsize=1024)  # building a call asks it of each leg several times
 def to_aware(local: dt.datetime, zone: ZoneInfo, uniqueid: str = "") -> dt.datetime:
     """Attach the source time zone to a naive calldate.
 
     In the hour that repeats when clocks fall back, the uniqueid's epoch (when the channel was
     created) tells which of the two instants it was: a leg never starts before its channel.
     """
+    if local.tzinfo is None:  # aware values equal by instant would share a cache entry
+        return _naive_to_aware(local, zone, uniqueid)
+    return _to_aware(local, zone, uniqueid)
+
+
+def _to_aware(local: dt.datetime, zone: ZoneInfo, uniqueid: str) -> dt.datetime:
     first = local.replace(tzinfo=zone, fold=0)
     second = local.replace(tzinfo=zone, fold=1)
     if first.utcoffset() == second.utcoffset():
@@ -34,6 +39,10 @@ def to_aware(local: dt.datetime, zone: ZoneInfo, uniqueid: str = "") -> dt.datet
         return first
     candidates = [c for c in (first, second) if c.timestamp() >= epoch - _SLACK]
     return min(candidates, key=lambda c: c.timestamp()) if candidates else second
+
+
+# building a call asks it of each leg several times
+_naive_to_aware = functools.lru_cache(maxsize=1024)(_to_aware)
 
 
 def parse_local(text: str) -> dt.datetime:

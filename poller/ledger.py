@@ -45,11 +45,22 @@ def _pool_for(url: sa.engine.URL) -> type[sa.pool.Pool]:
     return sa.pool.QueuePool if url.get_backend_name() == "sqlite" else sa.pool.NullPool
 
 
-@functools.lru_cache(maxsize=8)
 def _engine(url: str) -> sa.engine.Engine:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        return _new_engine(url)  # a database that lives in its connection: never shared
+    return _shared_engine(url)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_engine(url: str) -> sa.engine.Engine:
     # one engine per ledger for the process: `run --follow` opens the ledger every poll, and a
-    # new engine would compile every statement afresh. `Ledger.close` disposes of its
-    # connection; the engine, its compiled statements and its listener stay.
+    # new engine would compile every statement afresh. `Ledger.close` (also on a failed open)
+    # disposes of its connection; the engine, its compiled statements and its listener stay.
+    return _new_engine(url)
+
+
+def _new_engine(url: str) -> sa.engine.Engine:
     parsed = sa.engine.make_url(url)
     engine = sa.create_engine(parsed, poolclass=_pool_for(parsed))
     if engine.dialect.name == "sqlite":
@@ -77,7 +88,13 @@ class Ledger(Settings, Incidents):
             raise ConfigError(f"state.url: {exc}") from None
         self.url = url
         if create:
-            self._prepare()
+            try:
+                self._prepare()
+            except BaseException:
+                # a pooled connection left open would outlive a state.db deleted or restored
+                # before the next poll of `run --follow`
+                self.engine.dispose()
+                raise
 
     def _prepare(self) -> None:
         if self._current():  # the minutely run: one query, not a look at every table
@@ -102,8 +119,13 @@ class Ledger(Settings, Incidents):
         """Whether the ledger is at this version's schema (which has all its tables)."""
         try:
             return self.get("schema_version") == str(schema.SCHEMA_VERSION)
-        except sa.exc.DBAPIError:  # no ledger yet, or one to look at closely: _prepare does
-            return False
+        except sa.exc.DBAPIError as exc:
+            text = str(exc.orig).lower()
+            if any(words in text for words in ("no such table", "doesn't exist", "does not exist")):
+                return False  # no ledger yet: _prepare makes it
+            if isinstance(exc, sa.exc.OperationalError):  # unreachable, locked: say so once
+                raise database_error(exc, self.url, "state") from None
+            return False  # anything else: the full look of _prepare reports it
 
     @classmethod
     def open_existing(cls, url: str, read_only: bool = False) -> Ledger | None:

@@ -122,7 +122,11 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
     with RunLock(config.state.dir, wait=options.backfill):
         _clear_leftovers(config.state.dir)
         ledger = Ledger(config.state.database_url)
-        journal = Journal(config.state.dir)
+        try:
+            journal = Journal(config.state.dir)
+        except BaseException:
+            ledger.close()
+            raise
         target = LazyTarget(functools.partial(target_factory or open_target, config))
         try:
             journal.open(ledger)  # steps a killed or refused run could not record, first

@@ -145,6 +145,25 @@ def test_idle_run_imports_no_encoder_or_soap_library(demo_copy):
     assert out.stdout.strip() == "0 []", out.stdout + out.stderr
 
 
+def test_an_idle_run_without_callers_imports_no_phone_number_library(demo_copy):
+    """Without [callers] a minutely run that finds nothing new never loads phonenumbers (some
+    20 ms of a run that has nothing to do)."""
+    config = demo_copy.config.read_text(encoding="utf-8")
+    demo_copy.config.write_text(config.split("\n[callers]", 1)[0] + "\n", encoding="utf-8")
+    probe = (
+        "import sys\n"
+        "from poller.cli import main\n"
+        "try:\n"
+        f"    main(['-q', '--config', {str(demo_copy.config)!r}, 'run'])\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'phonenumbers'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert out.stdout.strip() == "0 []", out.stdout + out.stderr
+
+
 def test_the_run_imports_the_phone_number_library_only_where_callers_need_it():
     """Without [callers] only a new call's number needs it; with them, checking callers.country
     at start does."""

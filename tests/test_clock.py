@@ -113,3 +113,17 @@ def test_parse_local_rejects_other_text(text):
     """Anything else is refused with a message showing the accepted form."""
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         parse_local(text)
+
+
+def test_aware_values_for_one_instant_keep_their_own_wall_clock():
+    """to_aware is cached for naive calldates; aware values that are equal as instants but read
+    differently on the wall clock must not share an answer."""
+    utc_noon = dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC)
+    same_instant = dt.datetime(2026, 7, 1, 15, 0, tzinfo=MSK)
+    assert utc_noon == same_instant
+    assert to_aware(utc_noon, BERLIN).hour == 12
+    assert to_aware(same_instant, BERLIN).hour == 15
+    # and the cached naive path answers as often as it is asked
+    for _ in range(3):
+        assert to_aware(local("2026-07-01 15:00:00"), BERLIN) == \
+            dt.datetime(2026, 7, 1, 15, 0, tzinfo=BERLIN)
