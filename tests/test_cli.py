@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -126,23 +127,26 @@ def test_status_after_the_demo(demo):
     assert "last run:" in result.output and "never" not in result.output
 
 
-def test_idle_run_imports_no_encoder_or_soap_library(demo_copy):
-    """The minutely idle run loads neither suds, pydub nor lameenc, nor the page templates
-    (import only what work needs)."""
+def _idle_run_loads(config: Path, packages: set[str]) -> str:
+    """`poller -q run` in a fresh interpreter: its exit code and which of `packages` it loaded."""
     probe = (
         "import sys\n"
         "from poller.cli import main\n"
         "try:\n"
-        f"    main(['-q', '--config', {str(demo_copy.config)!r}, 'run'])\n"
+        f"    main(['-q', '--config', {str(config)!r}, 'run'])\n"
         "except SystemExit as exc:\n"
         "    code = exc.code\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'suds', 'pydub', 'lameenc', "
-        "'jinja2'})\n"
-        "print(code, heavy)\n"
+        f"print(code, sorted({{m.split('.')[0] for m in sys.modules}} & {set(packages)!r}))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=ROOT)
-    assert out.stdout.strip() == "0 []", out.stdout + out.stderr
+    return out.stdout.strip() + out.stderr
+
+
+def test_idle_run_imports_no_encoder_or_soap_library(demo_copy):
+    """The minutely idle run loads neither suds, pydub nor lameenc, nor the page templates
+    (import only what work needs)."""
+    assert _idle_run_loads(demo_copy.config, {"suds", "pydub", "lameenc", "jinja2"}) == "0 []"
 
 
 def test_an_idle_run_without_callers_imports_no_phone_number_library(demo_copy):
@@ -150,18 +154,7 @@ def test_an_idle_run_without_callers_imports_no_phone_number_library(demo_copy):
     20 ms of a run that has nothing to do)."""
     config = demo_copy.config.read_text(encoding="utf-8")
     demo_copy.config.write_text(config.split("\n[callers]", 1)[0] + "\n", encoding="utf-8")
-    probe = (
-        "import sys\n"
-        "from poller.cli import main\n"
-        "try:\n"
-        f"    main(['-q', '--config', {str(demo_copy.config)!r}, 'run'])\n"
-        "except SystemExit as exc:\n"
-        "    code = exc.code\n"
-        "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'phonenumbers'}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
-    assert out.stdout.strip() == "0 []", out.stdout + out.stderr
+    assert _idle_run_loads(demo_copy.config, {"phonenumbers"}) == "0 []"
 
 
 def test_the_run_imports_the_phone_number_library_only_where_callers_need_it():
