@@ -12,6 +12,12 @@ from .errors import ConfigError, ServiceUnavailable
 CONFIG_CODES = (1044, 1045, 1049, 1130, 1142, 1143, 1698)
 
 
+def missing_table(exc: Any) -> bool:
+    """Whether a database's refusal says the table is not there (MySQL, SQLite, PostgreSQL)."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    return any(words in text for words in ("doesn't exist", "no such table", "does not exist"))
+
+
 def database_error(exc: Any, url: str, label: str) -> Exception:
     """The ConfigError or ServiceUnavailable for an OperationalError from `label`'s database."""
     orig = getattr(exc, "orig", exc)

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 
 from . import ledger_schema as schema
 from .config import redact_url
-from .dberrors import database_error
+from .dberrors import database_error, missing_table
 from .errors import ConfigError
-from .ledger_access import create_private, read_only_engine, sqlite_reader
+from .ledger_access import create_private, read_only_engine, sqlite_path, sqlite_reader
 from .ledger_incidents import IncidentChanges, Incidents, unfinished_openers, write_changes
 from .ledger_schema import (
     Entry,
@@ -45,24 +45,22 @@ def _pool_for(url: sa.engine.URL) -> type[sa.pool.Pool]:
     return sa.pool.QueuePool if url.get_backend_name() == "sqlite" else sa.pool.NullPool
 
 
-def _engine(url: str) -> sa.engine.Engine:
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+def _engine(url: sa.engine.URL) -> sa.engine.Engine:
+    if url.get_backend_name() == "sqlite" and sqlite_path(url) is None:
         return _new_engine(url)  # a database that lives in its connection: never shared
     return _shared_engine(url)
 
 
 @functools.lru_cache(maxsize=8)
-def _shared_engine(url: str) -> sa.engine.Engine:
+def _shared_engine(url: sa.engine.URL) -> sa.engine.Engine:
     # one engine per ledger for the process: `run --follow` opens the ledger every poll, and a
     # new engine would compile every statement afresh. `Ledger.close` (also on a failed open)
     # disposes of its connection; the engine, its compiled statements and its listener stay.
     return _new_engine(url)
 
 
-def _new_engine(url: str) -> sa.engine.Engine:
-    parsed = sa.engine.make_url(url)
-    engine = sa.create_engine(parsed, poolclass=_pool_for(parsed))
+def _new_engine(url: sa.engine.URL) -> sa.engine.Engine:
+    engine = sa.create_engine(url, poolclass=_pool_for(url))
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", sqlite_pragmas)
     return engine
@@ -81,7 +79,7 @@ class Ledger(Settings, Incidents):
                 if self.engine.dialect.name == "sqlite":
                     sa.event.listen(self.engine, "connect", sqlite_reader)
             else:
-                self.engine = _engine(url)
+                self.engine = _engine(parsed)
         except sa.exc.ArgumentError:  # its message quotes the URL, password and all
             raise ConfigError(f"state.url: not a database URL: {redact_url(url)}") from None
         except (sa.exc.NoSuchModuleError, ImportError) as exc:
@@ -120,8 +118,7 @@ class Ledger(Settings, Incidents):
         try:
             return self.get("schema_version") == str(schema.SCHEMA_VERSION)
         except sa.exc.DBAPIError as exc:
-            text = str(exc.orig).lower()
-            if any(words in text for words in ("no such table", "doesn't exist", "does not exist")):
+            if missing_table(exc):
                 return False  # no ledger yet: _prepare makes it
             if isinstance(exc, sa.exc.OperationalError):  # unreachable, locked: say so once
                 raise database_error(exc, self.url, "state") from None
@@ -135,10 +132,11 @@ class Ledger(Settings, Incidents):
             parsed = sa.engine.make_url(url)
         except sa.exc.ArgumentError:
             raise ConfigError(f"state.url: not a database URL: {redact_url(url)}") from None
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = sqlite_path(parsed)
+        if path is not None:
             from pathlib import Path
 
-            if not Path(parsed.database).is_file():
+            if not Path(path).is_file():
                 return None
         ledger = cls(url, create=False, read_only=read_only)
         try:

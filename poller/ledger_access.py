@@ -11,12 +11,20 @@ from typing import Any
 import sqlalchemy as sa
 
 
+def sqlite_path(url: sa.engine.URL) -> str | None:
+    """The file of a SQLite database in a file; None in memory or on a server."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return url.database
+
+
 def read_only_engine(url: sa.engine.URL) -> sa.engine.Engine:
     """An engine that cannot write: SQLite opened with `mode=ro`; other databases as given."""
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    path = sqlite_path(url)
+    if path is None:
         return sa.create_engine(url, poolclass=sa.pool.NullPool)
     # a URI file name: "?" and "#" in the path must be escaped, "%XX" is decoded by SQLite
-    uri = f"file:{urllib.parse.quote(url.database, safe='/')}?mode=ro"
+    uri = f"file:{urllib.parse.quote(path, safe='/')}?mode=ro"
 
     def connect() -> sqlite3.Connection:
         connection = sqlite3.connect(uri, uri=True)
@@ -43,10 +51,11 @@ def sqlite_reader(dbapi_connection: Any, _record: Any) -> None:
 def create_private(url: sa.engine.URL) -> None:
     """Make a new SQLite ledger file 0600 before SQLite does (it would make it 0644): the
     ledger holds callers' numbers and names. Its -wal and -shm files take the same mode."""
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    path = sqlite_path(url)
+    if path is None:
         return
     try:
-        os.close(os.open(url.database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         pass
     except OSError:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from .config import SourceConfig, redact_url
+from .dberrors import missing_table
 from .errors import ConfigError, SourceSchemaError
 from .model import Leg
 
@@ -32,17 +33,16 @@ INTEGER_COLUMNS = ("duration", "billsec", "sequence")
 
 def decode_text(raw: Any, legacy_encoding: str) -> str:
     """UTF-8 where the bytes are UTF-8, else the site's legacy code page; never raises."""
-    data = raw if type(raw) is bytes else None  # what the binary casts of _select() give
-    if data is None:
+    if type(raw) is not bytes:  # bytes is what the binary casts of _select() give: tested first
         if raw is None:
             return ""
         if isinstance(raw, str):
             return raw
-        data = bytes(raw)
+        raw = bytes(raw)
     try:
-        return data.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return data.decode(legacy_encoding, errors="replace")
+        return raw.decode(legacy_encoding, errors="replace")
 
 
 def _to_int(value: Any) -> int:
@@ -93,7 +93,7 @@ class CdrSource:
         try:
             present = {key.lower() for key in self._connection().execute(probe).keys()}
         except (sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
-            if "doesn't exist" in str(exc.orig) or "no such table" in str(exc.orig):
+            if missing_table(exc):
                 raise SourceSchemaError(
                     f"source: table {name!r} not found in {redact_url(self.config.url)}") from None
             if isinstance(exc, sa.exc.OperationalError):
