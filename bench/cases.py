@@ -40,13 +40,14 @@ def _measure(work: Any) -> dict[str, Any]:
 
 def run(work: dict[str, Any]) -> dict[str, Any]:
     """One `run_once` (a backfill when since/until are given)."""
-    from poller.pipeline import RunOptions, run_once
+    from poller.run.pipeline import run_once
+    from poller.run.report import RunOptions
 
     config = make_config(work["config"])
     options = RunOptions(since=_local(work.get("since")), until=_local(work.get("until")),
                          now=_now(work.get("now")), limit=work.get("limit"))
     if work.get("warm_directory"):  # the copy in state.dir that every run but the first finds
-        from poller import directory
+        from poller.callers import directory
 
         state = Path(config.state.dir)
         state.mkdir(parents=True, exist_ok=True)
@@ -75,8 +76,8 @@ def follow(work: dict[str, Any]) -> dict[str, Any]:
 
     import sqlalchemy as sa
 
-    import poller.pipeline as pipeline
-    from poller.follow import follow as follow_loop
+    import poller.run.pipeline as pipeline
+    from poller.run.follow import follow as follow_loop
 
     config = make_config(work["config"])
     pipeline.run_once(config)  # the first poll sets the watermark: later ones are idle
@@ -158,9 +159,9 @@ def upload(work: dict[str, Any]) -> dict[str, Any]:
     import http.client
     from urllib.parse import urlsplit
 
-    from poller.config import EaslaConfig, Secret
+    from poller.config.schema import EaslaConfig, Secret
     from poller.model import Call
-    from poller.targets.easla import PLACEHOLDER, EaslaTarget
+    from poller.targets.easla.target import PLACEHOLDER, EaslaTarget
 
     config = EaslaConfig(url=work["url"], login="poller", password=Secret("secret"),
                          timeout=60.0)  # type: ignore[arg-type]
@@ -205,8 +206,8 @@ def upload(work: dict[str, Any]) -> dict[str, Any]:
 
 def encode(work: dict[str, Any]) -> dict[str, Any]:
     """The poller's transcode of one file (its encoder child, at its priority settings)."""
-    from poller.config import Seconds, TranscodeConfig
-    from poller.transcode import to_mp3
+    from poller.config.schema import Seconds, TranscodeConfig
+    from poller.recordings.transcode import to_mp3
 
     config = TranscodeConfig(timeout=Seconds(7200), nice=int(work.get("nice", 10)))
     box: dict[str, Any] = {}

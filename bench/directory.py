@@ -22,8 +22,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from poller.config import CallersConfig, Seconds, Secret
-from poller.directory import lookup, read_csv, read_query
+from poller.callers.directory import lookup
+from poller.callers.readers import read_csv, read_query
+from poller.config.schema import CallersConfig, Seconds, Secret
 
 FORMS = ("8{a}{b}", "+7{a}{b}", "7{a}{b}", "8 ({a}) {b}", "+7 {a} {b}")
 NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)

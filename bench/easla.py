@@ -70,9 +70,9 @@ def raw_post(url: str, body: bytes | Callable[[], bytes], cookie: str, action: s
 
 
 def main() -> None:
-    from poller.config import EaslaConfig, Secret
+    from poller.config.schema import EaslaConfig, Secret
     from poller.model import Call
-    from poller.targets.easla import PLACEHOLDER, EaslaTarget
+    from poller.targets.easla.target import PLACEHOLDER, EaslaTarget
 
     server = subprocess.Popen([sys.executable, "-c", SERVER % str(TESTS)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)

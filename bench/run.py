@@ -336,8 +336,8 @@ def delivery(bench: Bench) -> None:
 # -- rows 3 and 4: transcoding, and the PBX's share of the core
 
 def transcoding(bench: Bench) -> None:
-    from poller.config import Seconds, TranscodeConfig
-    from poller.transcode import to_mp3
+    from poller.config.schema import Seconds, TranscodeConfig
+    from poller.recordings.transcode import to_mp3
 
     sizes = bench.sizes
     pcm = speech_pcm()
@@ -386,8 +386,9 @@ def contention(bench: Bench) -> None:
     encoder runs on the same core."""
     source = write_speech(bench.work / "contention.wav", bench.sizes.contention)
     out = bench.work / "contention.mp3"
-    poller_way = [sys.executable, "-m", "poller.encoder", "--nice", "10", str(out), str(source)]
-    plain = ["nice", "-n", "19", sys.executable, "-m", "poller.encoder", "--nice", "0",
+    poller_way = [sys.executable, "-m", "poller.recordings.encoder", "--nice", "10", str(out),
+                  str(source)]
+    plain = ["nice", "-n", "19", sys.executable, "-m", "poller.recordings.encoder", "--nice", "0",
              str(out), str(source)]
     lowest = [*poller_way[:4], "19", *poller_way[5:]]
     cases = {"poller's settings (nice 10)": (poller_way, True),
@@ -598,9 +599,10 @@ def catch_up(bench: Bench) -> None:
 def _simulate(bench: Bench, mode: str, interval: float) -> tuple[float, int, int]:
     from workload import make_config
 
-    from poller.ledger import Ledger
+    from poller.ledger.store import Ledger
     from poller.model import Stage
-    from poller.pipeline import RunOptions, run_once
+    from poller.run.pipeline import run_once
+    from poller.run.report import RunOptions
 
     sizes = bench.sizes
     folder = bench.folder(f"catchup-{mode}")

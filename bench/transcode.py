@@ -2,7 +2,8 @@
 
 For 3-minute and 30-minute speech WAVs (8 kHz mono 16-bit, real telephony speech repeated) it
 measures CPU seconds per audio second of
-  (a) the poller's path, poller.transcode.to_mp3 (the `python -m poller.encoder` child),
+  (a) the poller's path, poller.recordings.transcode.to_mp3 (the
+      `python -m poller.recordings.encoder` child),
   (b) plain `ffmpeg -i in.wav -ac 1 -b:a 32k out.mp3` (libmp3lame),
   (c) lameenc in a fresh Python child fed one-second chunks (the poller's LAME settings),
   (d) pydub `AudioSegment.from_wav(...).export(..., format="mp3", bitrate="32k")` in a child,
@@ -36,8 +37,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from audiotools import speech_pcm, write_speech_wav  # noqa: E402
 
-from poller.config import Seconds, TranscodeConfig  # noqa: E402
-from poller.transcode import to_mp3  # noqa: E402
+from poller.config.schema import Seconds, TranscodeConfig  # noqa: E402
+from poller.recordings.transcode import to_mp3  # noqa: E402
 
 RATE = 8000
 

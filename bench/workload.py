@@ -236,9 +236,9 @@ def config_data(folder: Path, source_url: str, **sections: dict[str, Any]) -> di
 
 
 def make_config(data: dict[str, Any]) -> Any:
-    from poller import config as config_module
+    from poller.config.load import from_mapping
 
-    config = config_module.from_mapping(data, env={})
+    config = from_mapping(data, env={})
     Path(config.recordings.dir).mkdir(parents=True, exist_ok=True)
     return config
 

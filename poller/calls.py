@@ -10,10 +10,10 @@ import re
 from collections.abc import Iterable, Sequence
 from zoneinfo import ZoneInfo
 
-from .clock import to_aware
-from .config import IncomingRules
-from .model import Call, Leg, Status
-from .recordings import render_name, template_fields
+from poller.clock import to_aware
+from poller.config.schema import IncomingRules
+from poller.model import Call, Leg, Status
+from poller.templates import recording_fields, render_recording_name
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def recording_names(legs: Sequence[Leg], template: str) -> tuple[str, ...]:
     A template without {recordingfile} (e.g. "{uniqueid}.wav") names the file MixMonitor wrote
     for the call's first channel: only the first leg counts.
     """
-    if "recordingfile" not in template_fields(template):
+    if "recordingfile" not in recording_fields(template):
         legs = legs[:1]
     names: list[str] = []
     files: set[str] = set()
@@ -100,7 +100,7 @@ def recording_names(legs: Sequence[Leg], template: str) -> tuple[str, ...]:
         # not move the call's file into the next day's folder
         if leg.recordingfile in files:
             continue
-        name = render_name(template, leg)
+        name = render_recording_name(template, leg)
         if name and name not in names:
             names.append(name)
             files.add(leg.recordingfile)
@@ -188,7 +188,7 @@ def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, templa
     status = outcome(ordered)
     recordings = recording_names(ordered, template)
     expects = bool(recordings) and (
-        "recordingfile" in template_fields(template) or status == Status.ANSWERED)
+        "recordingfile" in recording_fields(template) or status == Status.ANSWERED)
     unknown = tuple(sorted({leg.disposition for leg in ordered} - KNOWN_DISPOSITIONS))
     number, name = caller(ordered)
     return Call(

@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo
 
 from click.testing import CliRunner, Result
 
-from poller import config as config_module
-from poller.ledger import Entry, Ledger
+from poller.config.load import from_mapping
+from poller.ledger.schema import Entry
+from poller.ledger.store import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -188,7 +189,7 @@ def config_data(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> 
 def make_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> Any:
     """A validated Config for tests (see config_data), its recordings folder made as on a PBX
     (a missing one makes calls wait: the spool is not mounted)."""
-    config = config_module.from_mapping(config_data(tmp_path, source_url, **sections), env={})
+    config = from_mapping(config_data(tmp_path, source_url, **sections), env={})
     Path(config.recordings.dir).mkdir(parents=True, exist_ok=True)
     return config
 
@@ -217,7 +218,7 @@ def write_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) ->
 def run_cli(*args: str) -> Result:
     """`poller ARGS` through click's runner; the root logger is put back afterwards (the CLI
     points it at the runner's captured stderr)."""
-    from poller.cli import main
+    from poller.cli.main import main
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

@@ -39,12 +39,14 @@ from support import (
     write_config,
 )
 
-from poller import config as config_module
-from poller.cdrschema import freepbx_cdr
+from poller.config.load import load
+from poller.config.schema import Config
 from poller.errors import ExitCode, TargetUnavailable
-from poller.ledger import Ledger
-from poller.lock import RunLock
-from poller.pipeline import RunOptions, run_once
+from poller.ledger.store import Ledger
+from poller.run.lock import RunLock
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
+from poller.source.freepbx import freepbx_cdr
 
 POLLER = Path(sys.executable).parent / "poller"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="changes owners and users: needs root")
@@ -84,8 +86,8 @@ def calls_at(sample_rows: list[dict[str, Any]], *starts: dt.datetime,
 
 def as_nobody(work: Callable[[], Any]) -> Any:
     """`work()` in a forked child running as nobody; its result (or exception) comes back."""
-    import poller.check  # noqa: F401 - imported here: nobody cannot read the interpreter's
-    import poller.status  # noqa: F401 - files again after the fork
+    import poller.ops.check  # noqa: F401 - imported here: nobody cannot read the interpreter's
+    import poller.ops.status  # noqa: F401 - files again after the fork
     sa.create_engine("sqlite://").dispose()  # loads SQLAlchemy's SQLite dialect
     read, write = os.pipe()
     pid = os.fork()
@@ -157,7 +159,7 @@ def test_check_as_the_service_user_names_what_a_root_run_left_unwritable(
     writes where the runs write, as the user it runs as, and fails naming the place."""
     url = cdr_table(site, calls_at(sample_rows, local("2026-11-26 09:30:00")))
     config_path = write_config(site, url)
-    config = config_module.load(config_path, env={})
+    config = load(config_path, env={})
     (site / "monitor").mkdir()
     run_once(config, RunOptions(now=msk("2026-11-26 10:00")))  # as root: the files are root's
     for path in [site / "state", site / "archive", *(site / "archive").rglob("*")]:
@@ -189,7 +191,7 @@ def test_status_reads_a_ledger_it_may_not_write(site, sample_rows):
     config_path = write_config(site, url)
     config_path.chmod(0o644)
     (site / "monitor").mkdir()
-    run_once(config_module.load(config_path, env={}), RunOptions(now=msk("2026-11-26 10:00")))
+    run_once(load(config_path, env={}), RunOptions(now=msk("2026-11-26 10:00")))
     (site / "state").chmod(0o755)
     ledger = site / "state" / "state.db"
     ledger.chmod(0o644)
@@ -252,7 +254,7 @@ def _outage(tmp_path: Path, sample_rows: list[dict[str, Any]], count: int) -> Pa
     def down(config: Any) -> Any:
         raise TargetUnavailable("archive: the target does not answer")
 
-    report = run_once(config_module.load(path, env={}), RunOptions(now=msk("2026-11-26 12:00")),
+    report = run_once(load(path, env={}), RunOptions(now=msk("2026-11-26 12:00")),
                       target_factory=down)
     assert report.exit_code == 1 and report.new_calls == count
     return path
@@ -316,7 +318,7 @@ def test_a_config_error_found_by_a_run_is_not_recorded_as_a_clean_run(tmp_path, 
     text = run_cli("--config", str(path), "status").stdout
     assert re.search(r"^last run:    .*: stopped by the configuration: .*disposition", text,
                      re.M), text
-    ledger = Ledger(config_module.load(path, env={}).state.database_url, create=False)
+    ledger = Ledger(load(path, env={}).state.database_url, create=False)
     try:
         assert ledger.last_success() is None
     finally:
@@ -360,7 +362,7 @@ def test_archive_files_and_the_ledger_follow_the_umask(tmp_path, sample_rows, re
     recordings are personal data. The ledger is 0600 whatever the umask."""
     rows = calls_at(sample_rows, local("2026-11-26 09:30:00"), monitor=recordings_dir)
     url = cdr_table(tmp_path, rows)
-    config = config_module.load(write_config(tmp_path, url, recordings={
+    config = load(write_config(tmp_path, url, recordings={
         "dir": str(recordings_dir)}), env={})
     previous = os.umask(umask)
     try:
@@ -477,7 +479,7 @@ def test_one_call_is_one_call(tmp_path, sample_rows):
     url = cdr_table(tmp_path, calls_at(sample_rows, local("2026-11-26 09:30:00")))
     path = write_config(tmp_path, url)
     (tmp_path / "monitor").mkdir()
-    report = run_once(config_module.load(path, env={}), RunOptions(now=msk("2026-11-26 10:00")))
+    report = run_once(load(path, env={}), RunOptions(now=msk("2026-11-26 10:00")))
     assert report.summary().startswith("delivered 1 call (answered 1), 0 recordings, ")
 
 
@@ -505,7 +507,7 @@ def test_every_config_key_is_in_the_one_reference_table_with_type_and_default():
     table = README.split("Every key, with its type and default:", 1)[1].split("\n\n", 2)[1]
     rows = {m.group(1): m.groups() for m in re.finditer(
         r"^\| `([\w.]+)` \| ((?:[^|]|\\\|)+) \| ((?:[^|\\]|\\\|)+) \| (.+) \|$", table, re.M)}
-    assert set(rows) == set(_config_keys(config_module.Config))
+    assert set(rows) == set(_config_keys(Config))
 
 
 def test_the_developer_section_says_what_ci_run_does_to_a_machine():

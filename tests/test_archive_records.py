@@ -12,9 +12,10 @@ from support import archived, clone_call, entry_of, key_of, legs_of, make_config
 
 from poller.errors import DeliveryError, ExitCode
 from poller.model import Stage
-from poller.pipeline import RunOptions, run_once
-from poller.targets import safe_name
-from poller.targets.archive import ArchiveTarget
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
+from poller.targets.archive.target import ArchiveTarget
+from poller.targets.interface import safe_name
 
 NOW = msk("2026-11-26 12:00")
 ANSWERED = "1795675107.1"  # P1-01: answered, recorded

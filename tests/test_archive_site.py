@@ -17,24 +17,23 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
-from poller import config as config_module
-from poller.archive_site import (
-    INDEX_DAYS,
+from poller.cli.main import main
+from poller.config.load import from_mapping
+from poller.config.schema import ARCHIVE_LOCALES, ArchiveConfig, TranscodeConfig
+from poller.errors import ConfigError
+from poller.model import Call
+from poller.recordings.transcode import to_mp3
+from poller.targets.archive.pages import (
     PAGE,
     SUMMARY,
-    ArchiveSite,
     DaySummary,
-    build_site,
     callback_key,
     follow_ups,
     read_day,
 )
-from poller.cli import main
-from poller.config import ArchiveConfig, TranscodeConfig
-from poller.model import Call
-from poller.site_text import STRINGS, clock, long_date
-from poller.targets.archive import ArchiveTarget
-from poller.transcode import to_mp3
+from poller.targets.archive.site import INDEX_DAYS, ArchiveSite, build_site
+from poller.targets.archive.target import ArchiveTarget
+from poller.targets.archive.text import STRINGS, clock, long_date
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_WAVS = ROOT / "tests" / "data" / "samples" / "recordings" / "2026" / "11" / "26"
@@ -321,7 +320,7 @@ def test_russian_pages(tmp_path):
 
 def test_every_locale_has_every_phrase():
     english = STRINGS["en"]
-    assert tuple(STRINGS) == config_module.ARCHIVE_LOCALES
+    assert tuple(STRINGS) == ARCHIVE_LOCALES
     for locale, words in STRINGS.items():
         assert set(words) == set(english), locale
         for name, value in english.items():
@@ -337,11 +336,11 @@ def test_durations_read_like_a_phone(seconds, text):
 
 def test_the_locale_key_is_checked():
     base = {"source": {"url": "sqlite://"}}
-    loaded = config_module.from_mapping({**base, "target": {"archive": {"locale": "ru"}}}, env={})
+    loaded = from_mapping({**base, "target": {"archive": {"locale": "ru"}}}, env={})
     assert loaded.target.archive.locale == "ru"
-    assert config_module.from_mapping(base, env={}).target.archive.locale == "en"
-    with pytest.raises(config_module.ConfigError, match="target.archive.locale"):
-        config_module.from_mapping({**base, "target": {"archive": {"locale": "de"}}}, env={})
+    assert from_mapping(base, env={}).target.archive.locale == "en"
+    with pytest.raises(ConfigError, match="target.archive.locale"):
+        from_mapping({**base, "target": {"archive": {"locale": "de"}}}, env={})
 
 
 def make_call(key: str, start: dt.datetime, status: str = "answered") -> Call:
@@ -404,7 +403,7 @@ def test_poller_archive_build_writes_the_whole_archive(tmp_path):
 
 @pytest.mark.slow  # builds the demo
 def test_the_demo_archive_gets_its_pages(tmp_path):
-    from poller.demo import run_demo
+    from poller.ops.demo import run_demo
 
     run_demo(tmp_path / "demo")
     archive = tmp_path / "demo" / "archive"
@@ -422,8 +421,9 @@ def test_the_demo_archive_gets_its_pages(tmp_path):
 def test_templates_ship_with_the_package():
     parser = configparser.ConfigParser()
     parser.read(ROOT / "setup.cfg")
-    patterns = [p.strip() for p in parser["options.package_data"]["poller"].split(",")]
-    templates = ROOT / "poller" / "templates"
+    shipped = parser["options.package_data"]["poller.targets.archive"]
+    patterns = [p.strip() for p in shipped.split(",")]
+    templates = ROOT / "poller" / "targets" / "archive" / "templates"
     names = [f"templates/{p.name}" for p in templates.iterdir() if p.is_file()]
     assert {"templates/day.html.j2", "templates/index.html.j2", "templates/site.js"} <= set(names)
     for name in names:

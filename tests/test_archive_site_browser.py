@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from test_archive_site import DAY, HOSTILE, encode_samples, synthetic_day
 
-from poller.archive_site import PAGE, build_site
-from poller.audio import mp3_seconds
+from poller.recordings.formats import mp3_seconds
+from poller.targets.archive.pages import PAGE
+from poller.targets.archive.site import build_site
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
-    from poller.demo import run_demo
+    from poller.ops.demo import run_demo
 
     base = tmp_path_factory.mktemp("pages")
     run_demo(base / "demo")

@@ -18,17 +18,10 @@ import pytest
 from cdrtable import load_table
 from support import MSK, SAMPLES
 
-from poller.calls import (
-    build_call,
-    caller,
-    extension,
-    is_incoming,
-    recording_names,
-    talk_seconds,
-)
-from poller.config import IncomingRules
+from poller.calls import build_call, caller, extension, is_incoming, recording_names, talk_seconds
+from poller.config.schema import IncomingRules
 from poller.model import Call, Leg
-from poller.source import decode_text
+from poller.source.table import decode_text
 
 TEMPLATE = "{calldate:%Y/%m/%d}/{recordingfile}"
 RULES = IncomingRules()

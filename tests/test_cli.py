@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 from support import ROOT
 
-from poller import config as config_module
-from poller.cli import main
+from poller.cli.main import main
+from poller.config.schema import Config
 from poller.errors import ExitCode
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -60,7 +60,7 @@ def _config_keys(cls: type, prefix: str = "") -> list[str]:
 
 def test_readme_documents_every_configuration_key():
     """Every key the config accepts (bar the easla target's own) appears in the README."""
-    keys = [k for k in _config_keys(config_module.Config) if not k.startswith("target.easla")]
+    keys = [k for k in _config_keys(Config) if not k.startswith("target.easla")]
     assert "source.lookback" in keys and "target.archive.dir" in keys
     for key in keys:
         leaf = key.rsplit(".", 1)[-1]
@@ -131,7 +131,7 @@ def _idle_run_loads(config: Path, packages: set[str]) -> str:
     """`poller -q run` in a fresh interpreter: its exit code and which of `packages` it loaded."""
     probe = (
         "import sys\n"
-        "from poller.cli import main\n"
+        "from poller.cli.main import main\n"
         "try:\n"
         f"    main(['-q', '--config', {str(config)!r}, 'run'])\n"
         "except SystemExit as exc:\n"
@@ -160,8 +160,8 @@ def test_an_idle_run_without_callers_imports_no_phone_number_library(demo_copy):
 def test_the_run_imports_the_phone_number_library_only_where_callers_need_it():
     """Without [callers] only a new call's number needs it; with them, checking callers.country
     at start does."""
-    probe = ("import sys, poller.cli, poller.pipeline, poller.config\n"
-             "poller.config.from_mapping({'source': {'url': 'sqlite:///cdr.db'}})\n"
+    probe = ("import sys, poller.cli.main, poller.run.pipeline, poller.config.load\n"
+             "poller.config.load.from_mapping({'source': {'url': 'sqlite:///cdr.db'}})\n"
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'phonenumbers'}))\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=ROOT)

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from poller import config
-from poller.cli import main
+from poller.cli.main import main
+from poller.config.load import from_mapping, load
+from poller.config.schema import Secret, parse_duration
+from poller.databases import redact_url
 from poller.errors import ConfigError, ExitCode
 
 URL = "mysql+pymysql://poller:s3cr3t-pw@127.0.0.1/asteriskcdrdb"
@@ -25,7 +27,7 @@ def minimal(**source: Any) -> dict[str, Any]:
 
 def problem(data: dict[str, Any], env: dict[str, str] | None = None) -> str:
     with pytest.raises(ConfigError) as info:
-        config.from_mapping(data, env=env or {})
+        from_mapping(data, env=env or {})
     return str(info.value)
 
 
@@ -34,7 +36,7 @@ def problem(data: dict[str, Any], env: dict[str, str] | None = None) -> str:
 
 def test_minimal_config_gets_the_documented_defaults():
     """A file with only source.url runs with the documented defaults."""
-    cfg = config.from_mapping(minimal(), env={})
+    cfg = from_mapping(minimal(), env={})
     source = cfg.source
     assert source.url == URL
     assert (source.table, source.cursor, source.legacy_encoding) == ("cdr", "calldate", "cp1251")
@@ -70,10 +72,10 @@ def test_minimal_config_gets_the_documented_defaults():
 
 def test_durations_are_read_in_their_units():
     """"90s", "10m", "4h", "1d" become seconds."""
-    cfg = config.from_mapping(minimal(lookback="1d", settle="90s"), env={})
+    cfg = from_mapping(minimal(lookback="1d", settle="90s"), env={})
     assert (cfg.source.lookback, cfg.source.settle) == (86400, 90)
-    assert config.parse_duration("10m") == 600
-    assert config.parse_duration("250ms") == 0.25
+    assert parse_duration("10m") == 600
+    assert parse_duration("250ms") == 0.25
 
 
 def test_load_reads_a_file(tmp_path):
@@ -81,7 +83,7 @@ def test_load_reads_a_file(tmp_path):
     path = tmp_path / "poller.toml"
     path.write_text(f'[source]\nurl = "{URL}"\nbatch_size = 200\n'
                     '[source.incoming]\nchannels = ["PJSIP/provider-*"]\n')
-    cfg = config.load(path, env={})
+    cfg = load(path, env={})
     assert cfg.source.batch_size == 200
     assert cfg.source.incoming.channels == ("PJSIP/provider-*",)
 
@@ -90,7 +92,7 @@ def test_load_uses_poller_config_variable(tmp_path):
     """Without --config, $POLLER_CONFIG names the file."""
     path = tmp_path / "elsewhere.toml"
     path.write_text(f'[source]\nurl = "{URL}"\nsettle = "2m"\n')
-    assert config.load(None, env={"POLLER_CONFIG": str(path)}).source.settle == 120
+    assert load(None, env={"POLLER_CONFIG": str(path)}).source.settle == 120
 
 
 # --- environment overrides -------------------------------------------------------------------
@@ -99,13 +101,13 @@ def test_load_uses_poller_config_variable(tmp_path):
 def test_environment_source_url_wins_over_the_file():
     """POLLER_SOURCE_URL (a secret kept out of the file) overrides source.url."""
     env_url = "mysql+pymysql://poller:from-env@db/asteriskcdrdb"
-    cfg = config.from_mapping(minimal(), env={"POLLER_SOURCE_URL": env_url})
+    cfg = from_mapping(minimal(), env={"POLLER_SOURCE_URL": env_url})
     assert cfg.source.url == env_url
 
 
 def test_environment_supplies_missing_secrets():
     """All three secrets may come from the environment alone."""
-    cfg = config.from_mapping({}, env={"POLLER_SOURCE_URL": URL,
+    cfg = from_mapping({}, env={"POLLER_SOURCE_URL": URL,
                                        "POLLER_STATE_URL": "sqlite:////tmp/state.db",
                                        "POLLER_EASLA_PASSWORD": "easla-pw"})
     assert cfg.source.url == URL
@@ -115,7 +117,7 @@ def test_environment_supplies_missing_secrets():
 
 def test_empty_environment_variable_does_not_override():
     """An exported but empty POLLER_SOURCE_URL leaves the file's value."""
-    assert config.from_mapping(minimal(), env={"POLLER_SOURCE_URL": ""}).source.url == URL
+    assert from_mapping(minimal(), env={"POLLER_SOURCE_URL": ""}).source.url == URL
 
 
 # --- errors name their key -------------------------------------------------------------------
@@ -175,13 +177,13 @@ def test_env_override_still_validated():
 
 def test_repr_of_config_hides_passwords():
     """A config printed in a log or a traceback shows no database or easla password."""
-    cfg = config.from_mapping({**minimal(), "target": {"easla": {"password": "easla-pw"}}},
+    cfg = from_mapping({**minimal(), "target": {"easla": {"password": "easla-pw"}}},
                               env={})
     text = repr(cfg)
     assert PASSWORD not in text
     assert "easla-pw" not in text
     assert "Secret('***')" in text
-    assert isinstance(cfg.source.url, config.Secret)
+    assert isinstance(cfg.source.url, Secret)
 
 
 @pytest.mark.parametrize("data", [
@@ -205,13 +207,13 @@ def test_wrongly_typed_password_is_not_echoed():
 
 def test_redact_url_hides_password():
     """Database URLs in messages have their password replaced."""
-    assert config.redact_url(URL) == "mysql+pymysql://poller:***@127.0.0.1/asteriskcdrdb"
+    assert redact_url(URL) == "mysql+pymysql://poller:***@127.0.0.1/asteriskcdrdb"
     # a password holding "@" (unescaped, as people type them) is hidden whole
-    assert config.redact_url("mysql+pymysql://poller:p@ss@w0rd@db.example/cdr") == (
+    assert redact_url("mysql+pymysql://poller:p@ss@w0rd@db.example/cdr") == (
         "mysql+pymysql://poller:***@db.example/cdr")
-    assert config.redact_url("mysql+pymysql://poller:S3cr/etPW@db.example:3306/cdr") == (
+    assert redact_url("mysql+pymysql://poller:S3cr/etPW@db.example:3306/cdr") == (
         "mysql+pymysql://poller:***@db.example:3306/cdr")
-    assert config.redact_url("mysql+pymysql://db.example/cdr?user=poller&password=Pw1&x=1") == (
+    assert redact_url("mysql+pymysql://db.example/cdr?user=poller&password=Pw1&x=1") == (
         "mysql+pymysql://db.example/cdr?user=poller&password=***&x=1")
 
 
@@ -297,6 +299,6 @@ def test_the_example_config_holds_the_defaults():
     example = ROOT / "contrib" / "poller.toml.example"
     with open(example, "rb") as handle:
         url = tomllib.load(handle)["source"]["url"]
-    loaded = config.load(str(example))
+    loaded = load(str(example))
     assert dataclasses.asdict(loaded) == dataclasses.asdict(
-        config.from_mapping({"source": {"url": url}}, env={}))
+        from_mapping({"source": {"url": url}}, env={}))

@@ -7,8 +7,12 @@ import logging
 
 import pytest
 
-from poller import config
+from poller.config.load import from_mapping
+from poller.config.load import load as load_config
+from poller.config.schema import CALLER_FIELDS, Secret
+from poller.databases import query_parameters
 from poller.errors import ConfigError
+from poller.model import RECORD_FIELDS
 
 SOURCE = {"url": "mysql+pymysql://poller:pw@127.0.0.1/asteriskcdrdb"}
 CRM_PASSWORD = "CrmS3cret"
@@ -17,12 +21,12 @@ QUERY = "SELECT phone AS number, company AS name, id FROM contacts"
 
 
 def load(**sections):
-    return config.from_mapping({"source": SOURCE, **sections}, env={})
+    return from_mapping({"source": SOURCE, **sections}, env={})
 
 
 def problems_of(env=None, **sections) -> str:
     with pytest.raises(ConfigError) as caught:
-        config.from_mapping({"source": SOURCE, **sections}, env=env or {})
+        from_mapping({"source": SOURCE, **sections}, env=env or {})
     return str(caught.value)
 
 
@@ -91,21 +95,21 @@ def test_problems_name_their_key(sections, named):
 
 def test_every_call_field_is_a_template_field():
     fields = {"key": "x", "number": "y"}
-    attributes = {name: f"{{{name}}}" for name in (*config.CALL_FIELDS, *config.CALLER_FIELDS)}
+    attributes = {name: f"{{{name}}}" for name in (*RECORD_FIELDS, *CALLER_FIELDS)}
     loaded = load(incidents={"attributes": attributes | fields})
-    assert set(loaded.incidents.attributes) >= set(config.CALLER_FIELDS)
+    assert set(loaded.incidents.attributes) >= set(CALLER_FIELDS)
 
 
 def test_query_parameters_ignore_casts_and_times():
     query = "SELECT a::text, '10:30' FROM t WHERE n IN :numbers AND x = :x"
-    assert config.query_parameters(query) == {"numbers", "x"}
+    assert query_parameters(query) == {"numbers", "x"}
 
 
 def test_the_directory_url_is_a_secret_from_file_or_environment():
     loaded = load(callers={"country": "RU", "url": CRM_URL, "query": QUERY})
-    assert isinstance(loaded.callers.url, config.Secret)
+    assert isinstance(loaded.callers.url, Secret)
     assert CRM_PASSWORD not in repr(loaded)
-    from_env = config.from_mapping(
+    from_env = from_mapping(
         {"source": SOURCE, "callers": {"country": "RU", "query": QUERY}},
         env={"POLLER_CALLERS_URL": CRM_URL})
     assert from_env.callers.url == CRM_URL
@@ -126,6 +130,6 @@ def test_a_world_readable_file_with_the_directory_password_is_warned_about(tmp_p
                     f'url = "{CRM_URL}"\nquery = "{QUERY}"\n')
     path.chmod(0o644)
     with caplog.at_level(logging.WARNING, logger="poller"):
-        config.load(path, env={})
+        load_config(path, env={})
     assert "readable by every user" in caplog.text
     assert CRM_PASSWORD not in caplog.text

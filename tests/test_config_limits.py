@@ -9,8 +9,8 @@ import logging
 import pytest
 from support import run_cli, write_config
 
-from poller import config as config_module
-from poller.config import Config
+from poller.config.load import from_mapping
+from poller.config.schema import Config
 from poller.errors import ConfigError, ExitCode
 
 URL = "mysql+pymysql://poller:secret@127.0.0.1/asteriskcdrdb"
@@ -20,7 +20,7 @@ def load(**sections: dict) -> Config:
     data: dict = {"source": {"url": URL}}
     for section, values in sections.items():
         data.setdefault(section, {}).update(values)
-    return config_module.from_mapping(data, env={})
+    return from_mapping(data, env={})
 
 
 @pytest.mark.parametrize(("sections", "named"), [
@@ -91,8 +91,8 @@ def test_a_recording_still_being_written_is_looked_at_again_after_recordings_qui
     """The time between looks at a file MixMonitor still writes was a fixed 30 s."""
     from test_recordings_audio import call_of, day_folder, leg, soon_after
 
-    from poller.config import RecordingsConfig, parse_duration
-    from poller.recordings import Wait, plan_recording
+    from poller.config.schema import RecordingsConfig, parse_duration
+    from poller.recordings.files import Wait, plan_recording
 
     monitor = (tmp_path / "monitor").resolve()
     call = call_of(leg("in-progress.wav"))

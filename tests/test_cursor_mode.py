@@ -19,8 +19,9 @@ from support import (
 )
 
 from poller.errors import ExitCode
-from poller.pipeline import RunOptions, run_once
-from poller.source import CdrSource
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
+from poller.source.table import CdrSource
 
 NOW = msk("2026-11-26 10:00")
 DIRECT = "1795675107.1"  # P1-01, answered

@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from poller import directory, directory_read
-from poller.config import CallersConfig, Seconds, Secret
-from poller.directory import Subscriber, caller_fields, lookup, parse_rows, read_csv, verify
+from poller.callers import directory
+from poller.callers import readers as directory_read
+from poller.callers.caller import Subscriber, caller_fields
+from poller.callers.directory import lookup, verify
+from poller.callers.numbers import normalise
+from poller.callers.readers import parse_rows, read_csv
+from poller.config.schema import CallersConfig, Seconds, Secret
 from poller.errors import ConfigError
-from poller.numbers import normalise
 
 NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
 ACME = "+79161234567"

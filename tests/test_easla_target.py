@@ -27,10 +27,11 @@ from support import (
     write_config,
 )
 
-from poller.audio import mp3_seconds
 from poller.errors import ExitCode
-from poller.pipeline import RunOptions, run_once
-from poller.targets.easla import CONFIG_FAULT, VALUE_FAULT, attribute_values, hms
+from poller.recordings.formats import mp3_seconds
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
+from poller.targets.easla.target import CONFIG_FAULT, VALUE_FAULT, attribute_values, hms
 
 NOW = msk("2026-11-26 12:00")
 ANSWERED = "1795675107.1"  # P1-01: answered, recorded
@@ -336,12 +337,12 @@ def test_thirty_minute_recording(tmp_path, cdr_db, sample_rows):
 CLIENT = """
 import json, re, sys, datetime as dt
 from pathlib import Path
-from poller import config as c
+from poller.config.load import from_mapping
 from poller.model import Call
-from poller.targets.easla import EaslaTarget
+from poller.targets.easla.target import EaslaTarget
 def rss(field):
     return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-cfg = c.from_mapping(json.loads(sys.argv[1]), env={})
+cfg = from_mapping(json.loads(sys.argv[1]), env={})
 target = EaslaTarget(cfg.target.easla, cfg.state.dir)
 call = Call.from_json(json.loads(sys.argv[3]))
 before = rss("VmRSS")
@@ -397,7 +398,7 @@ def _call_json() -> dict:
 
 def test_value_formatting():
     """Durations go as H:MM:SS; unmapped fields are not sent; statuses go through the mapping."""
-    from poller.config import EaslaConfig
+    from poller.config.schema import EaslaConfig
     from poller.model import Call
 
     assert [hms(s) for s in (0, 9, 61, 3600, 36000 + 59)] == [

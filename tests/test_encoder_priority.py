@@ -28,9 +28,9 @@ from audiotools import (
     write_speech_wav,
 )
 
-from poller.config import Seconds, TranscodeConfig
-from poller.encoder import io_priority_class
-from poller.transcode import TranscodeError, to_mp3
+from poller.config.schema import Seconds, TranscodeConfig
+from poller.recordings.encoder import io_priority_class
+from poller.recordings.transcode import TranscodeError, to_mp3
 
 NICE = 13  # not the default, so the child's niceness must come from transcode.nice
 IDLE = 3  # IOPRIO_CLASS_IDLE
@@ -129,12 +129,13 @@ def running(long_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     job.start()
     pid = None
     try:
-        pid = wait_for_process("poller.encoder", str(target))
+        pid = wait_for_process("poller.recordings.encoder", str(target))
         wait_until_writing(target)
         seen = {"pid": pid, "stat": stat_fields(pid), "autogroup": read_autogroup(pid),
                 "io_class": io_priority_class(pid), "own_autogroup": (own_before,
                                                                       read_autogroup())}
-        assert processes_with("poller.encoder", str(target)) == [pid], "finished too soon"
+        running = processes_with("poller.recordings.encoder", str(target))
+        assert running == [pid], "finished too soon"
     finally:
         stop(job, pid)
         restore_own_autogroup(own_before)
@@ -210,7 +211,7 @@ def test_encoder_yields_a_shared_core_to_a_busy_process_in_another_session(long_
         os.sched_setaffinity(0, saved)
     encoder = None
     try:
-        encoder = wait_for_process("poller.encoder", str(target), timeout=20)
+        encoder = wait_for_process("poller.recordings.encoder", str(target), timeout=20)
         assert os.sched_getaffinity(encoder) == os.sched_getaffinity(busy.pid) == {core}
         assert os.getsid(busy.pid) != os.getsid(encoder)
         wait_until_writing(target)
@@ -218,7 +219,7 @@ def test_encoder_yields_a_shared_core_to_a_busy_process_in_another_session(long_
         time.sleep(4.0)
         encoder_used = cpu_ticks(encoder) - encoder_before
         busy_used = cpu_ticks(busy.pid) - busy_before
-        assert processes_with("poller.encoder", str(target)) == [encoder], "it finished"
+        assert processes_with("poller.recordings.encoder", str(target)) == [encoder], "it finished"
     finally:
         busy.kill()
         busy.wait()

@@ -8,22 +8,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from poller.incidents import (
+from poller.callers.incidents import (
     CallFacts,
     Decision,
-    Hours,
     IncidentRule,
     OpenIncident,
     apply,
-    check_templates,
     decide,
-    parse_hours,
-    render,
     selects,
     still_open,
-    template_fields,
-    within,
 )
+from poller.config.hours import Hours, parse_hours, within
+from poller.templates import attribute_fields, check_attribute_templates, render_attributes
 
 MSK = ZoneInfo("Europe/Moscow")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -257,9 +253,9 @@ def test_render_fills_fields_and_nulls_render_empty():
                  "incident_call": "{key}", "braces": "{{literal}} {duration}s"}
     values = {"key": "1795672100.1", "number": "89161234567", "caller_name": None,
               "duration": 12}
-    assert render(templates, values) == {"incident_title": "Missed call from  89161234567",
-                                         "incident_call": "1795672100.1",
-                                         "braces": "{literal} 12s"}
+    assert render_attributes(templates, values) == {
+        "incident_title": "Missed call from  89161234567", "incident_call": "1795672100.1",
+        "braces": "{literal} 12s"}
 
 
 @pytest.mark.parametrize(("template", "problem"), [
@@ -274,12 +270,12 @@ def test_render_fills_fields_and_nulls_render_empty():
     ("key}", "Single '}'"),
 ])
 def test_bad_templates_are_found_at_load_time(template, problem):
-    problems = check_templates({"title": template}, FIELDS)
+    problems = check_attribute_templates({"title": template}, FIELDS)
     assert len(problems) == 1
     assert problems[0].startswith("incidents.attributes.title: ")
     assert problem in problems[0]
 
 
 def test_template_fields():
-    assert template_fields("{key} {number} {key} {{x}}") == {"key", "number"}
-    assert check_templates({"a": "{key}", "b": "plain"}, FIELDS) == []
+    assert attribute_fields("{key} {number} {key} {{x}}") == {"key", "number"}
+    assert check_attribute_templates({"a": "{key}", "b": "plain"}, FIELDS) == []

@@ -33,7 +33,8 @@ from support import (
 )
 
 from poller.errors import ConfigError, ExitCode
-from poller.pipeline import RunOptions, run_once
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
 
 NOW = msk("2026-11-26 12:00")  # a Thursday
 CUSTOMER = "+79161234567"
@@ -212,9 +213,10 @@ KILLED_BEFORE_INCIDENT = textwrap.dedent("""
     import os
     import sys
 
-    from poller.config import load
-    from poller.pipeline import RunOptions, run_once
-    from poller.targets.easla import EaslaTarget
+    from poller.config.load import load
+    from poller.run.pipeline import run_once
+    from poller.run.report import RunOptions
+    from poller.targets.easla.target import EaslaTarget
 
 
     def die(*args, **kwargs):

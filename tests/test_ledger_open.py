@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from poller.errors import ConfigError
-from poller.ledger import Ledger
-from poller.ledger_schema import SCHEMA_VERSION
+from poller.ledger.schema import SCHEMA_VERSION
+from poller.ledger.store import Ledger
 
 
 def _url(path: Path) -> str:

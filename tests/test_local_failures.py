@@ -15,9 +15,10 @@ from easla_server import EaslaServer
 from support import clone_call, entry_of, key_of, legs_of, make_config, msk
 
 from poller.errors import ExitCode
-from poller.ledger import Ledger
+from poller.ledger.store import Ledger
 from poller.model import Stage
-from poller.pipeline import RunOptions, run_once
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
 
 NOW = msk("2026-11-26 12:00")
 ANSWERED = "1795675107.1"  # P1-01: answered, recorded
@@ -37,7 +38,7 @@ def test_state_dir_read_only_after_create_charges_nobody_and_keeps_the_id(
     stops (exit 1) charging nobody -- the failed removal must not pass for the call's own
     failure, nor escape the run as an unexpected error. The next run attaches to that object."""
     key = _recorded_call(cdr_db, sample_rows, tmp_path / "monitor")
-    monkeypatch.setattr("poller.journal.RETRIES", (0.0, 0.0))
+    monkeypatch.setattr("poller.ledger.journal.RETRIES", (0.0, 0.0))
     workdir = tmp_path / "state" / "tmp"
     real_advance, real_unlink = Ledger.advance, Path.unlink
     read_only = False

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 from support import ROOT
 
-from poller.cli import main
-from poller.manpage import render
+from poller.cli.main import main
+from poller.cli.manpage import render
 
 PAGE = ROOT / "man" / "poller.1"
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from poller.errors import ConfigError
-from poller.marks import (
+from poller.run.marks import (
     CLOCK_SKEW,
     Moment,
     backfill_range,

@@ -15,9 +15,10 @@ pytestmark = pytest.mark.slow
 
 CHILD = """
 import json, re, sys, datetime as dt
-from poller import config
-from poller.pipeline import RunOptions, run_once
-cfg = config.from_mapping(json.loads(sys.argv[1]), env={})
+from poller.config.load import from_mapping
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
+cfg = from_mapping(json.loads(sys.argv[1]), env={})
 report = run_once(cfg, RunOptions(since=dt.datetime(2026, 1, 1), until=dt.datetime(2026, 3, 1),
                                   limit=1, now=dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)))
 # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from poller.numbers import normalise, supported_region
+from poller.callers.numbers import normalise
+from poller.config.checks import supported_region
 
 RUSSIAN_MOBILE = [
     "89161234567",  # national, trunk prefix 8

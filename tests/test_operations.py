@@ -54,14 +54,16 @@ from support import (
     write_config,
 )
 
-from poller import ledger_schema as ledger_module
 from poller.errors import DeliveryError, LockHeld
-from poller.follow import follow
-from poller.ledger import Ledger
-from poller.lock import RunLock
+from poller.ledger import schema as ledger_module
+from poller.ledger.store import Ledger
 from poller.model import Call
-from poller.pipeline import Progress, RunOptions, run_once
-from poller.targets.archive import ArchiveTarget, prune_archive
+from poller.run.follow import follow
+from poller.run.lock import RunLock
+from poller.run.pipeline import run_once
+from poller.run.report import Progress, RunOptions
+from poller.targets.archive.files import prune_archive
+from poller.targets.archive.target import ArchiveTarget
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PASSWORD = "Sekr3t-pw"
@@ -113,7 +115,7 @@ def refusing(keys: set[str] | None = None, counts: Counter[str] | None = None,
 def cli(*args: str) -> Result:
     """`poller ARGS` through click's runner. The root logger is put back afterwards and the
     handlers the CLI added (a syslog socket among them) are closed, so no socket leaks."""
-    from poller.cli import main
+    from poller.cli.main import main
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

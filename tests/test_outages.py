@@ -14,12 +14,13 @@ import sqlalchemy as sa
 from easla_server import EaslaServer
 from support import clone_call, entry_of, key_of, legs_of, make_config, msk, open_ledger
 
-import poller.pipeline as pipeline
+import poller.run.pipeline as pipeline
 from poller.errors import ExitCode
-from poller.ledger import Ledger
+from poller.ledger.store import Ledger
 from poller.model import Stage
-from poller.pipeline import RunOptions, run_once
-from poller.status import collect, render, to_json
+from poller.ops.status import collect, render, to_json
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
 
 NOW = msk("2026-11-26 12:00")
 ANSWERED = "1795675107.1"  # P1-01: answered, recorded
@@ -151,7 +152,7 @@ def test_an_object_id_is_kept_when_the_ledger_refuses_it(tmp_path, cdr_db, sampl
     attaches the recording to that object — never a second object."""
     keys = recorded_calls(cdr_db, sample_rows, tmp_path / "monitor")
     cdr_db.execute("DELETE FROM cdr WHERE linkedid <> :key", key=keys[0])
-    monkeypatch.setattr("poller.journal.RETRIES", (0.0, 0.0))
+    monkeypatch.setattr("poller.ledger.journal.RETRIES", (0.0, 0.0))
     real = Ledger.advance
 
     def refusing(self, key, stage, **values):

@@ -36,11 +36,12 @@ from support import (
 )
 
 from poller.errors import DeliveryError
-from poller.lock import RunLock
 from poller.model import Call
-from poller.pipeline import RunOptions, run_once
-from poller.status import collect, render
-from poller.targets.archive import ArchiveTarget
+from poller.ops.status import collect, render
+from poller.run.lock import RunLock
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
+from poller.targets.archive.target import ArchiveTarget
 
 
 class CountingTarget(ArchiveTarget):
@@ -121,9 +122,10 @@ KILLED_RUN = textwrap.dedent("""
     import os
     import sys
 
-    from poller.config import load
-    from poller.pipeline import RunOptions, run_once
-    from poller.targets.archive import ArchiveTarget
+    from poller.config.load import load
+    from poller.run.pipeline import run_once
+    from poller.run.report import RunOptions
+    from poller.targets.archive.target import ArchiveTarget
 
 
     class DiesOnAttach(ArchiveTarget):

@@ -38,9 +38,10 @@ from support import (
     write_config,
 )
 
-from poller.pipeline import RunOptions, run_once
-from poller.source import CdrSource
-from poller.targets.archive import ArchiveTarget
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
+from poller.source.table import CdrSource
+from poller.targets.archive.target import ArchiveTarget
 
 # P1-01's real recording, a few seconds of speech
 P1_01_RECORDING = (SAMPLES / "recordings/2026/11/26"

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from support import MSK, SAMPLES, local
 
-from poller.audio import mp3_seconds
 from poller.calls import build_call
-from poller.config import IncomingRules, RecordingsConfig, TranscodeConfig
-from poller.encoder import RECORDING_MARGIN
+from poller.config.schema import IncomingRules, RecordingsConfig, TranscodeConfig
 from poller.model import Call, Leg
-from poller.recordings import Plan, plan_recording, siblings
-from poller.transcode import Encoded, Unreadable, to_mp3
+from poller.recordings.encoder import RECORDING_MARGIN
+from poller.recordings.files import Plan, plan_recording, siblings
+from poller.recordings.formats import mp3_seconds
+from poller.recordings.transcode import Encoded, Unreadable, to_mp3
 
 FFMPEG = shutil.which("ffmpeg") and shutil.which("ffprobe")
 # under CI (.ci/run installs ffmpeg) a missing ffmpeg must fail, not skip quietly

@@ -60,13 +60,21 @@ from support import (
 )
 
 from poller.calls import build_call
-from poller.config import IncomingRules, RecordingsConfig, Seconds, TranscodeConfig
+from poller.config.schema import IncomingRules, RecordingsConfig, Seconds, TranscodeConfig
 from poller.errors import DeliveryError
 from poller.model import Call, Leg
-from poller.pipeline import RunOptions, run_once
-from poller.recordings import Plan, Wait, inspect, is_settled, open_for_writing, plan_recording
-from poller.targets.archive import ArchiveTarget
-from poller.transcode import TranscodeError, Unreadable, to_mp3
+from poller.recordings.files import (
+    Plan,
+    Wait,
+    inspect,
+    is_settled,
+    open_for_writing,
+    plan_recording,
+)
+from poller.recordings.transcode import TranscodeError, Unreadable, to_mp3
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
+from poller.targets.archive.target import ArchiveTarget
 
 HEADER_ONLY = SAMPLE_DAY / "in-74951230001-+79161002403-20261126-094122-1795675282.75.wav"
 PAUSE_RESUME = "1795675215.55"  # P1-12: *7 after 4 s of talk, *8 4 s later: two files
@@ -711,10 +719,11 @@ def test_sigterm_mid_encode_leaves_no_temporary_file_and_no_encoder(tmp_path, cd
                             "run"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
     try:
-        encoder = wait_for_process("poller.encoder", str(wav.resolve()), timeout=60)
+        encoder = wait_for_process("poller.recordings.encoder", str(wav.resolve()), timeout=60)
         assert os.getsid(encoder) != os.getsid(cli.pid)
         time.sleep(0.2)
-        assert processes_with("poller.encoder", str(wav.resolve())) == [encoder]  # encoding
+        # still encoding
+        assert processes_with("poller.recordings.encoder", str(wav.resolve())) == [encoder]
         assert list((tmp_path / "state" / "tmp").iterdir())  # its MP3 is being written
         cli.send_signal(signal.SIGTERM)
         _, err = cli.communicate(timeout=30)
@@ -725,7 +734,7 @@ def test_sigterm_mid_encode_leaves_no_temporary_file_and_no_encoder(tmp_path, cd
         wav.unlink()
     assert cli.returncode == 1, err
     assert "interrupted" in err
-    assert processes_with("poller.encoder", str(wav.resolve())) == []
+    assert processes_with("poller.recordings.encoder", str(wav.resolve())) == []
     assert list((tmp_path / "state" / "tmp").iterdir()) == []
     assert not archive_files(tmp_path, ".mp3") and not archive_files(tmp_path, ".json")
     assert entry_of(make_config(tmp_path, cdr_db.url), key_of(rows)).stage == "seen"
@@ -741,7 +750,7 @@ def test_tiny_timeout_kills_the_encoder(tmp_path):
     with pytest.raises(TranscodeError, match="killed"):
         to_mp3([source], tmp_path / "out.mp3", config)
     assert time.monotonic() - started < 5
-    assert processes_with("poller.encoder", str(source)) == []
+    assert processes_with("poller.recordings.encoder", str(source)) == []
 
 
 @pytest.mark.slow
@@ -760,14 +769,14 @@ def test_stuck_decoder_is_killed_with_the_encoder(tmp_path):
     job.start()
     decoder = None
     try:
-        encoder = wait_for_process("poller.encoder", str(source), timeout=10)
+        encoder = wait_for_process("poller.recordings.encoder", str(source), timeout=10)
         decoder = wait_for_process(str(source), program="ffmpeg", timeout=10)
         assert decoder != encoder
         os.kill(decoder, signal.SIGSTOP)  # stuck
         job.join(timeout=30)
         assert not job.is_alive()
         assert isinstance(job.error, TranscodeError), job.error or job.result
-        assert processes_with("poller.encoder", str(source)) == []
+        assert processes_with("poller.recordings.encoder", str(source)) == []
         assert gone(str(source), program="ffmpeg"), "the stuck decoder was left behind"
     finally:
         if decoder is not None and decoder in processes_with(str(source), program="ffmpeg"):

@@ -11,13 +11,8 @@ from typing import Any
 import pytest
 
 from poller.model import Leg
-from poller.recordings import (
-    RefusedPath,
-    render_name,
-    resolve_inside,
-    siblings,
-    template_fields,
-)
+from poller.recordings.files import RefusedPath, resolve_inside, siblings
+from poller.templates import recording_fields, render_recording_name
 
 DEFAULT = "{calldate:%Y/%m/%d}/{recordingfile}"
 FILE = "in-74951230001-+79161002301-20261126-093827-1795675107.1.wav"
@@ -155,29 +150,30 @@ def test_recordings_dir_itself_a_symlink_is_fine(monitor, tmp_path):
 
 def test_default_template_gives_freepbx_date_folder():
     """FreePBX's layout: the call's local date as YYYY/MM/DD, then the recordingfile column."""
-    assert render_name(DEFAULT, sample_leg()) == f"2026/11/26/{FILE}"
+    assert render_recording_name(DEFAULT, sample_leg()) == f"2026/11/26/{FILE}"
 
 
 def test_default_template_passes_absolute_recordingfile_through():
     """An absolute recordingfile (older FreePBX) is used as it is, without the date folder."""
     absolute = f"/var/spool/asterisk/monitor/2026/11/26/{FILE}"
-    assert render_name(DEFAULT, sample_leg(recordingfile=absolute)) == absolute
+    assert render_recording_name(DEFAULT, sample_leg(recordingfile=absolute)) == absolute
 
 
 @pytest.mark.parametrize("empty", ["", "   "])
 def test_empty_recordingfile_names_nothing(empty):
     """A route that does not record leaves recordingfile empty: no name at all."""
-    assert render_name(DEFAULT, sample_leg(recordingfile=empty)) is None
+    assert render_recording_name(DEFAULT, sample_leg(recordingfile=empty)) is None
 
 
 def test_uniqueid_template():
     """A plain MixMonitor folder named by uniqueid."""
-    assert render_name("{uniqueid}.wav", sample_leg(recordingfile="")) == "1795675107.1.wav"
+    name = render_recording_name("{uniqueid}.wav", sample_leg(recordingfile=""))
+    assert name == "1795675107.1.wav"
 
 
 def test_dot_dot_recordingfile_with_default_template_is_refused(monitor):
     """The column value `../../etc/shadow` under the FreePBX template is refused."""
-    name = render_name(DEFAULT, sample_leg(recordingfile="../../etc/shadow"))
+    name = render_recording_name(DEFAULT, sample_leg(recordingfile="../../etc/shadow"))
     assert name is not None
     with pytest.raises(RefusedPath):
         resolve_inside(monitor, name)
@@ -185,8 +181,8 @@ def test_dot_dot_recordingfile_with_default_template_is_refused(monitor):
 
 def test_template_fields_lists_the_columns():
     """The columns a template uses decide whether an unanswered call expects a file."""
-    assert template_fields(DEFAULT) == {"calldate", "recordingfile"}
-    assert template_fields("{uniqueid}.wav") == {"uniqueid"}
+    assert recording_fields(DEFAULT) == {"calldate", "recordingfile"}
+    assert recording_fields("{uniqueid}.wav") == {"uniqueid"}
 
 
 @pytest.mark.parametrize("template", [
@@ -201,7 +197,7 @@ def test_template_fields_lists_the_columns():
 def test_template_fields_rejects_malformed_templates(template):
     """A malformed recordings.name is reported at start-up rather than at the first call."""
     with pytest.raises(ValueError):
-        template_fields(template)
+        recording_fields(template)
 
 
 def test_siblings_found_when_a_field_looks_like_a_time_stamp(monitor):

@@ -30,15 +30,16 @@ from support import (
 )
 
 from poller.calls import build_call, recording_names
-from poller.config import IncomingRules, TranscodeConfig
+from poller.config.schema import IncomingRules, TranscodeConfig
 from poller.errors import ExitCode
-from poller.ledger import Ledger
-from poller.ledger_schema import SCHEMA_VERSION
+from poller.ledger.schema import SCHEMA_VERSION
+from poller.ledger.store import Ledger
 from poller.model import Leg
-from poller.pipeline import RunOptions, run_once
-from poller.recordings import RefusedPath, resolve_inside
-from poller.targets.archive import ArchiveTarget
-from poller.transcode import TranscodeError, Unreadable, to_mp3
+from poller.recordings.files import RefusedPath, resolve_inside
+from poller.recordings.transcode import TranscodeError, Unreadable, to_mp3
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
+from poller.targets.archive.target import ArchiveTarget
 
 NOW = msk("2026-11-26 12:00")
 
@@ -260,7 +261,7 @@ def test_check_never_prints_the_password_hash(tmp_path, cdr_db, mysql_server):
 def test_an_unbuilt_call_is_built_by_the_next_run_within_the_lookback(tmp_path, cdr_db,
                                                                         sample_rows, monkeypatch):
     """Fixed within the lookback, the parked stand-in is rebuilt and delivered by a plain run."""
-    import poller.scan as scan
+    import poller.run.scan as scan
 
     broken = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 11, 0))
     cdr_db.insert(broken)
@@ -309,7 +310,7 @@ def test_a_call_that_cannot_be_built_is_parked_and_built_once_fixed(tmp_path, cd
     """A call the code fails to build (a bug) is parked with the error, and neither the batch
     nor the watermark waits on it; `retry` cannot send its stand-in; once the cause is gone,
     a backfill over its date builds and delivers it."""
-    import poller.scan as scan
+    import poller.run.scan as scan
 
     broken = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 0))
     later = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 30))
@@ -349,7 +350,7 @@ def test_a_call_that_cannot_be_built_is_parked_and_built_once_fixed(tmp_path, cd
 def test_archive_clears_the_part_file_a_killed_write_left(tmp_path):
     """A run killed mid-write leaves `.<name>.part` beside the record: the next write of that
     record writes over it (only one run writes, under the lock) and leaves others alone."""
-    from poller.config import ArchiveConfig
+    from poller.config.schema import ArchiveConfig
 
     call = build_call([_leg("2026-11-26 09:30:00", duration=15)], IncomingRules(),
                       ZoneInfo("Europe/Moscow"), "{uniqueid}.wav")
@@ -371,7 +372,7 @@ def test_archive_clears_the_part_file_a_killed_write_left(tmp_path):
 def test_a_record_without_recording_supersedes_a_hidden_pending_one(tmp_path):
     """A record naming its MP3 waits hidden until the MP3 is in place; if the call is made
     again without one (its MP3 could no longer be made), the stale hidden record goes."""
-    from poller.config import ArchiveConfig
+    from poller.config.schema import ArchiveConfig
 
     call = build_call([_leg("2026-11-26 09:30:00", duration=15)], IncomingRules(),
                       ZoneInfo("Europe/Moscow"), "{uniqueid}.wav")
@@ -392,7 +393,7 @@ def test_database_refusals_that_are_configuration(code, config_error):
     """Access denied (MariaDB says 1698 instead of 1045 for some failed logins, unpredictably),
     no such database, host not allowed, no privilege: exit 2. Can't connect, lost connection,
     too many connections: the service is unavailable, retried next run."""
-    from poller.dberrors import database_error
+    from poller.databases import database_error
     from poller.errors import ConfigError, ServiceUnavailable
 
     class Refusal(Exception):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from support import MYSQL_URL, run_cli, write_config
 
-from poller import config as config_module
+from poller.config.load import from_mapping, load
+from poller.databases import redact_url
 from poller.errors import ConfigError, ExitCode
-from poller.urls import redact_url
 
 # passwords an administrator types: each fragment is distinctive enough never to occur by chance
 FRAGMENTS = ("Zq7", "Xw9", "Km4", "Rt5")
@@ -57,7 +57,7 @@ def test_raw_colon_slash_and_hash_without_at_sign_are_read_as_written():
     """Only "@" is ambiguous: `:`, `/` and `#` in a password parse as the password."""
     for password in ("Zq7:Xw9", "Zq7/Xw9", "Zq7#Xw9"):
         url = f"mysql+pymysql://poller:{password}@127.0.0.1/asteriskcdrdb"
-        loaded = config_module.from_mapping({"source": {"url": url}}, env={})
+        loaded = from_mapping({"source": {"url": url}}, env={})
         assert loaded.source.url == url
         assert leaks(redact_url(url)) == []
 
@@ -66,7 +66,7 @@ def test_the_environment_variable_is_held_to_the_same_rule():
     """POLLER_SOURCE_URL overrides the file and is checked like it, naming the variable."""
     env = {"POLLER_SOURCE_URL": "mysql+pymysql://poller:Zq7@Xw9@127.0.0.1/asteriskcdrdb"}
     with pytest.raises(ConfigError) as caught:
-        config_module.from_mapping({"source": {"url": "sqlite:///x.db"}}, env=env)
+        from_mapping({"source": {"url": "sqlite:///x.db"}}, env=env)
     assert "POLLER_SOURCE_URL" in str(caught.value) and leaks(str(caught.value)) == []
 
 
@@ -95,11 +95,11 @@ def test_a_password_in_the_query_makes_a_world_readable_file_warned(tmp_path, ca
     path.write_text('[source]\nurl = "mysql+pymysql://poller@127.0.0.1/cdr?password=Zq7"\n')
     path.chmod(0o644)
     with caplog.at_level(logging.WARNING, logger="poller"):
-        config_module.load(path, env={})
+        load(path, env={})
     assert "readable by every user" in caplog.text and leaks(caplog.text) == []
 
 
 def test_a_driverless_mysql_url_names_the_scheme_to_write():
     """`mysql://` asks SQLAlchemy for MySQLdb, which is not installed: say what to write."""
     with pytest.raises(ConfigError, match=r"source.url: write mysql\+pymysql://"):
-        config_module.from_mapping({"source": {"url": "mysql://poller:x@127.0.0.1/cdr"}}, env={})
+        from_mapping({"source": {"url": "mysql://poller:x@127.0.0.1/cdr"}}, env={})

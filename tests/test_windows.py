@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from poller.model import Leg
-from poller.windows import Group, Walk
+from poller.source.walk import Group, Walk
 
 
 def local(text: str) -> dt.datetime:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poller.audio import mp3_seconds
-from poller.targets.easla import hms
+from poller.recordings.formats import mp3_seconds
+from poller.targets.easla.target import hms
 
 from .suite import LABELS, Suite, Tally
 from .workload import Expected

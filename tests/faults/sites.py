@@ -18,11 +18,13 @@ from typing import Any
 import sqlalchemy as sa
 from support import ROOT, config_data, to_toml
 
-from poller import config as config_module
-from poller.config import Config
+from poller.config.load import from_mapping
+from poller.config.schema import Config
 from poller.errors import PollerError
-from poller.ledger import Entry, Ledger
-from poller.pipeline import RunOptions, RunReport, run_once
+from poller.ledger.schema import Entry
+from poller.ledger.store import Ledger
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions, RunReport
 
 RUN_TIMEOUT = 180.0  # seconds: a run that takes longer is killed and counted as hung
 
@@ -65,7 +67,7 @@ class Site:
         data = config_data(self.folder, self.source_url, **self.sections)
         self.config_path.write_text(to_toml(data), encoding="utf-8")
         self.config_path.chmod(0o600)
-        self.config = config_module.from_mapping(data, env={})
+        self.config = from_mapping(data, env={})
         return self.config
 
     # -- running

@@ -377,7 +377,7 @@ class Suite:
             deadline = time.monotonic() + 60
             while process.poll() is None and time.monotonic() < deadline:
                 encoders = [pid for pid in children(process.pid)
-                            if "poller.encoder" in command_line(pid)]
+                            if "poller.recordings.encoder" in command_line(pid)]
                 if encoders:
                     seen.extend(encoders)
                     kill_group(process)
@@ -640,7 +640,7 @@ def _simulated_erofs(turned: threading.Event) -> Iterator[None]:
     SQLite fails on a read-only folder."""
     import sqlite3
 
-    from poller.ledger import Ledger
+    from poller.ledger.store import Ledger
 
     real = Ledger.advance
 
@@ -664,16 +664,17 @@ def _simulated_enospc() -> Iterator[None]:
     """Where no small tmpfs may be mounted: every archive write fails as on a full disk."""
     import errno
 
-    from poller.targets import archive
+    from poller.targets.archive import files, target
 
-    real = archive._atomic_write
+    real = files.atomic_write
 
     def full(path: Path, write: Any) -> None:
         error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        raise archive._write_error(f"archive: cannot write {path}: {error}", error)
+        raise files.write_error(f"archive: cannot write {path}: {error}", error)
 
-    archive._atomic_write = full  # type: ignore[assignment]
+    # the target's own writes and the pages' (through files.write_atomically)
+    files.atomic_write = target.atomic_write = full  # type: ignore[assignment]
     try:
         yield
     finally:
-        archive._atomic_write = real  # type: ignore[assignment]
+        files.atomic_write = target.atomic_write = real  # type: ignore[assignment]

@@ -1,0 +1,67 @@
+"""The commands beside the batch job: the demo and the archive's pages."""
+
+from __future__ import annotations
+
+import click
+
+from poller.cli.guard import guarded, load_config
+from poller.errors import ExitCode
+
+
+@click.command()
+@click.argument("directory", default="poller-demo", type=click.Path(file_okay=False))
+@click.pass_context
+def demo(ctx: click.Context, directory: str) -> None:
+    """Build a sample cdr database with recordings in DIRECTORY and deliver it to an archive.
+
+    The sample holds a dozen calls shaped like real Asterisk output (answered, unanswered,
+    busy, impossible, a ring group, a queue, an outgoing call that is skipped); the real
+    pipeline delivers them into DIRECTORY/archive. DIRECTORY/poller.toml is the config used.
+    """
+
+    def work() -> ExitCode:
+        import sys
+
+        from poller.ops.demo import run_demo
+        from poller.ops.privileges import invoked_as
+
+        report, lines = run_demo(directory, invoked_as(sys.argv))
+        for line in lines:
+            click.echo(line)
+        return report.exit_code
+
+    guarded(work)
+
+
+@click.group()
+def archive() -> None:
+    """Work on the local archive target's folder."""
+
+
+@archive.command("build")
+@click.option("--dir", "directory", metavar="PATH", type=click.Path(file_okay=False),
+              help="The archive folder [default: target.archive.dir].")
+@click.pass_context
+def archive_build(ctx: click.Context, directory: str | None) -> None:
+    """Write the HTML pages of the whole archive: index.html and one page per day.
+
+    Runs write the pages of the days they change; this rebuilds every day, e.g. after an
+    upgrade, a change of target.archive.locale, or records copied in by hand.
+    Exit 1 when some page could not be written.
+    """
+
+    def work() -> ExitCode:
+        from pathlib import Path
+
+        from poller.ops.privileges import refuse_root_on_foreign_state
+        from poller.targets.archive.site import build_site
+
+        config = load_config(ctx, writes=False)
+        root = Path(directory or config.target.archive.dir)
+        # only the archive is written: its owner is the one to run as
+        refuse_root_on_foreign_state(str(root), label="the archive")
+        report = build_site(root, config.target.archive.locale, config.source.timezone)
+        click.echo(f"{root / 'index.html'}: {report.summary()}")
+        return ExitCode.PARTIAL if report.failed else ExitCode.OK
+
+    guarded(work)

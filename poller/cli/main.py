@@ -1,0 +1,294 @@
+"""The command line: a thin click layer over the library (its errors become exit codes in
+guard.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from typing import Any
+
+import click
+
+from poller.cli.extras import archive, demo
+from poller.cli.guard import guarded, load_config
+from poller.errors import ConfigError, ExitCode
+from poller.logs import setup_logging
+from poller.run.report import plural
+
+log = logging.getLogger("poller")
+
+
+class LocalDateTime(click.ParamType):
+    """A date or date-time in the source time zone."""
+
+    name = "DATETIME"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value
+        from poller.clock import parse_local
+
+        try:
+            return parse_local(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH", envvar="POLLER_CONFIG",
+              help="TOML configuration file [env POLLER_CONFIG; default /etc/poller/poller.toml].")
+@click.option("-v", "--verbose", count=True, help="Log debug detail.")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@click.option("--syslog", is_flag=True, help="Also log to syslog (facility daemon).")
+@click.version_option(package_name="asterisk-cdr-poller")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool,
+         syslog: bool) -> None:
+    """Deliver incoming calls from Asterisk's cdr table, with their recordings, to a target.
+
+    Run `poller run` every minute from cron or a systemd timer; try `poller demo` first.
+    Exit codes: 0 done (also nothing new, or another run busy), 1 some calls failed or a
+    service was unreachable (retried next run), 2 bad usage or configuration.
+    """
+    if verbose and quiet:
+        raise click.UsageError("-v and -q contradict each other: give one")
+    setup_logging(verbose, quiet, syslog)
+    ctx.obj = config_path
+
+
+@main.command()
+@click.option("--since", type=LocalDateTime(),
+              help="Backfill calls starting at or after this date[-time] (source time zone).")
+@click.option("--until", type=LocalDateTime(),
+              help="Backfill calls starting before this date[-time] (source time zone).")
+@click.option("--dry-run", is_flag=True, help="Print what would be delivered; write nothing.")
+@click.option("--limit", type=click.IntRange(min=1), help="Deliver at most N calls this run.")
+@click.option("--force", is_flag=True,
+              help="Backfill even before the point where the ledger forgot delivered calls "
+                   "(state.retention): those are delivered again.")
+@click.option("--metrics-file", metavar="PATH",
+              help="Write Prometheus metrics here after each run (else [metrics] file).")
+@click.option("--follow", is_flag=True,
+              help="Keep running: poll every --interval (for a systemd service).")
+@click.option("--interval", metavar="DURATION",
+              help="Time between polls in --follow mode [default: 15s].")
+@click.pass_context
+def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None,
+        dry_run: bool, force: bool, limit: int | None, metrics_file: str | None, follow: bool,
+        interval: str | None) -> None:
+    """Read new cdr rows and deliver the calls that are due (one batch).
+
+    With --since/--until it backfills that range: the watermark does not move, calls already
+    delivered are not delivered again, and failed calls in the range (parked or backing off)
+    are retried at once.
+
+    With --follow it polls every --interval in one long-running process, holding the lock only
+    while it works a batch; SIGTERM stops it after the call in hand.
+    """
+
+    def work() -> ExitCode:
+        from poller.run.pipeline import run_once
+        from poller.run.report import RunOptions
+
+        if since and until and until <= since:
+            raise ConfigError("--until must be later than --since")
+        if until and not since:
+            raise ConfigError("--until needs --since (a backfill is a range)")
+        if force and not since:
+            raise ConfigError("--force only applies to a backfill (--since)")
+        if interval is not None and not follow:
+            raise ConfigError("--interval only applies to --follow")
+        if follow and (since or until or dry_run or limit):
+            raise ConfigError("--follow cannot be combined with --since, --until, --dry-run "
+                              "or --limit")
+        config = load_config(ctx)
+        if follow:
+            from poller.config.schema import parse_duration
+            from poller.run.follow import follow as follow_loop
+
+            try:
+                seconds = parse_duration(interval or "15s")
+            except ValueError as exc:
+                raise ConfigError(f"--interval: {exc}") from None
+            if seconds < 1:
+                raise ConfigError("--interval must be at least 1s")
+            return follow_loop(config, seconds, metrics_file)
+        progress = _progress_bar() if (since or until) and not dry_run else None
+        try:
+            report = run_once(config, RunOptions(since=since, until=until, dry_run=dry_run,
+                                                 force=force, limit=limit,
+                                                 metrics_file=metrics_file, progress=progress))
+        finally:
+            if progress is not None:
+                progress.finish()
+        if dry_run:
+            _print_planned(report.planned, config)
+            log.info("dry run, nothing written: %s", report.summary())
+        else:
+            log.info("run: %s", report.summary())
+        return report.exit_code
+
+    guarded(work)
+
+
+class _TerminalProgress:
+    """One self-rewriting line on a terminal: how far a backfill has read."""
+
+    def __init__(self) -> None:
+        self.shown = False
+        self.last = 0.0
+
+    def __call__(self, progress: Any) -> None:
+        import time
+
+        now = time.monotonic()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        width = 30
+        filled = int(progress.fraction * width)
+        line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.fraction:4.0%}  "
+                f"{progress.position:%Y-%m-%d %H:%M}  {progress.rows:,} rows  "
+                f"{progress.new_calls:,} new calls")
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def _progress_bar() -> _TerminalProgress | None:
+    """A progress bar only on a terminal: under cron and systemd, log lines say it instead."""
+    return _TerminalProgress() if sys.stderr.isatty() else None
+
+
+def _print_planned(calls: list[Any], config: Any) -> None:
+    from poller.logs import escape_controls
+    click.echo(f"{plural(len(calls), 'call')} would be delivered")
+    for call in calls:
+        click.echo(escape_controls(
+            f"{call.start:%Y-%m-%d %H:%M:%S}  {call.key:<24} {call.status:<11} "
+            f"{call.number or '-':<16} {call.duration:>5}s  {_recording_note(call, config)}"))
+
+
+def _recording_note(call: Any, config: Any) -> str:
+    """What a real run would attach now: files with audio, not MixMonitor's bare headers."""
+    from poller.errors import PollerError
+    from poller.recordings.files import Wait, plan_recording
+    if not call.recordings:
+        return "no recording"
+    try:
+        plan = plan_recording(call, config.recordings, dt.datetime.now(dt.UTC))
+    except PollerError:
+        return "recordings.dir missing: would wait"
+    if isinstance(plan, Wait):
+        return f"would wait: {plan.note}"
+    if plan.files:
+        return plural(len(plan.files), "recording")
+    return f"no recording ({plan.problem})"
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in the README).")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the watermark and lag, waiting and failed calls, and the last run."""
+
+    def work() -> ExitCode:
+        from poller.ops.status import collect, render, to_json
+
+        current = collect(load_config(ctx, writes=False))
+        if as_json:
+            import json
+
+            click.echo(json.dumps(to_json(current), indent=2, ensure_ascii=False))
+        else:
+            click.echo(render(current))
+        return ExitCode.OK
+
+    guarded(work)
+
+
+@main.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Check the config, databases, target, encoder and recordings, one line each.
+
+    Exit 0 when all pass, 1 when some fail, 2 when the config itself is invalid.
+    Nothing is written to the cdr table and nothing is delivered.
+    """
+
+    def work() -> ExitCode:
+        from poller.ops.check import FAIL, run_checks
+
+        try:
+            config = load_config(ctx)
+        except ConfigError as exc:
+            click.echo(f"{FAIL:<4}  {'config':<15} {exc}")
+            raise
+        results = run_checks(config)
+        for result in results:
+            click.echo(f"{result.outcome:<4}  {result.name:<15} {result.detail}")
+        return ExitCode.PARTIAL if any(r.outcome == FAIL for r in results) else ExitCode.OK
+
+    guarded(work)
+
+
+@main.command()
+@click.argument("keys", nargs=-1)
+@click.option("--failed", "all_failed", is_flag=True, help="Requeue every parked call.")
+@click.pass_context
+def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
+    """Put parked (failed) calls back in line for the next run.
+
+    Name the calls by KEY (as `poller status` lists them) or give --failed for all of them.
+    Only the ledger is written, so this works while a follow-mode service runs.
+    """
+
+    def work() -> ExitCode:
+        from poller.ledger.store import Ledger
+        from poller.model import Stage, Status
+
+        if bool(keys) == all_failed:
+            raise ConfigError("name the parked calls by KEY (as `poller status` lists them), "
+                              "or give --failed for all of them" if not keys else
+                              "name calls by KEY or give --failed, not both")
+        config = load_config(ctx)
+        ledger = Ledger.open_existing(config.state.database_url)
+        if ledger is None:
+            raise ConfigError("the ledger does not exist yet: nothing to retry")
+        try:
+            if keys:
+                known = ledger.known(keys)
+                unknown = [k for k in keys if k not in known]
+                if unknown:
+                    raise ConfigError(f"unknown call key(s): {', '.join(unknown)}")
+                not_parked = [k for k in keys if known[k] != Stage.FAILED]
+                for key in not_parked:
+                    log.warning("call %s is not parked (stage %s): left as it is", key,
+                                known[key])
+                for key in set(keys) - set(not_parked):
+                    entry = ledger.entry(key)
+                    if entry is not None and entry.call.status == Status.UNBUILT:
+                        log.warning("call %s could not be built from its cdr rows: once the "
+                                    "poller is fixed, a run that reads them again (`poller run "
+                                    "--since %s`) builds and delivers it", key,
+                                    entry.call.first_calldate.date().isoformat())
+            count = ledger.requeue_failed(list(keys) if keys else None)
+        finally:
+            ledger.close()
+        click.echo(f"{plural(count, 'call')} put back in line for the next run")
+        return ExitCode.OK
+
+    guarded(work)
+
+
+main.add_command(demo)
+main.add_command(archive)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

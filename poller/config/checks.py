@@ -1,0 +1,236 @@
+"""The rules a configuration must keep beyond its types: ranges, names, templates, and what
+the keys say about each other. Each broken rule is one problem naming its key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import string
+import zoneinfo
+from pathlib import Path
+
+from poller.config.schema import (
+    ARCHIVE_LOCALES,
+    DIRECTORY_COLUMNS,
+    TARGET_KINDS,
+    CallersConfig,
+    Config,
+    incident_fields,
+)
+from poller.databases import query_parameters, url_problem
+from poller.model import STATUSES
+from poller.templates import RECORDING_COLUMNS
+
+
+def check_semantics(config: Config, problems: list[str]) -> None:
+    source = config.source
+    if not source.url:
+        problems.append("source.url is required (or set POLLER_SOURCE_URL)")
+    for key, url, variable in (("source.url", source.url, "POLLER_SOURCE_URL"),
+                               ("state.url", config.state.url, "POLLER_STATE_URL")):
+        problem = url_problem(key, url, variable)
+        if problem:
+            problems.append(problem)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", source.table):
+        problems.append(f"source.table: not a plain table name: {source.table!r}")
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(source.timezone)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        problems.append(f"source.timezone: unknown time zone {source.timezone!r}")
+    try:
+        b"\xc0".decode(source.legacy_encoding, errors="replace")
+    except (LookupError, ValueError):
+        problems.append(f"source.legacy_encoding: unknown encoding {source.legacy_encoding!r}")
+    if source.start:
+        _check_start(source.start, source.timezone, problems)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", source.cursor):
+        problems.append(f"source.cursor: not a column name: {source.cursor!r} (\"calldate\", "
+                        "or an insertion-ordered column such as \"id\" or \"addtime\")")
+    if source.lookback <= 0:
+        problems.append("source.lookback must be positive")
+    if source.settle < 0:
+        problems.append("source.settle must not be negative")
+    elif source.settle < 10:
+        _warn("source.settle below 10s takes a call the moment it ends: rows Asterisk writes "
+              "a little later (cdr batch mode) make it rebuilt, or are missed once it was sent")
+    if source.max_call_length < 60:
+        problems.append("source.max_call_length must be at least 1m")
+    if not 1 <= source.batch_size <= 100_000:
+        problems.append("source.batch_size must be between 1 and 100000")
+    if config.state.retention < 2 * source.lookback:
+        problems.append("state.retention must be at least twice source.lookback (a call the "
+                        "lookback re-reads must still be known)")
+    if config.target.archive.keep_days < 0:
+        problems.append("target.archive.keep_days must not be negative")
+    if config.target.archive.locale not in ARCHIVE_LOCALES:
+        problems.append(f"target.archive.locale must be one of {', '.join(ARCHIVE_LOCALES)}, "
+                        f"not {config.target.archive.locale!r}")
+    if not 1 <= config.retry.max_attempts <= 1000:
+        problems.append("retry.max_attempts must be between 1 and 1000")
+    if config.retry.backoff <= 0 or config.retry.max_backoff < config.retry.backoff:
+        problems.append("retry.backoff must be positive and not above retry.max_backoff")
+    if config.recordings.after_upload not in ("keep", "delete"):
+        problems.append("recordings.after_upload must be \"keep\" or \"delete\"")
+    if config.recordings.min_bytes < 0:
+        problems.append("recordings.min_bytes must not be negative")
+    if config.recordings.quiet <= 0:
+        problems.append("recordings.quiet must be positive")
+    _check_template(config.recordings.name, problems)
+    _check_folders(config, problems)
+    match = re.fullmatch(r"(\d+)k", config.transcode.bitrate)
+    if not match or int(match.group(1)) not in MP3_BITRATES:
+        problems.append(f"transcode.bitrate must be one of MP3's bit rates "
+                        f"({', '.join(f'{rate}k' for rate in MP3_BITRATES)}), "
+                        f"not {config.transcode.bitrate!r}")
+    if not 0 <= config.transcode.nice <= 19:
+        problems.append("transcode.nice must be between 0 and 19")
+    if config.transcode.timeout <= 0:
+        problems.append("transcode.timeout must be positive")
+    if config.target.easla.timeout <= 0:
+        problems.append("target.easla.timeout must be positive")
+    if config.target.kind not in TARGET_KINDS:
+        problems.append(f"target.kind must be one of {', '.join(TARGET_KINDS)}")
+    easla = config.target.easla
+    if config.target.kind == "easla" and not easla.password:
+        problems.append("target.easla.password is required (or set POLLER_EASLA_PASSWORD)")
+    call_fields = incident_fields(config.callers)  # with caller_<column> per callers.fields
+    for name in set(easla.attributes) - set(call_fields):
+        problems.append(
+            f"target.easla.attributes.{name}: not a call field ({', '.join(call_fields)})")
+    for name in set(easla.statuses) - set(STATUSES):
+        problems.append(f"target.easla.statuses.{name}: not a status ({', '.join(STATUSES)})")
+    try:
+        re.compile(easla.session_fault)
+    except re.error as exc:
+        problems.append(f"target.easla.session_fault: bad pattern: {exc}")
+    _check_callers(config.callers, problems)
+    _check_incidents(config, problems)
+
+
+def _check_template(template: str, problems: list[str]) -> None:
+    from poller.templates import recording_fields
+
+    try:
+        unknown = recording_fields(template) - set(RECORDING_COLUMNS)
+    except ValueError as exc:
+        problems.append(f"recordings.name: {exc}")
+        return
+    for name in sorted(unknown):
+        problems.append(f"recordings.name: unknown field {{{name}}}")
+    for _, field_name, spec, _ in string.Formatter().parse(template):
+        # a width such as {uniqueid:>999999999} would build a name of gigabytes
+        if field_name != "calldate" and spec and any(
+                int(n) > 255 for n in re.findall(r"\d+", spec)):
+            problems.append(f"recordings.name: the format {{{field_name}:{spec}}} asks for more "
+                            "than 255 characters")
+
+
+# the bit rates an MPEG-1/2 layer III encoder accepts, in kbit/s
+MP3_BITRATES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320)
+
+
+def _check_start(start: str, timezone: str, problems: list[str]) -> None:
+    from poller.clock import parse_local
+
+    try:
+        first = parse_local(start)
+    except ValueError as exc:
+        problems.append(f"source.start: {exc}")
+        return
+    try:
+        now = dt.datetime.now(zoneinfo.ZoneInfo(timezone)).replace(tzinfo=None)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return  # reported as source.timezone
+    if first > now:
+        # the first run would store it as the ledger's origin and read nothing until then
+        problems.append(f"source.start: {start!r} is in the future (now {now:%Y-%m-%d %H:%M} "
+                        f"in {timezone}): give a past date, or \"\" for the lookback before now")
+
+
+def _check_folders(config: Config, problems: list[str]) -> None:
+    """The archive must not share a folder with the recordings: keep_days would delete the
+    spool's files, and after_upload = "delete" the archive's."""
+    if config.target.kind != "archive":
+        return
+    archive = Path(config.target.archive.dir).resolve()
+    spool = Path(config.recordings.dir).resolve()
+    if archive == spool or spool in archive.parents or archive in spool.parents:
+        problems.append(f"target.archive.dir ({archive}) and recordings.dir ({spool}) overlap: "
+                        "give the archive a folder of its own, outside the recordings")
+
+
+def _warn(message: str) -> None:
+    logging.getLogger("poller").warning("%s", message)
+
+
+def _check_callers(callers: CallersConfig, problems: list[str]) -> None:
+    if callers.csv and callers.url:
+        problems.append("callers.csv and callers.url exclude each other: name one directory")
+    if callers.url:
+        _check_callers_url(callers, problems)
+    elif callers.query:
+        problems.append("callers.query needs callers.url (the database it runs on)")
+    if callers.enabled and not callers.country:
+        problems.append("callers.country is required with a directory (the region of numbers "
+                        "written without a country code, e.g. \"RU\")")
+    if callers.country and not supported_region(callers.country):
+        problems.append(f"callers.country: not a region code: {callers.country!r} (e.g. \"RU\")")
+    if callers.refresh < 0:
+        problems.append("callers.refresh must not be negative")
+    for name in callers.fields:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            problems.append(f"callers.fields: not a column name: {name!r}")
+        elif name.lower() in DIRECTORY_COLUMNS:
+            problems.append(f"callers.fields: {name!r} is already a call field "
+                            "(number_e164, caller_name, caller_id)")
+    if len({name.lower() for name in callers.fields}) != len(callers.fields):
+        problems.append("callers.fields: a column is listed twice")
+
+
+def supported_region(code: str) -> bool:
+    """Whether the phone-number library knows this ISO 3166 region code ("RU", "DE", "US")."""
+    import phonenumbers  # only where callers.country is set: a run without [callers] never loads it
+
+    return code.upper() in phonenumbers.SUPPORTED_REGIONS
+
+
+def _check_callers_url(callers: CallersConfig, problems: list[str]) -> None:
+
+    problem = url_problem("callers.url", callers.url, "POLLER_CALLERS_URL")
+    if problem:
+        problems.append(problem)
+    if not callers.query.strip():
+        problems.append("callers.url needs callers.query (returning number, name[, id])")
+    for name in sorted(query_parameters(callers.query) - {"numbers"}):
+        problems.append(f"callers.query: unknown parameter :{name} (only :numbers is bound)")
+
+
+def _check_incidents(config: Config, problems: list[str]) -> None:
+    from poller.config.hours import parse_hours
+    from poller.templates import check_attribute_templates
+
+    incidents = config.incidents
+    for status in incidents.statuses:
+        if status not in STATUSES:
+            problems.append(f"incidents.statuses: {status!r} is not a status "
+                            f"({', '.join(STATUSES)})")
+    if incidents.callers not in ("known", "any"):
+        problems.append("incidents.callers must be \"known\" or \"any\"")
+    elif incidents.callers == "known" and incidents.enabled and not config.callers.enabled:
+        problems.append("incidents.callers = \"known\" needs a directory: set callers.csv or "
+                        "callers.url (or incidents.callers = \"any\")")
+    try:
+        parse_hours(incidents.hours)
+    except ValueError as exc:
+        problems.append(f"incidents.hours: {exc}")
+    if incidents.fold < 0:
+        problems.append("incidents.fold must not be negative (\"0s\" never folds)")
+    if incidents.enabled and not incidents.objectdef:
+        problems.append("incidents.objectdef must not be empty")
+    if incidents.objectdef_version < 0:
+        problems.append("incidents.objectdef_version must not be negative")
+    problems.extend(check_attribute_templates(incidents.attributes,
+                                              incident_fields(config.callers)))

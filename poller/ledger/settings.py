@@ -1,0 +1,114 @@
+"""The ledger's small key/value store, read and written through typed accessors only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from poller.ledger.schema import meta_table
+
+
+@dataclass(frozen=True)
+class TargetDown:
+    """The target did not answer: since when, and what it said last."""
+
+    since: dt.datetime  # naive UTC
+    error: str
+
+
+class Settings:
+    """Watermark, marks and what the runs leave for `status`, kept in `poller_meta`."""
+
+    engine: sa.engine.Engine
+
+    def get(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            query = sa.select(meta_table.c.value).where(meta_table.c.name == name)
+            return conn.execute(query).scalar()
+
+    def put(self, name: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                meta_table.update().where(meta_table.c.name == name).values(value=value))
+            if updated.rowcount == 0:
+                conn.execute(meta_table.insert().values(name=name, value=value))
+
+    def watermark(self) -> dt.datetime | None:
+        """The calldate (naive local, full precision) up to which calls have been taken."""
+        value = self.get("watermark")
+        return dt.datetime.fromisoformat(value) if value else None
+
+    def set_watermark(self, mark: dt.datetime) -> None:
+        self.put("watermark", mark.isoformat())
+
+    def cursor_mark(self, column: str) -> Any:
+        """How far the insertion-ordered `column` has been read (an int or a date-time)."""
+        value = self.get(f"cursor:{column}")
+        if not value:
+            return None
+        data = json.loads(value)
+        return dt.datetime.fromisoformat(data["value"]) if data["type"] == "datetime" \
+            else int(data["value"])
+
+    def set_cursor_mark(self, column: str, mark: Any) -> None:
+        data: dict[str, Any]
+        if isinstance(mark, dt.datetime):
+            data = {"type": "datetime", "value": mark.isoformat()}
+        else:
+            data = {"type": "int", "value": int(mark)}
+        self.put(f"cursor:{column}", json.dumps(data))
+
+    def last_run(self) -> dict[str, Any] | None:
+        """The report of the last run (RunReport.to_json), for `status`."""
+        value = self.get("last_run")
+        return json.loads(value) if value else None
+
+    def set_last_run(self, report: dict[str, Any]) -> None:
+        self.put("last_run", json.dumps(report))
+
+    def last_success(self) -> float | None:
+        """When a run last finished without failures (a UNIX time), for an alert to watch."""
+        value = self.get("last_success")
+        return float(value) if value else None
+
+    def set_last_success(self, when: float) -> None:
+        self.put("last_success", repr(when))
+
+    def origin(self) -> dt.datetime | None:
+        """Where the first run of this ledger started reading (naive local)."""
+        value = self.get("origin")
+        return dt.datetime.fromisoformat(value) if value else None
+
+    def set_origin(self, origin: dt.datetime) -> None:
+        self.put("origin", origin.isoformat())
+
+    def warned_on(self) -> dt.date | None:
+        """The day configuration warnings were last logged (they are logged once a day)."""
+        value = self.get("warned_on")
+        return dt.date.fromisoformat(value) if value else None
+
+    def set_warned_on(self, day: dt.date) -> None:
+        self.put("warned_on", day.isoformat())
+
+    def pruned_before(self) -> dt.datetime | None:
+        """Calls that began before this may have been forgotten (state.retention)."""
+        value = self.get("pruned_before")
+        return dt.datetime.fromisoformat(value) if value else None
+
+    def target_down(self) -> TargetDown | None:
+        value = self.get("target_down")
+        if not value:
+            return None
+        data = json.loads(value)
+        return TargetDown(dt.datetime.fromisoformat(data["since"]), data["error"])
+
+    def set_target_down(self, since: dt.datetime, error: str) -> None:
+        self.put("target_down", json.dumps({"since": since.isoformat(), "error": error[:500]}))
+
+    def clear_target_down(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(meta_table.delete().where(meta_table.c.name == "target_down"))

@@ -1,0 +1,268 @@
+"""`poller check`: is everything the poller touches usable, each on its own line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from poller.config.schema import Config
+from poller.errors import PollerError
+from poller.source.skew import rows_ahead
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+_WRITE_PRIVILEGES = re.compile(r"\b(ALL PRIVILEGES|INSERT|UPDATE|DELETE|DROP|ALTER)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    outcome: str  # ok | warn | FAIL
+    detail: str
+
+
+def run_checks(config: Config) -> list[Result]:
+    """Every check, in order; none of them writes to the cdr table or delivers anything."""
+    results = [Result("config", OK, "valid")]
+    for name, check in CHECKS:
+        try:
+            results.extend(check(config))
+        except PollerError as exc:
+            results.append(Result(name, FAIL, str(exc)))
+        except OSError as exc:  # a folder or file this user may not touch
+            where = f" {exc.filename}" if exc.filename else ""
+            results.append(Result(name, FAIL, f"{exc.strerror or exc}{where} (as {_user()})"))
+        except Exception as exc:  # a check must report, not crash the others
+            results.append(Result(name, FAIL, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+def _source(config: Config) -> Iterator[Result]:
+    from poller.source.table import CdrSource
+    from poller.templates import recording_fields
+
+    source = CdrSource(config.source, needed=recording_fields(config.recordings.name))
+    try:
+        newest = source.newest_calldate()
+        yield Result("source", OK, f"table {config.source.table!r} readable, "
+                     f"newest row {newest.isoformat(sep=' ') if newest else 'none (empty)'}")
+        for warning in source.warnings:
+            yield Result("source columns", WARN, warning)
+        ahead = rows_ahead(newest, ZoneInfo(config.source.timezone), dt.datetime.now(dt.UTC))
+        if ahead:
+            yield Result("source clock", WARN, ahead)
+        yield _grants(source)
+    finally:
+        source.close()
+
+
+def _grants(source: object) -> Result:
+    """The poller's user should only read: look at its grants, never try a write."""
+    engine = source.engine  # type: ignore[attr-defined]
+    if engine.dialect.name != "mysql":
+        return Result("source grants", OK, f"{engine.dialect.name}: no grants to inspect")
+    database = engine.url.database or ""
+    table = source.config.table  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        grants = [row[0] for row in conn.exec_driver_sql("SHOW GRANTS FOR CURRENT_USER()")]
+    # only the privilege part (never the IDENTIFIED BY … hash), and only grants that reach the
+    # cdr table: on *.*, on its database, or on the table itself
+    scopes = {"*.*", f"`{database}`.*", f"`{database}`.`{table}`"}
+    writable = []
+    for grant in grants:
+        privileges, _, rest = grant.partition(" ON ")
+        scope = rest.split(" TO ")[0].strip()
+        if scope in scopes and _WRITE_PRIVILEGES.search(privileges):
+            writable.append(f"{privileges.removeprefix('GRANT ')} ON {scope}")
+    if writable:
+        return Result("source grants", WARN, "the user may write to the cdr table (recommended: "
+                      f"SELECT only, see sql/grant-readonly.sql): {writable[0][:120]}")
+    return Result("source grants", OK, "read-only on the cdr table")
+
+
+def _writable_folder(folder: Path) -> str:
+    """How `folder` is writable by this user, found by writing a file there and removing it;
+    a folder not there yet is judged by its nearest existing parent. Nothing is left behind (a
+    check run as root must not leave root-owned folders the poller's user cannot write)."""
+    if not folder.exists():
+        parent = next((p for p in folder.parents if p.exists()), Path("/"))
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PollerError(f"{folder} does not exist and {parent} is not writable by "
+                              f"{_user()}: create it for the poller's user")
+        return f"{folder} will be made by the first run"
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-"):
+            pass
+    except OSError as exc:
+        raise PollerError(f"{folder} is not writable by {_user()} ({exc.strerror}): "
+                          f"chown it to the poller's user") from None
+    return f"{folder} writable"
+
+
+def _writable_file(path: Path) -> None:
+    """A file the runs rewrite in place must be writable by this user (opened, not changed)."""
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise PollerError(f"{path} is not writable by {_user()} (owner {_owner(path)}): "
+                          "chown it to the poller's user")
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _owner(path: Path) -> str:
+    import pwd
+
+    uid = path.stat().st_uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _newest_days(root: Path) -> list[Path]:
+    """The newest YYYY, YYYY/MM and YYYY/MM/DD folders under `root`: where the next files go."""
+    found, folder = [], root
+    for _ in range(3):
+        children = sorted(p for p in folder.glob("[0-9]*") if p.is_dir()) \
+            if folder.is_dir() else []
+        if not children:
+            break
+        folder = children[-1]
+        found.append(folder)
+    return found
+
+
+def _state(config: Config) -> Iterator[Result]:
+    from poller.ledger.store import Ledger
+
+    state_dir = Path(config.state.dir)
+    detail = _writable_folder(state_dir)
+    for name in ("tmp", "directory"):
+        if (state_dir / name).is_dir():
+            _writable_folder(state_dir / name)
+    for name in ("poller.lock", "journal", "state.db", "state.db-wal", "state.db-shm"):
+        _writable_file(state_dir / name)
+    yield Result("state.dir", OK, detail)
+    ledger = Ledger.open_existing(config.state.database_url, read_only=True)
+    if ledger is None:
+        yield Result("state database", OK, "no ledger yet: the first run makes it")
+        return
+    try:
+        mark = ledger.watermark()
+        counts = ledger.counts()
+    finally:
+        ledger.close()
+    _ledger_writable(config.state.database_url)
+    shown = mark.isoformat(sep=" ") if mark else "none yet"
+    yield Result("state database", OK, f"watermark {shown}, {sum(counts.values())} calls "
+                 "known, writable")
+
+
+def _ledger_writable(url: str) -> None:
+    """Write to the ledger as the runs would, and roll it back."""
+    import sqlalchemy as sa
+
+    from poller.ledger.store import Ledger
+
+    ledger = Ledger(url, create=False)
+    try:
+        with ledger.engine.connect() as conn, conn.begin() as transaction:
+            conn.exec_driver_sql("UPDATE poller_meta SET value = value "
+                                 "WHERE name = 'schema_version'")
+            transaction.rollback()
+    except sa.exc.OperationalError as exc:
+        database = sa.engine.make_url(url).database or ""
+        owner = f" (owner {_owner(Path(database))})" if Path(database).is_file() else ""
+        raise PollerError(f"the ledger is not writable by {_user()}{owner}: "
+                          f"{getattr(exc, 'orig', exc)}") from None
+    finally:
+        ledger.close()
+
+
+def _target(config: Config) -> Iterator[Result]:
+    if config.target.kind == "archive":
+        root = Path(config.target.archive.dir)
+        detail = _writable_folder(root)
+        for folder in _newest_days(root):
+            _writable_folder(folder)
+        yield Result("target", OK, "archive " + detail)
+        return
+    from poller.targets.easla.target import EaslaTarget
+
+    target = EaslaTarget(config.target.easla, None)  # no WSDL cache: check makes nothing
+    try:
+        yield Result("target", OK, f"easla at {config.target.easla.url}: logged in, process "
+                     f"{target.process}, object definition {target.objectdef}")
+    finally:
+        target.close()
+
+
+def _encoder(config: Config) -> Iterator[Result]:
+    out = subprocess.run([sys.executable, "-c", "import lameenc, poller.recordings.encoder"],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        yield Result("encoder", FAIL, out.stderr.strip().splitlines()[-1])
+    else:
+        yield Result("encoder", OK, "in-process LAME (lameenc) for PCM, A-law and mu-law WAV")
+    ffmpeg = shutil.which(config.transcode.ffmpeg)
+    if ffmpeg:
+        yield Result("ffmpeg", OK, ffmpeg)
+    else:
+        yield Result("ffmpeg", WARN, f"{config.transcode.ffmpeg!r} not found: needed only for "
+                     "GSM (wav49) and other non-PCM recordings")
+
+
+def _recordings(config: Config) -> Iterator[Result]:
+    folder = Path(config.recordings.dir)
+    if not folder.is_dir():
+        yield Result("recordings", FAIL, f"{folder} is not a directory")
+    elif not os.access(folder, os.R_OK | os.X_OK):
+        yield Result("recordings", FAIL, f"{folder} is not readable by this user "
+                     "(add it to the asterisk group)")
+    elif config.recordings.after_upload == "delete" and not all(
+            os.access(f, os.W_OK) for f in [folder, *_newest_days(folder)]):
+        stuck = next(f for f in [folder, *_newest_days(folder)] if not os.access(f, os.W_OK))
+        yield Result("recordings", FAIL, f"{stuck} is not writable by {_user()}, and "
+                     "recordings.after_upload = \"delete\" needs it (a ReadWritePaths= line in "
+                     "the systemd unit)")
+    else:
+        yield Result("recordings", OK, f"{folder} readable")
+
+
+def _metrics(config: Config) -> Iterator[Result]:
+    if config.metrics.file:
+        path = Path(config.metrics.file)
+        _writable_file(path)
+        yield Result("metrics", OK, f"{path.name} in " + _writable_folder(path.parent))
+
+
+def _callers(config: Config) -> Iterator[Result]:
+    """The directory read once, as a run reads it (nothing kept: no copy in state.dir)."""
+    if not config.callers.enabled:
+        return
+    from poller.callers.directory import describe, verify
+
+    count = verify(config.callers)
+    per_run = " (asked per run with :numbers)" if "numbers" in config.callers.query else ""
+    yield Result("callers", OK if count else WARN,
+                 f"{describe(config.callers)}: {count} subscribers{per_run}")
+
+
+CHECKS: list[tuple[str, Callable[[Config], Iterator[Result]]]] = [
+    ("source", _source), ("state", _state), ("target", _target), ("encoder", _encoder),
+    ("recordings", _recordings), ("metrics", _metrics), ("callers", _callers),
+]

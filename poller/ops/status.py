@@ -1,0 +1,267 @@
+"""What `poller status` shows: watermark and lag, waiting and failed calls, the last run.
+
+Every time is shown in the source time zone with its offset, beside a "now" in that zone;
+every value that came from the PBX is shown with its control characters escaped. The ledger is
+opened read-only, so a monitoring user that may only read it can look.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from poller.config.schema import Config
+from poller.errors import PollerError
+from poller.ledger.schema import Entry
+from poller.ledger.settings import TargetDown
+from poller.ledger.store import Ledger
+from poller.logs import escape_controls
+from poller.model import PENDING, UNBUILT, IncidentStage, Stage
+from poller.run.lock import held_by
+from poller.source.skew import rows_ahead
+
+SHOWN = 50  # calls listed per section; the JSON and the text say when a list is cut
+
+
+@dataclass
+class Status:
+    watermark: dt.datetime | None
+    newest_row: dt.datetime | None
+    source_error: str | None
+    counts: dict[Stage, int]
+    pending: list[Entry] = field(default_factory=list)
+    failed: list[Entry] = field(default_factory=list)
+    last_run: dict[str, Any] | None = None
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))  # aware
+    target_down: TargetDown | None = None
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    run_pid: int | None = None  # the run working now (it holds the lock), if any
+    clock_warning: str | None = None
+    incidents: dict[IncidentStage, int] = field(default_factory=dict)
+    failed_incidents: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def waiting(self) -> int:
+        return sum(self.counts.get(stage, 0) for stage in PENDING)
+
+    @property
+    def lag(self) -> dt.timedelta | None:
+        """How far the watermark is behind the newest cdr row."""
+        if self.watermark is None or self.newest_row is None:
+            return None
+        return max(self.newest_row - self.watermark, dt.timedelta(0))
+
+    @property
+    def oldest_waiting(self) -> Entry | None:
+        """The undelivered call that started first (the list is ordered by start)."""
+        return self.pending[0] if self.pending else None
+
+    def local(self, naive_local: dt.datetime | None) -> dt.datetime | None:
+        return naive_local.replace(tzinfo=self.zone) if naive_local is not None else None
+
+    def from_utc(self, naive_utc: dt.datetime | None) -> dt.datetime | None:
+        if naive_utc is None:
+            return None
+        return naive_utc.replace(tzinfo=dt.UTC).astimezone(self.zone)
+
+
+def collect(config: Config, now: dt.datetime | None = None) -> Status:
+    zone = ZoneInfo(config.source.timezone)
+    status = Status(None, None, None, {}, now=now or dt.datetime.now(dt.UTC), zone=zone,
+                    run_pid=held_by(config.state.dir))
+    ledger = Ledger.open_existing(config.state.database_url, read_only=True)
+    if ledger is not None:
+        try:
+            status.target_down = ledger.target_down()
+            status.counts = ledger.counts()
+            status.watermark = ledger.watermark()
+            status.pending = ledger.entries(PENDING, limit=SHOWN)
+            status.failed = ledger.entries([Stage.FAILED], limit=SHOWN)
+            status.last_run = ledger.last_run()
+            status.incidents = ledger.incident_counts()
+            status.failed_incidents = ledger.failed_incidents(limit=SHOWN)
+        finally:
+            ledger.close()
+    try:
+        from poller.source.table import CdrSource
+
+        source = CdrSource(config.source)
+        try:
+            status.newest_row = source.newest_calldate()
+        finally:
+            source.close()
+    except PollerError as exc:
+        status.source_error = str(exc)
+    status.clock_warning = rows_ahead(status.newest_row, zone, status.now)
+    return status
+
+
+STATUS_SCHEMA = 1
+
+
+def to_json(status: Status) -> dict[str, Any]:
+    """`poller status --json`: the documented, stable form (see the README)."""
+    def when(value: dt.datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    def utc(value: dt.datetime | None) -> str | None:
+        return value.isoformat() + "Z" if value is not None else None
+
+    def entry(e: Entry) -> dict[str, Any]:
+        return {
+            "key": e.key, "stage": e.stage, "start": e.call.start.isoformat(),
+            "number": e.call.number, "status": e.call.status, "attempts": e.attempts,
+            "last_error": e.last_error,
+            "reason": _why_waiting(e, status) if e.stage in PENDING else None,
+            "next_attempt_at": utc(e.next_attempt_at), "object_id": e.object_id,
+        }
+
+    lag, oldest = status.lag, status.oldest_waiting
+    down = status.target_down
+    return {
+        "schema": STATUS_SCHEMA,
+        "now": status.now.astimezone(status.zone).isoformat(timespec="seconds"),
+        "zone": status.zone.key,
+        "watermark": when(status.local(status.watermark)),
+        "newest_row": when(status.local(status.newest_row)),
+        "lag_seconds": int(lag.total_seconds()) if lag is not None else None,
+        "oldest_waiting": None if oldest is None else {
+            "key": oldest.key, "start": oldest.call.start.isoformat(),
+            "seconds": int((status.now - oldest.call.start).total_seconds())},
+        "source_error": status.source_error,
+        "clock_warning": status.clock_warning,
+        "run_in_progress": status.run_pid,
+        "calls": {stage: status.counts.get(stage, 0) for stage in Stage},
+        "target": ({"up": False, "down_since": utc(down.since), "error": down.error} if down
+                   else {"up": True, "down_since": None, "error": None}),
+        "waiting": [entry(e) for e in status.pending],
+        "waiting_total": status.waiting,
+        "failed": [entry(e) for e in status.failed],
+        "failed_total": status.counts.get(Stage.FAILED, 0),
+        "incidents": {stage: status.incidents.get(stage, 0) for stage in IncidentStage},
+        "failed_incidents": [{"key": i["incident_key"], "attempts": i["attempts"],
+                              "last_error": i["last_error"]} for i in status.failed_incidents],
+        "last_run": status.last_run,
+    }
+
+
+def render(status: Status) -> str:
+    lines = [f"now:         {_at(status.now.astimezone(status.zone))} ({status.zone.key}; "
+             "every time below is in this zone)",
+             f"watermark:   {_at(status.local(status.watermark)) or 'none yet'}"]
+    if status.source_error:
+        lines.append(f"cdr table:   unreachable: {status.source_error}")
+    elif status.newest_row is not None:
+        lag = status.lag
+        lines.append(f"newest row:  {_at(status.local(status.newest_row))}"
+                     + (f" (watermark {_duration(lag)} behind)" if lag is not None else ""))
+    else:
+        lines.append("newest row:  the cdr table is empty")
+    if status.clock_warning:
+        lines.append(f"clock:       {status.clock_warning}")
+    oldest = status.oldest_waiting
+    if oldest is not None:
+        lines.append(f"lag:         the oldest call waiting started "
+                     f"{_duration(status.now - oldest.call.start)} ago "
+                     f"({_at(oldest.call.start.astimezone(status.zone))}, {oldest.key})")
+    counts = ", ".join(f"{stage} {n}" for stage, n in sorted(status.counts.items())) or "none"
+    lines.append(f"calls:       {counts}")
+    lines.extend(_callers_and_incidents(status))
+    if status.run_pid is not None:
+        lines.append(f"run:         in progress (pid {status.run_pid})")
+    if status.target_down is not None:
+        down = status.target_down
+        lines.append(f"target:      down since {_at(status.from_utc(down.since))} "
+                     f"({down.error}), {status.waiting} calls waiting; no call is charged "
+                     "for it, the next run tries again")
+    settling = (status.last_run or {}).get("settling", 0)
+    if settling:
+        lines.append(f"settling:    {_count(settling, 'call')} ended less than source.settle "
+                     "before the last run; the next run takes them")
+    if status.pending:
+        lines.append(f"waiting{_cut(len(status.pending), status.waiting)}:")
+        for entry in status.pending:
+            lines.append(f"  {entry.key:<24} {entry.stage:<8} {_why_waiting(entry, status)}")
+    if status.failed:
+        total = status.counts.get(Stage.FAILED, 0)
+        lines.append(f"failed{_cut(len(status.failed), total)} (requeue: `poller retry KEY ...` "
+                     "or `poller retry --failed`):")
+        for entry in status.failed:
+            line = f"  {entry.key:<24} {_count(entry.attempts, 'attempt')}: {entry.last_error}"
+            if entry.call.status == UNBUILT:  # retry cannot help: its rows must be read again
+                since = entry.call.first_calldate.date().isoformat()
+                line += f" (once fixed: poller run --since {since})"
+            lines.append(line)
+    lines.extend(_last_run(status))
+    return "\n".join(escape_controls(line) for line in lines)
+
+
+def _callers_and_incidents(status: Status) -> list[str]:
+    lines = []
+    callers = (status.last_run or {}).get("callers") or {}
+    if callers.get("matched") or callers.get("unmatched"):
+        lines.append(f"callers:     {callers['matched']} matched, {callers['unmatched']} "
+                     "unmatched in the last run")
+    if status.incidents:
+        counts = ", ".join(f"{stage} {n}" for stage, n in sorted(status.incidents.items()))
+        lines.append(f"incidents:   {counts}")
+    for incident in status.failed_incidents:
+        lines.append(f"  incident {incident['incident_key']:<15} parked after "
+                     f"{_count(incident['attempts'], 'attempt')}: {incident['last_error']} "
+                     "(requeue: `poller retry KEY`)")
+    return lines
+
+
+def _last_run(status: Status) -> list[str]:
+    run = status.last_run
+    if not run:
+        return ["last run:    never"]
+    finished = run.get("finished_at")
+    shown = finished or "?"
+    if finished:
+        stamp = dt.datetime.fromisoformat(finished.replace("Z", "+00:00"))
+        shown = _at(stamp.astimezone(status.zone))
+    if run.get("config_error"):
+        return [f"last run:    {shown}: stopped by the configuration: {run['config_error']}"]
+    delivered = sum(run.get("delivered", {}).values())
+    lines = [f"last run:    {shown}: {delivered} delivered, {run.get('failures', 0)} failed, "
+             f"{_count(run.get('rows', 0), 'row')} read, {run.get('seconds', 0)}s"]
+    lines += [f"  stopped by: {problem}" for problem in run.get("unavailable", [])]
+    return lines
+
+
+def _why_waiting(entry: Entry, status: Status) -> str:
+    if entry.last_error:
+        when = _at(status.from_utc(entry.next_attempt_at)) or "the next run"
+        return f"retry at {when} after: {entry.last_error}"
+    if entry.note:
+        return entry.note
+    if status.run_pid is not None:
+        return f"due: the run in progress (pid {status.run_pid}) is delivering it, or will"
+    return "due at the next run"
+
+
+def _at(moment: dt.datetime | None) -> str:
+    """`2026-11-26 09:40:00 +03:00`, or "" for none."""
+    return f"{moment:%Y-%m-%d %H:%M:%S} {moment.isoformat()[-6:]}" if moment is not None else ""
+
+
+def _cut(shown: int, total: int) -> str:
+    return f" ({shown} of {total} shown)" if total > shown else ""
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _duration(delta: dt.timedelta | None) -> str:
+    if delta is None:
+        return "?"
+    seconds = max(int(delta.total_seconds()), 0)
+    days, seconds = divmod(seconds, 86400)
+    hours, rest = divmod(seconds, 3600)
+    if days:
+        return f"{days}d{hours:02d}h"
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

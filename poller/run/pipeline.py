@@ -1,0 +1,272 @@
+"""One run, and the one place that builds its collaborators.
+
+A run has two phases that meet only in the ledger: reading records every call it builds
+(incoming ones as pending, the rest as skipped) and moves the watermark; delivery works from the
+ledger alone, so a call that failed in an earlier run is retried without reading the cdr table
+again. `run_once` builds the lock, ledger, source, target, encoder and clock, and hands each
+phase only what it uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from poller.config.schema import Config
+from poller.errors import ConfigError, ServiceUnavailable, TargetUnavailable
+from poller.ledger.journal import Journal
+from poller.ledger.schema import utcnow
+from poller.ledger.store import Ledger
+from poller.recordings.transcode import Encoded, to_mp3
+from poller.run.delivery import Courier, deliver_due, due_before
+from poller.run.dryrun import DryRunLedger
+from poller.run.enrich import Enricher
+from poller.run.incident_delivery import deliver_incidents
+from poller.run.lock import RunLock
+from poller.run.marks import Moment, backfill_slices, forget_before
+from poller.run.metrics import LedgerFigures
+from poller.run.reading import Reading, RunLedger
+from poller.run.report import Progress, RunOptions, RunReport
+from poller.run.scan import Builder
+from poller.source.table import CdrSource
+from poller.targets.interface import LazyTarget, Target
+from poller.targets.kinds import open_target, upkeep
+from poller.templates import recording_fields
+
+__all__ = ["Progress", "RunOptions", "RunReport", "run_once"]
+
+log = logging.getLogger("poller")
+
+
+def run_once(config: Config, options: RunOptions | None = None,
+             target_factory: Callable[[Config], Target] | None = None) -> RunReport:
+    """One batch under the run lock (a backfill: one per day of its range, the lock released
+    in between). A cron run that finds the lock held raises LockHeld."""
+    options = options or RunOptions()
+    moment = _moment(config, options)
+    if options.dry_run:
+        started = time.monotonic()
+        report = RunReport()
+        _dry_run(config, options, moment, report)
+        report.seconds = time.monotonic() - started
+        return report
+    if options.backfill:
+        return _backfill(config, options, moment, target_factory)
+    return _batch(config, options, moment, target_factory)
+
+
+def _moment(config: Config, options: RunOptions) -> Moment:
+    return Moment((options.now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC),
+                  ZoneInfo(config.source.timezone))
+
+
+def _backfill(config: Config, options: RunOptions, moment: Moment,
+              target_factory: Callable[[Config], Target] | None) -> RunReport:
+    """A backfill a day at a time, each under the lock on its own: a long one never keeps the
+    cron runs (and live calls) waiting for its end."""
+    if options.since is None:  # from the ledger's origin: one batch
+        return _batch(config, options, moment, target_factory)
+    slices = backfill_slices(options.since, options.until, moment)
+    started = time.monotonic()
+    total = RunReport()
+    for number, (start, stop) in enumerate(slices, 1):
+        # a limit reached still reads the remaining days into the ledger, as one batch would
+        limit = None if options.limit is None else max(options.limit - total.delivered_count, 0)
+        if options.should_stop():
+            break
+        part = dataclasses.replace(options, since=start, until=stop, limit=limit,
+                                   progress=_overall(options, slices, total))
+        report = _batch(config, part, _moment(config, options), target_factory)
+        total.add(report)
+        if number < len(slices):
+            log.info("backfill: %s done (%d of %d days): %s; the lock is free until the next "
+                     "day, for cron runs to deliver live calls", start.date().isoformat(),
+                     number, len(slices), report.summary())
+    total.seconds = time.monotonic() - started
+    if len(slices) > 1:  # `status` shows the whole backfill, not its last day
+        ledger = Ledger(config.state.database_url)
+        try:
+            _save_last_run(ledger, total)
+        finally:
+            ledger.close()
+    return total
+
+
+def _overall(options: RunOptions, slices: list[tuple[dt.datetime, dt.datetime | None]],
+             done: RunReport) -> Callable[[Progress], None] | None:
+    """A day's progress shown as the whole backfill's."""
+    progress = options.progress
+    if progress is None:
+        return None
+    since, last = slices[0][0], slices[-1][1]
+
+    def show(day: Progress) -> None:
+        progress(dataclasses.replace(day, start=since, stop=last or day.stop,
+                                     rows=done.rows + day.rows,
+                                     new_calls=done.new_calls + day.new_calls))
+
+    return show
+
+
+def _batch(config: Config, options: RunOptions, moment: Moment,
+           target_factory: Callable[[Config], Target] | None) -> RunReport:
+    started = time.monotonic()
+    report = RunReport()
+    figures: LedgerFigures | None = None
+    metrics_file = options.metrics_file or config.metrics.file
+    # a backfill waits for the lock; the minutely run gives way at once
+    with RunLock(config.state.dir, wait=options.backfill):
+        _clear_leftovers(config.state.dir)
+        ledger = Ledger(config.state.database_url)
+        try:
+            journal = Journal(config.state.dir)
+        except BaseException:
+            ledger.close()
+            raise
+        target = LazyTarget(functools.partial(target_factory or open_target, config))
+        try:
+            journal.open(ledger)  # steps a killed or refused run could not record, first
+            enrich = Enricher.build(config.callers, config.incidents, config.state.dir,
+                                    moment.zone, moment.now, report)
+            oldest_read = _read(config, options, moment, ledger, report, enrich)
+            _deliver(config, options, moment, ledger, journal, target, report)
+            if not options.backfill:
+                _upkeep(config, moment, ledger, oldest_read)
+        except ConfigError as exc:  # found at run time (credentials, a column): not clean
+            report.config_error = str(exc)
+            raise
+        finally:
+            journal.close()
+            target.close()
+            report.seconds = time.monotonic() - started
+            report.finished_at = utcnow().isoformat(timespec="seconds") + "Z"
+            _save_last_run(ledger, report)
+            if metrics_file:
+                figures = _figures(ledger, report)
+            ledger.close()
+    if metrics_file:
+        from poller.run.metrics import write_metrics
+
+        write_metrics(metrics_file, report, figures)
+    return report
+
+
+def _read(config: Config, options: RunOptions, moment: Moment, ledger: RunLedger,
+          report: RunReport, enrich: Enricher | None = None) -> dt.datetime | None:
+    """Phase one; returns the earliest calldate read. An unreachable source stops only this
+    phase: calls already in the ledger are still delivered. A dry run reads without `enrich`:
+    the directory's copy in state.dir would be written."""
+    builder = Builder(config.source.incoming, moment.zone, config.recordings.name, moment.now,
+                      float(config.source.max_call_length))
+    try:
+        source = CdrSource(config.source, needed=recording_fields(config.recordings.name))
+        try:
+            reading = Reading(source, ledger, config.source, builder, options, moment, report,
+                              enrich)
+            reading.execute()
+            return reading.oldest_read
+        finally:
+            source.close()
+            if enrich is not None:
+                report.directory_seconds = enrich.callers.seconds
+    except ServiceUnavailable as exc:
+        log.error("%s", exc)
+        report.unavailable.append(str(exc))
+        return None
+
+
+def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger,
+             journal: Journal, target: LazyTarget, report: RunReport) -> None:
+    """Phase two. An outage of the target stops it without charging any call; the ledger
+    keeps since when the target is down, for `status` and the metrics."""
+    courier = Courier(
+        ledger, journal, target, functools.partial(_encode, config=config),
+        config.recordings, config.retry, Path(config.state.dir) / "tmp", moment, report)
+    down = ledger.target_down()
+    try:
+        deliver_due(courier, options)
+        if config.incidents.enabled:
+            deliver_incidents(courier, config.incidents.attributes, options)
+    except TargetUnavailable as exc:
+        since = down.since if down is not None else moment.utc
+        log.error("%s; target down since %s UTC: no call is charged, the next run tries again",
+                  exc, since.isoformat(sep=" ", timespec="seconds"))
+        report.unavailable.append(str(exc))
+        report.target_down_since = since.isoformat(timespec="seconds") + "Z"
+        try:
+            ledger.set_target_down(since, str(exc))
+        except Exception as failure:  # the state database may be what is failing too
+            log.warning("could not record the target's outage: %s", failure)
+        return
+    except ServiceUnavailable as exc:
+        log.error("%s; the remaining calls wait for the next run", exc)
+        report.unavailable.append(str(exc))
+        return
+    if down is not None and target.opened is not None:
+        log.info("the target answers again (down since %s UTC: %s)",
+                 down.since.isoformat(sep=" ", timespec="seconds"), down.error)
+        ledger.clear_target_down()
+
+
+def _encode(files: list[Path], mp3: Path, call_seconds: int, config: Config) -> Encoded:
+    return to_mp3(files, mp3, config.transcode, call_seconds=call_seconds)
+
+
+def _dry_run(config: Config, options: RunOptions, moment: Moment, report: RunReport) -> None:
+    """Read as a real run would and list what it would deliver; no lock, nothing written."""
+    existing = Ledger.open_existing(config.state.database_url)
+    ledger = DryRunLedger(existing)
+    try:
+        _read(config, options, moment, ledger, report)
+        report.planned.extend(ledger.due(due_before(options, moment), options.since,
+                                         options.until))
+    finally:
+        if existing is not None:
+            existing.close()
+
+
+def _upkeep(config: Config, moment: Moment, ledger: Ledger,
+            oldest_read: dt.datetime | None) -> None:
+    """Forget old delivered calls (never ones the next read may meet); the target's own."""
+    retention = dt.timedelta(seconds=config.state.retention)
+    before = forget_before(retention, dt.timedelta(seconds=config.source.lookback),
+                           ledger.watermark(), oldest_read, config.source.cursor == "calldate",
+                           moment)
+    pruned = ledger.prune(before) if before is not None else 0
+    if pruned:
+        log.info("ledger: forgot %d delivered calls older than %g days", pruned,
+                 retention.total_seconds() / 86400)
+    upkeep(config, moment.local.date())
+
+
+def _clear_leftovers(state_dir: str) -> None:
+    """Temporary files of a run that was killed: under the lock no other run is using them."""
+    for path in (Path(state_dir) / "tmp").glob("*"):
+        try:
+            path.unlink()
+        except OSError as exc:
+            log.warning("could not remove leftover %s: %s", path, exc)
+
+
+def _save_last_run(ledger: Ledger, report: RunReport) -> None:
+    try:
+        ledger.set_last_run({**report.to_json(), "config_error": report.config_error})
+    except Exception as exc:  # never mask the run's own outcome
+        log.warning("could not record the last run: %s", exc)
+
+
+def _figures(ledger: Ledger, report: RunReport) -> LedgerFigures | None:
+    try:
+        if report.exit_code == 0:
+            ledger.set_last_success(dt.datetime.now(dt.UTC).timestamp())
+        return LedgerFigures(ledger.counts(), ledger.watermark(), ledger.last_success(),
+                             ledger.target_down())
+    except Exception as exc:  # metrics never fail a run
+        log.warning("metrics: could not read the ledger: %s", exc)
+        return None

@@ -1,0 +1,143 @@
+"""What a run is asked to do, how far it has come, and what it did."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from poller.errors import ExitCode
+from poller.model import Call
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What one `poller run` was asked to do."""
+
+    since: dt.datetime | None = None  # naive, source time zone; a backfill when set
+    until: dt.datetime | None = None
+    dry_run: bool = False
+    force: bool = False  # backfill even where the ledger has forgotten delivered calls
+    limit: int | None = None
+    now: dt.datetime | None = None  # aware; tests pin the clock
+    metrics_file: str | None = None  # overrides [metrics] file
+    # asked between calls: a follow-mode service stops after the call in hand
+    should_stop: Callable[[], bool] = field(default=lambda: False, compare=False)
+    # told how far a long read has come (a progress bar on a terminal)
+    progress: Callable[[Progress], None] | None = field(default=None, compare=False)
+
+    @property
+    def backfill(self) -> bool:
+        return self.since is not None or self.until is not None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the read of one run has come."""
+
+    position: dt.datetime  # the first calldate of the call just read (naive local)
+    start: dt.datetime
+    stop: dt.datetime
+    rows: int
+    new_calls: int
+
+    @property
+    def fraction(self) -> float:
+        span = (self.stop - self.start).total_seconds()
+        done = (self.position - self.start).total_seconds()
+        return min(max(done / span, 0.0), 1.0) if span > 0 else 1.0
+
+
+@dataclass
+class RunReport:
+    """What a run did, for the summary line, `status` and the exit code."""
+
+    rows: int = 0
+    new_calls: int = 0
+    skipped: int = 0
+    delivered: Counter[str] = field(default_factory=Counter)
+    recordings: int = 0
+    recording_bytes: int = 0
+    failures: int = 0
+    parked: int = 0
+    waiting: int = 0
+    settling: int = 0  # calls that ended less than source.settle ago: taken next run
+    unavailable: list[str] = field(default_factory=list)
+    target_down_since: str | None = None  # ISO UTC, while the target does not answer
+    planned: list[Call] = field(default_factory=list)
+    seconds: float = 0.0
+    watermark: str | None = None
+    newest_row: str | None = None  # the latest calldate this run read
+    source_read: bool = False  # the cdr table was read (even if nothing new was there)
+    finished_at: str = ""
+    config_error: str | None = None  # what stopped the run with exit 2, never a clean run
+    callers_matched: int = 0  # new incoming calls whose caller the directory knows
+    callers_unmatched: int = 0
+    directory_seconds: float = 0.0  # spent reading the directory
+    incidents_opened: int = 0  # decided by this run's new calls
+    incidents_joined: int = 0
+    incidents_created: int = 0  # made in the target
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.config_error:
+            return ExitCode.CONFIG
+        return ExitCode.PARTIAL if self.failures or self.unavailable else ExitCode.OK
+
+    @property
+    def delivered_count(self) -> int:
+        return sum(self.delivered.values())
+
+    def add(self, other: RunReport) -> None:
+        """Count another batch of the same run in (a backfill's days): figures add up, the
+        latest marks and times stand."""
+        for item in fields(self):
+            mine, theirs = getattr(self, item.name), getattr(other, item.name)
+            if isinstance(mine, bool):
+                setattr(self, item.name, mine or theirs)
+            elif isinstance(mine, int | float | Counter):
+                setattr(self, item.name, mine + theirs)
+            elif isinstance(mine, list):
+                mine.extend(x for x in theirs if x not in mine)
+            elif theirs not in (None, ""):
+                setattr(self, item.name, theirs)
+
+    def summary(self) -> str:
+        statuses = ", ".join(f"{name} {count}" for name, count in sorted(self.delivered.items()))
+        callers = ""
+        if self.callers_matched or self.callers_unmatched:
+            callers = (f"callers {self.callers_matched} matched, {self.callers_unmatched} "
+                       "unmatched, ")
+        incidents = ""
+        if self.incidents_opened or self.incidents_joined or self.incidents_created:
+            incidents = (f"incidents {self.incidents_opened} opened, {self.incidents_joined} "
+                         f"calls joined, {self.incidents_created} made, ")
+        return (f"delivered {plural(sum(self.delivered.values()), 'call')} "
+                f"({statuses or 'none'}), {plural(self.recordings, 'recording')}, "
+                f"{self.new_calls} new, {self.skipped} skipped, "
+                f"{callers}{incidents}"
+                f"{self.waiting} waiting, {self.failures} failed ({self.parked} parked), "
+                f"{self.rows} rows read, {self.seconds:.2f}s")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows, "new_calls": self.new_calls, "skipped": self.skipped,
+            "delivered": dict(self.delivered), "recordings": self.recordings,
+            "recording_bytes": self.recording_bytes,
+            "failures": self.failures, "parked": self.parked, "waiting": self.waiting,
+            "settling": self.settling,
+            "unavailable": self.unavailable, "target_down_since": self.target_down_since,
+            "seconds": round(self.seconds, 3),
+            "watermark": self.watermark, "newest_row": self.newest_row,
+            "finished_at": self.finished_at,
+            "callers": {"matched": self.callers_matched, "unmatched": self.callers_unmatched},
+            "incidents": {"opened": self.incidents_opened, "joined": self.incidents_joined,
+                          "created": self.incidents_created},
+        }
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 call`, `2 calls`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -1,0 +1,302 @@
+"""Reads of the cdr table with SQLAlchemy Core: bounded calldate windows, raw text decoded.
+
+Every read is a range on the calldate index (present in the stock FreePBX and Asterisk
+schemas), so the cost of one window does not grow with the size of the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from poller.config.schema import SourceConfig
+from poller.databases import missing_table, redact_url
+from poller.errors import ConfigError, SourceSchemaError
+from poller.model import Leg
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("calldate", "clid", "src", "dst", "dcontext", "channel", "dstchannel", "lastapp",
+            "duration", "billsec", "disposition", "uniqueid")
+OPTIONAL = ("linkedid", "sequence", "did", "cnum", "cnam", "recordingfile", "accountcode",
+            "userfield")
+INTEGER_COLUMNS = ("duration", "billsec", "sequence")
+
+
+def decode_text(raw: Any, legacy_encoding: str) -> str:
+    """UTF-8 where the bytes are UTF-8, else the site's legacy code page; never raises."""
+    if type(raw) is not bytes:  # bytes is what the binary casts of _select() give: tested first
+        if raw is None:
+            return ""
+        if isinstance(raw, str):
+            return raw
+        raw = bytes(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode(legacy_encoding, errors="replace")
+
+
+def _to_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _to_datetime(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=None, microsecond=0)
+    if isinstance(value, (str, bytes)):  # SQLite text, or MySQL's zero date
+        text = value.decode() if isinstance(value, bytes) else value
+        try:
+            return dt.datetime.fromisoformat(text.strip()).replace(tzinfo=None, microsecond=0)
+        except ValueError:
+            return None
+    return None
+
+
+class CdrSource:
+    """The cdr table of one PBX, read-only."""
+
+    def __init__(self, config: SourceConfig, needed: Iterable[str] = ()):
+        self.config = config
+        self.engine = _make_engine(config.url)
+        # one connection for the whole run: connecting (a TLS context, a handshake) costs more
+        # than an idle run's queries
+        self._conn: Connection | None = None
+        self.cursor = config.cursor
+        self.warnings: list[str] = []  # what the table's columns make of the configuration
+        self.table = self._reflect(set(needed) | {self.cursor})
+        self._columns = list(self.table.c.keys())
+        # what _leg does with each column of a row, by position: a backfill converts millions
+        self._integers = [(i, n) for i, n in enumerate(self._columns) if n in INTEGER_COLUMNS]
+        self._texts = [(i, n) for i, n in enumerate(self._columns)
+                       if n not in INTEGER_COLUMNS and n not in ("calldate", self.cursor)]
+        self._calldate_at = self._columns.index("calldate")
+        self._cursor_at = self._columns.index(self.cursor)
+        self._sqlite = self.engine.dialect.name == "sqlite"
+
+    def _reflect(self, needed: set[str]) -> sa.TableClause:
+        # the column names are all we need: `SELECT * … LIMIT 0` costs one round trip, where
+        # SQLAlchemy's MySQL reflection parses SHOW CREATE TABLE with dozens of regexes
+        name = self.config.table
+        probe = sa.select(sa.text("*")).select_from(sa.table(name)).limit(0)
+        try:
+            present = {key.lower() for key in self._connection().execute(probe).keys()}
+        except (sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
+            if missing_table(exc):
+                raise SourceSchemaError(
+                    f"source: table {name!r} not found in {redact_url(self.config.url)}") from None
+            if isinstance(exc, sa.exc.OperationalError):
+                raise _classify(exc, self.config.url) from None
+            raise ConfigError(f"source: {exc.orig} ({redact_url(self.config.url)})") from None
+        for column in sorted(set(REQUIRED) | needed):
+            if column not in present:
+                raise SourceSchemaError(
+                    f"source: the {name!r} table has no column {column!r} "
+                    f"(columns: {', '.join(sorted(present))})")
+        self.warnings = []
+        if self.config.incoming.did_set and "did" not in present:
+            # the did rule could never match: say so rather than skip every call it would take
+            self.warnings.append(
+                f"source.incoming.did_set is on but the {name!r} table has no 'did' column "
+                "(Asterisk's own schema): only incoming.contexts and incoming.channels "
+                "recognise incoming calls; set did_set = false to say that is intended")
+        wanted = [c for c in REQUIRED + OPTIONAL if c in present]
+        if self.config.cursor not in wanted:
+            wanted.append(self.config.cursor)
+        return sa.table(name, *(sa.column(c) for c in wanted))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self.engine.dispose()
+
+    def _select(self) -> sa.Select[Any]:
+        cols: list[Any] = []
+        for name in self._columns:
+            column = self.table.c[name]
+            if name in INTEGER_COLUMNS or name in ("calldate", self.cursor):
+                cols.append(column)
+            else:
+                # read the bytes as stored: a utf8mb4 connection would turn latin1 columns
+                # holding cp1251 bytes into valid but garbled UTF-8
+                cols.append(sa.cast(column, sa.LargeBinary).label(name))
+        return sa.select(*cols)
+
+    def _bound(self, value: Any) -> Any:
+        if self._sqlite and isinstance(value, dt.datetime):
+            # SQLite compares text: a bound without fraction orders correctly against both
+            # "YYYY-MM-DD HH:MM:SS" and SQLAlchemy's "….ffffff" spellings
+            return sa.literal(value.strftime("%Y-%m-%d %H:%M:%S"), sa.String)
+        return value
+
+    def window_query(self, lo: Any, hi: Any | None, column: str = "calldate") -> sa.Select[Any]:
+        """The rows with lo <= column < hi, in a total order (ties on the column kept)."""
+        position = self.table.c[column]
+        query = self._select().where(position >= self._bound(lo))
+        if hi is not None:
+            query = query.where(position < self._bound(hi))
+        order: list[Any] = [position, self.table.c.uniqueid]
+        if "sequence" in self.table.c:
+            order.append(self.table.c.sequence)
+        return query.order_by(*order)
+
+    def read_window(self, lo: Any, hi: Any | None, column: str = "calldate") -> list[Leg]:
+        """All legs of one window; the caller keeps windows small enough to hold."""
+        return list(self._legs(self.window_query(lo, hi, column)))
+
+    def next_position(self, after: Any, column: str) -> Any:
+        """The first value of `column` at or after `after` (an index probe), to jump over
+        empty stretches."""
+        query = sa.select(sa.func.min(self.table.c[column])).where(
+            self.table.c[column] >= self._bound(after))
+        return self._position(self._scalar(query))
+
+    def newest_calldate(self) -> dt.datetime | None:
+        return _to_datetime(self._scalar(sa.select(sa.func.max(self.table.c.calldate))))
+
+    def newest_position(self, column: str) -> Any:
+        return self._position(self._scalar(sa.select(sa.func.max(self.table.c[column]))))
+
+    def first_position_since(self, column: str, calldate: dt.datetime) -> Any:
+        """Where a cursor starts for calls from `calldate` on (a fresh ledger's origin)."""
+        query = sa.select(sa.func.min(self.table.c[column])).where(
+            self.table.c.calldate >= self._bound(calldate))
+        return self._position(self._scalar(query))
+
+    def _position(self, value: Any) -> Any:
+        """A cursor value: an integer or a date-time, else the column is no cursor."""
+        if value is None or isinstance(value, (int, dt.datetime)) and not isinstance(value, bool):
+            return value.replace(tzinfo=None) if isinstance(value, dt.datetime) else value
+        parsed = _to_datetime(value)
+        if parsed is None:
+            raise SourceSchemaError(
+                f"source.cursor: column {self.cursor!r} holds {value!r}, neither an "
+                "insertion-ordered integer nor a date-time")
+        return parsed
+
+    def keys_before(self, keys: Sequence[str], lo: Any, hi: Any,
+                    column: str = "calldate") -> set[str]:
+        """Which call keys have a leg with lo <= column < hi (calls that began earlier)."""
+        if not keys:
+            return set()
+        wanted = set(keys)
+        position = self.table.c[column]
+        ids = [self.table.c.uniqueid]
+        if "linkedid" in self.table.c:
+            ids.append(self.table.c.linkedid)
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i:i + 500])
+            query = sa.select(*ids).distinct().where(
+                position >= self._bound(lo), position < self._bound(hi),
+                sa.or_(*(c.in_(chunk) for c in ids)))
+            try:
+                rows = self._connection().execute(query).fetchall()
+            except sa.exc.OperationalError as exc:
+                raise _classify(exc, self.config.url) from None
+            for row in rows:
+                linkedid = row[1] if len(row) > 1 else ""
+                key = (linkedid or "").strip() or (row[0] or "").strip()
+                if key in wanted:
+                    found.add(key)
+        return found
+
+    def _legs(self, query: sa.Select[Any]) -> Iterator[Leg]:
+        try:
+            rows = self._connection().execute(query).fetchall()
+        except sa.exc.OperationalError as exc:
+            raise _classify(exc, self.config.url) from None
+        for row in rows:
+            leg = self._leg(row)
+            if leg is not None:
+                yield leg
+
+    def _scalar(self, query: sa.Select[Any]) -> Any:
+        try:
+            return self._connection().execute(query).scalar()
+        except sa.exc.OperationalError as exc:
+            raise _classify(exc, self.config.url) from None
+
+    def _leg(self, row: Sequence[Any]) -> Leg | None:
+        """A row of `_select()` (its columns in `self._columns` order) as a Leg."""
+        raw_calldate = row[self._calldate_at]
+        calldate = _to_datetime(raw_calldate)
+        if calldate is None:
+            log.warning("cdr row with unusable calldate %r skipped", raw_calldate)
+            return None
+        encoding = self.config.legacy_encoding
+        values: dict[str, Any] = {"calldate": calldate, "linkedid": "", "sequence": 0}
+        for index, name in self._integers:
+            values[name] = _to_int(row[index])
+        for index, name in self._texts:
+            values[name] = decode_text(row[index], encoding)
+        if self.cursor != "calldate":
+            values["cursor"] = self._position(row[self._cursor_at])
+        return Leg(**values)
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            try:
+                self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            except sa.exc.OperationalError as exc:
+                raise _classify(exc, self.config.url) from None
+        return self._conn
+
+    def explain(self, lo: Any, hi: Any, column: str = "calldate") -> list[dict[str, Any]]:
+        """The server's plan for one window read (MySQL/MariaDB), for tests and `check`."""
+        compiled = self.window_query(lo, hi, column).compile(self.engine)
+        rows = self._connection().exec_driver_sql("EXPLAIN " + str(compiled),
+                                                  _positional(compiled))
+        return [dict(r._mapping) for r in rows]
+
+
+def _positional(compiled: Any) -> tuple[Any, ...] | dict[str, Any]:
+    params = compiled.params
+    if compiled.positiontup:
+        return tuple(params[name] for name in compiled.positiontup)
+    return dict(params)
+
+
+@functools.lru_cache(maxsize=4)
+def _make_engine(url: str) -> Engine:
+    # one Engine per URL for the process: `run --follow` polls with it again and again, and a
+    # new one would redo the dialect's set-up queries and compile every statement afresh.
+    # Its NullPool holds no connection between runs, so sharing it shares nothing else.
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"source.url: not a database URL: {redact_url(url)}") from None
+    kwargs: dict[str, Any] = {"poolclass": sa.pool.NullPool}
+    if parsed.get_backend_name() == "mysql":
+        kwargs["connect_args"] = {"charset": "utf8mb4", "connect_timeout": 10,
+                                  "read_timeout": 300}
+        if _loopback(parsed) and not any(k.startswith("ssl") for k in parsed.query):
+            # PyMySQL tries TLS whenever the server offers it; on loopback that buys nothing
+            # and building its context costs more than an idle run's queries
+            kwargs["connect_args"]["ssl_disabled"] = True
+    try:
+        return sa.create_engine(parsed, **kwargs)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"source.url: {exc}") from None
+
+
+def _loopback(url: sa.engine.URL) -> bool:
+    return url.host in (None, "", "localhost", "127.0.0.1", "::1") or "unix_socket" in url.query
+
+
+def _classify(exc: sa.exc.OperationalError, url: str) -> Exception:
+    from poller.databases import database_error
+
+    return database_error(exc, url, "source")

@@ -1,0 +1,201 @@
+"""The archive's face: `index.html` over the day folders and one `index.html` in each day.
+
+Pages are static files beside the JSON and MP3s, so they work from `file://` and behind any
+static web server, with no network: the CSS and the JS are inline. Jinja2 renders them with
+autoescaping on, because caller names come from the PBX and are untrusted. Each rendered day
+keeps a small `.summary` (counts, missed calls, numbers answered) so that the index is built
+without reading every record of every day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from markupsafe import Markup
+
+from poller.errors import PollerError
+from poller.targets.archive.files import DAY_GLOB, day_of_folder, write_atomically
+from poller.targets.archive.pages import (
+    FOLLOW_UP_DAYS,
+    FOLLOW_UP_SHOWN,
+    PAGE,
+    STATUSES,
+    SUMMARY,
+    CallRow,
+    DaySummary,
+    callback_key,
+    follow_ups,
+    read_day,
+    read_summary,
+)
+from poller.targets.archive.text import STRINGS, clock, long_date, month_title, short_date
+
+log = logging.getLogger("poller")
+
+# what the pages are made of is read in site_data; these are also known by this module
+__all__ = ["PAGE", "SUMMARY", "ArchiveSite", "DaySummary", "build_site", "callback_key",
+           "follow_ups", "read_day"]
+
+INDEX_DAYS = ".index-days"
+
+
+@dataclass
+class SiteReport:
+    """What one rendering pass did."""
+
+    days: int = 0
+    calls: int = 0
+    index: bool = False
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        text = (f"{self.days} day page(s) with {self.calls} call(s) written"
+                f"{', index written' if self.index else ''} in {self.seconds:.2f}s")
+        return text + (f"; {len(self.failed)} failed: " + "; ".join(self.failed)
+                       if self.failed else "")
+
+
+class ArchiveSite:
+    """Renders the pages of one archive folder."""
+
+    def __init__(self, root: Path, locale: str = "en", timezone: str = "UTC",
+                 now: dt.datetime | None = None):
+        self.root = Path(root)
+        self.locale = locale
+        self.zone = ZoneInfo(timezone)
+        self.now = (now or dt.datetime.now(self.zone)).astimezone(self.zone)
+        self.env = _environment()
+
+    def days_on_disk(self) -> dict[dt.date, Path]:
+        found = {}
+        for folder in self.root.glob(DAY_GLOB):
+            day = day_of_folder(folder)
+            if day is not None and folder.is_dir():
+                found[day] = folder
+        return found
+
+    def update(self, changed: Iterable[dt.date]) -> SiteReport:
+        """Write the pages of the `changed` days and of days never rendered (or whose last
+        rendering failed), then the index when any day page was written or a day went."""
+        started = time.monotonic()
+        report = SiteReport()
+        on_disk = self.days_on_disk()
+        due = {day for day in changed if day in on_disk}
+        due |= {day for day, folder in on_disk.items() if not (folder / SUMMARY).exists()}
+        for day in sorted(due):
+            self._write_day(day, on_disk[day], report)
+        if due or self._indexed_days() != set(on_disk) or not (self.root / PAGE).exists():
+            self._write_index(on_disk, due, report)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def build(self) -> SiteReport:
+        """Write every day page and the index."""
+        return self.update(self.days_on_disk())
+
+    def render_day(self, day: dt.date, rows: list[CallRow]) -> str:
+        """The day page's HTML."""
+        counts = DaySummary.of(day, rows).counts
+        return self.env.get_template("day.html.j2").render(
+            self._common(), title=long_date(day, self.locale), day=day, rows=rows,
+            counts=counts, total=len(rows), others=sum(
+                n for status, n in counts.items() if status not in STATUSES))
+
+    def render_index(self, summaries: list[DaySummary]) -> str:
+        """The index page's HTML, newest month first."""
+        since = self.now - dt.timedelta(days=FOLLOW_UP_DAYS)
+        waiting = follow_ups((s for s in summaries if s.day >= since.date()), since)
+        months: dict[tuple[int, int], list[DaySummary]] = {}
+        for summary in sorted(summaries, key=lambda s: s.day, reverse=True):
+            months.setdefault((summary.day.year, summary.day.month), []).append(summary)
+        return self.env.get_template("index.html.j2").render(
+            self._common(), title=STRINGS[self.locale]["archive"], months=months,
+            waiting=waiting[:FOLLOW_UP_SHOWN], waiting_total=len(waiting),
+            follow_up_days=FOLLOW_UP_DAYS)
+
+    def _common(self) -> dict[str, Any]:
+        offset = self.now.strftime("%z")
+        return {"lang": self.locale, "t": STRINGS[self.locale], "statuses": STATUSES,
+                "zone": f"{self.zone.key} (UTC{offset[:3]}:{offset[3:]})",
+                "generated": f"{short_date(self.now.date(), self.locale)} {self.now:%H:%M}",
+                "css": _asset("site.css"), "js": _asset("site.js"),
+                "short_date": lambda day: short_date(day, self.locale),
+                "month_title": lambda year, month: month_title(year, month, self.locale)}
+
+    def _write_day(self, day: dt.date, folder: Path, report: SiteReport) -> None:
+        try:
+            rows = read_day(folder)
+            page = self.render_day(day, rows)
+            write_atomically(folder / PAGE, page.encode())
+            summary = json.dumps(DaySummary.of(day, rows).to_json(), ensure_ascii=False)
+            write_atomically(folder / SUMMARY, summary.encode())
+        except (OSError, PollerError) as exc:
+            # no summary makes the next run try this day again
+            (folder / SUMMARY).unlink(missing_ok=True)
+            log.error("archive pages: %s: %s", day, exc)
+            report.failed.append(f"{day}: {exc}")
+            return
+        report.days += 1
+        report.calls += len(rows)
+
+    def _write_index(self, on_disk: Mapping[dt.date, Path], tried: set[dt.date],
+                     report: SiteReport) -> None:
+        summaries = []
+        for day, folder in sorted(on_disk.items()):
+            summary = read_summary(folder)
+            if summary is None and day not in tried:  # a summary damaged since
+                self._write_day(day, folder, report)
+                summary = read_summary(folder)
+            if summary is not None:
+                summaries.append(summary)
+        try:
+            write_atomically(self.root / PAGE, self.render_index(summaries).encode())
+            days = json.dumps(sorted(day.isoformat() for day in on_disk))
+            write_atomically(self.root / INDEX_DAYS, days.encode())
+        except PollerError as exc:
+            log.error("archive pages: index: %s", exc)
+            report.failed.append(f"index: {exc}")
+            return
+        report.index = True
+
+    def _indexed_days(self) -> set[dt.date] | None:
+        try:
+            return {dt.date.fromisoformat(day)
+                    for day in json.loads((self.root / INDEX_DAYS).read_text())}
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("poller.targets.archive", "templates"),
+        autoescape=True,  # every template is HTML, and the values are the PBX's
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["clock"] = clock
+    return env
+
+
+def _asset(name: str) -> Markup:
+    """A file shipped with the templates, trusted, placed inline."""
+    shipped = resources.files("poller.targets.archive") / "templates" / name
+    return Markup(shipped.read_text("utf-8"))
+
+
+def build_site(root: Path, locale: str, timezone: str) -> SiteReport:
+    """Write every page of the archive in `root` (`poller archive build`)."""
+    if not root.is_dir():
+        from poller.errors import ConfigError
+
+        raise ConfigError(f"archive folder {root} does not exist")
+    return ArchiveSite(root, locale, timezone).build()

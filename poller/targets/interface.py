@@ -1,0 +1,92 @@
+"""What every target is: the small interface a run delivers through, the target opened on first
+use, and the one file name a call key may give."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from poller.model import Call
+
+_KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
+_LONGEST = 200  # bytes of a name before its suffix: file systems allow 255
+
+
+def safe_name(key: str) -> str:
+    """A call key as a file name, one to one: two keys never share a name.
+
+    Keys come from the cdr table (never trust them): every byte outside letters, digits, `.`
+    and `-` — `_` included, so that an escape cannot be mistaken for a key's own text — is
+    written `_XX`, and so is a leading dot. A name too long for a file system keeps its head
+    and a digest of the whole key.
+    """
+    out = []
+    for position, char in enumerate(key):
+        if char in _KEPT and not (position == 0 and char == "."):
+            out.append(char)
+        else:
+            out.extend(f"_{byte:02X}" for byte in char.encode())
+    name = "".join(out) or "_"
+    if len(name) > _LONGEST:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        name = f"{name[:_LONGEST - 33]}~{digest}"
+    return name
+
+
+class Target(Protocol):
+    """Creates one object per call, then attaches the call's MP3 to it."""
+
+    def create(self, call: Call, record: dict[str, Any]) -> str:
+        """Create the call's object from its record; returns the object's id."""
+
+    def attach(self, object_id: str, call: Call, mp3: Path) -> None:
+        """Attach the recording to the object `create` made."""
+
+    def create_incident(self, call: Call, parent: str, attributes: dict[str, str],
+                        joined: list[str]) -> str:
+        """Create the incident `call` opened, under the call's object `parent`, with its
+        rendered attributes and the keys of the calls joined so far; returns its id."""
+
+    def update_incident(self, object_id: str, call: Call, attributes: dict[str, str],
+                        joined: list[str]) -> None:
+        """Tell the incident `create_incident` made of the calls that joined it since."""
+
+    def ensure(self, object_id: str, call: Call, record: dict[str, Any]) -> None:
+        """Before a call is marked attached: make sure the object `create` made is all there,
+        making its record again if it was lost (a replaced file system)."""
+
+    def answers(self) -> bool:
+        """A cheap probe: does the target answer at all? Asked after one call's request failed
+        in transit, to tell an outage (nobody's fault) from a failure of that call."""
+
+    def finish(self) -> None:
+        """The run's deliveries are over: work that covers several calls (e.g. pages)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class LazyTarget:
+    """The run's target, opened on first use: a run with nothing to deliver never connects."""
+
+    def __init__(self, factory: Callable[[], Target]):
+        self.factory = factory
+        self.opened: Target | None = None
+
+    def __call__(self) -> Target:
+        if self.opened is None:
+            self.opened = self.factory()
+        return self.opened
+
+    def answers(self) -> bool:
+        """The probe of a target that was opened; one never opened has not answered yet."""
+        return self.opened is not None and self.opened.answers()
+
+    def close(self) -> None:
+        if self.opened is not None:
+            try:
+                self.opened.finish()
+            finally:
+                self.opened.close()

@@ -1,0 +1,105 @@
+"""The configuration's two kinds of text template, each with its own rules.
+
+A recording name (`recordings.name`) is `str.format` over a leg's cdr columns, format specs
+allowed (`{calldate:%Y/%m/%d}`); an incident attribute (`[incidents.attributes]`) is plain
+`{field}` over a call's record fields, nothing else. Pure functions: the config check and the
+run use the same ones, so a template that loads is one the run can fill.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import string
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from poller.model import Leg
+
+# the cdr columns a recording name may use
+RECORDING_COLUMNS = (
+    "calldate", "uniqueid", "linkedid", "recordingfile", "src", "dst", "did", "cnum",
+    "accountcode", "userfield",
+)
+
+
+@functools.lru_cache(maxsize=16)  # asked once or twice per call built: parse a template once
+def recording_fields(template: str) -> frozenset[str]:
+    """The cdr columns a `recordings.name` template uses; ValueError if it is malformed."""
+    fields = set()
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise ValueError(f"bad field {{{name}}} in {template!r}")
+        fields.add(name)
+    if not fields:
+        raise ValueError(f"{template!r} names no cdr column")
+    return frozenset(fields)
+
+
+def render_recording_name(template: str, leg: Leg) -> str | None:
+    """The file a leg names under the template, or None when a column it needs is empty."""
+    values: dict[str, object] = {}
+    for name in recording_fields(template):
+        value = getattr(leg, name, "")
+        if isinstance(value, str) and not value.strip():
+            return None
+        values[name] = value.strip() if isinstance(value, str) else value
+    recordingfile = str(values.get("recordingfile", ""))
+    if os.path.isabs(recordingfile):
+        # older FreePBX stores an absolute path; it is used as it is (and checked later)
+        return recordingfile
+    return template.format(**values)
+
+
+class _SafeFormatter(string.Formatter):
+    """str.format limited to plain `{field}`: no attribute or index access (`{key.__class__}`
+    would reach into Python objects), no conversions and no format specs — a spec such as
+    `{duration:d}` would fail per call at render time, on a value that may be null, instead of
+    once at load time."""
+
+    def parse(self, format_string: str) -> Any:
+        for literal, name, spec, conversion in super().parse(format_string):
+            if name is not None:
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                    raise ValueError(f"{{{name}}}: only plain field names, e.g. {{number}}")
+                if spec or conversion:
+                    raise ValueError(f"{{{name}}}: no conversion or format spec allowed")
+            yield literal, name, spec, conversion
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return "" if value is None else str(value)
+
+
+_FORMATTER = _SafeFormatter()
+
+
+def attribute_fields(template: str) -> frozenset[str]:
+    """The field names a template uses; ValueError for a malformed or unsafe template."""
+    try:
+        return frozenset(name for _, name, _, _ in _FORMATTER.parse(template) if name is not None)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def check_attribute_templates(templates: Mapping[str, str], fields: Iterable[str]) -> list[str]:
+    """Problems with `[incidents.attributes]` (attribute → template) for the config loader."""
+    known = set(fields)
+    problems = []
+    for attribute, template in templates.items():
+        try:
+            used = attribute_fields(template)
+        except ValueError as exc:
+            problems.append(f"incidents.attributes.{attribute}: {exc}")
+            continue
+        for name in sorted(used - known):
+            problems.append(f"incidents.attributes.{attribute}: unknown field {{{name}}}")
+    return problems
+
+
+def render_attributes(templates: Mapping[str, str], fields: Mapping[str, Any]) -> dict[str, str]:
+    """The incident's attributes: each template filled from the call's fields, null as ""."""
+    return {attribute: _FORMATTER.vformat(template, (), fields)
+            for attribute, template in templates.items()}
