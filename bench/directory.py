@@ -1,4 +1,4 @@
-"""Directory costs for 100,000 subscribers: load time and peak memory from CSV and from
+"""Directory costs for 100,000 callers: load time and peak memory from CSV and from
 MariaDB, the per-run cost of the copy in state.dir, and of a `:numbers` lookup.
 
     python bench/directory.py [--rows 100000] [--mysql mysql+pymysql://root@127.0.0.1:3306]
@@ -93,9 +93,9 @@ def measure(case: str, work: dict[str, str]) -> dict[str, float]:
     run_numbers = json.loads(work["numbers"])
     started = time.perf_counter()
     if case == "csv":
-        count = len(read_csv(config.csv, config.country, config.fields).subscribers)
+        count = len(read_csv(config.csv, config.country, config.fields).callers)
     elif case == "query":
-        count = len(read_query(config).subscribers)
+        count = len(read_query(config).callers)
     elif case in ("first_run", "cached_run", "refresh_run", "per_run"):
         minutes = {"cached_run": 1, "refresh_run": 11}.get(case, 0)
         count = len(lookup(config, state, run_numbers,
@@ -151,7 +151,7 @@ def main() -> None:
             ]
             base = child("per_run", {"config": config_json(), "state": folder,
                                      "numbers": "[]"})
-            print(f"{args.rows} subscribers; idle child process RSS {base['rss_mb']:.0f} MB")
+            print(f"{args.rows} callers; idle child process RSS {base['rss_mb']:.0f} MB")
             print(f"{'case':40} {'found':>7} {'seconds':>8} {'peak RSS MB':>12}")
             for title, case, config, state in cases:
                 work = {"config": config, "state": str(Path(folder) / state),

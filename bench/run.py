@@ -103,7 +103,7 @@ class Sizes:
     catchup: int  # calls waiting after the outage
     backfill: int  # calls of the measured backfill
     follow_polls: int
-    subscribers: int = 100_000  # the directory of row 6's callers and incidents
+    directory_size: int = 100_000  # known callers in the directory of row 6
 
 
 FULL = Sizes(pairs=5, rows=1_000_000, rows_small=100_000, tail=10_000, new_rows=1000,
@@ -112,7 +112,7 @@ FULL = Sizes(pairs=5, rows=1_000_000, rows_small=100_000, tail=10_000, new_rows=
              follow_polls=40)
 QUICK = Sizes(pairs=1, rows=2000, rows_small=200, tail=500, new_rows=100, deliver=20,
               lengths=(2, 5, 10), rss_lengths=(5, 60), contention=10, uploads=(0.1, 0.5, 1),
-              e2e_calls=6, talk=2, catchup=12, backfill=12, follow_polls=10, subscribers=500)
+              e2e_calls=6, talk=2, catchup=12, backfill=12, follow_polls=10, directory_size=500)
 
 
 @dataclass
@@ -514,7 +514,7 @@ def callers_cost(bench: Bench) -> None:
     """Row 6, with caller identification and incidents on: whole runs (read, identify, decide,
     deliver; no recordings) into easla, against the same runs without them, interleaved. The
     callers are a third as many numbers (three calls in a row each), half of them in a
-    directory of `sizes.subscribers` written as a CRM exports them; missed and busy calls of
+    directory of `sizes.directory_size` written as a CRM exports them; missed and busy calls of
     known callers open incidents, repeated calls fold. The directory's copy in state.dir is
     made before the measured run, as every run but the first finds it (its first load is
     bench/directory.py's)."""
@@ -535,7 +535,7 @@ def callers_cost(bench: Bench) -> None:
         out.write("number,name,id\n")
         for n in range(0, callers, 2):  # the known half, as a CRM writes numbers
             out.write(f"8 916 {n:07d},Customer {n},C-{n}\n")
-        for n in range(sizes.subscribers - (callers + 1) // 2):
+        for n in range(sizes.directory_size - (callers + 1) // 2):
             out.write(f"+7 495 {n:07d},Other {n},O-{n}\n")
     now = bench.now.isoformat()
 
@@ -558,7 +558,7 @@ def callers_cost(bench: Bench) -> None:
               None, "report", None,
               f"CPU {extra_cpu * 1e3:+.2f} ms/call; {incidents} incidents made (one "
               f"createObjectref each), {joined} calls folded into them; a directory of "
-              f"{sizes.subscribers:,} subscribers")
+              f"{sizes.directory_size:,} known callers")
 
 
 class MissingRows(Exception):

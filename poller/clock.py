@@ -57,11 +57,6 @@ def parse_local(text: str) -> dt.datetime:
     raise ValueError(f"not a date or date-time: {text!r} (use YYYY-MM-DD[ HH:MM[:SS]])")
 
 
-def local_now(zone: ZoneInfo) -> dt.datetime:
-    """Now, as a naive wall-clock time in the source zone (what calldate holds)."""
-    return dt.datetime.now(zone).replace(tzinfo=None)
-
-
 def earliest_local(since: dt.datetime, until: dt.datetime, zone: ZoneInfo) -> dt.datetime:
     """The earliest wall-clock reading the zone shows between two instants (naive).
 

@@ -119,14 +119,6 @@ class Leg:
 
 
 @dataclass(frozen=True)
-class RecordingRef:
-    """A recording file a call names, as the template resolved it (not yet checked)."""
-
-    name: str  # the relative path under recordings.dir, or the absolute value from the row
-    calldate: dt.datetime
-
-
-@dataclass(frozen=True)
 class Record:
     """The call record a target receives (design §8 and §10): its fields are the names the
     attribute mapping, the incident templates and the archive use, defined here once.
@@ -210,7 +202,7 @@ class Call:
     def to_json(self) -> dict[str, Any]:
         # a shallow copy: asdict's deep copy of every value was a quarter of a backfill's
         # time, and the tuples it would copy are turned into lists below anyway
-        data = {name: getattr(self, name) for name in CALL_FIELDS}
+        data = {name: getattr(self, name) for name in _CALL_ATTRIBUTES}
         for name in ("start", "end", "first_calldate", "last_calldate"):
             data[name] = getattr(self, name).isoformat()
         data["recordings"] = list(self.recordings)
@@ -232,4 +224,4 @@ class Call:
         return cls(**values)
 
 
-CALL_FIELDS = tuple(f.name for f in fields(Call))
+_CALL_ATTRIBUTES = tuple(f.name for f in fields(Call))

@@ -227,3 +227,14 @@ def run_cli(*args: str) -> Result:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def explain(source: Any, lo: Any, hi: Any, column: str = "calldate") -> list[dict[str, Any]]:
+    """The server's plan for one window read of a CdrSource (MySQL/MariaDB)."""
+    compiled = source.window_query(lo, hi, column).compile(source.engine)
+    params = compiled.params
+    positional = tuple(params[name] for name in compiled.positiontup) \
+        if compiled.positiontup else dict(params)
+    with source.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.exec_driver_sql("EXPLAIN " + str(compiled),
+                                                                positional)]

@@ -9,6 +9,7 @@ from support import (
     BERLIN,
     archived,
     clone_call,
+    explain,
     key_of,
     legs_of,
     make_config,
@@ -119,7 +120,7 @@ def test_id_cursor_reads_by_primary_key_range(tmp_path, cdr_db, sample_rows):
     config = make_config(tmp_path, cdr_db.url, source={"cursor": "id"})
     source = CdrSource(config.source)
     try:
-        (plan,) = source.explain(10, 20, "id")
+        (plan,) = explain(source, 10, 20, "id")
     finally:
         source.close()
     assert plan["type"] == "range" and plan["key"] == "PRIMARY", plan

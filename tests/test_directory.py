@@ -1,4 +1,4 @@
-"""The subscriber directory: CSV, SQLite and a CRM database of its own on MariaDB; numbers
+"""The caller directory: CSV, SQLite and a CRM database of its own on MariaDB; numbers
 in every form matched; warnings once; the copy in state.dir; unreadable at first and later."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from poller.callers import directory
 from poller.callers import readers as directory_read
-from poller.callers.caller import Subscriber, caller_fields
+from poller.callers.caller import Caller, caller_fields
 from poller.callers.directory import lookup, verify
 from poller.callers.numbers import normalise
 from poller.callers.readers import parse_rows, read_csv
@@ -74,7 +74,7 @@ def callers_csv(tmp_path: Path) -> Path:
 ])
 def test_a_caller_number_in_every_form_finds_its_subscriber(tmp_path, callers_csv, written):
     found = lookup(csv_config(callers_csv), tmp_path, [normalise(written, "RU") or ""], NOW)
-    assert found.find(normalise(written, "RU")) == Subscriber(
+    assert found.find(normalise(written, "RU")) == Caller(
         ACME, "ООО «Акме»", "1", {"inn": "7701000001"})
 
 
@@ -88,8 +88,8 @@ def test_rows_bad_and_twice_are_left_out_and_reported():
     rows = [("line 2", ["89161234567", "Acme", "1"]), ("line 3", ["xyz", "Bad", "2"]),
             ("line 4", ["", "Empty", "3"]), ("line 5", ["+79161234567", "Again", "4"])]
     parsed = parse_rows(["Number", " NAME ", "id"], rows, "RU", ())
-    assert list(parsed.subscribers) == [ACME]
-    assert parsed.subscribers[ACME].name == "Acme" and parsed.subscribers[ACME].extra is None
+    assert list(parsed.callers) == [ACME]
+    assert parsed.callers[ACME].name == "Acme" and parsed.callers[ACME].extra is None
     assert parsed.problems == (
         "2 rows left out, not a phone number: line 3: 'xyz' is not a phone number; "
         "line 4: no number",
@@ -105,7 +105,7 @@ def test_a_missing_column_is_unreadable():
 
 
 def test_caller_fields_are_null_for_an_unknown_caller():
-    acme = Subscriber(ACME, "Acme", None, {"inn": "77"})
+    acme = Caller(ACME, "Acme", None, {"inn": "77"})
     assert caller_fields(acme, ["inn"]) == {"caller_id": None, "caller_name": "Acme",
                                             "caller_inn": "77"}
     assert caller_fields(None, ["inn"]) == {"caller_id": None, "caller_name": None,
@@ -120,7 +120,7 @@ def test_caller_fields_are_null_for_an_unknown_caller():
 def test_csv_dialects_excel_writes(tmp_path, text):
     path = tmp_path / "c.csv"
     path.write_text(text, encoding="utf-8")
-    assert read_csv(str(path), "RU", ()).subscribers[ACME].name == "Acme"
+    assert read_csv(str(path), "RU", ()).callers[ACME].name == "Acme"
 
 
 def test_a_csv_not_in_utf8_is_unreadable(tmp_path):
@@ -173,7 +173,7 @@ def test_a_reread_normalises_only_numbers_it_has_not_seen(tmp_path, callers_csv,
     monkeypatch.setattr(directory_read, "normalise", counting)
     found = lookup(config, tmp_path, ["+74957654321"], NOW + dt.timedelta(minutes=1))
     assert found.find("+74957654321").name == "New"
-    # the new row, and the rows that did not give a subscriber last time
+    # the new row, and the rows that did not give a caller last time
     assert seen == ["anonymous", "89161234567", "84957654321"]
 
 
@@ -285,7 +285,7 @@ def test_a_crm_query_is_loaded_whole(request, tmp_path, caplog, kind):
     config = sql_config(crm(request, kind))
     with caplog.at_level(logging.WARNING, logger="poller"):
         found = lookup(config, tmp_path, [ACME, ROGA, "+49301234567", "+79990000000"], NOW)
-    assert found.find(ACME) == Subscriber(ACME, "ООО «Акме»", "1", {"inn": "7701000001"})
+    assert found.find(ACME) == Caller(ACME, "ООО «Акме»", "1", {"inn": "7701000001"})
     assert found.find(ROGA).name == "Рога и копыта"  # non-ASCII through utf8mb4
     assert found.find("+49301234567").extra == {"inn": None}  # NULL stays null
     assert found.find("+79990000000") is None
@@ -300,7 +300,7 @@ def test_a_query_with_numbers_runs_once_per_run_for_the_runs_numbers(request, tm
     config = sql_config(url, PER_RUN)
     assert directory.wants_numbers(config)
     found = lookup(config, tmp_path, [ACME, "+79990000000", ACME], NOW)
-    assert dict(found.matches) == {ACME: Subscriber(ACME, "ООО «Акме»", "1",
+    assert dict(found.matches) == {ACME: Caller(ACME, "ООО «Акме»", "1",
                                                     {"inn": "7701000001"})}
     # every run asks again: a contact renamed in the CRM shows at the next run
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)

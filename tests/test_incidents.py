@@ -16,7 +16,6 @@ from poller.callers.incidents import (
     apply,
     decide,
     selects,
-    still_open,
 )
 from poller.config.hours import Hours, parse_hours, within
 from poller.templates import attribute_fields, check_attribute_templates, render_attributes
@@ -226,12 +225,6 @@ def test_apply_widens_the_joined_incident_only():
     assert after == (OpenIncident("a", NUMBER, first.first_start, local("2026-11-23 10:10")),
                      other)
     assert apply(Decision("none"), call("b", "2026-11-23 10:10"), after) == after
-
-
-def test_still_open_is_the_fold_window_after_the_last_call():
-    incident = OpenIncident("a", NUMBER, local("2026-11-23 10:00"), local("2026-11-23 10:10"))
-    assert still_open(incident, RULE.fold, local("2026-11-23 10:40"))
-    assert not still_open(incident, RULE.fold, local("2026-11-23 10:40:01"))
 
 
 def test_folding_across_a_daylight_saving_change_counts_real_time():

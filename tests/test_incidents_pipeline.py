@@ -476,11 +476,11 @@ def test_the_mysql_ledger_sql_matches_the_schema(tmp_path, cdr_db, empty_db, sam
 
 
 def test_check_reads_the_directory(tmp_path, cdr_db):
-    """`poller check` reads the directory once and says how many subscribers it holds; one it
+    """`poller check` reads the directory once and says how many known callers it holds; one it
     cannot read is a failed check."""
     path = write_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path))
     result = run_cli("--config", str(path), "check")
-    assert f"callers.csv {tmp_path / 'callers.csv'}: 2 subscribers" in result.output, \
+    assert f"callers.csv {tmp_path / 'callers.csv'}: 2 known callers" in result.output, \
         result.output
     (tmp_path / "callers.csv").unlink()
     result = run_cli("--config", str(path), "check")

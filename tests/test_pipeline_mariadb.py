@@ -24,6 +24,7 @@ from support import (
     archived,
     clone_call,
     entry_of,
+    explain,
     is_mp3,
     key_of,
     legs_of,
@@ -520,7 +521,7 @@ def test_window_read_uses_the_calldate_index(tmp_path, cdr_db, sample_rows):
         for lo, width in ((local("2026-11-15 10:00:00"), dt.timedelta(seconds=20)),
                           (local("2026-11-15 10:00:00"), dt.timedelta(hours=1)),
                           (local("2026-11-15 00:00:00"), dt.timedelta(days=1))):
-            plan = source.explain(lo, lo + width)
+            plan = explain(source, lo, lo + width)
             assert plan, "no plan"
             assert all(step["type"] != "ALL" for step in plan), plan
             cdr = [step for step in plan if step["table"] == "cdr"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from poller.callers.caller import Subscriber
+from poller.callers.caller import Caller
 
 log = logging.getLogger("poller")
 
@@ -23,7 +23,7 @@ CACHE_FORMAT = 2
 class CacheState:
     """The directory's last good copy, with when it was read and what was already warned."""
 
-    subscribers: Mapping[str, Subscriber]
+    callers: Mapping[str, Caller]
     loaded_at: dt.datetime
     failed_at: dt.datetime | None
     warned: tuple[str, ...]
@@ -61,7 +61,7 @@ class Cache:
             "loaded_at": state.loaded_at.isoformat(),
             "failed_at": state.failed_at.isoformat() if state.failed_at else None,
             "warned": list(state.warned),
-            "subscribers": entries(state.subscribers),
+            "subscribers": entries(state.callers),  # the key of every copy written so far
         }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,17 +82,17 @@ class Cache:
             Path(temporary).unlink(missing_ok=True)
 
 
-class Entries(Mapping[str, Subscriber]):
-    """The copy's subscribers as read from JSON, made into Subscribers only when asked for:
+class Entries(Mapping[str, Caller]):
+    """The copy's callers as read from JSON, made into Callers only when asked for:
     a run looks up its few numbers, never builds 100,000 objects."""
 
     def __init__(self, entries: dict[str, list[Any]]):
         self.entries = entries
 
-    def __getitem__(self, number: str) -> Subscriber:
+    def __getitem__(self, number: str) -> Caller:
         name, ident, extra, written = self.entries[number]
-        return Subscriber(number=number, name=name, id=ident, extra=extra or None,
-                          written=written)
+        return Caller(number=number, name=name, id=ident, extra=extra or None,
+                      written=written)
 
     def __contains__(self, number: object) -> bool:
         return number in self.entries
@@ -104,14 +104,14 @@ class Entries(Mapping[str, Subscriber]):
         return len(self.entries)
 
 
-def entries(subscribers: Mapping[str, Subscriber]) -> dict[str, list[Any]]:
-    if isinstance(subscribers, Entries):
-        return subscribers.entries
-    return {n: [s.name, s.id, dict(s.extra or {}), s.written] for n, s in subscribers.items()}
+def entries(callers: Mapping[str, Caller]) -> dict[str, list[Any]]:
+    if isinstance(callers, Entries):
+        return callers.entries
+    return {n: [s.name, s.id, dict(s.extra or {}), s.written] for n, s in callers.items()}
 
 
-def written_index(subscribers: Mapping[str, Subscriber]) -> dict[str, str]:
+def written_index(callers: Mapping[str, Caller]) -> dict[str, str]:
     """Number as written → E.164, from the previous copy."""
-    if isinstance(subscribers, Entries):
-        return {entry[3]: number for number, entry in subscribers.entries.items() if entry[3]}
-    return {s.written: number for number, s in subscribers.items() if s.written}
+    if isinstance(callers, Entries):
+        return {entry[3]: number for number, entry in callers.entries.items() if entry[3]}
+    return {s.written: number for number, s in callers.items() if s.written}

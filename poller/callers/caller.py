@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
-class Subscriber:
+class Caller:
     """A known caller: the directory row of one E.164 number."""
 
     number: str  # E.164
@@ -21,13 +21,13 @@ class Subscriber:
         return caller_fields(self, names)
 
 
-def caller_fields(subscriber: Subscriber | None, names: Sequence[str]) -> dict[str, str | None]:
+def caller_fields(caller: Caller | None, names: Sequence[str]) -> dict[str, str | None]:
     """The caller fields of a call: all null for an unknown caller."""
-    extra = (subscriber.extra or {}) if subscriber else {}
+    extra = (caller.extra or {}) if caller else {}
     values: dict[str, str | None] = {
-        "caller_id": subscriber.id if subscriber else None,
-        "caller_name": subscriber.name if subscriber else None,
+        "caller_id": caller.id if caller else None,
+        "caller_name": caller.name if caller else None,
     }
     for name in names:
-        values[f"caller_{name}"] = extra.get(name) if subscriber else None
+        values[f"caller_{name}"] = extra.get(name) if caller else None
     return values

@@ -1,4 +1,4 @@
-"""The subscriber directory (`[callers]`): who is calling, by E.164 number.
+"""The caller directory (`[callers]`): who is calling, by E.164 number.
 
 A CSV file or an SQL query on any SQLAlchemy URL, both normalised with `numbers.normalise`.
 A whole directory is read at most once per `callers.refresh` and kept in a JSON file in
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from poller.callers.cache import Cache, CacheState, written_index
-from poller.callers.caller import Subscriber, caller_fields
+from poller.callers.caller import Caller, caller_fields
 from poller.callers.readers import (
     DirectoryError,
     Parsed,
@@ -35,7 +35,7 @@ from poller.errors import ConfigError
 log = logging.getLogger("poller")
 
 # also known by this module's name: the run and the tests use them as directory.<name>
-__all__ = ["Cache", "CacheState", "DirectoryError", "Parsed", "Subscriber", "caller_fields",
+__all__ = ["Cache", "CacheState", "DirectoryError", "Parsed", "Caller", "caller_fields",
            "lookup", "parse_rows", "read_csv", "read_query", "verify", "wants_numbers"]
 
 CACHE_NAME = "callers.json"
@@ -43,23 +43,23 @@ CACHE_NAME = "callers.json"
 _PER_RUN_KEEP = 10_000
 @dataclass(frozen=True)
 class Lookup:
-    """The subscribers among one run's numbers."""
+    """The callers among one run's numbers."""
 
-    matches: Mapping[str, Subscriber]
+    matches: Mapping[str, Caller]
     loaded_at: dt.datetime | None  # when the copy used was read (None: nothing to look up)
     stale: bool = False  # the directory could not be read: the last good copy was used
 
-    def find(self, number_e164: str | None) -> Subscriber | None:
+    def find(self, number_e164: str | None) -> Caller | None:
         return self.matches.get(number_e164) if number_e164 else None
 
 
 # ---------------------------------------------------------------------------------------------
-# rows → subscribers (pure)
+# rows → callers (pure)
 
 
 def lookup(config: CallersConfig, state_dir: str | os.PathLike[str], numbers: Iterable[str],
            now: dt.datetime) -> Lookup:
-    """The subscribers among a run's normalised numbers.
+    """The callers among a run's normalised numbers.
 
     Reads the directory when its copy in state.dir is older than callers.refresh (or the
     query holds `:numbers`), warns once about bad rows, and falls back to the last good copy
@@ -77,20 +77,20 @@ def lookup(config: CallersConfig, state_dir: str | os.PathLike[str], numbers: It
 
 
 def load(config: CallersConfig, cache: Cache, now: dt.datetime
-         ) -> tuple[Mapping[str, Subscriber], dt.datetime, bool]:
-    """The whole directory, from its copy while fresh: (subscribers, loaded at, stale)."""
+         ) -> tuple[Mapping[str, Caller], dt.datetime, bool]:
+    """The whole directory, from its copy while fresh: (callers, loaded at, stale)."""
     state = cache.read()
     if state is not None and not _due(state, config.refresh, now):
-        return state.subscribers, state.loaded_at, state.failed_at is not None
-    known = written_index(state.subscribers) if state else None
+        return state.callers, state.loaded_at, state.failed_at is not None
+    known = written_index(state.callers) if state else None
     try:
         parsed = read_csv(config.csv, config.country, config.fields, known) if config.csv \
             else read_query(config, None, known)
     except DirectoryError as exc:
         return _fall_back(config, cache, state, now, str(exc))
     warned = _warn_once(config, parsed.problems, state.warned if state else ())
-    cache.write(CacheState(parsed.subscribers, now, None, warned))
-    return parsed.subscribers, now, False
+    cache.write(CacheState(parsed.callers, now, None, warned))
+    return parsed.callers, now, False
 
 
 def _due(state: CacheState, refresh: float, now: dt.datetime) -> bool:
@@ -100,14 +100,14 @@ def _due(state: CacheState, refresh: float, now: dt.datetime) -> bool:
 
 def _fall_back(config: CallersConfig, cache: Cache, state: CacheState | None,
                now: dt.datetime, reason: str
-               ) -> tuple[Mapping[str, Subscriber], dt.datetime, bool]:
+               ) -> tuple[Mapping[str, Caller], dt.datetime, bool]:
     if state is None:
         raise ConfigError(f"{describe(config)}: cannot read the directory: {reason}")
     log.warning("%s: cannot read the directory (%s); using the copy read %s, next try in %s",
                 describe(config), reason, state.loaded_at.isoformat(timespec="seconds"),
                 _span(config.refresh))
-    cache.write(CacheState(state.subscribers, state.loaded_at, now, state.warned))
-    return state.subscribers, state.loaded_at, True
+    cache.write(CacheState(state.callers, state.loaded_at, now, state.warned))
+    return state.callers, state.loaded_at, True
 
 
 def _lookup_per_run(config: CallersConfig, cache: Cache, wanted: list[str],
@@ -120,18 +120,18 @@ def _lookup_per_run(config: CallersConfig, cache: Cache, wanted: list[str],
             raise ConfigError(f"{describe(config)}: cannot read the directory: {exc}") from None
         log.warning("%s: cannot read the directory (%s); using the answers of earlier runs",
                     describe(config), exc)
-        known = {n: state.subscribers[n] for n in wanted if n in state.subscribers}
+        known = {n: state.callers[n] for n in wanted if n in state.callers}
         return Lookup(known, state.loaded_at, True)
     asked = set(wanted)  # a query may return more rows than it was asked for
-    found = {n: s for n, s in parsed.subscribers.items() if n in asked}
+    found = {n: s for n, s in parsed.callers.items() if n in asked}
     warned = _warn_once(config, parsed.problems, state.warned if state else ())
-    kept = _remember(state.subscribers if state else {}, wanted, found)
+    kept = _remember(state.callers if state else {}, wanted, found)
     cache.write(CacheState(kept, now, None, warned))
     return Lookup(found, now, False)
 
 
-def _remember(old: Mapping[str, Subscriber], asked: Sequence[str],
-              found: Mapping[str, Subscriber]) -> dict[str, Subscriber]:
+def _remember(old: Mapping[str, Caller], asked: Sequence[str],
+              found: Mapping[str, Caller]) -> dict[str, Caller]:
     """The last good answers for a per-run directory: this run's answers (a number asked and
     not found is no longer known) after the most recent earlier ones, bounded."""
     asked_set = set(asked)
@@ -171,7 +171,7 @@ def _span(seconds: float) -> str:
 
 
 def verify(config: CallersConfig) -> int:
-    """Read the directory once, as `poller check` would: the number of subscribers, or
+    """Read the directory once, as `poller check` would: the number of callers, or
     ConfigError. A per-run query is run with no numbers (it checks the URL and the SQL)."""
     try:
         if config.csv:
@@ -182,4 +182,4 @@ def verify(config: CallersConfig) -> int:
         raise ConfigError(f"{describe(config)}: cannot read the directory: {exc}") from None
     for problem in parsed.problems:
         log.warning("%s: %s", describe(config), problem)
-    return len(parsed.subscribers)
+    return len(parsed.callers)

@@ -124,8 +124,3 @@ def apply(decision: Decision, call: CallFacts, open_incidents: Sequence[OpenInci
     return tuple(open_incidents)
 
 
-def still_open(incident: OpenIncident, fold: dt.timedelta, now: dt.datetime) -> bool:
-    """Whether a new call (starting at `now` or later) could still join: for pruning state."""
-    return _utc(now) <= _utc(incident.last_start) + fold
-
-

@@ -77,7 +77,7 @@ def _valid(text: str, region: str | None) -> str | None:
     # is_valid_number, not is_possible_number: "possible" only checks the length, and in
     # regions with variable-length numbering it accepts an internal extension — "201" read in
     # Germany is a possible +49201, in Russia a 7-digit local number is "possible" too. A bogus
-    # E.164 would match the wrong subscriber and fold unrelated calls, whereas a number that
+    # E.164 would match the wrong caller and fold unrelated calls, whereas a number that
     # stays unnormalised only stays unmatched. "Valid" checks the number against the region's
     # allocated ranges (the metadata ships with phonenumbers; upgrading it learns new ranges).
     try:

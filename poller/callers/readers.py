@@ -1,4 +1,4 @@
-"""Reading a subscriber directory: a CSV file or an SQL query, each row's number in E.164."""
+"""Reading a caller directory: a CSV file or an SQL query, each row's number in E.164."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from poller.callers.caller import Subscriber
+from poller.callers.caller import Caller
 from poller.callers.numbers import normalise
 from poller.config.schema import CallersConfig
 from poller.databases import query_parameters
@@ -26,15 +26,15 @@ class DirectoryError(Exception):
 
 @dataclass(frozen=True)
 class Parsed:
-    """Directory rows read into subscribers, with what was wrong with the rest."""
+    """Directory rows read into callers, with what was wrong with the rest."""
 
-    subscribers: dict[str, Subscriber]
+    callers: dict[str, Caller]
     problems: tuple[str, ...] = ()
 
 
 def parse_rows(columns: Sequence[str], rows: Iterable[tuple[str, Sequence[Any]]], region: str,
                fields: Sequence[str], known: Mapping[str, str] | None = None) -> Parsed:
-    """Turn directory rows (each with a label such as "line 7" for messages) into subscribers
+    """Turn directory rows (each with a label such as "line 7" for messages) into callers
     by E.164 number. A row without a valid number, or repeating a number, is left out and
     reported; the first row of a number wins. A missing column raises DirectoryError.
 
@@ -43,7 +43,7 @@ def parse_rows(columns: Sequence[str], rows: Iterable[tuple[str, Sequence[Any]]]
     change between two reads."""
     known = known or {}
     index = _column_index(columns, fields)
-    subscribers: dict[str, Subscriber] = {}
+    callers: dict[str, Caller] = {}
     first_seen: dict[str, str] = {}
     bad: list[str] = []
     twice: list[str] = []
@@ -53,12 +53,12 @@ def parse_rows(columns: Sequence[str], rows: Iterable[tuple[str, Sequence[Any]]]
         if number is None:
             bad.append(f"{label}: {raw!r} is not a phone number" if raw else f"{label}: no number")
             continue
-        if number in subscribers:
+        if number in callers:
             twice.append(f"{label}: {number} already listed at {first_seen[number]}")
             continue
         first_seen[number] = label
-        subscribers[number] = _subscriber(number, raw, row, index, fields)
-    return Parsed(subscribers, _summary(bad, "not a phone number")
+        callers[number] = _subscriber(number, raw, row, index, fields)
+    return Parsed(callers, _summary(bad, "not a phone number")
                   + _summary(twice, "number listed twice, the first row kept"))
 
 
@@ -74,9 +74,9 @@ def _column_index(columns: Sequence[str], fields: Sequence[str]) -> dict[str, in
 
 
 def _subscriber(number: str, raw: str, row: Sequence[Any], index: Mapping[str, int],
-                fields: Sequence[str]) -> Subscriber:
+                fields: Sequence[str]) -> Caller:
     extra = {name: _text(_cell(row, index[name.lower()])) for name in fields}
-    return Subscriber(number=number, name=_text(_cell(row, index["name"])) or "",
+    return Caller(number=number, name=_text(_cell(row, index["name"])) or "",
                       id=_text(_cell(row, index["id"])) or None if "id" in index else None,
                       extra=extra or None, written=raw)
 

@@ -249,38 +249,20 @@ def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
     """
 
     def work() -> ExitCode:
-        from poller.ledger.store import Ledger
-        from poller.model import Stage, Status
+        from poller.ops.retry import requeue
 
         if bool(keys) == all_failed:
             raise ConfigError("name the parked calls by KEY (as `poller status` lists them), "
                               "or give --failed for all of them" if not keys else
                               "name calls by KEY or give --failed, not both")
-        config = load_config(ctx)
-        ledger = Ledger.open_existing(config.state.database_url)
-        if ledger is None:
-            raise ConfigError("the ledger does not exist yet: nothing to retry")
-        try:
-            if keys:
-                known = ledger.known(keys)
-                unknown = [k for k in keys if k not in known]
-                if unknown:
-                    raise ConfigError(f"unknown call key(s): {', '.join(unknown)}")
-                not_parked = [k for k in keys if known[k] != Stage.FAILED]
-                for key in not_parked:
-                    log.warning("call %s is not parked (stage %s): left as it is", key,
-                                known[key])
-                for key in set(keys) - set(not_parked):
-                    entry = ledger.entry(key)
-                    if entry is not None and entry.call.status == Status.UNBUILT:
-                        log.warning("call %s could not be built from its cdr rows: once the "
-                                    "poller is fixed, a run that reads them again (`poller run "
-                                    "--since %s`) builds and delivers it", key,
-                                    entry.call.first_calldate.date().isoformat())
-            count = ledger.requeue_failed(list(keys) if keys else None)
-        finally:
-            ledger.close()
-        click.echo(f"{plural(count, 'call')} put back in line for the next run")
+        done = requeue(load_config(ctx), keys or None)
+        for key, stage in done.not_parked.items():
+            log.warning("call %s is not parked (stage %s): left as it is", key, stage)
+        for key, day in done.unbuilt.items():
+            log.warning("call %s could not be built from its cdr rows: once the poller is "
+                        "fixed, a run that reads them again (`poller run --since %s`) builds "
+                        "and delivers it", key, day.isoformat())
+        click.echo(f"{plural(done.count, 'call')} put back in line for the next run")
         return ExitCode.OK
 
     guarded(work)

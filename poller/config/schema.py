@@ -146,7 +146,7 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class CallersConfig:
-    """`[callers]`: the subscriber directory. Without `csv` or `url` there is none."""
+    """`[callers]`: the caller directory. Without `csv` or `url` there is none."""
 
     country: str = ""  # region for numbers written without a country code, e.g. "RU"
     csv: str = ""

@@ -13,7 +13,7 @@ from poller.ledger.schema import meta_table
 
 
 @dataclass(frozen=True)
-class TargetDown:
+class TargetOutage:
     """The target did not answer: since when, and what it said last."""
 
     since: dt.datetime  # naive UTC
@@ -99,12 +99,12 @@ class Settings:
         value = self.get("pruned_before")
         return dt.datetime.fromisoformat(value) if value else None
 
-    def target_down(self) -> TargetDown | None:
+    def target_down(self) -> TargetOutage | None:
         value = self.get("target_down")
         if not value:
             return None
         data = json.loads(value)
-        return TargetDown(dt.datetime.fromisoformat(data["since"]), data["error"])
+        return TargetOutage(dt.datetime.fromisoformat(data["since"]), data["error"])
 
     def set_target_down(self, since: dt.datetime, error: str) -> None:
         self.put("target_down", json.dumps({"since": since.isoformat(), "error": error[:500]}))

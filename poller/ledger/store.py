@@ -31,10 +31,10 @@ from poller.ledger.schema import (
     sqlite_pragmas,
     utcnow,
 )
-from poller.ledger.settings import Settings, TargetDown
+from poller.ledger.settings import Settings, TargetOutage
 from poller.model import PENDING, Call, Stage, Status
 
-__all__ = ["Entry", "Known", "Ledger", "TargetDown", "utcnow"]
+__all__ = ["Entry", "Known", "Ledger", "TargetOutage", "utcnow"]
 
 
 def _pool_for(url: sa.engine.URL) -> type[sa.pool.Pool]:

@@ -259,7 +259,7 @@ def _callers(config: Config) -> Iterator[Result]:
     count = verify(config.callers)
     per_run = " (asked per run with :numbers)" if "numbers" in config.callers.query else ""
     yield Result("callers", OK if count else WARN,
-                 f"{describe(config.callers)}: {count} subscribers{per_run}")
+                 f"{describe(config.callers)}: {count} known callers{per_run}")
 
 
 CHECKS: list[tuple[str, Callable[[Config], Iterator[Result]]]] = [

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from poller.config.schema import Config
 from poller.errors import PollerError
 from poller.ledger.schema import Entry
-from poller.ledger.settings import TargetDown
+from poller.ledger.settings import TargetOutage
 from poller.ledger.store import Ledger
 from poller.logs import escape_controls
 from poller.model import PENDING, UNBUILT, IncidentStage, Stage
@@ -26,7 +26,9 @@ SHOWN = 50  # calls listed per section; the JSON and the text say when a list is
 
 
 @dataclass
-class Status:
+class Overview:
+    """What `poller status` shows, as read at one moment."""
+
     watermark: dt.datetime | None
     newest_row: dt.datetime | None
     source_error: str | None
@@ -35,7 +37,7 @@ class Status:
     failed: list[Entry] = field(default_factory=list)
     last_run: dict[str, Any] | None = None
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))  # aware
-    target_down: TargetDown | None = None
+    target_down: TargetOutage | None = None
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     run_pid: int | None = None  # the run working now (it holds the lock), if any
     clock_warning: str | None = None
@@ -67,9 +69,9 @@ class Status:
         return naive_utc.replace(tzinfo=dt.UTC).astimezone(self.zone)
 
 
-def collect(config: Config, now: dt.datetime | None = None) -> Status:
+def collect(config: Config, now: dt.datetime | None = None) -> Overview:
     zone = ZoneInfo(config.source.timezone)
-    status = Status(None, None, None, {}, now=now or dt.datetime.now(dt.UTC), zone=zone,
+    status = Overview(None, None, None, {}, now=now or dt.datetime.now(dt.UTC), zone=zone,
                     run_pid=held_by(config.state.dir))
     ledger = Ledger.open_existing(config.state.database_url, read_only=True)
     if ledger is not None:
@@ -101,7 +103,7 @@ def collect(config: Config, now: dt.datetime | None = None) -> Status:
 STATUS_SCHEMA = 1
 
 
-def to_json(status: Status) -> dict[str, Any]:
+def to_json(status: Overview) -> dict[str, Any]:
     """`poller status --json`: the documented, stable form (see the README)."""
     def when(value: dt.datetime | None) -> str | None:
         return value.isoformat() if value is not None else None
@@ -147,7 +149,7 @@ def to_json(status: Status) -> dict[str, Any]:
     }
 
 
-def render(status: Status) -> str:
+def render(status: Overview) -> str:
     lines = [f"now:         {_at(status.now.astimezone(status.zone))} ({status.zone.key}; "
              "every time below is in this zone)",
              f"watermark:   {_at(status.local(status.watermark)) or 'none yet'}"]
@@ -198,7 +200,7 @@ def render(status: Status) -> str:
     return "\n".join(escape_controls(line) for line in lines)
 
 
-def _callers_and_incidents(status: Status) -> list[str]:
+def _callers_and_incidents(status: Overview) -> list[str]:
     lines = []
     callers = (status.last_run or {}).get("callers") or {}
     if callers.get("matched") or callers.get("unmatched"):
@@ -214,7 +216,7 @@ def _callers_and_incidents(status: Status) -> list[str]:
     return lines
 
 
-def _last_run(status: Status) -> list[str]:
+def _last_run(status: Overview) -> list[str]:
     run = status.last_run
     if not run:
         return ["last run:    never"]
@@ -232,7 +234,7 @@ def _last_run(status: Status) -> list[str]:
     return lines
 
 
-def _why_waiting(entry: Entry, status: Status) -> str:
+def _why_waiting(entry: Entry, status: Overview) -> str:
     if entry.last_error:
         when = _at(status.from_utc(entry.next_attempt_at)) or "the next run"
         return f"retry at {when} after: {entry.last_error}"

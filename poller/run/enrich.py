@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from poller.model import Call
 from poller.run.report import RunReport
 
 if TYPE_CHECKING:
-    from poller.callers.caller import Subscriber
+    from poller.callers.caller import Caller
 
 # The directory and the phone-number library (some 25 ms of imports) are imported where a new
 # call needs them: the minutely run that finds nothing new never does.
@@ -37,7 +36,7 @@ class IncidentLedger(Protocol):
                        latest: dt.datetime) -> list[OpenIncident]: ...
 
 
-class Callers:
+class CallerLookup:
     """The run's view of the directory: read once a run (or, for a `:numbers` query, once per
     batch for the numbers not asked yet), never once per call."""
 
@@ -45,32 +44,28 @@ class Callers:
         self.config = config
         self.state_dir = state_dir
         self.now = now
-        self.whole: Mapping[str, Subscriber] | None = None
-        self.found: dict[str, Subscriber] = {}
+        self.whole: Mapping[str, Caller] | None = None
+        self.found: dict[str, Caller] = {}
         self.asked: set[str] = set()
-        self.seconds = 0.0  # spent reading the directory, for the closing figures
 
-    def find(self, numbers: Iterable[str | None]) -> dict[str, Subscriber]:
-        """The subscribers among these E.164 numbers."""
+    def find(self, numbers: Iterable[str | None]) -> dict[str, Caller]:
+        """The callers among these E.164 numbers."""
         wanted = {n for n in numbers if n}
         if not self.config.enabled or not wanted:
             return {}
         from poller.callers import directory
 
-        started = time.monotonic()
         if not directory.wants_numbers(self.config):
             if self.whole is None:
                 cache = directory.Cache(Path(self.state_dir) / directory.CACHE_NAME,
                                         directory.fingerprint(self.config))
                 self.whole = directory.load(self.config, cache, self.now)[0]
             whole = self.whole
-            self.seconds += time.monotonic() - started
             return {n: whole[n] for n in wanted if n in whole}
         new = wanted - self.asked
         if new:
             self.found.update(directory.lookup(self.config, self.state_dir, new, self.now).matches)
             self.asked |= new
-        self.seconds += time.monotonic() - started
         return {n: self.found[n] for n in wanted if n in self.found}
 
 
@@ -78,7 +73,7 @@ class Callers:
 class Enricher:
     """Identifies the callers of new incoming calls and decides their incidents."""
 
-    callers: Callers
+    callers: CallerLookup
     callers_config: CallersConfig
     rule: IncidentRule | None  # None: no incidents
     report: RunReport
@@ -92,7 +87,7 @@ class Enricher:
                                 cast(Literal["known", "any"], incidents.callers),
                                 parse_hours(incidents.hours), dt.timedelta(seconds=incidents.fold),
                                 zone)
-        return cls(Callers(callers, state_dir, now), callers, rule, report)
+        return cls(CallerLookup(callers, state_dir, now), callers, rule, report)
 
     def __call__(self, calls: Sequence[Call], ledger: IncidentLedger
                  ) -> tuple[list[Call], IncidentChanges]:
@@ -111,15 +106,15 @@ class Enricher:
             return identified, IncidentChanges()
         return self._decide(identified, found, ledger)
 
-    def _identify(self, call: Call, subscriber: Subscriber | None) -> Call:
+    def _identify(self, call: Call, caller: Caller | None) -> Call:
         if not self.callers_config.enabled:
             return call
         from poller.callers.caller import caller_fields
 
-        fields = caller_fields(subscriber, self.callers_config.fields)
+        fields = caller_fields(caller, self.callers_config.fields)
         return replace(call, caller=tuple(fields.items()))
 
-    def _decide(self, calls: list[Call], found: Mapping[str, Subscriber],
+    def _decide(self, calls: list[Call], found: Mapping[str, Caller],
                 ledger: IncidentLedger) -> tuple[list[Call], IncidentChanges]:
         rule = self.rule
         assert rule is not None

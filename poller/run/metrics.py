@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from poller.ledger.settings import TargetDown
+from poller.ledger.settings import TargetOutage
 from poller.model import STATUSES, Stage
 from poller.run.report import RunReport
 
@@ -21,7 +21,7 @@ class LedgerFigures:
     counts: dict[Stage, int]
     watermark: dt.datetime | None
     last_success: float | None  # kept in the ledger: a failing run must not drop the series
-    target_down: TargetDown | None = None
+    target_down: TargetOutage | None = None
 
 
 def write_metrics(path: str, report: RunReport, ledger: LedgerFigures | None) -> None:

@@ -173,8 +173,6 @@ def _read(config: Config, options: RunOptions, moment: Moment, ledger: RunLedger
             return reading.oldest_read
         finally:
             source.close()
-            if enrich is not None:
-                report.directory_seconds = enrich.callers.seconds
     except ServiceUnavailable as exc:
         log.error("%s", exc)
         report.unavailable.append(str(exc))

@@ -75,7 +75,6 @@ class RunReport:
     config_error: str | None = None  # what stopped the run with exit 2, never a clean run
     callers_matched: int = 0  # new incoming calls whose caller the directory knows
     callers_unmatched: int = 0
-    directory_seconds: float = 0.0  # spent reading the directory
     incidents_opened: int = 0  # decided by this run's new calls
     incidents_joined: int = 0
     incidents_created: int = 0  # made in the target

@@ -254,20 +254,6 @@ class CdrSource:
                 raise _classify(exc, self.config.url) from None
         return self._conn
 
-    def explain(self, lo: Any, hi: Any, column: str = "calldate") -> list[dict[str, Any]]:
-        """The server's plan for one window read (MySQL/MariaDB), for tests and `check`."""
-        compiled = self.window_query(lo, hi, column).compile(self.engine)
-        rows = self._connection().exec_driver_sql("EXPLAIN " + str(compiled),
-                                                  _positional(compiled))
-        return [dict(r._mapping) for r in rows]
-
-
-def _positional(compiled: Any) -> tuple[Any, ...] | dict[str, Any]:
-    params = compiled.params
-    if compiled.positiontup:
-        return tuple(params[name] for name in compiled.positiontup)
-    return dict(params)
-
 
 @functools.lru_cache(maxsize=4)
 def _make_engine(url: str) -> Engine:

@@ -40,7 +40,6 @@ class Group:
 @dataclass
 class WalkStats:
     rows: int = 0
-    windows: int = 0
     newest: dt.datetime | None = None  # the latest calldate read
     oldest: dt.datetime | None = None  # the earliest calldate read
 
@@ -72,7 +71,6 @@ class Walk:
                 break  # only calls of a later range lie ahead
             hi = min(pos + width, self.horizon)
             legs = self.read_window(pos, hi)
-            self.stats.windows += 1
             self.stats.rows += len(legs)
             for leg in legs:
                 if self.stats.newest is None or leg.calldate > self.stats.newest:

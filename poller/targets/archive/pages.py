@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from poller.model import STATUSES, Status
+
 log = logging.getLogger("poller")
 
 PAGE = "index.html"
 SUMMARY = ".summary"  # not *.json: readers of the archive take every *.json for a call record
 SUMMARY_VERSION = 1
-STATUSES = ("answered", "unanswered", "busy", "impossible")
-MISSED = ("unanswered", "busy", "impossible")
+MISSED = tuple(status for status in STATUSES if status != Status.ANSWERED)
 FOLLOW_UP_DAYS = 30  # how far back a missed call still asks to be returned
 FOLLOW_UP_SHOWN = 200
 _NO_CALLER = {"", "anonymous", "unknown", "private", "restricted", "unavailable"}
@@ -124,7 +125,7 @@ class DaySummary:
 
     @classmethod
     def of(cls, day: dt.date, rows: list[CallRow]) -> DaySummary:
-        counts = {status: 0 for status in STATUSES}
+        counts: dict[str, int] = {str(status): 0 for status in STATUSES}
         answered: dict[str, str] = {}
         missed = []
         for row in rows:

@@ -57,7 +57,6 @@ class KeepAliveTransport(Transport):
         super().__init__()
         self.timeout = timeout
         self.cookies: dict[str, str] = {}
-        self.connections_opened = 0
         self._connections: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
         if verify_tls:
             self._tls = ssl.create_default_context(cafile=ca_bundle or None)
@@ -148,7 +147,6 @@ class KeepAliveTransport(Transport):
             else:
                 connection = http.client.HTTPConnection(host, key[2], timeout=timeout)
             self._connections[key] = connection
-            self.connections_opened += 1
         connection.timeout = timeout
         if connection.sock is not None:
             connection.sock.settimeout(timeout)

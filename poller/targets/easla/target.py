@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from poller.config.schema import EaslaConfig, IncidentsConfig
-from poller.errors import ConfigError, DeliveryError
-from poller.errors import TargetUnavailable as TargetDown
+from poller.errors import ConfigError, DeliveryError, TargetUnavailable
 from poller.model import Call
 from poller.targets.easla.soap import ConnectionFailed, HttpStatusError, KeepAliveTransport
 from poller.targets.interface import safe_name
@@ -40,11 +39,11 @@ CONFIG_FAULT = re.compile(
 VALUE_FAULT = re.compile(r"(?i)\bvalues?\b")
 
 
-class TargetUnavailable(DeliveryError, TargetDown):
+class EaslaUnavailable(DeliveryError, TargetUnavailable):
     """easla did not answer (connection refused, reset, timed out, HTTP 5xx)."""
 
 
-class LostInTransit(TargetUnavailable):
+class LostInTransit(EaslaUnavailable):
     """The connection failed during one call's request (reset, timed out, refused)."""
 
     in_transit = True
@@ -106,7 +105,7 @@ class EaslaTarget:
             self.client = suds.client.Client(
                 config.url, transport=self.transport, timeout=float(config.timeout), cache=cache)
         except ConnectionFailed as exc:
-            raise TargetUnavailable(f"easla: WSDL not reachable at {config.url}: {exc}") from None
+            raise EaslaUnavailable(f"easla: WSDL not reachable at {config.url}: {exc}") from None
         except Exception as exc:  # suds raises plain exceptions for a bad or missing WSDL
             raise self._wsdl_error(exc) from None
         self._login()
@@ -122,7 +121,7 @@ class EaslaTarget:
         text = str(exc)
         status = _status_of(exc)
         if status is not None and status >= 500:
-            return TargetUnavailable(f"easla: WSDL at {self.config.url}: HTTP {status}")
+            return EaslaUnavailable(f"easla: WSDL at {self.config.url}: HTTP {status}")
         return ConfigError(f"target.easla.url: no usable WSDL at {self.config.url}: {text[:300]}")
 
     # -- the Target interface
@@ -206,12 +205,12 @@ class EaslaTarget:
         try:
             self.client.service.login(login=config.login, password=str(config.password))
         except ConnectionFailed as exc:
-            raise TargetUnavailable(f"easla: login: {exc}") from None
+            raise EaslaUnavailable(f"easla: login: {exc}") from None
         except Exception as exc:
             text = _fault_text(exc)
             status = None if _is_fault(exc) else _status_of(exc)
             if TRANSIENT_FAULT.search(text) or (status or 0) >= 500:
-                raise TargetUnavailable(f"easla: login: {text}") from None
+                raise EaslaUnavailable(f"easla: login: {text}") from None
             raise ConfigError(f"target.easla: login as {config.login!r} refused: {text}") from None
 
     def _call(self, operation: str, invoke: Callable[[Any], T], setup: bool = False) -> T:
@@ -239,13 +238,13 @@ class EaslaTarget:
                 return ConfigError(f"target.easla: {operation}: HTTP {status} (is target.easla."
                                    "url the service's WSDL address?)")
             if status in (408, 429):  # the server is slow or throttling: not this call's fault
-                return TargetUnavailable(f"easla: {operation}: HTTP {status}")
+                return EaslaUnavailable(f"easla: {operation}: HTTP {status}")
             if 400 <= status < 500:
                 # the server refused this request (413: this call's file is too large)
                 return DeliveryError(f"easla: {operation}: HTTP {status}")
-            return TargetUnavailable(f"easla: {operation}: HTTP {status}")
+            return EaslaUnavailable(f"easla: {operation}: HTTP {status}")
         if TRANSIENT_FAULT.search(text):
-            return TargetUnavailable(f"easla: {operation}: {text}")
+            return EaslaUnavailable(f"easla: {operation}: {text}")
         if setup:
             what = {"getProcess": f"process {self.config.process!r}",
                     "getObjectdef": f"object definition {self.config.objectdef!r}"}[operation]

@@ -1,0 +1,48 @@
+"""`poller retry`: parked calls put back in line, by key or all of them.
+
+Only the ledger is written, so this works while a follow-mode service runs. A call that could
+not be built from its cdr rows stays parked: only a run that reads its rows again builds it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from poller.config.schema import Config
+from poller.errors import ConfigError
+from poller.ledger.store import Ledger
+from poller.model import Stage, Status
+
+
+@dataclass
+class Requeued:
+    """What `retry` did: how many calls went back in line, and the named ones it left."""
+
+    count: int = 0
+    not_parked: dict[str, Stage] = field(default_factory=dict)  # key → its stage
+    unbuilt: dict[str, dt.date] = field(default_factory=dict)  # key → the day of its rows
+
+
+def requeue(config: Config, keys: Sequence[str] | None) -> Requeued:
+    """Put the parked calls named by `keys` (None: every parked call) back in line."""
+    ledger = Ledger.open_existing(config.state.database_url)
+    if ledger is None:
+        raise ConfigError("the ledger does not exist yet: nothing to retry")
+    try:
+        done = Requeued()
+        if keys:
+            known = ledger.known(keys)
+            unknown = [key for key in keys if key not in known]
+            if unknown:
+                raise ConfigError(f"unknown call key(s): {', '.join(unknown)}")
+            done.not_parked = {key: known[key] for key in keys if known[key] != Stage.FAILED}
+            for key in set(keys) - set(done.not_parked):
+                entry = ledger.entry(key)
+                if entry is not None and entry.call.status == Status.UNBUILT:
+                    done.unbuilt[key] = entry.call.first_calldate.date()
+        done.count = ledger.requeue_failed(list(keys) if keys else None)
+        return done
+    finally:
+        ledger.close()
