@@ -40,8 +40,8 @@ def _measure(work: Any) -> dict[str, Any]:
 
 def run(work: dict[str, Any]) -> dict[str, Any]:
     """One `run_once` (a backfill when since/until are given)."""
+    from poller.run.options import RunOptions
     from poller.run.pipeline import run_once
-    from poller.run.report import RunOptions
 
     config = make_config(work["config"])
     options = RunOptions(since=_local(work.get("since")), until=_local(work.get("until")),

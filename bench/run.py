@@ -601,8 +601,8 @@ def _simulate(bench: Bench, mode: str, interval: float) -> tuple[float, int, int
 
     from poller.ledger.store import Ledger
     from poller.model import Stage
+    from poller.run.options import RunOptions
     from poller.run.pipeline import run_once
-    from poller.run.report import RunOptions
 
     sizes = bench.sizes
     folder = bench.folder(f"catchup-{mode}")

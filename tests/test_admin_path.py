@@ -44,8 +44,8 @@ from poller.config.schema import Config
 from poller.errors import ExitCode, TargetUnavailable
 from poller.ledger.store import Ledger
 from poller.run.lock import RunLock
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 from poller.source.freepbx import freepbx_cdr
 
 POLLER = Path(sys.executable).parent / "poller"

@@ -12,8 +12,8 @@ from support import archived, clone_call, entry_of, key_of, legs_of, make_config
 
 from poller.errors import DeliveryError, ExitCode
 from poller.model import Stage
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 from poller.targets.archive.target import ArchiveTarget
 from poller.targets.interface import safe_name
 

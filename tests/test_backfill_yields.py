@@ -9,8 +9,8 @@ import logging
 from support import archived, clone_call, key_of, legs_of, make_config, msk, open_ledger
 
 from poller.errors import LockHeld
+from poller.run.options import Progress, RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import Progress, RunOptions
 
 NO_ANSWER = "1795675119.5"  # P1-02: nobody answered
 NOW = msk("2026-11-26 12:00")

@@ -20,8 +20,8 @@ from support import (
 )
 
 from poller.errors import ExitCode
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 from poller.source.table import CdrSource
 
 NOW = msk("2026-11-26 10:00")

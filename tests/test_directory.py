@@ -72,7 +72,7 @@ def callers_csv(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("written", [
     "89161234567", "+79161234567", "79161234567", "9161234567", "810 7 916 123 45 67",
 ])
-def test_a_caller_number_in_every_form_finds_its_subscriber(tmp_path, callers_csv, written):
+def test_a_caller_number_in_every_form_finds_its_caller(tmp_path, callers_csv, written):
     found = lookup(csv_config(callers_csv), tmp_path, [normalise(written, "RU") or ""], NOW)
     assert found.find(normalise(written, "RU")) == Caller(
         ACME, "ООО «Акме»", "1", {"inn": "7701000001"})

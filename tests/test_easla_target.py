@@ -29,8 +29,8 @@ from support import (
 
 from poller.errors import ExitCode
 from poller.recordings.formats import mp3_seconds
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 from poller.targets.easla.target import CONFIG_FAULT, VALUE_FAULT, attribute_values, hms
 
 NOW = msk("2026-11-26 12:00")

@@ -33,8 +33,8 @@ from support import (
 )
 
 from poller.errors import ConfigError, ExitCode
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 
 NOW = msk("2026-11-26 12:00")  # a Thursday
 CUSTOMER = "+79161234567"
@@ -94,8 +94,8 @@ INCIDENTS = {"statuses": ["unanswered", "busy"], "callers": "known",
 # -- who called
 
 
-def test_numbers_in_every_form_match_the_subscriber(tmp_path, cdr_db, sample_rows):
-    """Every way a trunk writes the customer's number finds the same subscriber; an unknown,
+def test_numbers_in_every_form_match_the_caller(tmp_path, cdr_db, sample_rows):
+    """Every way a trunk writes the customer's number finds the same caller; an unknown,
     an anonymous and an unparsable caller keep their raw number and null caller fields."""
     known = [call_from(sample_rows, DIRECT_ANSWERED, f"2026-11-26 10:{10 * i:02d}", number)
              for i, number in enumerate(WRITTEN)]
@@ -215,7 +215,7 @@ KILLED_BEFORE_INCIDENT = textwrap.dedent("""
 
     from poller.config.load import load
     from poller.run.pipeline import run_once
-    from poller.run.report import RunOptions
+    from poller.run.options import RunOptions
     from poller.targets.easla.target import EaslaTarget
 
 

@@ -11,9 +11,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from poller.config.schema import RetryConfig, Seconds
 from poller.errors import ConfigError
 from poller.run.marks import (
     CLOCK_SKEW,
+    FROM_CALLDATE,
     Moment,
     backfill_range,
     backfill_slices,
@@ -21,13 +23,18 @@ from poller.run.marks import (
     cursor_axis,
     cursor_range,
     cursor_resume,
+    cursor_start,
+    earlier_look,
     first_origin,
     forget_before,
     live_range,
     next_mark,
     resume_calldate,
+    settling,
     wall_clock_before,
 )
+from poller.run.options import RunOptions
+from poller.run.schedule import due_before, next_attempt
 
 MSK = ZoneInfo("Europe/Moscow")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -264,3 +271,88 @@ def test_calldate_axis_starts_narrow():
 def test_backfill_slices(since, until, now, slices):
     got = backfill_slices(t(since), t(until) if until else None, at(now))
     assert got == [(t(a), t(b) if b else None) for a, b in slices]
+
+
+# -- which calls are still settling (left for the next run, the marks held before them)
+
+@pytest.mark.parametrize("end, now, settle, still", [
+    ("2026-11-26 09:59:00", "2026-11-26 10:00:00", 60, False),  # ended exactly settle ago
+    ("2026-11-26 09:59:01", "2026-11-26 10:00:00", 60, True),
+    ("2026-11-26 10:05:00", "2026-11-26 10:00:00", 60, True),  # the PBX's clock runs ahead
+    ("2026-11-26 09:59:59", "2026-11-26 10:00:00", 0, False),  # settle 0s: at once
+    # the repeated autumn hour: 02:30 CET ended after 02:50 CEST, which is ten minutes before it
+    ("2026-10-25 02:30:00+01:00", "2026-10-25 02:50:00+02:00", 60, True),
+])
+def test_settling(end, now, settle, still):
+    def aware(text: str) -> dt.datetime:
+        value = dt.datetime.fromisoformat(text)
+        return value if value.tzinfo else value.replace(tzinfo=MSK)
+
+    assert settling(aware(end), aware(now), settle) is still
+
+
+# -- the calls a read met near its start that began before it
+
+@pytest.mark.parametrize("start, lookback, suspects_before, since", [
+    (t("2026-11-26 06:00"), 4 * H, t("2026-11-26 10:00"), t("2026-11-26 02:00")),
+    (1000, 1000, 2000, 0),  # a cursor column counts rows
+])
+def test_earlier_look(start, lookback, suspects_before, since):
+    look = earlier_look(start, lookback)
+    assert (look.suspects_before, look.since, look.until) == (suspects_before, since, start)
+
+
+def test_earlier_look_covers_what_forget_before_keeps():
+    """Retention must still know the calls the next read looks up as begun earlier: forgetting
+    them would make those calls new again (delivered twice)."""
+    moment, lookback = at("2026-11-26 18:00"), 4 * H
+    watermark = t("2026-11-26 09:30")
+    start = resume_calldate(watermark, t("2026-11-01 00:00"), lookback, moment)
+    before = forget_before(8 * H, lookback, watermark, None, True, moment)
+    assert before is not None and before <= earlier_look(start, lookback).since
+
+
+# -- a cursor's start
+
+@pytest.mark.parametrize("mark, start", [
+    (None, FROM_CALLDATE),  # a fresh ledger, or a cursor new to a ledger that read by calldate
+    (5000, 5000 - 1000),  # an id: a batch behind the mark (ids commit out of order)
+])
+def test_cursor_start(mark, start):
+    axis = cursor_axis("id", 1, 1000, 60)
+    assert cursor_start(mark, axis, at("2026-11-26 10:00")) == start
+
+
+def test_cursor_start_on_an_insertion_time_reads_back_over_the_repeated_hour():
+    axis = cursor_axis("addtime", t("2026-10-25 02:40"), 1000, 60)
+    moment = at("2026-10-25 02:45", BERLIN, fold=1)
+    # two minutes of inserts behind a mark of 02:40 CEST span the change back: since then the
+    # clock read as early as 02:00 (CET), so the read starts there and misses no row
+    assert cursor_start(t("2026-10-25 02:40"), axis, moment) == t("2026-10-25 02:00")
+
+
+# -- a failed call's next attempt
+
+RETRY = RetryConfig(max_attempts=5, backoff=Seconds(60), max_backoff=Seconds(600))
+UTC_NOW = dt.datetime(2026, 11, 26, 7, 0)  # naive UTC, as the ledger keeps times
+
+
+@pytest.mark.parametrize("attempts, delay", [
+    (1, 60), (2, 120), (3, 240), (4, 480),  # doubling from retry.backoff
+    (5, None),  # max_attempts used: parked
+])
+def test_next_attempt(attempts, delay):
+    expected = None if delay is None else UTC_NOW + dt.timedelta(seconds=delay)
+    assert next_attempt(attempts, RETRY, UTC_NOW) == expected
+
+
+def test_next_attempt_is_capped_and_never_overflows():
+    retry = RetryConfig(max_attempts=1000, backoff=Seconds(60), max_backoff=Seconds(6 * 3600))
+    assert next_attempt(6, retry, UTC_NOW) == UTC_NOW + dt.timedelta(seconds=1920)
+    assert next_attempt(999, retry, UTC_NOW) == UTC_NOW + dt.timedelta(hours=6)
+
+
+def test_due_before():
+    """A backfill retries the failed calls of its range at once, those backing off included."""
+    assert due_before(RunOptions(), UTC_NOW) == UTC_NOW
+    assert due_before(RunOptions(since=t("2026-11-01 00:00")), UTC_NOW) is None

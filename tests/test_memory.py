@@ -17,7 +17,7 @@ CHILD = """
 import json, re, sys, datetime as dt
 from poller.config.load import from_mapping
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
+from poller.run.options import RunOptions
 cfg = from_mapping(json.loads(sys.argv[1]), env={})
 report = run_once(cfg, RunOptions(since=dt.datetime(2026, 1, 1), until=dt.datetime(2026, 3, 1),
                                   limit=1, now=dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)))

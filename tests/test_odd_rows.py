@@ -13,8 +13,8 @@ from support import archived, clone_call, entry_of, key_of, legs_of, make_config
 from poller.calls import plausible
 from poller.errors import ExitCode
 from poller.model import KEY_LENGTH, Leg, fit_key
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 
 MSK = ZoneInfo("Europe/Moscow")
 NO_ANSWER = "1795675119.5"  # P1-02: nobody answered, one row

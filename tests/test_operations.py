@@ -60,8 +60,8 @@ from poller.ledger.store import Ledger
 from poller.model import Call
 from poller.run.follow import follow
 from poller.run.lock import RunLock
+from poller.run.options import Progress, RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import Progress, RunOptions
 from poller.targets.archive.files import prune_archive
 from poller.targets.archive.target import ArchiveTarget
 

@@ -19,8 +19,8 @@ from poller.errors import ExitCode
 from poller.ledger.store import Ledger
 from poller.model import Stage
 from poller.ops.status import collect, render, to_json
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 
 NOW = msk("2026-11-26 12:00")
 ANSWERED = "1795675107.1"  # P1-01: answered, recorded

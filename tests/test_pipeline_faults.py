@@ -39,8 +39,8 @@ from poller.errors import DeliveryError
 from poller.model import Call
 from poller.ops.status import collect, render
 from poller.run.lock import RunLock
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 from poller.targets.archive.target import ArchiveTarget
 
 
@@ -124,7 +124,7 @@ KILLED_RUN = textwrap.dedent("""
 
     from poller.config.load import load
     from poller.run.pipeline import run_once
-    from poller.run.report import RunOptions
+    from poller.run.options import RunOptions
     from poller.targets.archive.target import ArchiveTarget
 
 

@@ -39,8 +39,8 @@ from support import (
     write_config,
 )
 
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 from poller.source.table import CdrSource
 from poller.targets.archive.target import ArchiveTarget
 

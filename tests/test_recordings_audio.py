@@ -72,8 +72,8 @@ from poller.recordings.files import (
     plan_recording,
 )
 from poller.recordings.transcode import TranscodeError, Unreadable, to_mp3
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 from poller.targets.archive.target import ArchiveTarget
 
 HEADER_ONLY = SAMPLE_DAY / "in-74951230001-+79161002403-20261126-094122-1795675282.75.wav"

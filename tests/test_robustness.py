@@ -37,8 +37,8 @@ from poller.ledger.store import Ledger
 from poller.model import Leg
 from poller.recordings.files import RefusedPath, resolve_inside
 from poller.recordings.transcode import TranscodeError, Unreadable, to_mp3
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 from poller.targets.archive.target import ArchiveTarget
 
 NOW = msk("2026-11-26 12:00")
@@ -261,7 +261,7 @@ def test_check_never_prints_the_password_hash(tmp_path, cdr_db, mysql_server):
 def test_an_unbuilt_call_is_built_by_the_next_run_within_the_lookback(tmp_path, cdr_db,
                                                                         sample_rows, monkeypatch):
     """Fixed within the lookback, the parked stand-in is rebuilt and delivered by a plain run."""
-    import poller.run.scan as scan
+    import poller.run.read as scan
 
     broken = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 11, 0))
     cdr_db.insert(broken)
@@ -310,7 +310,7 @@ def test_a_call_that_cannot_be_built_is_parked_and_built_once_fixed(tmp_path, cd
     """A call the code fails to build (a bug) is parked with the error, and neither the batch
     nor the watermark waits on it; `retry` cannot send its stand-in; once the cause is gone,
     a backfill over its date builds and delivers it."""
-    import poller.run.scan as scan
+    import poller.run.read as scan
 
     broken = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 0))
     later = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 10, 30))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from support import make_config, msk
 
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 
 
 def _archived(tmp_path: Path) -> dict[str, dict]:

@@ -88,8 +88,8 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
     """
 
     def work() -> ExitCode:
+        from poller.run.options import RunOptions
         from poller.run.pipeline import run_once
-        from poller.run.report import RunOptions
 
         if since and until and until <= since:
             raise ConfigError("--until must be later than --since")

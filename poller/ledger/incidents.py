@@ -221,13 +221,15 @@ class Incidents:
         except (sa.exc.OperationalError, sa.exc.ProgrammingError):
             return []
 
-    def prune_incidents(self, before: dt.datetime) -> int:
-        """Forget finished incidents opened before `before` (naive local), as their calls go."""
-        table = incidents_table
-        query = table.delete().where(table.c.stage == IncidentStage.DONE,
-                                     table.c.first_calldate < before)
-        with self.engine.begin() as conn:
-            return conn.execute(query).rowcount
+
+
+def prune_incidents(conn: sa.Connection, before: dt.datetime) -> int:
+    """Forget finished incidents opened before `before` (naive local), as their calls go,
+    within the caller's transaction."""
+    table = incidents_table
+    query = table.delete().where(table.c.stage == IncidentStage.DONE,
+                                 table.c.first_calldate < before)
+    return conn.execute(query).rowcount
 
 
 def unfinished_openers() -> Any:

@@ -27,15 +27,11 @@ class Settings:
 
     def get(self, name: str) -> str | None:
         with self.engine.connect() as conn:
-            query = sa.select(meta_table.c.value).where(meta_table.c.name == name)
-            return conn.execute(query).scalar()
+            return read_setting(conn, name)
 
     def put(self, name: str, value: str) -> None:
         with self.engine.begin() as conn:
-            updated = conn.execute(
-                meta_table.update().where(meta_table.c.name == name).values(value=value))
-            if updated.rowcount == 0:
-                conn.execute(meta_table.insert().values(name=name, value=value))
+            write_setting(conn, name, value)
 
     def watermark(self) -> dt.datetime | None:
         """The calldate (naive local, full precision) up to which calls have been taken."""
@@ -112,3 +108,16 @@ class Settings:
     def clear_target_down(self) -> None:
         with self.engine.begin() as conn:
             conn.execute(meta_table.delete().where(meta_table.c.name == "target_down"))
+
+
+def read_setting(conn: sa.Connection, name: str) -> str | None:
+    """One setting, within a transaction the caller holds."""
+    return conn.execute(sa.select(meta_table.c.value).where(meta_table.c.name == name)).scalar()
+
+
+def write_setting(conn: sa.Connection, name: str, value: str) -> None:
+    """Set one setting within a transaction the caller holds (committed with its other work)."""
+    updated = conn.execute(meta_table.update().where(meta_table.c.name == name)
+                           .values(value=value))
+    if updated.rowcount == 0:
+        conn.execute(meta_table.insert().values(name=name, value=value))

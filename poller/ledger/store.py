@@ -19,7 +19,13 @@ from poller.databases import database_error, missing_table, redact_url
 from poller.errors import ConfigError
 from poller.ledger import schema as schema
 from poller.ledger.access import create_private, read_only_engine, sqlite_path, sqlite_reader
-from poller.ledger.incidents import IncidentChanges, Incidents, unfinished_openers, write_changes
+from poller.ledger.incidents import (
+    IncidentChanges,
+    Incidents,
+    prune_incidents,
+    unfinished_openers,
+    write_changes,
+)
 from poller.ledger.schema import (
     Entry,
     Known,
@@ -31,7 +37,7 @@ from poller.ledger.schema import (
     sqlite_pragmas,
     utcnow,
 )
-from poller.ledger.settings import Settings, TargetOutage
+from poller.ledger.settings import Settings, TargetOutage, read_setting, write_setting
 from poller.model import PENDING, Call, Stage, Status
 
 __all__ = ["Entry", "Known", "Ledger", "TargetOutage", "utcnow"]
@@ -331,13 +337,14 @@ class Ledger(Settings, Incidents):
         query = calls_table.delete().where(finished).where(
             calls_table.c.first_calldate < before,
             calls_table.c.call_key.not_in(unfinished_openers()))
+        # one transaction: calls forgotten without the guard would let a later backfill
+        # deliver them again
         with self.engine.begin() as conn:
             count = conn.execute(query).rowcount
-        self.prune_incidents(before)
-        if count:
-            previous = self.pruned_before()
-            if previous is None or before > previous:
-                self.put("pruned_before", before.isoformat())
+            prune_incidents(conn, before)
+            previous = read_setting(conn, "pruned_before")
+            if count and (previous is None or before > dt.datetime.fromisoformat(previous)):
+                write_setting(conn, "pruned_before", before.isoformat())
         return count
 
     def counts(self) -> dict[Stage, int]:

@@ -35,7 +35,9 @@ from poller.model import Stage
 from poller.recordings.files import Plan, Wait, plan_recording
 from poller.recordings.transcode import Encoded, Unreadable
 from poller.run.marks import Moment
-from poller.run.report import RunOptions, RunReport
+from poller.run.options import RunOptions
+from poller.run.report import RunReport
+from poller.run.schedule import due_before, next_attempt
 from poller.targets.interface import LazyTarget, safe_name
 
 log = logging.getLogger("poller")
@@ -86,12 +88,6 @@ def deliver_due(courier: Courier, options: RunOptions) -> None:
                 courier.report.unavailable.append(str(exc))
 
 
-def due_before(options: RunOptions, moment: Moment) -> dt.datetime | None:
-    """The moment next attempts are compared with; None (all due) for a backfill, which
-    retries the failed calls of its range at once, those backing off included."""
-    return None if options.backfill else moment.utc
-
-
 def _due(courier: Courier, options: RunOptions) -> Iterator[Entry]:
     since, until, ledger = options.since, options.until, courier.ledger
     if options.backfill:
@@ -99,7 +95,7 @@ def _due(courier: Courier, options: RunOptions) -> Iterator[Entry]:
         if requeued:
             log.info("backfill: %d parked calls in the range put back in line", requeued)
     last: Entry | None = None
-    now = due_before(options, courier.moment)
+    now = due_before(options, courier.moment.utc)
     while True:
         batch = ledger.due(now, since, until, limit=PAGE, after=last)
         if not batch:
@@ -250,15 +246,13 @@ class Delivery:
         entry, retry, report = self.entry, self.courier.retry, self.report
         report.failures += 1
         attempts = entry.attempts + 1
-        if attempts >= retry.max_attempts:
+        next_at = next_attempt(attempts, retry, self.courier.moment.utc)
+        if next_at is None:
             log.error("call %s: %s; parked after %d attempts (see poller status)",
                       entry.key, error, attempts)
             report.parked += 1
             self.ledger.record_failure(entry, error, None)
             return
-        # the exponent is capped: max_backoff is reached long before, and floats overflow
-        delay = min(retry.backoff * 2 ** min(attempts - 1, 40), retry.max_backoff)
-        next_at = self.courier.moment.utc + dt.timedelta(seconds=delay)
         log.warning("call %s: %s; attempt %d of %d, next at %s UTC", entry.key, error, attempts,
                     retry.max_attempts, next_at.isoformat(timespec="seconds"))
         self.ledger.record_failure(entry, error, next_at)

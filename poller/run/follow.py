@@ -21,8 +21,8 @@ log = logging.getLogger("poller")
 def follow(config: Config, interval: float, metrics_file: str | None = None,
            stop: threading.Event | None = None) -> ExitCode:
     """Poll until stopped; returns the exit code of the last poll."""
+    from poller.run.options import RunOptions
     from poller.run.pipeline import run_once
-    from poller.run.report import RunOptions
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -24,8 +24,9 @@ from poller.errors import (
 )
 from poller.ledger.incidents import IncidentEntry
 from poller.model import IncidentStage
-from poller.run.delivery import PAGE, Courier, due_before
-from poller.run.report import RunOptions
+from poller.run.delivery import PAGE, Courier
+from poller.run.options import RunOptions
+from poller.run.schedule import due_before
 from poller.templates import render_attributes
 
 log = logging.getLogger("poller")
@@ -42,7 +43,7 @@ def deliver_incidents(courier: Courier, templates: Mapping[str, str],
 
 
 def _due(courier: Courier, options: RunOptions) -> Iterator[IncidentEntry]:
-    now = due_before(options, courier.moment)
+    now = due_before(options, courier.moment.utc)
     since, until = (options.since, options.until) if options.backfill else (None, None)
     after: str | None = None
     while True:

@@ -160,6 +160,22 @@ def backfill_slices(since: dt.datetime, until: dt.datetime | None,
         start = midnight
 
 
+class _FromCalldate:
+    def __repr__(self) -> str:
+        return "FROM_CALLDATE"
+
+
+# a cursor with no mark yet starts at the first row since the calldate a calldate read would
+# resume at: the ledger holds the calls before it, whether a calldate run recorded them (a
+# cursor new to an old ledger) or the ledger is fresh (the origin)
+FROM_CALLDATE = _FromCalldate()
+
+
+def cursor_start(mark: Any, axis: Axis, moment: Moment) -> Any:
+    """Where a cursor read starts: a tail behind its mark, or FROM_CALLDATE without one."""
+    return FROM_CALLDATE if mark is None else cursor_resume(mark, axis, moment)
+
+
 def cursor_resume(mark: Any, axis: Axis, moment: Moment) -> Any:
     """Where a cursor read resumes: a tail behind its mark (rows commit out of order)."""
     if isinstance(mark, dt.datetime):
@@ -173,6 +189,30 @@ def cursor_range(start: Any, newest: Any, axis: Axis) -> ReadRange:
     """A cursor read runs to the newest row: its calls are those inserted since the start."""
     horizon = newest + axis.unit
     return ReadRange(start, horizon, horizon)
+
+
+def settling(end: dt.datetime, now: dt.datetime, settle: float) -> bool:
+    """Whether a call that ended at `end` (aware) is still settling at `now`: the legs Asterisk
+    writes a little later (CDR batch mode, the Hangup row) may still be on their way, so it is
+    left for the next run and the marks stay before it."""
+    return end > now - dt.timedelta(seconds=settle)
+
+
+@dataclass(frozen=True)
+class EarlierLook:
+    """Where to look for the earlier legs of the calls a read met first near its start."""
+
+    suspects_before: Any  # a call whose first leg read lies before this may have earlier legs
+    since: Any  # ... which lie in [since, until): the lookback before the read's start
+    until: Any
+
+
+def earlier_look(start: Any, lookback: Any) -> EarlierLook:
+    """A call whose first leg lies within a lookback after the read's start may have begun
+    before it (its first legs not read): such a call belongs to the range before, whose read
+    took it whole, and must not be taken again as new. `forget_before` keeps the calls of that
+    lookback before the start for this reason."""
+    return EarlierLook(start + lookback, start - lookback, start)
 
 
 def lowest(current: Any, value: Any) -> Any:

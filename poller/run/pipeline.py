@@ -24,16 +24,17 @@ from poller.ledger.journal import Journal
 from poller.ledger.schema import utcnow
 from poller.ledger.store import Ledger
 from poller.recordings.transcode import Encoded, to_mp3
-from poller.run.delivery import Courier, deliver_due, due_before
+from poller.run.delivery import Courier, deliver_due
 from poller.run.dryrun import DryRunLedger
 from poller.run.enrich import Enricher
 from poller.run.incident_delivery import deliver_incidents
 from poller.run.lock import RunLock
 from poller.run.marks import Moment, backfill_slices, forget_before
 from poller.run.metrics import LedgerFigures
-from poller.run.reading import Reading, RunLedger
-from poller.run.report import Progress, RunOptions, RunReport
-from poller.run.scan import Builder
+from poller.run.options import Progress, RunOptions
+from poller.run.read import Builder, ReadLedger, ReadPhase
+from poller.run.report import RunReport
+from poller.run.schedule import due_before
 from poller.source.table import CdrSource
 from poller.targets.interface import LazyTarget, Target
 from poller.targets.kinds import open_target, upkeep
@@ -82,19 +83,13 @@ def _backfill(config: Config, options: RunOptions, moment: Moment,
             break
         part = dataclasses.replace(options, since=start, until=stop, limit=limit,
                                    progress=_overall(options, slices, total))
-        report = _batch(config, part, _moment(config, options), target_factory)
+        report = _batch(config, part, _moment(config, options), target_factory, so_far=total)
         total.add(report)
         if number < len(slices):
             log.info("backfill: %s done (%d of %d days): %s; the lock is free until the next "
                      "day, for cron runs to deliver live calls", start.date().isoformat(),
                      number, len(slices), report.summary())
     total.seconds = time.monotonic() - started
-    if len(slices) > 1:  # `status` shows the whole backfill, not its last day
-        ledger = Ledger(config.state.database_url)
-        try:
-            _save_last_run(ledger, total)
-        finally:
-            ledger.close()
     return total
 
 
@@ -115,7 +110,10 @@ def _overall(options: RunOptions, slices: list[tuple[dt.datetime, dt.datetime | 
 
 
 def _batch(config: Config, options: RunOptions, moment: Moment,
-           target_factory: Callable[[Config], Target] | None) -> RunReport:
+           target_factory: Callable[[Config], Target] | None,
+           so_far: RunReport | None = None) -> RunReport:
+    """One batch under the lock; `so_far` is what the earlier days of a backfill did, so that
+    `status` shows the whole backfill as the last run, not its last day."""
     started = time.monotonic()
     report = RunReport()
     figures: LedgerFigures | None = None
@@ -146,7 +144,7 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
             target.close()
             report.seconds = time.monotonic() - started
             report.finished_at = utcnow().isoformat(timespec="seconds") + "Z"
-            _save_last_run(ledger, report)
+            _save_last_run(ledger, report if so_far is None else so_far.plus(report))
             if metrics_file:
                 figures = _figures(ledger, report)
             ledger.close()
@@ -157,7 +155,7 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
     return report
 
 
-def _read(config: Config, options: RunOptions, moment: Moment, ledger: RunLedger,
+def _read(config: Config, options: RunOptions, moment: Moment, ledger: ReadLedger,
           report: RunReport, enrich: Enricher | None = None) -> dt.datetime | None:
     """Phase one; returns the earliest calldate read. An unreachable source stops only this
     phase: calls already in the ledger are still delivered. A dry run reads without `enrich`:
@@ -167,10 +165,8 @@ def _read(config: Config, options: RunOptions, moment: Moment, ledger: RunLedger
     try:
         source = CdrSource(config.source, needed=recording_fields(config.recordings.name))
         try:
-            reading = Reading(source, ledger, config.source, builder, options, moment, report,
-                              enrich)
-            reading.execute()
-            return reading.oldest_read
+            return ReadPhase(source, ledger, config.source, builder, report, enrich).execute(
+                options)
         finally:
             source.close()
     except ServiceUnavailable as exc:
@@ -222,7 +218,7 @@ def _dry_run(config: Config, options: RunOptions, moment: Moment, report: RunRep
     ledger = DryRunLedger(existing)
     try:
         _read(config, options, moment, ledger, report)
-        report.planned.extend(ledger.due(due_before(options, moment), options.since,
+        report.planned.extend(ledger.due(due_before(options, moment.utc), options.since,
                                          options.until))
     finally:
         if existing is not None:

@@ -1,53 +1,13 @@
-"""What a run is asked to do, how far it has come, and what it did."""
+"""What a run did, for the summary line, `status`, metrics and the exit code."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from poller.errors import ExitCode
 from poller.model import Call
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What one `poller run` was asked to do."""
-
-    since: dt.datetime | None = None  # naive, source time zone; a backfill when set
-    until: dt.datetime | None = None
-    dry_run: bool = False
-    force: bool = False  # backfill even where the ledger has forgotten delivered calls
-    limit: int | None = None
-    now: dt.datetime | None = None  # aware; tests pin the clock
-    metrics_file: str | None = None  # overrides [metrics] file
-    # asked between calls: a follow-mode service stops after the call in hand
-    should_stop: Callable[[], bool] = field(default=lambda: False, compare=False)
-    # told how far a long read has come (a progress bar on a terminal)
-    progress: Callable[[Progress], None] | None = field(default=None, compare=False)
-
-    @property
-    def backfill(self) -> bool:
-        return self.since is not None or self.until is not None
-
-
-@dataclass(frozen=True)
-class Progress:
-    """How far the read of one run has come."""
-
-    position: dt.datetime  # the first calldate of the call just read (naive local)
-    start: dt.datetime
-    stop: dt.datetime
-    rows: int
-    new_calls: int
-
-    @property
-    def fraction(self) -> float:
-        span = (self.stop - self.start).total_seconds()
-        done = (self.position - self.start).total_seconds()
-        return min(max(done / span, 0.0), 1.0) if span > 0 else 1.0
 
 
 @dataclass
@@ -102,6 +62,13 @@ class RunReport:
                 mine.extend(x for x in theirs if x not in mine)
             elif theirs not in (None, ""):
                 setattr(self, item.name, theirs)
+
+    def plus(self, other: RunReport) -> RunReport:
+        """A new report counting both."""
+        both = RunReport()
+        both.add(self)
+        both.add(other)
+        return both
 
     def summary(self) -> str:
         statuses = ", ".join(f"{name} {count}" for name, count in sorted(self.delivered.items()))

@@ -23,8 +23,9 @@ from poller.config.schema import Config
 from poller.errors import PollerError
 from poller.ledger.schema import Entry
 from poller.ledger.store import Ledger
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions, RunReport
+from poller.run.report import RunReport
 
 RUN_TIMEOUT = 180.0  # seconds: a run that takes longer is killed and counted as hung
 

@@ -1,7 +1,10 @@
-"""Phase one of a run: cdr leg groups → calls → ledger rows, and how far the marks may move.
+"""Phase one of a run: choose the read range, walk the cdr table, turn leg groups into calls,
+record them in the ledger, and move the marks.
 
-The scan writes only new calls (incoming ones pending, the rest skipped) and rebuilds of calls
-nothing has been sent for; the marks it justifies are returned, and the run moves them.
+The phase writes only new calls (incoming ones pending, the rest skipped) and rebuilds of calls
+nothing has been sent for; the decisions that could lose a call (where a read starts, which
+calls are still settling, which began before the range, where the marks move) are pure
+functions in `marks`, and this module only carries them out.
 """
 
 from __future__ import annotations
@@ -17,25 +20,66 @@ from zoneinfo import ZoneInfo
 
 from poller.callers.incidents import OpenIncident
 from poller.calls import build_call, plausible, stand_in
-from poller.config.schema import IncomingRules
+from poller.clock import parse_local
+from poller.config.schema import IncomingRules, SourceConfig
 from poller.ledger.incidents import IncidentChanges
 from poller.ledger.schema import Known
 from poller.model import Call, Leg, Stage, Status, reused_key
-from poller.run.marks import CLOCK_SKEW, Axis, highest, lowest
-from poller.run.report import Progress, RunReport
+from poller.run.marks import (
+    CLOCK_SKEW,
+    FROM_CALLDATE,
+    Axis,
+    Moment,
+    ReadRange,
+    backfill_range,
+    calldate_axis,
+    cursor_axis,
+    cursor_range,
+    cursor_start,
+    earlier_look,
+    first_origin,
+    highest,
+    live_range,
+    lowest,
+    next_mark,
+    resume_calldate,
+    settling,
+)
+from poller.run.options import Progress, RunOptions
+from poller.run.report import RunReport
+from poller.source.skew import rows_ahead
+from poller.source.table import CdrSource
 from poller.source.walk import Group, Walk
 
 log = logging.getLogger("poller")
 
-KNOWN_BATCH = 200
+KNOWN_BATCH = 200  # calls looked up in the ledger at a time
+PROGRESS_EVERY = 10.0  # seconds between progress lines on long reads
 # new incoming calls → the same calls with their caller fields and incident, and what that did
 # to the ledger's incidents (enrich.Enricher)
 Enrich = Callable[[list[Call], Any], tuple[list[Call], IncidentChanges]]
-PROGRESS_EVERY = 10.0  # seconds between progress lines on long reads
 
 
-class ScanLedger(Protocol):
-    """What the scan needs of the ledger (the real one, or a dry run's stand-in)."""
+class ReadLedger(Protocol):
+    """What reading needs of the ledger (the real one, or a dry run's stand-in)."""
+
+    def watermark(self) -> dt.datetime | None: ...
+
+    def set_watermark(self, mark: dt.datetime) -> None: ...
+
+    def cursor_mark(self, column: str) -> Any: ...
+
+    def set_cursor_mark(self, column: str, mark: Any) -> None: ...
+
+    def origin(self) -> dt.datetime | None: ...
+
+    def set_origin(self, origin: dt.datetime) -> None: ...
+
+    def warned_on(self) -> dt.date | None: ...
+
+    def set_warned_on(self, day: dt.date) -> None: ...
+
+    def pruned_before(self) -> dt.datetime | None: ...
 
     def known_legs(self, keys: Iterable[str]) -> dict[str, Known]: ...
 
@@ -71,7 +115,7 @@ class Builder:
 
 @dataclass
 class Reach:
-    """The marks the calls of one scan justify, on calldate and on the walk's own column."""
+    """The marks the calls of one read justify, on calldate and on the walk's own column."""
 
     taken: dt.datetime | None = None  # last calldate of the calls taken
     held_back: dt.datetime | None = None  # first calldate of the earliest call still settling
@@ -79,40 +123,116 @@ class Reach:
     held_back_position: Any = None
 
 
-class Scan:
-    """Groups from the walk → calls → ledger rows."""
+class ReadPhase:
+    """Reads what is new since the marks (or a backfill's range) into the ledger."""
 
-    def __init__(self, walk: Walk, axis: Axis, ledger: ScanLedger, report: RunReport,
-                 builder: Builder, settled_before: dt.datetime,
-                 keys_before: Callable[[list[str], Any, Any, str], set[str]],
-                 progress: Callable[[Progress], None] | None = None,
-                 enrich: Enrich | None = None):
-        self.walk = walk
-        self.enrich = enrich  # callers and incidents of new incoming calls
-        self.axis = axis
+    def __init__(self, source: CdrSource, ledger: ReadLedger, config: SourceConfig,
+                 builder: Builder, report: RunReport, enrich: Enrich | None = None):
+        self.source = source
         self.ledger = ledger
-        self.report = report
+        self.config = config
         self.builder = builder
-        self.settled_before = settled_before  # aware: calls that ended later are settling
-        self.keys_before = keys_before
-        self.progress = progress if axis.on_calldate else None
+        self.report = report
+        self.enrich = enrich  # callers and incidents of new incoming calls
+        self.moment = Moment(builder.now, builder.zone)
+        self.lookback = dt.timedelta(seconds=config.lookback)
         self.reach = Reach()
         self.unbuilt: dict[str, str] = {}  # key → why its legs could not be built
 
-    def execute(self) -> Reach:
+    def execute(self, options: RunOptions) -> dt.datetime | None:
+        """Read, record and move the marks; returns the earliest calldate read (in cursor mode
+        the next run re-reads the same tail, so retention must not forget its calls)."""
+        self.say_once_a_day(self.source.warnings + self.clock_warnings())
+        planned = self.plan(options)
+        if planned is None:
+            self.report.source_read = True
+            return None  # an empty table, or nothing since the origin
+        axis, span = planned
+        walk = Walk(
+            lambda lo, hi: self.source.read_window(lo, hi, axis.column),
+            lambda after: self.source.next_position(after, axis.column),
+            span.start, span.stop, span.horizon, axis.lookback, self.config.batch_size,
+            position=axis.position, first_width=axis.first_width,
+            min_width=axis.min_width, max_width=axis.max_width)
+        log.debug("reading cdr rows by %s from %s to %s (calls starting before %s)",
+                  axis.column, span.start, span.horizon, span.stop)
+        progress = options.progress if axis.on_calldate else None
+        self.scan(walk, axis, progress)
+        self.report.source_read = True
+        self.report.rows = walk.stats.rows
+        if walk.stats.newest is not None:
+            self.report.newest_row = walk.stats.newest.isoformat()
+        if not options.backfill:  # a backfill never moves the marks
+            self.move_marks(axis)
+        return walk.stats.oldest
+
+    # -- where the read goes
+    def plan(self, options: RunOptions) -> tuple[Axis, ReadRange] | None:
+        """The axis and range of this read; None when there is nothing to read."""
+        column = self.config.cursor
+        if column == "calldate" or options.backfill:
+            # a backfill's range is in dates: it reads calldate windows whatever the cursor
+            axis = calldate_axis(self.lookback)
+            if options.backfill:
+                return axis, backfill_range(
+                    options.since, options.until, self.origin(), self.lookback,
+                    self.ledger.pruned_before(), options.force, self.moment)
+            return axis, live_range(self.resume_calldate(), self.moment)
+        newest = self.source.newest_position(column)
+        if newest is None:
+            return None
+        axis = cursor_axis(column, newest, self.config.batch_size, self.config.settle)
+        start = cursor_start(self.ledger.cursor_mark(column), axis, self.moment)
+        if start is FROM_CALLDATE:
+            start = self.source.first_position_since(column, self.resume_calldate())
+            if start is None:
+                return None
+        return axis, cursor_range(start, newest, axis)
+
+    def resume_calldate(self) -> dt.datetime:
+        return resume_calldate(self.ledger.watermark(), self.origin(), self.lookback,
+                               self.moment)
+
+    def origin(self) -> dt.datetime:
+        """Where this ledger started: fixed by its first run, so a later run never reaches
+        further back on its own."""
+        stored = self.ledger.origin()
+        if stored is not None:
+            return stored
+        start = parse_local(self.config.start) if self.config.start else None
+        origin = first_origin(start, self.lookback, self.moment)
+        self.ledger.set_origin(origin)
+        return origin
+
+    def move_marks(self, axis: Axis) -> None:
+        reach = self.reach
+        mark = next_mark(self.ledger.watermark(), reach.taken, reach.held_back)
+        if mark is not None:
+            self.ledger.set_watermark(mark)
+        current = self.ledger.watermark()
+        if reach.taken is not None and current is not None:
+            self.report.watermark = current.isoformat()
+        if not axis.on_calldate:
+            position = next_mark(self.ledger.cursor_mark(axis.column), reach.taken_position,
+                                 reach.held_back_position)
+            if position is not None:
+                self.ledger.set_cursor_mark(axis.column, position)
+
+    # -- groups → calls → ledger rows
+    def scan(self, walk: Walk, axis: Axis,
+             progress: Callable[[Progress], None] | None) -> None:
         batch: list[tuple[Call, Group]] = []
         progress_at = time.monotonic() + PROGRESS_EVERY
-        for group in self.walk.groups():
-            if self.progress is not None:
-                self.progress(Progress(group.first, self.walk.start, self.walk.stop,
-                                       self.walk.stats.rows, self.report.new_calls))
+        for group in walk.groups():
+            if progress is not None:
+                progress(Progress(group.first, walk.start, walk.stop, walk.stats.rows,
+                                  self.report.new_calls))
             elif time.monotonic() >= progress_at:
                 progress_at = time.monotonic() + PROGRESS_EVERY
                 log.info("reading: at %s, %d rows so far, %d new calls",
-                         group.first.isoformat(sep=" "), self.walk.stats.rows,
-                         self.report.new_calls)
+                         group.first.isoformat(sep=" "), walk.stats.rows, self.report.new_calls)
             call = self.build(group)
-            if call.end > self.settled_before:
+            if settling(call.end, self.moment.now, self.config.settle):
                 # it ended moments ago: late legs (CDR batch mode) may still be on their way
                 self.report.settling += 1
                 self.reach.held_back = lowest(self.reach.held_back, call.first_calldate)
@@ -121,10 +241,9 @@ class Scan:
                 continue
             batch.append((call, group))
             if len(batch) >= KNOWN_BATCH:
-                self.record(batch)
+                self.record(batch, walk, axis)
                 batch = []
-        self.record(batch)
-        return self.reach
+        self.record(batch, walk, axis)
 
     def build(self, group: Group) -> Call:
         """The call of a group; a stand-in when its legs defeat the code (a bug), which the
@@ -138,12 +257,12 @@ class Scan:
                                        f"rows: {type(exc).__name__}: {exc}")
             return stand_in(group.key, group.legs, self.builder.zone)
 
-    def record(self, batch: list[tuple[Call, Group]]) -> None:
+    def record(self, batch: list[tuple[Call, Group]], walk: Walk, axis: Axis) -> None:
         if not batch:
             return
         known = self.ledger.known_legs(call.key for call, _ in batch)
         batch = self.tell_reused(batch, known)
-        earlier = self.began_earlier([g for c, g in batch if c.key not in known])
+        earlier = self.began_earlier([g for c, g in batch if c.key not in known], walk, axis)
         taken = []
         for call, group in batch:
             if call.key in earlier:
@@ -209,11 +328,11 @@ class Scan:
         if new_stage == Stage.SEEN and stage != Stage.SEEN:
             self.report.new_calls += 1
 
-    def began_earlier(self, groups: list[Group]) -> set[str]:
-        """Keys with a leg before the walk's start (we saw only their later legs)."""
-        start, lookback = self.walk.start, self.axis.lookback
-        suspects = [g.key for g in groups if g.first_position < start + lookback]
-        return self.keys_before(suspects, start - lookback, start, self.axis.column)
+    def began_earlier(self, groups: list[Group], walk: Walk, axis: Axis) -> set[str]:
+        """Keys with a leg before the walk's start (it saw only their later legs)."""
+        look = earlier_look(walk.start, axis.lookback)
+        suspects = [g.key for g in groups if g.first_position < look.suspects_before]
+        return self.source.keys_before(suspects, look.since, look.until, axis.column)
 
     def take(self, calls: list[Call]) -> None:
         """Record new calls in the ledger: incoming ones pending, the others skipped."""
@@ -239,3 +358,25 @@ class Scan:
             [(c, Stage.SEEN, None) for c in incoming], changes)
         report.skipped += self.ledger.add_many(
             [(c, Stage.SKIPPED, "not incoming") for c in calls if not c.incoming])
+
+    # -- what a read says once a day
+    def clock_warnings(self) -> list[str]:
+        """A newest row ahead of now: a wrong source.timezone, which reads nothing and says
+        nothing. Looked for until said for the day (one MAX on the calldate index)."""
+        if self.ledger.warned_on() == self.moment.local.date():
+            return []
+        ahead = rows_ahead(self.source.newest_calldate(), self.moment.zone, self.moment.now)
+        return [ahead] if ahead else []
+
+    def say_once_a_day(self, warnings: list[str]) -> None:
+        """Configuration warnings, logged by the first run of a day (not 1,440 times)."""
+        if not warnings:
+            return
+        today = self.moment.local.date()
+        if self.ledger.warned_on() == today:
+            for warning in warnings:
+                log.debug("%s", warning)
+            return
+        for warning in warnings:
+            log.warning("%s", warning)
+        self.ledger.set_warned_on(today)
