@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+from logging.handlers import SysLogHandler
 
 # C0 controls (tab too), DEL and the C1 controls, which terminals also act on
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -42,8 +43,6 @@ def setup_logging(verbose: int, quiet: bool, syslog: bool = False) -> None:
                                            "%Y-%m-%d %H:%M:%S"))
     handlers: list[logging.Handler] = [handler]
     if syslog:
-        from logging.handlers import SysLogHandler
-
         address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
         to_syslog = SysLogHandler(address=address, facility=SysLogHandler.LOG_DAEMON)
         to_syslog.setFormatter(EscapingFormatter("poller[%(process)d]: %(levelname)s %(message)s"))

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
+
 from poller.callers.caller import Caller
 from poller.callers.numbers import normalise
 from poller.config.schema import CallersConfig
@@ -145,8 +147,6 @@ def wants_numbers(config: CallersConfig) -> bool:
 def read_query(config: CallersConfig, numbers: Sequence[str] | None = None,
                known: Mapping[str, str] | None = None) -> Parsed:
     """Run callers.query on callers.url; with `numbers`, bound to `:numbers` as a list."""
-    import sqlalchemy as sa
-
     statement = sa.text(config.query)
     params: dict[str, Any] = {}
     if numbers is not None:
@@ -171,8 +171,6 @@ def read_query(config: CallersConfig, numbers: Sequence[str] | None = None,
 
 
 def _engine(url: str) -> Any:
-    import sqlalchemy as sa
-
     parsed = sa.engine.make_url(url)
     kwargs: dict[str, Any] = {"poolclass": sa.pool.NullPool}
     if parsed.get_backend_name() == "mysql":

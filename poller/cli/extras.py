@@ -1,11 +1,16 @@
-"""The commands beside the batch job: the demo and the archive's pages."""
+"""The commands beside the batch job: the demo and the archive's pages (each imports its own
+work inside it, as in main.py: the minutely run loads neither)."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import click
 
 from poller.cli.guard import guarded, load_config
 from poller.errors import ExitCode
+from poller.ops.privileges import invoked_as, refuse_root_on_foreign_state
 
 
 @click.command()
@@ -20,10 +25,7 @@ def demo(ctx: click.Context, directory: str) -> None:
     """
 
     def work() -> ExitCode:
-        import sys
-
         from poller.ops.demo import run_demo
-        from poller.ops.privileges import invoked_as
 
         report, lines = run_demo(directory, invoked_as(sys.argv))
         for line in lines:
@@ -51,9 +53,6 @@ def archive_build(ctx: click.Context, directory: str | None) -> None:
     """
 
     def work() -> ExitCode:
-        from pathlib import Path
-
-        from poller.ops.privileges import refuse_root_on_foreign_state
         from poller.targets.archive.site import build_site
 
         config = load_config(ctx, writes=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 from collections.abc import Callable
@@ -12,7 +13,9 @@ from typing import Any, NoReturn
 
 import click
 
+from poller.config.load import load
 from poller.errors import ConfigError, ExitCode, LockHeld, PollerError
+from poller.ops.privileges import refuse_root_on_foreign_state
 
 log = logging.getLogger("poller")
 
@@ -21,12 +24,9 @@ def load_config(ctx: click.Context, writes: bool = True) -> Any:
     """The configuration the command line names (`--config`, else the environment's). A
     command that `writes` (or checks what the runs write) refuses root on the poller's
     state.dir."""
-    from poller.config.load import load
 
     config = load(ctx.obj)
     if writes:
-        from poller.ops.privileges import refuse_root_on_foreign_state
-
         refuse_root_on_foreign_state(config.state.dir)
     return config
 
@@ -76,8 +76,6 @@ def guarded(work: Callable[[], ExitCode]) -> NoReturn:
 
 def _stdout_closed() -> bool:
     """Whether standard output is a pipe whose reader went away."""
-    import select
-
     try:
         fd = sys.stdout.fileno()
     except (OSError, ValueError, AttributeError):

@@ -1,19 +1,28 @@
 """The command line: a thin click layer over the library (its errors become exit codes in
-guard.py)."""
+guard.py).
+
+Each command imports the modules of its own work inside its function: the minutely `run`
+loads neither status, check nor retry, and `status` does not load the pipeline."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import sys
+import time
 from typing import Any
 
 import click
 
 from poller.cli.extras import archive, demo
 from poller.cli.guard import guarded, load_config
-from poller.errors import ConfigError, ExitCode
-from poller.logs import setup_logging
+from poller.clock import parse_local
+from poller.config.schema import parse_duration
+from poller.errors import ConfigError, ExitCode, PollerError
+from poller.logs import escape_controls, setup_logging
+from poller.recordings.files import Wait, plan_recording
+from poller.run.options import RunOptions
 from poller.run.report import plural
 
 log = logging.getLogger("poller")
@@ -27,7 +36,6 @@ class LocalDateTime(click.ParamType):
     def convert(self, value: Any, param: Any, ctx: Any) -> dt.datetime:
         if isinstance(value, dt.datetime):
             return value
-        from poller.clock import parse_local
 
         try:
             return parse_local(value)
@@ -88,7 +96,6 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
     """
 
     def work() -> ExitCode:
-        from poller.run.options import RunOptions
         from poller.run.pipeline import run_once
 
         if since and until and until <= since:
@@ -104,7 +111,6 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
                               "or --limit")
         config = load_config(ctx)
         if follow:
-            from poller.config.schema import parse_duration
             from poller.run.follow import follow as follow_loop
 
             try:
@@ -140,8 +146,6 @@ class _TerminalProgress:
         self.last = 0.0
 
     def __call__(self, progress: Any) -> None:
-        import time
-
         now = time.monotonic()
         if now - self.last < 0.2:
             return
@@ -166,7 +170,6 @@ def _progress_bar() -> _TerminalProgress | None:
 
 
 def _print_planned(calls: list[Any], config: Any) -> None:
-    from poller.logs import escape_controls
     click.echo(f"{plural(len(calls), 'call')} would be delivered")
     for call in calls:
         click.echo(escape_controls(
@@ -176,8 +179,6 @@ def _print_planned(calls: list[Any], config: Any) -> None:
 
 def _recording_note(call: Any, config: Any) -> str:
     """What a real run would attach now: files with audio, not MixMonitor's bare headers."""
-    from poller.errors import PollerError
-    from poller.recordings.files import Wait, plan_recording
     if not call.recordings:
         return "no recording"
     try:
@@ -202,8 +203,6 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
         current = collect(load_config(ctx, writes=False))
         if as_json:
-            import json
-
             click.echo(json.dumps(to_json(current), indent=2, ensure_ascii=False))
         else:
             click.echo(render(current))

@@ -10,6 +10,8 @@ import string
 import zoneinfo
 from pathlib import Path
 
+from poller.clock import parse_local
+from poller.config.hours import parse_hours
 from poller.config.schema import (
     ARCHIVE_LOCALES,
     DIRECTORY_COLUMNS,
@@ -20,7 +22,7 @@ from poller.config.schema import (
 )
 from poller.databases import query_parameters, url_problem
 from poller.model import STATUSES
-from poller.templates import RECORDING_COLUMNS
+from poller.templates import RECORDING_COLUMNS, check_attribute_templates, recording_fields
 
 
 def check_semantics(config: Config, problems: list[str]) -> None:
@@ -35,8 +37,6 @@ def check_semantics(config: Config, problems: list[str]) -> None:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", source.table):
         problems.append(f"source.table: not a plain table name: {source.table!r}")
     try:
-        import zoneinfo
-
         zoneinfo.ZoneInfo(source.timezone)
     except (ValueError, zoneinfo.ZoneInfoNotFoundError):
         problems.append(f"source.timezone: unknown time zone {source.timezone!r}")
@@ -111,8 +111,6 @@ def check_semantics(config: Config, problems: list[str]) -> None:
 
 
 def _check_template(template: str, problems: list[str]) -> None:
-    from poller.templates import recording_fields
-
     try:
         unknown = recording_fields(template) - set(RECORDING_COLUMNS)
     except ValueError as exc:
@@ -133,8 +131,6 @@ MP3_BITRATES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 192, 
 
 
 def _check_start(start: str, timezone: str, problems: list[str]) -> None:
-    from poller.clock import parse_local
-
     try:
         first = parse_local(start)
     except ValueError as exc:
@@ -198,7 +194,6 @@ def supported_region(code: str) -> bool:
 
 
 def _check_callers_url(callers: CallersConfig, problems: list[str]) -> None:
-
     problem = url_problem("callers.url", callers.url, "POLLER_CALLERS_URL")
     if problem:
         problems.append(problem)
@@ -209,9 +204,6 @@ def _check_callers_url(callers: CallersConfig, problems: list[str]) -> None:
 
 
 def _check_incidents(config: Config, problems: list[str]) -> None:
-    from poller.config.hours import parse_hours
-    from poller.templates import check_attribute_templates
-
     incidents = config.incidents
     for status in incidents.statuses:
         if status not in STATUSES:

@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -139,8 +140,6 @@ class Ledger(Settings, Incidents):
             raise ConfigError(f"state.url: not a database URL: {redact_url(url)}") from None
         path = sqlite_path(parsed)
         if path is not None:
-            from pathlib import Path
-
             if not Path(path).is_file():
                 return None
         ledger = cls(url, create=False, read_only=read_only)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -14,9 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+
+from poller.callers.directory import describe, verify
 from poller.config.schema import Config
 from poller.errors import PollerError
+from poller.ledger.store import Ledger
 from poller.source.skew import rows_ahead
+from poller.source.table import CdrSource
+from poller.targets.easla.target import EaslaTarget
+from poller.templates import recording_fields
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 _WRITE_PRIVILEGES = re.compile(r"\b(ALL PRIVILEGES|INSERT|UPDATE|DELETE|DROP|ALTER)\b", re.I)
@@ -46,9 +54,6 @@ def run_checks(config: Config) -> list[Result]:
 
 
 def _source(config: Config) -> Iterator[Result]:
-    from poller.source.table import CdrSource
-    from poller.templates import recording_fields
-
     source = CdrSource(config.source, needed=recording_fields(config.recordings.name))
     try:
         newest = source.newest_calldate()
@@ -115,8 +120,6 @@ def _writable_file(path: Path) -> None:
 
 
 def _user() -> str:
-    import pwd
-
     try:
         return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
     except KeyError:
@@ -124,8 +127,6 @@ def _user() -> str:
 
 
 def _owner(path: Path) -> str:
-    import pwd
-
     uid = path.stat().st_uid
     try:
         return pwd.getpwuid(uid).pw_name
@@ -147,8 +148,6 @@ def _newest_days(root: Path) -> list[Path]:
 
 
 def _state(config: Config) -> Iterator[Result]:
-    from poller.ledger.store import Ledger
-
     state_dir = Path(config.state.dir)
     detail = _writable_folder(state_dir)
     for name in ("tmp", "directory"):
@@ -174,10 +173,6 @@ def _state(config: Config) -> Iterator[Result]:
 
 def _ledger_writable(url: str) -> None:
     """Write to the ledger as the runs would, and roll it back."""
-    import sqlalchemy as sa
-
-    from poller.ledger.store import Ledger
-
     ledger = Ledger(url, create=False)
     try:
         with ledger.engine.connect() as conn, conn.begin() as transaction:
@@ -201,7 +196,6 @@ def _target(config: Config) -> Iterator[Result]:
             _writable_folder(folder)
         yield Result("target", OK, "archive " + detail)
         return
-    from poller.targets.easla.target import EaslaTarget
 
     target = EaslaTarget(config.target.easla, None)  # no WSDL cache: check makes nothing
     try:
@@ -254,7 +248,6 @@ def _callers(config: Config) -> Iterator[Result]:
     """The directory read once, as a run reads it (nothing kept: no copy in state.dir)."""
     if not config.callers.enabled:
         return
-    from poller.callers.directory import describe, verify
 
     count = verify(config.callers)
     per_run = " (asked per run with :numbers)" if "numbers" in config.callers.query else ""

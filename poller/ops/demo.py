@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+
+from poller.config.load import load
 from poller.errors import ConfigError
+from poller.run.pipeline import run_once
+from poller.source.freepbx import freepbx_cdr
 
 if TYPE_CHECKING:
     from poller.run.report import RunReport
@@ -133,10 +138,6 @@ def write_wav(path: Path, pcm: bytes, rate: int = 8000) -> None:
 
 def build(directory: Path, now: dt.datetime | None = None) -> Path:
     """Write the sample cdr database, recordings and config into `directory`; returns the config."""
-    import sqlalchemy as sa
-
-    from poller.source.freepbx import freepbx_cdr
-
     directory = _prepare(directory)
     zone = ZoneInfo(ZONE)
     now = (now or dt.datetime.now(zone)).astimezone(zone).replace(microsecond=0)
@@ -240,8 +241,6 @@ def run_demo(directory: str | os.PathLike[str],
              program: str = "poller") -> tuple[RunReport, list[str]]:
     """Build the sample, run the real pipeline into the archive, and describe what arrived;
     the hint names `program` as the administrator started it."""
-    from poller.config.load import load
-    from poller.run.pipeline import run_once
 
     config_path = build(Path(directory))
     config = load(config_path, env={})

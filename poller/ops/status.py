@@ -21,6 +21,7 @@ from poller.logs import escape_controls
 from poller.model import PENDING, UNBUILT, IncidentStage, Stage
 from poller.run.lock import held_by
 from poller.source.skew import rows_ahead
+from poller.source.table import CdrSource
 
 SHOWN = 50  # calls listed per section; the JSON and the text say when a list is cut
 
@@ -87,8 +88,6 @@ def collect(config: Config, now: dt.datetime | None = None) -> Overview:
         finally:
             ledger.close()
     try:
-        from poller.source.table import CdrSource
-
         source = CdrSource(config.source)
         try:
             status.newest_row = source.newest_calldate()

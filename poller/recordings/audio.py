@@ -20,6 +20,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
+import shutil
+import subprocess
+
 from poller.recordings.formats import (
     GSM_FRAME,
     LAME_MAX_RATE,
@@ -203,7 +206,6 @@ def _read_ffmpeg(path: Path, rate: int, ffmpeg: str, options: tuple[str, ...], k
                  max_seconds: float | None) -> Generator[bytes, None, None]:
     """`options` name a headerless input's format; without them ffmpeg finds it by content,
     after ffprobe has said there is audio in it (`known`: a WAV or MP3 by its header)."""
-    import shutil  # here, not at the top: the common PCM path needs neither it nor subprocess
 
     executable = shutil.which(ffmpeg)
     if executable is None:
@@ -220,12 +222,12 @@ def _read_ffmpeg(path: Path, rate: int, ffmpeg: str, options: tuple[str, ...], k
 def _probe(path: Path, known: bool) -> None:
     """Ask ffprobe, through pydub, whether the file holds audio at all: a clear reason for a
     file that is not a recording, before a decoder is started on it."""
-    import shutil
 
     if shutil.which("ffprobe") is None:
         return  # pydub's probe needs ffprobe on PATH; the decode will tell instead
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydub's audioop DeprecationWarning
+        # pydub only for a format Python cannot read itself: most recordings never load it
         from pydub.utils import mediainfo_json
 
         try:
@@ -241,8 +243,6 @@ def _probe(path: Path, known: bool) -> None:
 
 
 def _ffmpeg_stream(command: list[str], rate: int) -> Generator[bytes, None, None]:
-    import subprocess
-
     command = [*command, "-f", "s16le", "-ac", "1", "-ar", str(rate), "-"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None

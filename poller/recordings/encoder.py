@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from poller.recordings.formats import UnreadableAudio, mp3_seconds
+
 _IOPRIO_WHO_PROCESS = 1
 _IOPRIO_CLASS_IDLE = 3
 _IOPRIO_CLASS_SHIFT = 13
@@ -71,8 +73,10 @@ def encode(sources: list[Path], target: Path, bitrate_kbps: int, ffmpeg: str,
 
     A source longer than `max_seconds` stops the encode with UnreadableAudio.
     """
+    # the audio modules (audioop, pydub's helpers) and LAME load here, after lower_priority:
+    # even the child's imports run at its own low priority
     from poller.recordings.audio import pcm_chunks, wav_info
-    from poller.recordings.formats import is_mp3, mp3_seconds
+    from poller.recordings.formats import is_mp3
 
     if len(sources) == 1 and wav_info(sources[0]) is None and is_mp3(sources[0]):
         # already MP3: uploaded as it is, once checked
@@ -104,7 +108,6 @@ def encode(sources: list[Path], target: Path, bitrate_kbps: int, ffmpeg: str,
 def _lame(step: Any, *args: Any) -> bytes:
     """One call into LAME, whose only complaint is a RuntimeError about the audio it was fed
     (a sample rate it cannot take, say)."""
-    from poller.recordings.formats import UnreadableAudio
 
     try:
         return bytes(step(*args))
@@ -114,8 +117,6 @@ def _lame(step: Any, *args: Any) -> bytes:
 
 def validate(target: Path, seconds: float) -> float:
     """The MP3 must parse frame by frame and last as long as its input (within 0.5 s)."""
-    from poller.recordings.formats import UnreadableAudio, mp3_seconds
-
     produced = mp3_seconds(target)
     if seconds <= 0:
         raise UnreadableAudio("no audio in the input")
@@ -146,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", type=Path, nargs="+")
     args = parser.parse_args(argv)
     lower_priority(args.nice)
-    from poller.recordings.audio import DecoderMissing
-    from poller.recordings.formats import UnreadableAudio
+    from poller.recordings.audio import DecoderMissing  # after lower_priority, as in encode()
 
     try:
         limit = None if args.call_seconds is None else max_recording_seconds(args.call_seconds)

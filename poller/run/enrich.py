@@ -53,7 +53,7 @@ class CallerLookup:
         wanted = {n for n in numbers if n}
         if not self.config.enabled or not wanted:
             return {}
-        from poller.callers import directory
+        from poller.callers import directory  # with the first new call only (see above)
 
         if not directory.wants_numbers(self.config):
             if self.whole is None:
@@ -92,7 +92,7 @@ class Enricher:
     def __call__(self, calls: Sequence[Call], ledger: IncidentLedger
                  ) -> tuple[list[Call], IncidentChanges]:
         """The calls with their caller fields and incident, and the incidents they touched."""
-        from poller.callers.numbers import normalise
+        from poller.callers.numbers import normalise  # the phone-number library, as above
 
         region = self.callers_config.country
         numbered = [replace(call, number_e164=normalise(call.number, region)) for call in calls]
@@ -109,7 +109,7 @@ class Enricher:
     def _identify(self, call: Call, caller: Caller | None) -> Call:
         if not self.callers_config.enabled:
             return call
-        from poller.callers.caller import caller_fields
+        from poller.callers.caller import caller_fields  # with the directory, as above
 
         fields = caller_fields(caller, self.callers_config.fields)
         return replace(call, caller=tuple(fields.items()))

@@ -14,6 +14,8 @@ from typing import Any
 
 from poller.config.schema import Config
 from poller.errors import ExitCode, LockHeld
+from poller.run.options import RunOptions
+from poller.run.pipeline import run_once
 
 log = logging.getLogger("poller")
 
@@ -21,9 +23,6 @@ log = logging.getLogger("poller")
 def follow(config: Config, interval: float, metrics_file: str | None = None,
            stop: threading.Event | None = None) -> ExitCode:
     """Poll until stopped; returns the exit code of the last poll."""
-    from poller.run.options import RunOptions
-    from poller.run.pipeline import run_once
-
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         def request_stop(signum: int, frame: Any) -> None:

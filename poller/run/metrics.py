@@ -26,6 +26,7 @@ class LedgerFigures:
 
 def write_metrics(path: str, report: RunReport, ledger: LedgerFigures | None) -> None:
     """Write the metrics file; a failure to write is logged, never fatal to the run."""
+    # only where [metrics] file is set: a run without metrics never loads the client
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
     registry = CollectorRegistry()

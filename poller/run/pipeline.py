@@ -30,7 +30,7 @@ from poller.run.enrich import Enricher
 from poller.run.incident_delivery import deliver_incidents
 from poller.run.lock import RunLock
 from poller.run.marks import Moment, backfill_slices, forget_before
-from poller.run.metrics import LedgerFigures
+from poller.run.metrics import LedgerFigures, write_metrics
 from poller.run.options import Progress, RunOptions
 from poller.run.read import Builder, ReadLedger, ReadPhase
 from poller.run.report import RunReport
@@ -149,8 +149,6 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
                 figures = _figures(ledger, report)
             ledger.close()
     if metrics_file:
-        from poller.run.metrics import write_metrics
-
         write_metrics(metrics_file, report, figures)
     return report
 

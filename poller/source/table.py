@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from poller.config.schema import SourceConfig
-from poller.databases import missing_table, redact_url
+from poller.databases import database_error, missing_table, redact_url
 from poller.errors import ConfigError, SourceSchemaError
 from poller.model import Leg
 
@@ -283,6 +283,4 @@ def _loopback(url: sa.engine.URL) -> bool:
 
 
 def _classify(exc: sa.exc.OperationalError, url: str) -> Exception:
-    from poller.databases import database_error
-
     return database_error(exc, url, "source")

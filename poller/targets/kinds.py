@@ -1,4 +1,8 @@
-"""The configured target, by kind: only the module that kind needs is imported."""
+"""The configured target, by kind.
+
+Each kind's module is imported inside the function that needs it: a run loads only its own
+target's libraries (suds for easla, jinja2 for the archive's pages), and only once it has a call
+to deliver or an archive to prune — the idle minutely run loads none of them."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from markupsafe import Markup
 
-from poller.errors import PollerError
+from poller.errors import ConfigError, PollerError
 from poller.targets.archive.files import DAY_GLOB, day_of_folder, write_atomically
 from poller.targets.archive.pages import (
     FOLLOW_UP_DAYS,
@@ -195,7 +195,5 @@ def _asset(name: str) -> Markup:
 def build_site(root: Path, locale: str, timezone: str) -> SiteReport:
     """Write every page of the archive in `root` (`poller archive build`)."""
     if not root.is_dir():
-        from poller.errors import ConfigError
-
         raise ConfigError(f"archive folder {root} does not exist")
     return ArchiveSite(root, locale, timezone).build()

@@ -15,6 +15,7 @@ from poller.config.schema import ArchiveConfig
 from poller.errors import ConfigError, DeliveryError
 from poller.model import Call
 from poller.targets.archive.files import atomic_write, sync_folder, write_atomically, write_error
+from poller.targets.archive.site import ArchiveSite
 from poller.targets.interface import safe_name
 
 log = logging.getLogger("poller")
@@ -102,7 +103,6 @@ class ArchiveTarget:
         A page that cannot be written is logged and left for a later run to write: the calls
         are delivered whatever becomes of their pages.
         """
-        from poller.targets.archive.site import ArchiveSite
 
         report = ArchiveSite(self.root, self.locale, self.timezone).update(self.changed_days)
         self.changed_days.clear()

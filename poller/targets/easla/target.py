@@ -14,6 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import suds.cache
+import suds.client
+from suds.transport import Request
+
 from poller.config.schema import EaslaConfig, IncidentsConfig
 from poller.errors import ConfigError, DeliveryError, TargetUnavailable
 from poller.model import Call
@@ -94,9 +98,6 @@ class EaslaTarget:
             raise
 
     def _connect(self, state_dir: str | None) -> None:
-        import suds.cache
-        import suds.client
-
         config = self.config
         # no state_dir (poller check): no cache, so nothing is left behind in state.dir
         cache = None if state_dir is None else suds.cache.ObjectCache(
@@ -184,7 +185,6 @@ class EaslaTarget:
     def answers(self) -> bool:
         """Whether easla answers at all (its WSDL, fetched afresh): after a request of one call
         failed in transit, this tells the target's fault from the call's."""
-        from suds.transport import Request
 
         try:
             self.transport.open(Request(self.config.url))
