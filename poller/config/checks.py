@@ -18,7 +18,9 @@ from poller.config.schema import (
     TARGET_KINDS,
     CallersConfig,
     Config,
+    WebhookConfig,
     incident_fields,
+    signing_key,
 )
 from poller.databases import query_parameters, url_problem
 from poller.model import STATUSES
@@ -106,8 +108,47 @@ def check_semantics(config: Config, problems: list[str]) -> None:
         re.compile(easla.session_fault)
     except re.error as exc:
         problems.append(f"target.easla.session_fault: bad pattern: {exc}")
+    if config.target.kind == "webhook":
+        _check_webhook(config.target.webhook, problems)
     _check_callers(config.callers, problems)
     _check_incidents(config, problems)
+
+
+# set by the poller itself: a configured value would break the signature or the framing
+WEBHOOK_OWN_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type",
+                       "content-length", "host", "transfer-encoding", "connection")
+
+
+def _check_webhook(webhook: WebhookConfig, problems: list[str]) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(webhook.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"target.webhook.url must be an http:// or https:// URL, not "
+                        f"{webhook.url!r}")
+    elif parts.username or parts.password:
+        # the URL is logged: a credential belongs in target.webhook.headers (Authorization)
+        problems.append("target.webhook.url must not hold a user or password: send it as "
+                        "target.webhook.headers.Authorization")
+    if not webhook.secret:
+        problems.append("target.webhook.secret is required (or set POLLER_WEBHOOK_SECRET)")
+    else:
+        try:
+            signing_key(webhook.secret)
+        except ValueError as exc:
+            problems.append(f"target.webhook.secret: {exc} (value not shown)")
+    if webhook.timeout <= 0:
+        problems.append("target.webhook.timeout must be positive")
+    if webhook.ca_bundle and not Path(webhook.ca_bundle).is_file():
+        problems.append(f"target.webhook.ca_bundle: no such file {webhook.ca_bundle!r}")
+    for name, value in webhook.headers.items():
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            problems.append(f"target.webhook.headers: not a header name: {name!r}")
+        elif name.lower() in WEBHOOK_OWN_HEADERS:
+            problems.append(f"target.webhook.headers.{name}: set by the poller itself")
+        if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
+            problems.append(f"target.webhook.headers.{name}: a control character or line break "
+                            "in the value (value not shown)")
 
 
 def _check_template(template: str, problems: list[str]) -> None:

@@ -75,8 +75,10 @@ def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
         table = _expect(value, dict, key, problems, {})
         bad = [k for k, v in table.items() if not isinstance(v, str)]
         for name in bad:
+            # a value may be a credential (an Authorization header): never echoed
             problems.append(f"{key}.{name} must be a string")
-        return {k: v for k, v in table.items() if isinstance(v, str)}
+        kind = typing.get_args(hint)[1]  # str, or Secret for values that may be credentials
+        return {k: kind(v) for k, v in table.items() if isinstance(v, str)}
     raise TypeError(f"no converter for {hint!r}")  # a programming error, not a user one
 
 

@@ -23,6 +23,7 @@ ENV_OVERRIDES = {
     ("source", "url"): "POLLER_SOURCE_URL",
     ("state", "url"): "POLLER_STATE_URL",
     ("target", "easla", "password"): "POLLER_EASLA_PASSWORD",
+    ("target", "webhook", "secret"): "POLLER_WEBHOOK_SECRET",
     ("callers", "url"): "POLLER_CALLERS_URL",
 }
 
@@ -49,12 +50,17 @@ def load(path: str | os.PathLike[str] | None = None,
 
 
 def _warn_if_exposed(path: Path, data: Mapping[str, Any]) -> None:
-    """A file holding a password should be readable by the poller's user only (0600/0640)."""
+    """A file holding a password (or the webhook's secret, or a credential among its headers)
+    should be readable by the poller's user only (0600/0640)."""
     easla_password = data.get("target", {}).get("easla", {}).get("password", "")
+    webhook = data.get("target", {}).get("webhook", {})
+    webhook_secret = webhook.get("secret", "") or any(
+        re.search(r"(?i)auth|token|key|secret|pass|cookie", str(name))
+        for name in webhook.get("headers", {}))
     source_url = str(data.get("source", {}).get("url", ""))
     state_url = str(data.get("state", {}).get("url", ""))
     callers_url = str(data.get("callers", {}).get("url", ""))
-    has_secret = bool(easla_password) or any(
+    has_secret = bool(easla_password) or bool(webhook_secret) or any(
         re.search(r"(?i)://[^/@:]*:[^@]+@|[?&]passw(?:or)?d=.", url)
         for url in (source_url, state_url, callers_url))
     try:

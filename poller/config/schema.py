@@ -4,6 +4,7 @@ never shows them."""
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -137,11 +138,42 @@ class EaslaConfig:
     )
 
 
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 24  # the Standard Webhooks specification asks for 24 to 64 random bytes
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key a Standard Webhooks secret (`whsec_` and base64) stands for; a ValueError
+    that never quotes the secret when it is not one."""
+    text = secret.removeprefix(SECRET_PREFIX)
+    if not re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", text):
+        raise ValueError("not a Standard Webhooks secret (whsec_ followed by base64)")
+    key = base64.b64decode(text + "=" * (-len(text) % 4))
+    if len(key) < SECRET_BYTES:
+        raise ValueError(f"{len(key)} bytes is too short: give {SECRET_BYTES} or more random "
+                         "bytes (e.g. whsec_ and the output of `openssl rand -base64 32`)")
+    return key
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """`[target.webhook]`: one signed POST per call (and per incident event) to `url`."""
+
+    url: str = ""
+    secret: Secret = Secret("")  # whsec_<base64>, as the Standard Webhooks specification has it
+    timeout: Seconds = Seconds(60)
+    verify_tls: bool = True
+    ca_bundle: str = ""
+    # sent with every request; a value may be a credential (Authorization), so kept as Secret
+    headers: Mapping[str, Secret] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class TargetConfig:
     kind: str = "archive"
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     easla: EaslaConfig = field(default_factory=EaslaConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
 
 @dataclass(frozen=True)
@@ -195,7 +227,7 @@ class Config:
     incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
 
 
-TARGET_KINDS = ("easla", "archive")
+TARGET_KINDS = ("easla", "archive", "webhook")
 ARCHIVE_LOCALES = ("en", "ru")
 
 
