@@ -39,6 +39,8 @@ class TargetUnavailable(ServiceUnavailable):
     # the connection failed in the middle of one call's request: a probe of the target tells
     # whose fault that was (no answer: the target's; an answer: the call's)
     in_transit = False
+    # seconds the target asked for no request (HTTP Retry-After); None when it did not ask
+    retry_after: float | None = None
 
 
 class LedgerUnavailable(ServiceUnavailable):

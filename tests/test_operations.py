@@ -85,11 +85,11 @@ class RefusingTarget(ArchiveTarget):
         self.refuse_create = refuse_create
         self.refuse_attach = refuse_attach
 
-    def create(self, call: Call, record: dict[str, Any]) -> str:
+    def create(self, call: Call, record: dict[str, Any], mp3: Path | None = None) -> str:
         self.counts["create"] += 1
         if self.refuse_create(call.key):
             raise DeliveryError("objectdef incoming_call: attribute incoming_call_key rejected")
-        return super().create(call, record)
+        return super().create(call, record, mp3)
 
     def attach(self, object_id: str, call: Call, mp3: Path) -> None:
         self.counts["attach"] += 1

@@ -52,11 +52,11 @@ class CountingTarget(ArchiveTarget):
         self.counts = counts
         self.refuse = refuse
 
-    def create(self, call: Call, record: dict[str, Any]) -> str:
+    def create(self, call: Call, record: dict[str, Any], mp3: Path | None = None) -> str:
         self.counts["create"] += 1
         if self.refuse:
             raise DeliveryError(self.refuse)
-        return super().create(call, record)
+        return super().create(call, record, mp3)
 
     def attach(self, object_id: str, call: Call, mp3: Path) -> None:
         self.counts["attach"] += 1

@@ -59,10 +59,10 @@ def test_an_unforeseen_error_in_one_call_is_counted_and_the_others_go_on(tmp_pat
     config = make_config(tmp_path, cdr_db.url)
 
     class Picky(ArchiveTarget):
-        def create(self, call, record):
+        def create(self, call, record, mp3=None):
             if call.key == key_of(bad):
                 raise ValueError("something nobody foresaw")
-            return super().create(call, record)
+            return super().create(call, record, mp3)
 
     report = run_once(config, RunOptions(now=NOW), target_factory=lambda c: Picky(
         c.target.archive, c.source.timezone))

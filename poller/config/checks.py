@@ -123,9 +123,11 @@ def _check_webhook(webhook: WebhookConfig, problems: list[str]) -> None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(webhook.url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append(f"target.webhook.url must be an http:// or https:// URL, not "
-                        f"{webhook.url!r}")
+    if not webhook.url:
+        problems.append("target.webhook.url is required (the receiver's address)")
+    elif parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append("target.webhook.url must be an http:// or https:// URL with a host "
+                        "(value not shown: it may hold a credential)")
     elif parts.username or parts.password:
         # the URL is logged: a credential belongs in target.webhook.headers (Authorization)
         problems.append("target.webhook.url must not hold a user or password: send it as "

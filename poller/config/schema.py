@@ -159,7 +159,8 @@ def signing_key(secret: str) -> bytes:
 class WebhookConfig:
     """`[target.webhook]`: one signed POST per call (and per incident event) to `url`."""
 
-    url: str = ""
+    # a Secret: a receiver's URL may hold its credential (an automation's secret path)
+    url: Secret = Secret("")
     secret: Secret = Secret("")  # whsec_<base64>, as the Standard Webhooks specification has it
     timeout: Seconds = Seconds(60)
     verify_tls: bool = True

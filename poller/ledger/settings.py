@@ -18,6 +18,7 @@ class TargetOutage:
 
     since: dt.datetime  # naive UTC
     error: str
+    until: dt.datetime | None = None  # naive UTC: the target asked for no request before
 
 
 class Settings:
@@ -100,10 +101,16 @@ class Settings:
         if not value:
             return None
         data = json.loads(value)
-        return TargetOutage(dt.datetime.fromisoformat(data["since"]), data["error"])
+        until = data.get("until")
+        return TargetOutage(dt.datetime.fromisoformat(data["since"]), data["error"],
+                            dt.datetime.fromisoformat(until) if until else None)
 
-    def set_target_down(self, since: dt.datetime, error: str) -> None:
-        self.put("target_down", json.dumps({"since": since.isoformat(), "error": error[:500]}))
+    def set_target_down(self, since: dt.datetime, error: str,
+                        until: dt.datetime | None = None) -> None:
+        data = {"since": since.isoformat(), "error": error[:500]}
+        if until is not None:
+            data["until"] = until.isoformat()
+        self.put("target_down", json.dumps(data))
 
     def clear_target_down(self) -> None:
         with self.engine.begin() as conn:

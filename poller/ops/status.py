@@ -135,8 +135,9 @@ def to_json(status: Overview) -> dict[str, Any]:
         "clock_warning": status.clock_warning,
         "run_in_progress": status.run_pid,
         "calls": {stage: status.counts.get(stage, 0) for stage in Stage},
-        "target": ({"up": False, "down_since": utc(down.since), "error": down.error} if down
-                   else {"up": True, "down_since": None, "error": None}),
+        "target": ({"up": False, "down_since": utc(down.since), "error": down.error,
+                    "not_before": utc(down.until)} if down
+                   else {"up": True, "down_since": None, "error": None, "not_before": None}),
         "waiting": [entry(e) for e in status.pending],
         "waiting_total": status.waiting,
         "failed": [entry(e) for e in status.failed],
@@ -174,9 +175,11 @@ def render(status: Overview) -> str:
         lines.append(f"run:         in progress (pid {status.run_pid})")
     if status.target_down is not None:
         down = status.target_down
+        again = ("the next run tries again" if down.until is None else
+                 f"it asked for no request before {_at(status.from_utc(down.until))}")
         lines.append(f"target:      down since {_at(status.from_utc(down.since))} "
                      f"({down.error}), {status.waiting} calls waiting; no call is charged "
-                     "for it, the next run tries again")
+                     f"for it, {again}")
     settling = (status.last_run or {}).get("settling", 0)
     if settling:
         lines.append(f"settling:    {_count(settling, 'call')} ended less than source.settle "

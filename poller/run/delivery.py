@@ -169,24 +169,28 @@ class Delivery:
         # know that the target answers before spending CPU on the recording
         target = self.courier.target()
         recording_problem = entry.recording_problem
-        # a call created without a recording needs no encoding to be finished
-        with self._mp3(plan if stage == Stage.SEEN or recording else Plan()) as (mp3, problem):
+        with_call = target.sends_recording_with_call
+        # a call created without a recording, or with one its target took in the call's own
+        # request, needs no encoding to be finished
+        needs_mp3 = stage == Stage.SEEN or (bool(recording) and not with_call)
+        with self._mp3(plan if needs_mp3 else Plan()) as (mp3, problem):
             if stage == Stage.SEEN:
                 recording = f"{safe_name(call.key)}.mp3" if mp3 else None
                 recording_problem = problem
-                object_id = target.create(call, call.record(recording, problem))
+                object_id = target.create(call, call.record(recording, problem), mp3)
                 self.confirm(Stage.CREATED, object_id=object_id, recording=recording,
                              recording_problem=problem, note=None)
                 stage = Stage.CREATED
+                if with_call:
+                    self._count_recording(mp3)
             if stage == Stage.CREATED:
-                if recording:
+                if recording and not with_call:
                     if mp3 is None:
                         raise DeliveryError(f"recording {recording} can no longer be made: "
                                             f"{problem}")
                     assert object_id is not None
                     target.attach(object_id, call, mp3)
-                    self.report.recordings += 1
-                    self.report.recording_bytes += mp3.stat().st_size
+                    self._count_recording(mp3)
                 # attached means all there: a record lost since it was made is made again
                 assert object_id is not None
                 target.ensure(object_id, call, call.record(recording, recording_problem))
@@ -205,6 +209,11 @@ class Delivery:
                  call.number or "unknown", call.duration,
                  f", recording {recording}" if recording else "")
         return True
+
+    def _count_recording(self, mp3: Path | None) -> None:
+        if mp3 is not None:
+            self.report.recordings += 1
+            self.report.recording_bytes += mp3.stat().st_size
 
     def confirm(self, stage: Stage, **values: object) -> None:
         """A step the target confirmed: recorded, or kept in the journal for the next run."""

@@ -181,18 +181,30 @@ def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger
         ledger, journal, target, functools.partial(_encode, config=config),
         config.recordings, config.retry, Path(config.state.dir) / "tmp", moment, report)
     down = ledger.target_down()
+    if down is not None and down.until is not None and moment.utc < down.until:
+        # the target said when to come back (Retry-After): no request before then
+        text = (f"the target asked for no request before "
+                f"{down.until.isoformat(sep=' ', timespec='seconds')} UTC ({down.error})")
+        log.error("%s; no call is charged, a run after then tries again", text)
+        report.unavailable.append(text)
+        report.target_down_since = down.since.isoformat(timespec="seconds") + "Z"
+        return
     try:
         deliver_due(courier, options)
         if config.incidents.enabled:
             deliver_incidents(courier, config.incidents.attributes, options)
     except TargetUnavailable as exc:
         since = down.since if down is not None else moment.utc
-        log.error("%s; target down since %s UTC: no call is charged, the next run tries again",
-                  exc, since.isoformat(sep=" ", timespec="seconds"))
+        until = (None if exc.retry_after is None
+                 else moment.utc + dt.timedelta(seconds=exc.retry_after))
+        log.error("%s; target down since %s UTC: no call is charged, %s", exc,
+                  since.isoformat(sep=" ", timespec="seconds"),
+                  "the next run tries again" if until is None else
+                  f"no run tries again before {until.isoformat(sep=' ', timespec='seconds')} UTC")
         report.unavailable.append(str(exc))
         report.target_down_since = since.isoformat(timespec="seconds") + "Z"
         try:
-            ledger.set_target_down(since, str(exc))
+            ledger.set_target_down(since, str(exc), until)
         except Exception as failure:  # the state database may be what is failing too
             log.warning("could not record the target's outage: %s", failure)
         return

@@ -38,8 +38,14 @@ def safe_name(key: str) -> str:
 class Target(Protocol):
     """Creates one object per call, then attaches the call's MP3 to it."""
 
-    def create(self, call: Call, record: dict[str, Any]) -> str:
-        """Create the call's object from its record; returns the object's id."""
+    # True when `create` sends the MP3 in the call's own request (the webhook): `created`
+    # then means the recording is there too, `attach` is never asked, and a call resumed
+    # after its create needs no MP3 made again
+    sends_recording_with_call: bool
+
+    def create(self, call: Call, record: dict[str, Any], mp3: Path | None = None) -> str:
+        """Create the call's object from its record (`mp3`: the call's recording, for a
+        target that sends it with the call); returns the object's id."""
 
     def attach(self, object_id: str, call: Call, mp3: Path) -> None:
         """Attach the recording to the object `create` made."""

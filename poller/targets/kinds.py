@@ -24,6 +24,10 @@ def open_target(config: Config) -> Target:
         from poller.targets.easla.target import EaslaTarget
 
         return EaslaTarget(config.target.easla, config.state.dir, config.incidents)
+    if config.target.kind == "webhook":
+        from poller.targets.webhook.target import WebhookTarget
+
+        return WebhookTarget(config.target.webhook)
     raise ConfigError(f"target.kind = {config.target.kind!r} is not known")
 
 

@@ -24,6 +24,8 @@ log = logging.getLogger("poller")
 class ArchiveTarget:
     """Date folders of JSON records and MP3 files, for sites without an ITSM system."""
 
+    sends_recording_with_call = False  # the MP3 is copied in by attach, then the record shown
+
     def __init__(self, config: ArchiveConfig, timezone: str):
         self.root = Path(config.dir)
         try:
@@ -39,7 +41,7 @@ class ArchiveTarget:
     def folder(self, call: Call) -> Path:
         return self.root / call.start.strftime("%Y/%m/%d")
 
-    def create(self, call: Call, record: dict[str, Any]) -> str:
+    def create(self, call: Call, record: dict[str, Any], mp3: Path | None = None) -> str:
         folder = self.folder(call)
         path = folder / f"{safe_name(call.key)}.json"
         data = json.dumps(record, ensure_ascii=False, indent=2).encode() + b"\n"

@@ -81,6 +81,8 @@ def attribute_values(config: EaslaConfig, call: Call, record: dict[str, Any]) ->
 class EaslaTarget:
     """Creates `incoming_call` objects in easla and attaches their recordings."""
 
+    sends_recording_with_call = False  # addFile, once the object exists
+
     def __init__(self, config: EaslaConfig, state_dir: str | None,
                  incidents: IncidentsConfig | None = None):
         # suds logs whole envelopes at debug level, and the login envelope holds the password
@@ -137,7 +139,7 @@ class EaslaTarget:
         binding = getattr(self.client.service, operation).method.binding.input
         return type(binding).__name__ in ("RPC", "Encoded")
 
-    def create(self, call: Call, record: dict[str, Any]) -> str:
+    def create(self, call: Call, record: dict[str, Any], mp3: Path | None = None) -> str:
         return self._create(self.objectdef, None,
                             attribute_values(self.config, call, record))
 
