@@ -6,34 +6,19 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 from support import (
-    DIRECT_ANSWERED,
-    IVR_NOBODY,
-    ROOT,
-    clone_call,
-    entry_of,
-    key_of,
-    legs_of,
     make_config,
     msk,
-    open_ledger,
 )
 from webhook_receiver import WebhookReceiver
 
 from poller.config.load import from_mapping
 from poller.config.schema import WebhookConfig, signing_key
-from poller.errors import ConfigError, DeliveryError, ExitCode
-from poller.model import Stage
-from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
+from poller.errors import ConfigError, DeliveryError
 from poller.targets.keepalive import Reply
 from poller.targets.webhook.body import json_body, multipart_body
 from poller.targets.webhook.replies import WebhookUnavailable, judge, retry_after
