@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from pathlib import Path
+import json
+import subprocess
+import sys
 
 import pytest
 from standardwebhooks.webhooks import Webhook
-from support import (
-    make_config,
-    msk,
-)
+from support import ROOT
 from webhook_receiver import WebhookReceiver
 
 from poller.config.load import from_mapping
@@ -25,18 +24,7 @@ from poller.targets.webhook.replies import WebhookUnavailable, judge, retry_afte
 from poller.targets.webhook.signing import message_id, signature
 from poller.targets.webhook.target import WebhookTarget
 
-NOW = msk("2026-11-26 10:00")
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
-
-
-def webhook_config(tmp_path: Path, url: str, receiver: WebhookReceiver, **sections):
-    target = {"kind": "webhook", "webhook": {"url": url or receiver.url,
-                                             "secret": receiver.secret, "timeout": "2s"}}
-    return make_config(tmp_path, url_of(sections), target=target, **sections)
-
-
-def url_of(sections: dict) -> str:
-    return sections.pop("source_url")
 
 
 # -- the pure parts
@@ -213,3 +201,47 @@ def test_extra_headers_are_sent():
         headers = dict(receiver.seen.last_ping.headers)
         assert headers["Authorization"] == "Bearer t" and headers["X-Pbx"] == "office"
         assert headers["User-Agent"] == "asterisk-cdr-poller"
+
+
+CLIENT = """
+import json, re, sys
+from pathlib import Path
+from poller.config.schema import WebhookConfig
+from poller.model import Call
+from poller.targets.webhook.target import WebhookTarget
+def rss(field):
+    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+url, secret, mp3, call = sys.argv[1:]
+target = WebhookTarget(WebhookConfig(url=url, secret=secret, timeout=30.0))
+call = Call.from_json(json.loads(call))
+before = rss("VmRSS")
+target.create(call, call.record(call.key + ".mp3", None), Path(mp3))
+print(json.dumps({"before_kb": before, "peak_kb": rss("VmHWM")}))
+"""
+
+
+@pytest.mark.slow  # uploads 30 MB
+def test_a_30_mb_recording_is_sent_with_memory_flat(tmp_path):
+    """The client grows by less than the file: the body is signed and sent from disk."""
+    mp3 = tmp_path / "big.mp3"
+    with open(mp3, "wb") as handle:
+        for _ in range(30):
+            handle.write(bytes(range(256)) * 4096)  # 1 MiB
+    call = {"key": "1795675107.0", "start": "2026-11-26T09:38:27+03:00",
+            "end": "2026-11-26T09:38:36+03:00", "number": "+79161002301", "name": "",
+            "did": "74951230001", "duration": 9, "talk_time": 6, "wait_time": 3,
+            "status": "answered", "answered_by": "201", "incoming": True, "recordings": [],
+            "expects_recording": True, "first_calldate": "2026-11-26T09:38:27",
+            "last_calldate": "2026-11-26T09:38:27"}
+    with WebhookReceiver() as receiver:
+        out = subprocess.run([sys.executable, "-c", CLIENT, receiver.url, receiver.secret,
+                              str(mp3), json.dumps(call)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        figures = json.loads(out.stdout.strip().splitlines()[-1])
+        growth_mb = (figures["peak_kb"] - figures["before_kb"]) / 1024
+        assert growth_mb < 30, f"a 30 MB recording grew the client by {growth_mb:.0f} MB"
+        (message,) = receiver.of_type("call.received")
+        assert message.recording == mp3.read_bytes()
+        assert not receiver.seen.rejected
+        print(f"30 MB recording: client peak RSS +{growth_mb:.1f} MB")
