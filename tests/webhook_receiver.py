@@ -226,6 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         key = _call_key(message)
         if key is not None and key in owner.refused:
+            with owner.lock:
+                owner.seen.switched.append(("http400", message.webhook_id))
             self._answer(400, json.dumps({"error": f"no customer for call {key}"}).encode())
             return
         if switch is not None and switch.kind == "slow":

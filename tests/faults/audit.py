@@ -41,6 +41,8 @@ class SiteAudit:
     not_done: list[str] = field(default_factory=list)  # ledger stage after the clean run
     parked_own: list[str] = field(default_factory=list)
     parked_by_outage: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # webhook requests failing verification
+    repeats: int = 0  # webhook requests sent again under an id the receiver already had
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Result:
         found = []
         for site in self.sites:
             for key, extra in site.duplicated.items():
-                if extra > self.tally.object_windows.get(key, 0):
+                if site.name == "webhook" or extra > self.tally.object_windows.get(key, 0):
                     found.append(f"{site.name}: {key}: {extra} extra objects")
             for key, extra in site.recordings_duplicated.items():
                 if extra > self.tally.file_windows.get(key, 0):
@@ -71,7 +73,8 @@ class Result:
 
 def audit(suite: Suite) -> list[SiteAudit]:
     calls = suite.workload.calls
-    return [_audit_easla(suite, calls), _audit_archive(suite, calls)]
+    return [_audit_easla(suite, calls), _audit_archive(suite, calls),
+            _audit_webhook(suite, calls)]
 
 
 def _audit_easla(suite: Suite, calls: dict[str, Expected]) -> SiteAudit:
@@ -144,6 +147,38 @@ def _audit_archive(suite: Suite, calls: dict[str, Expected]) -> SiteAudit:
     return result
 
 
+def _audit_webhook(suite: Suite, calls: dict[str, Expected]) -> SiteAudit:
+    """What the receiver stored (the first message of each webhook-id, as a receiver that
+    drops repeats keeps it); a call under two ids is a duplicate, whatever caused it."""
+    receiver = suite.receiver
+    result = SiteAudit("webhook")
+    result.rejected = list(receiver.seen.rejected)
+    result.repeats = len(receiver.seen.requests) - len(receiver.seen.messages)
+    found: dict[str, list[Any]] = {}
+    for message in receiver.of_type("call.received"):
+        found.setdefault(message.payload["call"]["key"], []).append(message)
+    for key in found.keys() - calls.keys():
+        result.wrong.append(f"{key}: a call for no call of the workload")
+    for key, call in calls.items():
+        messages = found.get(key, [])
+        if not call.incoming:
+            if messages:
+                result.not_incoming_delivered.append(key)
+            continue
+        result.expected += 1
+        if not messages:
+            result.lost.append(key)
+            continue
+        result.delivered += 1
+        if len(messages) > 1:
+            result.duplicated[key] = len(messages) - 1
+        for message in messages:
+            _compare(result, call, message.payload["call"], easla=False)
+        _recording(result, call, [m.recording for m in messages if m.recording])
+    _ledger(result, suite, suite.webhook_site, calls)
+    return result
+
+
 def _compare(result: SiteAudit, call: Expected, got: dict[str, Any], easla: bool) -> None:
     answered_by = call.answered_by if call.status == "answered" else ""
     if easla:
@@ -191,7 +226,7 @@ def _ledger(result: SiteAudit, suite: Suite, site: Any, calls: dict[str, Expecte
         if call.incoming and (entry is None or entry.stage != "done"):
             result.not_done.append(f"{key}: {entry.stage if entry else 'not in the ledger'}")
     for key in suite.tally.parked.get(site.name, []):
-        if site.name == "easla" and key in suite.tally.own_failures:
+        if key in suite.tally.own_failures.get(site.name, set()):
             result.parked_own.append(key)
         else:
             result.parked_by_outage.append(key)
@@ -232,6 +267,13 @@ def table(result: Result) -> str:
               f"windows caused (target done, no local commit): {windows} "
               f"({', '.join(f'{n} {c}' for c, n in sorted(tally.window_causes.items()))})",
               f"attempts charged during outages: {tally.attempts_by_outage}"]
+    for site in result.sites:
+        if site.name == "webhook":
+            lines.append(f"webhook: {len(site.rejected)} requests failing verification, "
+                         f"{site.repeats} sent again under the id the receiver had "
+                         f"({sum(tally.webhook_windows.values())} after a SIGKILL once it "
+                         "stored the call), calls under two ids: "
+                         f"{sum(site.duplicated.values())}")
     if tally.runs_raised:
         lines.append(f"runs that raised instead of returning: {len(tally.runs_raised)}")
     return "\n".join(lines)
@@ -251,6 +293,7 @@ def findings(result: Result) -> list[str]:
                   for key in site.deleted_early]
         found += [f"{site.name}: parked by an outage: {key}" for key in site.parked_by_outage]
         found += [f"{site.name}: not done after the clean run: {text}" for text in site.not_done]
+        found += [f"{site.name}: request failed verification: {text}" for text in site.rejected]
     found += [f"duplicate outside the stated window: {text}"
               for text in result.unexplained_duplicates]
     if result.tally.attempts_by_outage:

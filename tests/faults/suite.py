@@ -1,11 +1,14 @@
-"""The fault suite: a PBX workload in MariaDB delivered over and over to a loopback easla (and
-an archive on a small disk) while every fault of issue 9 is injected; then one clean run and
-the audit (faults.audit).
+"""The fault suite: a PBX workload in MariaDB delivered over and over to a loopback easla, an
+archive on a small disk and a loopback webhook receiver while every fault is injected; then one
+clean run and the audit (faults.audit).
 
-Two sites read the same cdr table: `easla` (after_upload = "delete"; the kills, SOAP faults,
-outages, database and state faults) and `archive` (its own state and recordings copy, the
-archive on a size-limited tmpfs: the disk-full fault). Time is real, the retry schedule
-shortened (backoff 1s, max_backoff 2s, max_attempts 3), so that parking shows within a few runs.
+Three sites read the same cdr table: `easla` (after_upload = "delete"; the kills, SOAP faults,
+outages, database and state faults), `archive` (its own state and recordings copy, the
+archive on a size-limited tmpfs: the disk-full fault) and `webhook` (its own state and
+recordings copy; the receiver verifies every request with standardwebhooks and fails the ways
+a receiver fails, and the run is SIGKILLed right after the receiver stored a call). Time is
+real, the retry schedule shortened (backoff 1s, max_backoff 2s, max_attempts 3), so that
+parking shows within a few runs.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from easla_server import EaslaServer
 from support import MSK, MYSQL_URL, ROOT
+from webhook_receiver import Message, WebhookReceiver
 
 from .servers import Locker, Mounts, PrivateMariaDB, can_mount, free_port
 from .sites import EASLA_ATTRIBUTES, Outcome, Site, children, command_line, kill_group
@@ -53,7 +57,16 @@ LABELS = {
     "state_locked": "state database locked (BEGIN EXCLUSIVE)",
     "state_readonly": "state.dir read-only mid-run",
     "disk_full": "archive disk full",
+    "webhook_http500": "webhook: HTTP 500",
+    "webhook_http429": "webhook: HTTP 429 with Retry-After",
+    "webhook_reset": "webhook: reset before the body was read",
+    "webhook_lost_reply": "webhook: reply lost after the call was stored",
+    "webhook_slow": "webhook: receiver slower than the timeout",
+    "webhook_http400": "webhook: HTTP 400 for one call",
+    "kill_after_webhook": "SIGKILL right after the receiver stored a call",
 }
+WEBHOOK_FAULTS = ("webhook_http500", "webhook_http429", "webhook_reset", "webhook_lost_reply",
+                  "webhook_slow", "webhook_http400", "kill_after_webhook")
 
 
 @dataclass(frozen=True)
@@ -74,12 +87,16 @@ SHORT = Plan(calls=70, outage_runs=40, lock_seconds=(3.0,), faults={
     "kill_reading": 1, "kill_after_create": 3, "kill_transcoding": 2, "kill_upload": 2,
     "soap_http500": 2, "soap_timeout": 1, "soap_reset": 2, "soap_fault": 2,
     "session_expiry": 1, "lost_reply": 2, "target_down": 1, "mariadb_stop": 1,
-    "state_locked": 1, "state_readonly": 1, "disk_full": 1})
+    "state_locked": 1, "state_readonly": 1, "disk_full": 1,
+    "webhook_http500": 1, "webhook_http429": 1, "webhook_reset": 1, "webhook_lost_reply": 1,
+    "webhook_slow": 1, "webhook_http400": 1, "kill_after_webhook": 2})
 LONG = Plan(calls=400, outage_runs=300, lock_seconds=(3.0, 45.0), faults={
     "kill_reading": 10, "kill_after_create": 20, "kill_transcoding": 10, "kill_upload": 10,
     "soap_http500": 8, "soap_timeout": 6, "soap_reset": 8, "soap_fault": 8,
     "session_expiry": 6, "lost_reply": 8, "target_down": 1, "mariadb_stop": 3,
-    "state_locked": 2, "state_readonly": 3, "disk_full": 3})
+    "state_locked": 2, "state_readonly": 3, "disk_full": 3,
+    "webhook_http500": 6, "webhook_http429": 4, "webhook_reset": 6, "webhook_lost_reply": 6,
+    "webhook_slow": 4, "webhook_http400": 3, "kill_after_webhook": 10})
 
 
 @dataclass
@@ -90,11 +107,13 @@ class Tally:
     missed: Counter[str] = field(default_factory=Counter)  # kind -> runs where it could not
     detail: dict[str, str] = field(default_factory=dict)  # kind -> how (real or simulated)
     runs: int = 0
-    # keys whose own request failed (charged by design): parking them is not an outage's doing
-    own_failures: set[str] = field(default_factory=set)
+    # site -> keys whose own request failed (charged by design): parking them is not an
+    # outage's doing
+    own_failures: dict[str, set[str]] = field(default_factory=dict)
     # the stated window: the target did the work, no local commit followed
     object_windows: Counter[str] = field(default_factory=Counter)  # key -> windows
     file_windows: Counter[str] = field(default_factory=Counter)
+    webhook_windows: Counter[str] = field(default_factory=Counter)  # key -> repeats caused
     window_causes: Counter[str] = field(default_factory=Counter)  # how each window came
     kill_after_create_keys: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # broken promises seen during the runs
@@ -173,9 +192,17 @@ class Suite:
         self.archive_site = Site(
             "archive", self.root / "archive", self.cdr_url, source=source, retry=retry,
             target={"kind": "archive", "archive": {"dir": str(archive_dir)}})
+        self.receiver = WebhookReceiver()
+        self.receiver.start()
+        self.stack.callback(self.receiver.stop)
+        self.webhook_site = Site(
+            "webhook", self.root / "webhook", self.cdr_url, source=source, retry=retry,
+            target={"kind": "webhook", "webhook": {
+                "url": self.receiver.url, "secret": self.receiver.secret, "timeout": "1s"}})
         self.workload = Workload(self.sample_rows, self.rng,
                                  {"easla": self.easla_site.monitor,
-                                  "archive": self.archive_site.monitor}, now_local,
+                                  "archive": self.archive_site.monitor,
+                                  "webhook": self.webhook_site.monitor}, now_local,
                                  self.plan.calls)
         self.workload.databases.append(self.engine)
         self.private: PrivateMariaDB | None = None
@@ -213,6 +240,8 @@ class Suite:
                 kinds.insert(self.rng.randrange(len(kinds) + 1), kind)
             if kind != "disk_full" and number % 3 == 0:
                 self._run_archive()
+            if kind not in WEBHOOK_FAULTS and number % 2 == 0:
+                self._run_webhook()
         while self.workload.left:
             self.workload.arrive(per_round)
             self._run_easla()
@@ -224,8 +253,10 @@ class Suite:
         self.easla.clear_failures()
         self.easla.hook = None
         self.easla_site.configure(self.cdr_url)
-        time.sleep(2.5)  # every back-off (max_backoff = 2s) has passed
-        for site in (self.easla_site, self.archive_site):
+        self.receiver.clear_failures()
+        self.receiver.hook = None
+        time.sleep(2.5)  # every back-off (max_backoff = 2s) and Retry-After (1s) has passed
+        for site in (self.easla_site, self.archive_site, self.webhook_site):
             self.tally.parked[site.name] = site.requeue_parked()
             outcome = self._count(site, site.run())
             if outcome.exit_code != 0:
@@ -245,6 +276,86 @@ class Suite:
     def _run_archive(self) -> Outcome:
         return self._count(self.archive_site, self.archive_site.run())
 
+    def _run_webhook(self) -> Outcome:
+        return self._count(self.webhook_site, self.webhook_site.run())
+
+    # -- webhook faults: a switch of the receiver, one in-process run
+
+    def _webhook_switched(self, kind: str, charged: bool, **options: Any) -> None:
+        receiver = self.receiver
+        before = len(receiver.seen.switched)
+        receiver.fail_next(kind.removeprefix("webhook_"), **options)
+        self._run_webhook()
+        receiver.clear_failures()
+        taken = receiver.seen.switched[before:]
+        self._note(kind, bool(taken))
+        for _, webhook_id in taken:
+            key = self._webhook_key(webhook_id)
+            if key is not None and charged:
+                # the request was cut while the receiver answered otherwise: the call's
+                self.tally.own_failures.setdefault("webhook", set()).add(key)
+
+    def _webhook_key(self, webhook_id: str) -> str | None:
+        """The call a message was about, by the id the receiver saw (None: not stored, or not
+        a call); a reset comes before the body, so its call is found by its id."""
+        from poller.targets.webhook.signing import message_id
+
+        for key in self.workload.calls:
+            if message_id("call.received", key) == webhook_id:
+                return key
+        return None
+
+    def _webhook_http500(self) -> None:
+        self._webhook_switched("webhook_http500", charged=False)
+
+    def _webhook_http429(self) -> None:
+        self._webhook_switched("webhook_http429", charged=False, retry_after="1")
+
+    def _webhook_reset(self) -> None:
+        self._webhook_switched("webhook_reset", charged=True)
+
+    def _webhook_lost_reply(self) -> None:
+        self._webhook_switched("webhook_lost_reply", charged=True, event="call.received")
+
+    def _webhook_slow(self) -> None:
+        self._webhook_switched("webhook_slow", charged=True, event="call.received", delay=1.5)
+
+    def _webhook_http400(self) -> None:
+        """The receiver refuses one call it does not hold yet, for one run (charged to it)."""
+        delivered = self.receiver.calls()
+        pending = sorted(key for key, call in self.workload.calls.items()
+                         if call.incoming and key not in delivered)
+        if not pending:
+            self.tally.missed["webhook_http400"] += 1
+            return
+        key = self.rng.choice(pending)
+        before = len(self.receiver.seen.switched)
+        self.receiver.refuse(key)
+        self._run_webhook()
+        self.receiver.clear_failures()
+        self.tally.own_failures.setdefault("webhook", set()).add(key)
+        self._note("webhook_http400", bool(self.receiver.seen.switched[before:]))
+
+    def _kill_after_webhook(self) -> None:
+        """`poller run` SIGKILLed as soon as the receiver stored a call (its 2xx on its way):
+        the next run sends the same message again, under the same webhook-id."""
+        fired = threading.Event()
+        victims: list[Any] = []
+
+        def hook(moment: str, message: Message) -> None:
+            if message.type == "call.received" and not fired.is_set() and victims:
+                fired.set()
+                _kill_now(victims[-1])
+                self.tally.webhook_windows[message.payload["call"]["key"]] += 1
+                self.tally.window_causes["SIGKILL after the receiver stored a call"] += 1
+
+        self.receiver.hook = hook
+        try:
+            self._count(self.webhook_site, self.webhook_site.run_cli(victim=victims))
+        finally:
+            self.receiver.hook = None
+        self._note("kill_after_webhook", fired.is_set())
+
     # -- SOAP faults: a switch of the test server, one in-process run
 
     def _switched(self, kind: str, operations: tuple[str, ...], **options: Any) -> None:
@@ -263,7 +374,7 @@ class Suite:
             charged = switch_kind in ("timeout", "reset", "lost_reply") or (
                 switch_kind == "fault" and options.get("text") == OWN_FAULT)
             if key is not None and charged:
-                self.tally.own_failures.add(key)
+                self.tally.own_failures.setdefault("easla", set()).add(key)
             if switch_kind == "lost_reply" and key is not None:
                 windows = (self.tally.object_windows if op == "createObjectref"
                            else self.tally.file_windows)
