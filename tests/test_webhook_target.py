@@ -17,7 +17,7 @@ from webhook_receiver import WebhookReceiver
 
 from poller.config.load import from_mapping
 from poller.config.schema import WebhookConfig, signing_key
-from poller.errors import ConfigError, DeliveryError
+from poller.errors import ConfigError, DeliveryError, ExitCode
 from poller.targets.keepalive import Reply
 from poller.targets.webhook.body import json_body, multipart_body
 from poller.targets.webhook.replies import WebhookUnavailable, judge, retry_after
@@ -245,3 +245,35 @@ def test_a_30_mb_recording_is_sent_with_memory_flat(tmp_path):
         assert message.recording == mp3.read_bytes()
         assert not receiver.seen.rejected
         print(f"30 MB recording: client peak RSS +{growth_mb:.1f} MB")
+
+
+def test_check_sends_a_signed_ping_and_says_what_was_answered(tmp_path):
+    from poller.ops.check import _target
+
+    with WebhookReceiver() as receiver:
+        data = {"source": {"url": "sqlite:///x.db"}, "state": {"dir": str(tmp_path)},
+                "target": {"kind": "webhook", "webhook": {"url": receiver.url,
+                                                          "secret": receiver.secret}}}
+        (result,) = _target(from_mapping(data, env={}))
+        assert result.outcome == "ok" and receiver.seen.pings == 1
+        assert result.detail.startswith(f"webhook at http://127.0.0.1:{receiver.url[17:22]}")
+        assert 'a signed ping answered HTTP 200 OK: {"pong":true}' in result.detail
+        assert receiver.path not in result.detail
+
+
+@pytest.mark.slow  # the demo encodes its recordings
+def test_the_demo_delivers_to_a_receiver_as_well(tmp_path):
+    from poller.ops.demo import run_demo
+
+    with WebhookReceiver() as receiver:
+        report, lines = run_demo(tmp_path / "demo", "poller", receiver.url, receiver.secret)
+        assert report.exit_code == ExitCode.OK, lines
+        records = list((tmp_path / "demo" / "archive").rglob("*.json"))
+        calls = receiver.calls()
+        archived = {json.loads(p.read_text())["key"]: json.loads(p.read_text())
+                    for p in records if not p.name.endswith(".incident.json")}
+        assert calls == archived and len(calls) >= 10
+        assert receiver.of_type("incident.opened") and not receiver.seen.rejected
+        assert any(line.startswith("webhook http://127.0.0.1:") for line in lines)
+        config = (tmp_path / "demo" / "poller-webhook.toml").read_text()
+        assert receiver.secret not in config and 'kind = "webhook"' in config

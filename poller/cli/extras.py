@@ -3,6 +3,7 @@ work inside it, as in main.py: the minutely run loads neither)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,19 +16,24 @@ from poller.ops.privileges import invoked_as, refuse_root_on_foreign_state
 
 @click.command()
 @click.argument("directory", default="poller-demo", type=click.Path(file_okay=False))
+@click.option("--webhook", metavar="URL", default="",
+              help="Also deliver the sample to this webhook receiver (its secret from "
+                   "POLLER_WEBHOOK_SECRET).")
 @click.pass_context
-def demo(ctx: click.Context, directory: str) -> None:
+def demo(ctx: click.Context, directory: str, webhook: str) -> None:
     """Build a sample cdr database with recordings in DIRECTORY and deliver it to an archive.
 
     The sample holds a dozen calls shaped like real Asterisk output (answered, unanswered,
     busy, impossible, a ring group, a queue, an outgoing call that is skipped); the real
     pipeline delivers them into DIRECTORY/archive. DIRECTORY/poller.toml is the config used.
+    With --webhook the same calls go to that receiver as well (DIRECTORY/poller-webhook.toml).
     """
 
     def work() -> ExitCode:
         from poller.ops.demo import run_demo
 
-        report, lines = run_demo(directory, invoked_as(sys.argv))
+        report, lines = run_demo(directory, invoked_as(sys.argv), webhook,
+                                 os.environ.get("POLLER_WEBHOOK_SECRET", ""))
         for line in lines:
             click.echo(line)
         return report.exit_code

@@ -24,6 +24,8 @@ from poller.ledger.store import Ledger
 from poller.source.skew import rows_ahead
 from poller.source.table import CdrSource
 from poller.targets.easla.target import EaslaTarget
+from poller.targets.webhook.replies import shown
+from poller.targets.webhook.target import WebhookTarget
 from poller.templates import recording_fields
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -196,6 +198,9 @@ def _target(config: Config) -> Iterator[Result]:
             _writable_folder(folder)
         yield Result("target", OK, "archive " + detail)
         return
+    if config.target.kind == "webhook":
+        yield _webhook(config)
+        return
 
     target = EaslaTarget(config.target.easla, None)  # no WSDL cache: check makes nothing
     try:
@@ -203,6 +208,21 @@ def _target(config: Config) -> Iterator[Result]:
                      f"{target.process}, object definition {target.objectdef}")
     finally:
         target.close()
+
+
+def _webhook(config: Config) -> Result:
+    """A signed ping, and what the receiver answered (any 2xx or 4xx: it is there)."""
+    target = WebhookTarget(config.target.webhook)  # opening pings it
+    try:
+        reply = target.greeting
+    finally:
+        target.close()
+    said = shown(reply.body.decode("utf-8", errors="replace"), target.hidden)[:80]
+    outcome = OK if 200 <= reply.status < 300 else WARN
+    return Result("target", outcome, f"webhook at {target.where}: a signed ping answered "
+                  f"HTTP {reply.status} {reply.reason}{': ' + said if said else ''}"
+                  + ("" if outcome == OK else " (calls need a 2xx: does the receiver take "
+                     "type \"ping\"?)"))
 
 
 def _encoder(config: Config) -> Iterator[Result]:

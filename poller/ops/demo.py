@@ -18,6 +18,7 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -237,11 +238,15 @@ def _prepare(directory: Path) -> Path:
     return directory
 
 
-def run_demo(directory: str | os.PathLike[str],
-             program: str = "poller") -> tuple[RunReport, list[str]]:
-    """Build the sample, run the real pipeline into the archive, and describe what arrived;
-    the hint names `program` as the administrator started it."""
+def run_demo(directory: str | os.PathLike[str], program: str = "poller",
+             webhook: str = "", secret: str = "") -> tuple[RunReport, list[str]]:
+    """Build the sample, run the real pipeline into the archive (and, given a receiver's URL
+    and secret, into that receiver too), and describe what arrived; the hint names `program`
+    as the administrator started it."""
 
+    if webhook and not secret:
+        raise ConfigError("demo --webhook: set POLLER_WEBHOOK_SECRET to the receiver's secret "
+                          "(whsec_...)")
     config_path = build(Path(directory))
     config = load(config_path, env={})
     report = run_once(config)
@@ -263,7 +268,31 @@ def run_demo(directory: str | os.PathLike[str],
     lines += ["", f"run: {report.summary()}",
               f"pages: {archive / 'index.html'} (open it in a browser)",
               f"config: {config_path} (try: {program} --config {config_path} status)"]
+    if webhook:
+        sent, more = _to_webhook(config_path, webhook, secret, program)
+        lines += ["", *more]
+        report.add(sent)
     return report, lines
+
+
+def _to_webhook(config_path: Path, url: str, secret: str,
+                program: str) -> tuple[RunReport, list[str]]:
+    """The same sample delivered once more, to a webhook receiver, with a ledger of its own
+    (the secret comes from the environment, never written into the file)."""
+    text = config_path.read_text()
+    folder = config_path.parent
+    text = text.replace(f'dir = "{folder}/state"', f'dir = "{folder}/state-webhook"')
+    text = text.replace('kind = "archive"', 'kind = "webhook"')
+    text = text.replace(f'[target.archive]\ndir = "{folder}/archive"\n',
+                        f"[target.webhook]\nurl = {json.dumps(url)}\n")
+    path = folder / "poller-webhook.toml"
+    path.write_text(text)
+    path.chmod(0o600)  # the URL may hold the receiver's credential
+    report = run_once(load(path, env={"POLLER_WEBHOOK_SECRET": secret}))
+    parts = urlsplit(url)
+    return report, [f"webhook {parts.scheme}://{parts.netloc}: {report.summary()}",
+                    f"config: {path} (with POLLER_WEBHOOK_SECRET set, try: {program} "
+                    f"--config {path} status)"]
 
 
 def _incidents(archive: Path) -> list[str]:

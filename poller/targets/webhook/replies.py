@@ -53,9 +53,9 @@ def judge(reply: Reply, what: str, hidden: tuple[str, ...] = ()) -> None:
     if 300 <= status < 400:
         location = reply.header("Location") or "no Location given"
         raise ConfigError(f"target.webhook.url: {line}: the receiver redirects to "
-                          f"{_shown(location, hidden)}; redirects are not followed (a POST "
+                          f"{shown(location, hidden)}; redirects are not followed (a POST "
                           "would lose its body or its signature): set the URL it names")
-    text = _shown(reply.body.decode("utf-8", errors="replace"), hidden)
+    text = shown(reply.body.decode("utf-8", errors="replace"), hidden)
     raise DeliveryError(f"{line}: {text}" if text else line)
 
 
@@ -78,7 +78,8 @@ def retry_after(value: str, now: dt.datetime) -> float | None:
     return min(max(seconds, 0.0), LONGEST_WAIT) or None
 
 
-def _shown(text: str, hidden: tuple[str, ...]) -> str:
+def shown(text: str, hidden: tuple[str, ...] = ()) -> str:
+    """A reply's text as an error shows it: one line, its start, no credential in it."""
     for secret in hidden:
         if secret:
             text = text.replace(secret, "***")
