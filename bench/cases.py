@@ -4,6 +4,7 @@ of the work alone (imports excluded unless they are the point), peak RSS, and wh
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
@@ -204,6 +205,59 @@ def upload(work: dict[str, Any]) -> dict[str, Any]:
     return {"wall": 0.0, "cpu": 0.0, "files": results}
 
 
+def webhook_upload(work: dict[str, Any]) -> dict[str, Any]:
+    """Each MP3 (smallest first) with its call to the webhook receiver: through the poller's
+    target (signed in a first pass, streamed from disk), or as a raw standard-library POST of
+    the same body built and signed in memory. CPU and the peak RSS each adds."""
+    import hashlib
+    import hmac
+    import http.client
+    from urllib.parse import urlsplit
+
+    from poller.config.schema import Secret, WebhookConfig, signing_key
+    from poller.model import Call
+    from poller.targets.webhook.body import multipart_body
+    from poller.targets.webhook.signing import message_id
+
+    config = WebhookConfig(url=Secret(work["url"]), secret=Secret(work["secret"]),
+                           timeout=60.0)  # type: ignore[arg-type]
+    call = Call.from_json(work["call"])
+    record = call.record(f"{call.key}.mp3", None)
+    results = {}
+    target = None
+    if work["how"] == "poller":
+        from poller.targets.webhook.target import WebhookTarget
+
+        target = WebhookTarget(config)
+    for path in work["files"]:
+        mp3 = Path(path)
+        before = rss_kb()
+        cpu = time.process_time()
+        if target is not None:
+            target.create(call, record, mp3)
+        else:
+            body = multipart_body({"type": "call.received", "call": record}, mp3, mp3.name)
+            data = b"".join(body.parts())
+            webhook_id, stamp = message_id("call.received", call.key), str(int(time.time()))
+            mac = hmac.new(signing_key(config.secret), f"{webhook_id}.{stamp}.".encode() + data,
+                           hashlib.sha256).digest()
+            parts = urlsplit(work["url"])
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+            conn.request("POST", parts.path, body=data, headers={
+                "Content-Type": body.content_type, "webhook-id": webhook_id,
+                "webhook-timestamp": stamp,
+                "webhook-signature": "v1," + base64.b64encode(mac).decode()})
+            reply = conn.getresponse()
+            reply.read()
+            conn.close()
+            assert reply.status == 200, reply.status
+        cpu = time.process_time() - cpu
+        results[mp3.name] = {"cpu": cpu, "rss_growth_kb": max(0, peak_rss_kb() - before)}
+    if target is not None:
+        target.close()
+    return {"wall": 0.0, "cpu": 0.0, "files": results}
+
+
 def encode(work: dict[str, Any]) -> dict[str, Any]:
     """The poller's transcode of one file (its encoder child, at its priority settings)."""
     from poller.config.schema import Seconds, TranscodeConfig
@@ -222,7 +276,7 @@ def encode(work: dict[str, Any]) -> dict[str, Any]:
 
 
 CASES = {"run": run, "follow": follow, "floor": delivery_floor, "upload": upload,
-         "encode": encode}
+         "webhook_upload": webhook_upload, "encode": encode}
 
 
 def main(case: str, text: str) -> None:

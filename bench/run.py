@@ -466,6 +466,59 @@ def upload(bench: Bench) -> None:
                   rss["poller"] <= mb + 40)
 
 
+RECEIVER = """
+import sys, threading, time
+sys.path.insert(0, %r)
+from webhook_receiver import WebhookReceiver
+with WebhookReceiver() as receiver:
+    def forget():  # the benchmark uploads gigabytes over a run: keep none of them
+        while True:
+            time.sleep(0.5)
+            with receiver.lock:
+                receiver.seen.requests.clear()
+                receiver.seen.messages.clear()
+    threading.Thread(target=forget, daemon=True).start()
+    print(receiver.url, receiver.secret, flush=True)
+    sys.stdin.read()
+"""
+
+
+def webhook_upload(bench: Bench) -> None:
+    """Row 5b: a call with its MP3 to the loopback webhook receiver (its own process, which
+    verifies every request), against a raw standard-library POST of the same signed body."""
+    sizes = bench.sizes
+    folder = bench.folder("webhook")
+    files = [str(mp3_file(folder / f"{mb:g}MB.mp3", mb)) for mb in sizes.uploads]
+    server = subprocess.Popen([sys.executable, "-c", RECEIVER % str(ROOT / "tests")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url, secret = server.stdout.readline().split()
+        work = {"url": url, "secret": secret, "files": files, "call": _call_json()}
+        measured: dict[str, list[dict[str, Any]]] = {"poller": [], "raw": []}
+        for index in range(max(1, sizes.pairs // 2)):
+            for how in (("poller", "raw") if index % 2 == 0 else ("raw", "poller")):
+                measured[how].append(
+                    (child("webhook_upload", how=how, **work).extra or {})["files"])
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=30)
+    for mb, path in zip(sizes.uploads, files, strict=True):
+        name = Path(path).name
+        cpu = {how: _median([r[name]["cpu"] for r in runs]) for how, runs in measured.items()}
+        rss = {how: _median([r[name]["rss_growth_kb"] for r in runs]) / 1024
+               for how, runs in measured.items()}
+        ratio = cpu["poller"] / max(cpu["raw"], 1e-4)
+        bench.add("5b", f"webhook {mb:g} MB, client CPU", f"{cpu['poller'] * 1e3:.0f} ms",
+                  f"{cpu['raw'] * 1e3:.0f} ms raw POST", ratio, "<= 1.5x", ratio <= 1.5,
+                  note="signed in a first pass over the parts, then streamed from disk"
+                  if mb == sizes.uploads[0] else "")
+        bench.add("5b", f"webhook {mb:g} MB, peak RSS added", f"{rss['poller']:.1f} MB",
+                  f"{rss['raw']:.1f} MB raw POST", None, f"< {mb:g} MB (the file)",
+                  rss["poller"] < mb)
+
+
 # -- rows 6, 7 and 8: whole runs with recordings
 
 def recorded_table(bench: Bench, table: str, calls: list[list[dict[str, Any]]],
@@ -719,8 +772,8 @@ def table(rows: list[Row]) -> str:
 
 
 STEPS = (("1", idle), ("2", reading), ("2b", delivery), ("3", transcoding), ("4", contention),
-         ("5", upload), ("6", callers_cost), ("6", end_to_end), ("7", catch_up),
-         ("8", backfill_year))
+         ("5", upload), ("5b", webhook_upload), ("6", callers_cost), ("6", end_to_end),
+         ("7", catch_up), ("8", backfill_year))
 
 
 def main() -> int:
