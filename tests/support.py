@@ -238,3 +238,14 @@ def explain(source: Any, lo: Any, hi: Any, column: str = "calldate") -> list[dic
     with source.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.exec_driver_sql("EXPLAIN " + str(compiled),
                                                                 positional)]
+
+
+def call_json(**changes: Any) -> dict[str, Any]:
+    """A built call as Call.to_json holds it (answered, 9 s, no recording files): for tests
+    that hand a target a call without a cdr table."""
+    return {"key": "1795675107.0", "start": "2026-11-26T09:38:27+03:00",
+            "end": "2026-11-26T09:38:36+03:00", "number": "+79161002301", "name": "",
+            "did": "74951230001", "duration": 9, "talk_time": 6, "wait_time": 3,
+            "status": "answered", "answered_by": "201", "incoming": True, "recordings": [],
+            "expects_recording": True, "first_calldate": "2026-11-26T09:38:27",
+            "last_calldate": "2026-11-26T09:38:27", **changes}

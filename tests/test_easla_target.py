@@ -17,6 +17,7 @@ from easla_server import EaslaServer
 from support import (
     ROOT,
     SAMPLES,
+    call_json,
     clone_call,
     entry_of,
     key_of,
@@ -366,7 +367,7 @@ def test_upload_memory_stays_flat(tmp_path):
                         "url": server.url, "login": "poller", "password": "secret",
                         "timeout": "30s"}}}
         login_client = _make_object(server)
-        call = _call_json()
+        call = call_json()
         out = subprocess.run([sys.executable, "-c", CLIENT, json.dumps(settings), str(mp3),
                               json.dumps(call)], cwd=ROOT, capture_output=True, text=True,
                              timeout=120)
@@ -387,15 +388,6 @@ def _make_object(server: EaslaServer) -> int:
         42, None, {"item": [{"key": "incoming_call_key", "values": {"item": ["x"]}}]}))
 
 
-def _call_json() -> dict:
-    return {"key": "1795675107.0", "start": "2026-11-26T09:38:27+03:00",
-            "end": "2026-11-26T09:38:36+03:00", "number": "+79161002301", "name": "",
-            "did": "74951230001", "duration": 9, "talk_time": 6, "wait_time": 3,
-            "status": "answered", "answered_by": "201", "incoming": True, "recordings": [],
-            "expects_recording": True, "first_calldate": "2026-11-26T09:38:27",
-            "last_calldate": "2026-11-26T09:38:27"}
-
-
 def test_value_formatting():
     """Durations go as H:MM:SS; unmapped fields are not sent; statuses go through the mapping."""
     from poller.config.schema import EaslaConfig
@@ -403,7 +395,7 @@ def test_value_formatting():
 
     assert [hms(s) for s in (0, 9, 61, 3600, 36000 + 59)] == [
         "0:00:00", "0:00:09", "0:01:01", "1:00:00", "10:00:59"]
-    call = Call.from_json(_call_json())
+    call = Call.from_json(call_json())
     values = attribute_values(EaslaConfig(), call, call.record("x.mp3", None))
     assert values == {"incoming_call_key": "1795675107.0", "incoming_call_number": "+79161002301",
                       "incoming_call_time": "0:00:09", "status": "incoming_call_answered"}

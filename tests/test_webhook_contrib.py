@@ -15,19 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT
+from support import ROOT, call_json
 
 from poller.config.schema import WebhookConfig
 from poller.model import Call
 from poller.targets.webhook.signing import message_id
 from poller.targets.webhook.target import WebhookTarget
 
-CALL = {"key": "1795675107.0", "start": "2026-11-26T09:38:27+03:00",
-        "end": "2026-11-26T09:38:36+03:00", "number": "+79161002301", "name": "Соколов",
-        "did": "74951230001", "duration": 9, "talk_time": 6, "wait_time": 3,
-        "status": "answered", "answered_by": "201", "incoming": True, "recordings": [],
-        "expects_recording": True, "first_calldate": "2026-11-26T09:38:27",
-        "last_calldate": "2026-11-26T09:38:27"}
+CALL = call_json(name="Соколов")
 
 
 def _receiver_module() -> Any:

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 from standardwebhooks.webhooks import Webhook
-from support import ROOT
+from support import ROOT, call_json
 from webhook_receiver import WebhookReceiver
 
 from poller.config.load import from_mapping
@@ -227,12 +227,7 @@ def test_a_30_mb_recording_is_sent_with_memory_flat(tmp_path):
     with open(mp3, "wb") as handle:
         for _ in range(30):
             handle.write(bytes(range(256)) * 4096)  # 1 MiB
-    call = {"key": "1795675107.0", "start": "2026-11-26T09:38:27+03:00",
-            "end": "2026-11-26T09:38:36+03:00", "number": "+79161002301", "name": "",
-            "did": "74951230001", "duration": 9, "talk_time": 6, "wait_time": 3,
-            "status": "answered", "answered_by": "201", "incoming": True, "recordings": [],
-            "expects_recording": True, "first_calldate": "2026-11-26T09:38:27",
-            "last_calldate": "2026-11-26T09:38:27"}
+    call = call_json()
     with WebhookReceiver() as receiver:
         out = subprocess.run([sys.executable, "-c", CLIENT, receiver.url, receiver.secret,
                               str(mp3), json.dumps(call)], cwd=ROOT, capture_output=True,

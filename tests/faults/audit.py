@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from poller.recordings.formats import mp3_seconds
 from poller.targets.easla.target import hms
@@ -15,6 +16,7 @@ from poller.targets.easla.target import hms
 from .suite import LABELS, Suite, Tally
 from .workload import Expected
 
+T = TypeVar("T")
 LENGTH_TOLERANCE = 0.6  # seconds between the WAV and its MP3 (frame padding, 8 kHz → MP3)
 STATUSES = {"answered": "incoming_call_answered", "unanswered": "incoming_call_unanswered",
             "busy": "incoming_call_busy", "impossible": "incoming_call_congestion"}
@@ -84,21 +86,7 @@ def _audit_easla(suite: Suite, calls: dict[str, Expected]) -> SiteAudit:
         objects = list(suite.easla.objects.values())
     for obj in objects:
         by_key.setdefault(obj["attributes"]["incoming_call_key"][0], []).append(obj)
-    for key in by_key.keys() - calls.keys():
-        result.wrong.append(f"{key}: an object for no call of the workload")
-    for key, call in calls.items():
-        found = by_key.get(key, [])
-        if not call.incoming:
-            if found:
-                result.not_incoming_delivered.append(key)
-            continue
-        result.expected += 1
-        if not found:
-            result.lost.append(key)
-            continue
-        result.delivered += 1
-        if len(found) > 1:
-            result.duplicated[key] = len(found) - 1
+    for key, call, found in _held(result, calls, by_key, "an object"):
         for obj in found:
             _compare(result, call, {name: values[0] for name, values in
                                     obj["attributes"].items()}, easla=True)
@@ -121,21 +109,7 @@ def _audit_archive(suite: Suite, calls: dict[str, Expected]) -> SiteAudit:
             continue
         record = json.loads(path.read_text(encoding="utf-8"))
         records.setdefault(record["key"], []).append((path, record))
-    for key in records.keys() - calls.keys():
-        result.wrong.append(f"{key}: a record for no call of the workload")
-    for key, call in calls.items():
-        found = records.get(key, [])
-        if not call.incoming:
-            if found:
-                result.not_incoming_delivered.append(key)
-            continue
-        result.expected += 1
-        if not found:
-            result.lost.append(key)
-            continue
-        result.delivered += 1
-        if len(found) > 1:
-            result.duplicated[key] = len(found) - 1
+    for _, call, found in _held(result, calls, records, "a record"):
         files = []
         for path, record in found:
             _compare(result, call, record, easla=False)
@@ -157,26 +131,35 @@ def _audit_webhook(suite: Suite, calls: dict[str, Expected]) -> SiteAudit:
     found: dict[str, list[Any]] = {}
     for message in receiver.of_type("call.received"):
         found.setdefault(message.payload["call"]["key"], []).append(message)
-    for key in found.keys() - calls.keys():
-        result.wrong.append(f"{key}: a call for no call of the workload")
-    for key, call in calls.items():
-        messages = found.get(key, [])
-        if not call.incoming:
-            if messages:
-                result.not_incoming_delivered.append(key)
-            continue
-        result.expected += 1
-        if not messages:
-            result.lost.append(key)
-            continue
-        result.delivered += 1
-        if len(messages) > 1:
-            result.duplicated[key] = len(messages) - 1
+    for _, call, messages in _held(result, calls, found, "a message"):
         for message in messages:
             _compare(result, call, message.payload["call"], easla=False)
         _recording(result, call, [m.recording for m in messages if m.recording])
     _ledger(result, suite, suite.webhook_site, calls)
     return result
+
+
+def _held(result: SiteAudit, calls: dict[str, Expected], found: dict[str, list[T]],
+          what: str) -> Iterator[tuple[str, Expected, list[T]]]:
+    """Each incoming call the target holds, with what it holds for it (one item unless
+    duplicated); the calls lost, delivered twice, not incoming or not of the workload are
+    counted in `result` on the way."""
+    for key in found.keys() - calls.keys():
+        result.wrong.append(f"{key}: {what} for no call of the workload")
+    for key, call in calls.items():
+        found = found.get(key, [])
+        if not call.incoming:
+            if found:
+                result.not_incoming_delivered.append(key)
+            continue
+        result.expected += 1
+        if not found:
+            result.lost.append(key)
+            continue
+        result.delivered += 1
+        if len(found) > 1:
+            result.duplicated[key] = len(found) - 1
+        yield key, call, found
 
 
 def _compare(result: SiteAudit, call: Expected, got: dict[str, Any], easla: bool) -> None:
