@@ -26,6 +26,8 @@ from support import (
     make_config,
     msk,
     open_ledger,
+    run_cli,
+    write_config,
 )
 from webhook_receiver import WebhookReceiver
 
@@ -196,7 +198,7 @@ def test_faults_of_the_receiver_lose_nothing_and_charge_no_call_for_an_outage(
             run(config, clock)
             clock += dt.timedelta(minutes=2)
         assert {kind for kind, _ in receiver.seen.switched} == {
-            "http500", "http429", "lost_reply", "reset", "slow"}
+            "http500", "http429", "lost_reply", "reset", "slow", "http400"}
         # charged: the call the receiver refused (parked, its reply in `status`), and at most
         # those whose request was cut while the receiver answered otherwise (reset, lost
         # reply, slow) -- never a call for an outage
@@ -230,3 +232,30 @@ def test_a_redirect_stops_the_run_as_a_config_error(tmp_path, cdr_db, sample_row
             run(config, FIRST)
         assert "https://helpdesk.example/new-hook" in str(raised.value)
         assert entry_of(config, key_of(legs_of(sample_rows, DIRECT_ANSWERED))).attempts == 0
+
+
+def test_no_secret_in_any_output(tmp_path, cdr_db, sample_rows, recordings_dir):
+    """The secret, the URL's secret path and a credential header appear in no log line (debug
+    included), `check`, `status`, the ledger or the metrics, whatever the receiver answers."""
+    cdr_db.insert(sample_rows)
+    with WebhookReceiver() as receiver:
+        token = "Bearer Tk9-credential-Qz4"
+        config = write_config(tmp_path, cdr_db.url, recordings={"dir": str(recordings_dir)},
+                              target={"kind": "webhook", "webhook": {
+                                  "url": receiver.url, "secret": receiver.secret,
+                                  "timeout": "1s", "headers": {"Authorization": token}}})
+        receiver.refuse(key_of(legs_of(sample_rows, DIRECT_ANSWERED)))
+        receiver.fail_next("lost_reply", event="call.received")
+        receiver.fail_next("http500")
+        outputs = [run_cli("-v", "--config", str(config), *command) for command in (
+            ["run", "--metrics-file", str(tmp_path / "state" / "poller.prom")], ["check"],
+            ["status"], ["status", "--json"])]
+        assert [o.exit_code for o in outputs] == [1, 0, 0, 0], [o.output for o in outputs]
+        texts = [o.output for o in outputs]
+        texts += [p.read_bytes().decode("utf-8", "replace")
+                  for p in (tmp_path / "state").rglob("*") if p.is_file()]
+        text = "\n".join(texts)
+        assert "HTTP 400 Bad Request" in text and "HTTP 500" in text  # the failures are shown
+        secret = receiver.secret.removeprefix("whsec_")
+        for hidden in (secret, receiver.path, "Tk9-credential-Qz4"):
+            assert hidden not in text

@@ -220,6 +220,12 @@ class _Handler(BaseHTTPRequestHandler):
                 owner.seen.last_ping = message
             self._answer(200, b'{"pong":true}')
             return
+        key = _call_key(message)
+        if key is not None and key in owner.refused:
+            with owner.lock:
+                owner.seen.switched.append(("http400", message.webhook_id))
+            self._answer(400, json.dumps({"error": f"no customer for call {key}"}).encode())
+            return
         switch = owner._switch(message.type, ("http500", "http429", "lost_reply", "slow"))
         if switch is not None and switch.kind in ("http500", "http429"):
             with owner.lock:
@@ -228,12 +234,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self._answer(500, b"<html>Internal Server Error</html>")
             else:
                 self._answer(429, b"slow down", {"Retry-After": switch.retry_after})
-            return
-        key = _call_key(message)
-        if key is not None and key in owner.refused:
-            with owner.lock:
-                owner.seen.switched.append(("http400", message.webhook_id))
-            self._answer(400, json.dumps({"error": f"no customer for call {key}"}).encode())
             return
         if switch is not None and switch.kind == "slow":
             with owner.lock:
