@@ -70,8 +70,7 @@ class KeepAlive:
             connection.putrequest(method, target, skip_accept_encoding=True)
             for name, value in sent.items():
                 connection.putheader(name, value)
-            if method != "HEAD":
-                connection.putheader("Content-Length", str(length))
+            connection.putheader("Content-Length", str(length))
             connection.endheaders()
             for part in parts:
                 connection.send(part)
