@@ -33,8 +33,8 @@ from webhook_receiver import WebhookReceiver
 
 from poller.errors import ConfigError, ExitCode, LockHeld
 from poller.model import Stage
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 
 FIRST = msk("2026-11-26 10:00")
 NOW = msk("2026-11-26 12:00")

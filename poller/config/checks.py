@@ -9,6 +9,7 @@ import re
 import string
 import zoneinfo
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from poller.clock import parse_local
 from poller.config.hours import parse_hours
@@ -120,8 +121,6 @@ WEBHOOK_OWN_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "
 
 
 def _check_webhook(webhook: WebhookConfig, problems: list[str]) -> None:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(webhook.url)
     if not webhook.url:
         problems.append("target.webhook.url is required (the receiver's address)")
