@@ -33,6 +33,7 @@ from webhook_receiver import WebhookReceiver
 
 from poller.errors import ConfigError, ExitCode, LockHeld
 from poller.model import Stage
+from poller.ops import status
 from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
 
@@ -179,6 +180,10 @@ def test_faults_of_the_receiver_lose_nothing_and_charge_no_call_for_an_outage(
         receiver.fail_next("http429", retry_after="120")
         report = run(config, FIRST + dt.timedelta(minutes=1))
         assert report.exit_code == ExitCode.PARTIAL and report.failures == 0
+        overview = status.collect(config, FIRST + dt.timedelta(minutes=2))
+        assert status.to_json(overview)["target"]["not_before"] == "2026-11-26T07:03:00Z"
+        assert "it asked for no request before 2026-11-26 10:03:00 +03:00" in \
+            status.render(overview)
         requests = len(receiver.seen.requests) + receiver.seen.pings
         report = run(config, FIRST + dt.timedelta(minutes=2))
         assert report.exit_code == ExitCode.PARTIAL
