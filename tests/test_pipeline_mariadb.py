@@ -344,9 +344,9 @@ def test_tied_legs_written_twice_by_two_backends_make_one_call(tmp_path, cdr_db,
     delivered: list[Any] = []
     create = ArchiveTarget.create
 
-    def spy(self, call, record):
+    def spy(self, call, record, mp3=None):
         delivered.append(call)
-        return create(self, call, record)
+        return create(self, call, record, mp3)
 
     monkeypatch.setattr(ArchiveTarget, "create", spy)
     name = rows[0]["recordingfile"]

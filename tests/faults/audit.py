@@ -139,27 +139,27 @@ def _audit_webhook(suite: Suite, calls: dict[str, Expected]) -> SiteAudit:
     return result
 
 
-def _held(result: SiteAudit, calls: dict[str, Expected], found: dict[str, list[T]],
+def _held(result: SiteAudit, calls: dict[str, Expected], held: dict[str, list[T]],
           what: str) -> Iterator[tuple[str, Expected, list[T]]]:
     """Each incoming call the target holds, with what it holds for it (one item unless
     duplicated); the calls lost, delivered twice, not incoming or not of the workload are
     counted in `result` on the way."""
-    for key in found.keys() - calls.keys():
+    for key in held.keys() - calls.keys():
         result.wrong.append(f"{key}: {what} for no call of the workload")
     for key, call in calls.items():
-        found = found.get(key, [])
+        items = held.get(key, [])
         if not call.incoming:
-            if found:
+            if items:
                 result.not_incoming_delivered.append(key)
             continue
         result.expected += 1
-        if not found:
+        if not items:
             result.lost.append(key)
             continue
         result.delivered += 1
-        if len(found) > 1:
-            result.duplicated[key] = len(found) - 1
-        yield key, call, found
+        if len(items) > 1:
+            result.duplicated[key] = len(items) - 1
+        yield key, call, items
 
 
 def _compare(result: SiteAudit, call: Expected, got: dict[str, Any], easla: bool) -> None:
