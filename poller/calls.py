@@ -88,11 +88,9 @@ def is_incoming(first: Leg, rules: IncomingRules) -> bool:
 def recording_names(legs: Sequence[Leg], template: str) -> tuple[str, ...]:
     """The distinct files the legs name, in time order (a queue copies one name onto each leg).
 
-    A template without {recordingfile} (e.g. "{uniqueid}.wav") names the file MixMonitor wrote
-    for the call's first channel: only the first leg counts.
+    Only a template over {recordingfile} names files a row says exist; see recording_search
+    for the others.
     """
-    if "recordingfile" not in recording_fields(template):
-        legs = legs[:1]
     names: list[str] = []
     files: set[str] = set()
     for leg in legs:
@@ -104,6 +102,24 @@ def recording_names(legs: Sequence[Leg], template: str) -> tuple[str, ...]:
         if name and name not in names:
             names.append(name)
             files.add(leg.recordingfile)
+    return tuple(names)
+
+
+def recording_search(legs: Sequence[Leg], template: str) -> tuple[str, ...]:
+    """Where a template without {recordingfile} may find the call's file, in the order to try:
+    the name each leg gives, then the name its linkedid gives.
+
+    MixMonitor names the file after the channel that started it, which need not be the call's
+    first leg (a queue's trunk channel, the channel a busy call went on to voicemail with), and
+    that channel may have written no row at all (then its uniqueid is the call's linkedid).
+    """
+    names: list[str] = []
+    tried = [*legs, *(dataclasses.replace(leg, uniqueid=leg.linkedid)
+                      for leg in legs if leg.linkedid.strip())]
+    for leg in tried:
+        name = render_recording_name(template, leg)
+        if name and name not in names:
+            names.append(name)
     return tuple(names)
 
 
@@ -186,9 +202,11 @@ def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, templa
     else:
         wait_time = duration
     status = outcome(ordered)
-    recordings = recording_names(ordered, template)
-    expects = bool(recordings) and (
-        "recordingfile" in recording_fields(template) or status == Status.ANSWERED)
+    # a row that names its file says one is coming: it is waited for; a file only a template
+    # could name is the recording if it is there once the call has settled, else there is none
+    search = "recordingfile" not in recording_fields(template)
+    recordings = (recording_search if search else recording_names)(ordered, template)
+    expects = bool(recordings) and not search
     unknown = tuple(sorted({leg.disposition for leg in ordered} - KNOWN_DISPOSITIONS))
     number, name = caller(ordered)
     return Call(
@@ -204,8 +222,9 @@ def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, templa
         status=status,
         answered_by=extension(answered[0].dstchannel) if answered else "",
         incoming=is_incoming(first, rules),
-        recordings=recordings if expects else (),
+        recordings=recordings,
         expects_recording=expects,
+        recording_search=search and bool(recordings),
         first_calldate=first.calldate,
         last_calldate=max(leg.calldate for leg in ordered),
         unknown_dispositions=unknown,

@@ -187,6 +187,9 @@ class Call:
     number_e164: str | None = None
     caller: tuple[tuple[str, str | None], ...] = ()  # caller_id, caller_name, caller_<column>
     incident: str | None = None
+    # `recordings` are places to look, in order, not files to join: the first that holds a
+    # file is the recording, and none holding one means the call has none (recording_search)
+    recording_search: bool = False
 
     def record(self, recording: str | None, problem: str | None) -> dict[str, Any]:
         """The fields of the call record, exactly, as JSON-ready values."""

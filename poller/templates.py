@@ -22,6 +22,11 @@ RECORDING_COLUMNS = (
     "calldate", "uniqueid", "linkedid", "recordingfile", "src", "dst", "did", "cnum",
     "accountcode", "userfield",
 )
+# ... of which only FreePBX's cdr table has these (Master.csv and Asterisk's own schemas lack them)
+TABLE_ONLY_COLUMNS = ("did", "recordingfile", "cnum")
+# the one wildcard a recording name may hold, in its file name: FreePBX names its files
+# `in-<did>-<src>-<date>-<time>-<uniqueid>.wav`, and Master.csv has no did to fill in
+WILDCARD = "*"
 
 
 @functools.lru_cache(maxsize=16)  # asked once or twice per call built: parse a template once
@@ -39,6 +44,16 @@ def recording_fields(template: str) -> frozenset[str]:
     return frozenset(fields)
 
 
+def wildcards(template: str) -> int:
+    """How many `*` the template's own text holds (a value filled in may hold more)."""
+    return sum(literal.count(WILDCARD) for literal, _, _, _ in string.Formatter().parse(template))
+
+
+def is_pattern(name: str) -> bool:
+    """Whether a rendered recording name is a pattern (one `*`, in its file name)."""
+    return name.count(WILDCARD) == 1 and "/" not in name.split(WILDCARD, 1)[1]
+
+
 def render_recording_name(template: str, leg: Leg) -> str | None:
     """The file a leg names under the template, or None when a column it needs is empty."""
     values: dict[str, object] = {}
@@ -51,7 +66,10 @@ def render_recording_name(template: str, leg: Leg) -> str | None:
     if os.path.isabs(recordingfile):
         # older FreePBX stores an absolute path; it is used as it is (and checked later)
         return recordingfile
-    return template.format(**values)
+    name = template.format(**values)
+    if wildcards(template) and not is_pattern(name):
+        return None  # a value holding `*` (a caller "*97") would make the pattern mean another
+    return name
 
 
 class _SafeFormatter(string.Formatter):

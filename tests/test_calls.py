@@ -358,14 +358,38 @@ def test_empty_recordingfile_names_no_recording():
     assert call.expects_recording is False
 
 
-def test_uniqueid_template_expects_no_recording_when_unanswered():
-    """With `{uniqueid}.wav` nothing in the row says a file exists: only answered calls wait."""
-    unanswered = build(sample_legs("P1-02"), template="{uniqueid}.wav")
-    assert unanswered.expects_recording is False
-    assert unanswered.recordings == ()
-    answered = build(sample_legs("P1-01"), template="{uniqueid}.wav")
-    assert answered.expects_recording is True
-    assert answered.recordings == ("1795675107.1.wav",)
+def test_uniqueid_template_searches_every_leg_then_the_linkedid():
+    """With `{uniqueid}.wav` nothing in the row says a file exists: the call's legs and its
+    linkedid are places to look (MixMonitor names the file after the channel that started it),
+    answered or not, and nothing is waited for."""
+    for call_id, answered in (("P1-02", False), ("P1-01", True)):
+        legs = sample_legs(call_id)
+        call = build(legs, template="{uniqueid}.wav")
+        assert call.expects_recording is False and call.recording_search is True
+        expected = (f"{legs[0].uniqueid}.wav", f"{legs[0].linkedid}.wav")
+        assert call.recordings == expected, call_id
+        assert (call.status == "answered") is answered
+
+
+def test_search_tries_each_legs_own_uniqueid_in_time_order():
+    """A call whose legs carry different uniqueids (a queue's member channels, a transfer):
+    each leg's name in time order, then each linkedid, none twice."""
+    first = sample_legs("P1-01")[0]
+    later = dataclasses.replace(first, uniqueid="1795675110.9", sequence=first.sequence + 3,
+                                calldate=first.calldate + dt.timedelta(seconds=3))
+    call = build([later, first], template="{uniqueid}.wav")
+    assert call.recordings == ("1795675107.1.wav", "1795675110.9.wav", "1795675107.0.wav")
+
+
+def test_a_pattern_is_kept_whole_and_a_value_with_a_star_names_nothing():
+    """`*` in the template's file name is a pattern; a caller `*97` filled into it would make
+    a second wildcard, so that leg names no file rather than a wrong one."""
+    template = "{calldate:%Y/%m/%d}/in-*-{src}-{uniqueid}.wav"
+    legs = sample_legs("P1-01")
+    assert build(legs, template=template).recordings[0] == \
+        "2026/11/26/in-*-+79161002301-1795675107.1.wav"
+    starred = [dataclasses.replace(leg, src="*97") for leg in legs]
+    assert build(starred, template=template).recordings == ()
 
 
 def test_recordingfile_template_expects_the_named_file_even_when_unanswered():

@@ -209,3 +209,76 @@ def test_siblings_found_when_a_field_looks_like_a_time_stamp(monitor):
     for path in (ours, paused):
         path.write_bytes(b"RIFF")
     assert siblings(monitor, ours.resolve()) == [paused.resolve(), ours.resolve()]
+
+
+# --- a template without {recordingfile}: places to look, and patterns ------------------------
+
+PATTERN = "{calldate:%Y/%m/%d}/*-{uniqueid}.wav"
+SAMPLE_DAY = Path(__file__).resolve().parent / "data" / "samples" / "recordings" / "2026/11/26"
+
+
+def _plan(monitor: Path, legs: list[Leg], template: str) -> Any:
+    from zoneinfo import ZoneInfo
+
+    from poller.calls import build_call
+    from poller.config.schema import IncomingRules, RecordingsConfig
+    from poller.recordings.files import plan_recording
+
+    call = build_call(legs, IncomingRules(), ZoneInfo("Europe/Moscow"), template)
+    config = RecordingsConfig(dir=str(monitor), name=template)
+    return plan_recording(call, config, dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC))
+
+
+def _settled(path: Path, source: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(source.read_bytes())
+    os.utime(path, (0, 0))
+    return path
+
+
+def test_the_file_named_after_the_linkedid_is_found(monitor):
+    """MixMonitor started on the trunk channel, whose own row Asterisk did not write: the
+    file is named after the call's linkedid, the last place looked at."""
+    wav = _settled(monitor / "1795675107.0.wav", SAMPLE_DAY / FILE)
+    plan = _plan(monitor, [sample_leg(recordingfile="")], "{uniqueid}.wav")
+    assert plan.files == (wav.resolve(),) and plan.problem is None
+
+
+def test_no_file_anywhere_once_settled_is_no_recording_without_waiting(monitor):
+    """An answered call whose channels left no file: no recording, no problem, no wait."""
+    plan = _plan(monitor, [sample_leg(recordingfile="")], "{uniqueid}.wav")
+    assert plan.files == () and plan.problem is None
+
+
+def test_a_pattern_finds_both_halves_of_a_paused_recording(monitor):
+    """P1-12 paused and resumed: two files end in `-1795675215.55.wav`; the pattern finds
+    both, oldest first, and a header-only file found is `empty`, not missing."""
+    paused = sorted(SAMPLE_DAY.glob("*-1795675215.55.wav"))
+    for wav in paused:
+        _settled(monitor / "2026/11/26" / wav.name, wav)
+    leg = sample_leg(uniqueid="1795675215.55", linkedid="1795675215.54", recordingfile="")
+    plan = _plan(monitor, [leg], PATTERN)
+    assert [p.name for p in plan.files] == [p.name for p in paused]
+    header = next(SAMPLE_DAY.glob("*-1795675119.5.wav"))
+    _settled(monitor / "2026/11/26" / header.name, header)
+    empty = _plan(monitor, [sample_leg(uniqueid="1795675119.5", recordingfile="")], PATTERN)
+    assert empty.files == () and empty.problem == "empty"
+
+
+def test_a_pattern_match_outside_the_folder_is_no_match(monitor, tmp_path):
+    """A symbolic link matching the pattern but pointing out of recordings.dir is not read."""
+    (monitor / "2026/11/26" / "x-1795675999.1.wav").symlink_to(tmp_path / "outside" / "shadow")
+    leg = sample_leg(uniqueid="1795675999.1", linkedid="", recordingfile="")
+    plan = _plan(monitor, [leg], PATTERN)
+    assert plan.files == () and plan.problem is None
+
+
+@pytest.mark.parametrize("template", ["*/*-{uniqueid}.wav", "*/{uniqueid}.wav",
+                                      "{calldate:%Y}/*/{uniqueid}.wav"])
+def test_a_pattern_outside_the_file_name_or_twice_is_refused(template):
+    from poller.config.load import from_mapping
+    from poller.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"recordings.name: one `\*` at most"):
+        from_mapping({"source": {"url": "sqlite:///x"}, "recordings": {"name": template}},
+                     env={})

@@ -15,7 +15,9 @@ from poller.clock import parse_local
 from poller.config.hours import parse_hours
 from poller.config.schema import (
     ARCHIVE_LOCALES,
+    CSV_COLUMNS,
     DIRECTORY_COLUMNS,
+    SOURCE_KINDS,
     TARGET_KINDS,
     CallersConfig,
     Config,
@@ -25,13 +27,24 @@ from poller.config.schema import (
 )
 from poller.databases import query_parameters, url_problem
 from poller.model import STATUSES
-from poller.templates import RECORDING_COLUMNS, check_attribute_templates, recording_fields
+from poller.templates import (
+    RECORDING_COLUMNS,
+    TABLE_ONLY_COLUMNS,
+    WILDCARD,
+    check_attribute_templates,
+    recording_fields,
+    wildcards,
+)
 
 
 def check_semantics(config: Config, problems: list[str]) -> None:
     source = config.source
-    if not source.url:
+    if source.kind not in SOURCE_KINDS:
+        problems.append(f"source.kind must be one of {', '.join(SOURCE_KINDS)}, "
+                        f"not {source.kind!r}")
+    elif source.kind == "table" and not source.url:
         problems.append("source.url is required (or set POLLER_SOURCE_URL)")
+    _check_csv(config, problems)
     for key, url, variable in (("source.url", source.url, "POLLER_SOURCE_URL"),
                                ("state.url", config.state.url, "POLLER_STATE_URL")):
         problem = url_problem(key, url, variable)
@@ -82,6 +95,7 @@ def check_semantics(config: Config, problems: list[str]) -> None:
     if config.recordings.quiet <= 0:
         problems.append("recordings.quiet must be positive")
     _check_template(config.recordings.name, problems)
+    _check_template_columns(config, problems)
     _check_folders(config, problems)
     match = re.fullmatch(r"(\d+)k", config.transcode.bitrate)
     if not match or int(match.group(1)) not in MP3_BITRATES:
@@ -160,12 +174,64 @@ def _check_template(template: str, problems: list[str]) -> None:
         return
     for name in sorted(unknown):
         problems.append(f"recordings.name: unknown field {{{name}}}")
+    stars = wildcards(template)
+    if stars > 1 or stars and "/" in template.split(WILDCARD, 1)[1]:
+        problems.append("recordings.name: one `*` at most, in the file name (not in a folder): "
+                        "the one complete file that matches it is the recording")
     for _, field_name, spec, _ in string.Formatter().parse(template):
         # a width such as {uniqueid:>999999999} would build a name of gigabytes
         if field_name != "calldate" and spec and any(
                 int(n) > 255 for n in re.findall(r"\d+", spec)):
             problems.append(f"recordings.name: the format {{{field_name}:{spec}}} asks for more "
                             "than 255 characters")
+
+
+def _check_csv(config: Config, problems: list[str]) -> None:
+    """`[source.csv]` and `[source.reconcile]`: what Master.csv can and cannot give."""
+    source = config.source
+    if source.kind == "csv":
+        if not source.csv.path:
+            problems.append("source.csv.path is required with source.kind = \"csv\"")
+        if source.cursor != "calldate":
+            problems.append("source.cursor applies to a table: Master.csv is read by its "
+                            "checkpoint (the byte offset of the last line taken)")
+        if source.reconcile.enabled:
+            problems.append("source.reconcile applies to a table source: with source.kind = "
+                            "\"csv\" every call already comes from Master.csv")
+    columns = source.csv.columns
+    if isinstance(columns, str):
+        if columns != "auto":
+            problems.append(f"source.csv.columns must be \"auto\" or the list of column names "
+                            f"in file order, not {columns!r}")
+        return
+    for name in columns:
+        if name not in CSV_COLUMNS:
+            problems.append(f"source.csv.columns: {name!r} is not a column cdr_csv writes "
+                            f"({', '.join(CSV_COLUMNS)})")
+    if len(set(columns)) != len(columns):
+        problems.append("source.csv.columns: a column is listed twice")
+    if "uniqueid" not in columns:
+        problems.append("source.csv.columns: without uniqueid no call has a key: set "
+                        "loguniqueid = yes in Asterisk's cdr.conf [csv] section (and list "
+                        "uniqueid here)")
+
+
+def _check_template_columns(config: Config, problems: list[str]) -> None:
+    """A recordings.name over columns Master.csv lacks would name no file for its calls."""
+    if config.source.kind == "csv":
+        reason = "Master.csv has no {column} column"
+    elif config.source.reconcile.enabled:
+        reason = ("a call taken from Master.csv (source.reconcile) has no {column}: use "
+                  "e.g. \"{{uniqueid}}.wav\" or a pattern such as "
+                  "\"{{calldate:%Y/%m/%d}}/*-{{uniqueid}}.wav\"")
+    else:
+        return
+    try:
+        used = recording_fields(config.recordings.name)
+    except ValueError:
+        return  # reported as recordings.name
+    for column in sorted(used & set(TABLE_ONLY_COLUMNS)):
+        problems.append("recordings.name: " + reason.format(column=column))
 
 
 # the bit rates an MPEG-1/2 layer III encoder accepts, in kbit/s

@@ -4,6 +4,7 @@ its field's type, unknown keys and wrong types reported as problems naming the k
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -65,6 +66,10 @@ def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
         return _expect(value, int, key, problems, 0)
     if hint is str:
         return _expect(value, str, key, problems, "")
+    if isinstance(hint, types.UnionType):  # `str | tuple[str, ...]`: a word or a list of them
+        if isinstance(value, str):
+            return value
+        return _convert(tuple[str, ...], value, key, problems)
     if typing.get_origin(hint) is tuple:
         items = _expect(value, list, key, problems, [])
         if any(not isinstance(item, str) for item in items):

@@ -42,8 +42,38 @@ class IncomingRules:
     contexts: tuple[str, ...] = ("from-trunk", "from-pstn")
 
 
+# the columns cdr_csv writes, in file order: the 16 it always writes, then uniqueid
+# (loguniqueid), userfield (loguserfield), then peeraccount, linkedid, sequence (newcdrcolumns)
+CSV_BASE_COLUMNS = (
+    "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
+    "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
+)
+CSV_COLUMNS = (*CSV_BASE_COLUMNS, "uniqueid", "userfield", "peeraccount", "linkedid", "sequence")
+SOURCE_KINDS = ("table", "csv")
+
+
+@dataclass(frozen=True)
+class CsvConfig:
+    """`[source.csv]`: Asterisk's Master.csv, for `source.kind = "csv"`."""
+
+    path: str = "/var/log/asterisk/cdr-csv/Master.csv"
+    columns: str | tuple[str, ...] = "auto"  # or the column names in file order
+
+
+@dataclass(frozen=True)
+class ReconcileConfig:
+    """`[source.reconcile]`: the Master.csv beside a table, for the calls the database lost."""
+
+    csv: str = ""  # "" = off
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.csv)
+
+
 @dataclass(frozen=True)
 class SourceConfig:
+    kind: str = "table"
     url: Secret = Secret("")
     table: str = "cdr"
     timezone: str = "UTC"
@@ -56,6 +86,8 @@ class SourceConfig:
     # a leg longer than this (or ending in the future) is a broken row: it is clamped
     max_call_length: Seconds = Seconds(24 * 3600)
     incoming: IncomingRules = field(default_factory=IncomingRules)
+    csv: CsvConfig = field(default_factory=CsvConfig)
+    reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
 
 
 @dataclass(frozen=True)

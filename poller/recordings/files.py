@@ -13,6 +13,7 @@ from pathlib import Path
 from poller.config.schema import RecordingsConfig
 from poller.errors import RecordingsUnavailable
 from poller.model import Call
+from poller.templates import WILDCARD, is_pattern
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,14 @@ class RefusedPath(Exception):
 
 def resolve_inside(base: Path, name: str) -> Path:
     """The real path of `name` under `base`; RefusedPath if it escapes (`..`, symlinks)."""
+    real = _inside(base, name)
+    if real.exists() and not real.is_file():
+        # a FIFO would block the run (holding the lock) on open; a device or folder is no WAV
+        raise RefusedPath(f"{name!r} is not a regular file")
+    return real
+
+
+def _inside(base: Path, name: str) -> Path:
     if ".." in Path(name).parts:
         raise RefusedPath(f"{name!r} climbs out with '..'")  # even when it lands inside again
     root = base.resolve()
@@ -35,9 +44,6 @@ def resolve_inside(base: Path, name: str) -> Path:
         raise RefusedPath(f"{name!r}: {exc}") from None
     if root not in real.parents:
         raise RefusedPath(f"{name!r} resolves outside {root}")
-    if real.exists() and not real.is_file():
-        # a FIFO would block the run (holding the lock) on open; a device or folder is no WAV
-        raise RefusedPath(f"{name!r} is not a regular file")
     return real
 
 
@@ -115,12 +121,20 @@ def plan_recording(call: Call, config: RecordingsConfig, now: dt.datetime) -> Pl
     problems: list[str] = []
     for name in call.recordings:
         try:
-            path = resolve_inside(base, name)
+            paths = locate(base, name)
         except RefusedPath as exc:
             log.warning("call %s: recording refused: %s", call.key, exc)
             problems.append("refused_path")
             continue
-        found += [p for p in siblings(base, path) if p not in found]
+        if call.recording_search:
+            if any(path.exists() for path in paths):
+                found = paths  # the first place that holds a file holds the recording
+                break
+            continue
+        found += [p for p in paths if p not in found]
+    if call.recording_search and not found:
+        # the call has settled and no file is where one would be: it was not recorded
+        return Plan((), min(problems, key=_PROBLEM_ORDER.index) if problems else None)
     writing = open_for_writing(found)
     files: list[Path] = []
     for path in found:
@@ -140,6 +154,32 @@ def plan_recording(call: Call, config: RecordingsConfig, now: dt.datetime) -> Pl
     if files:
         return Plan(tuple(files))
     return Plan((), min(problems, key=_PROBLEM_ORDER.index) if problems else None)
+
+
+def locate(base: Path, name: str) -> list[Path]:
+    """The files a recording name stands for, oldest first: the file and the others of its
+    channel (a paused recording), or every file a pattern matches. A name that matches
+    nothing stands for the file it names (not there yet)."""
+    if not is_pattern(name):
+        path = resolve_inside(base, name)
+        return siblings(base, path)
+    folder, _, pattern = name.rpartition("/")
+    root = _inside(base, folder) if folder else base.resolve()
+    head, tail = pattern.split(WILDCARD)
+    matches: list[Path] = []
+    if root.is_dir():
+        for candidate in root.iterdir():
+            # matched by hand, not by glob: a value filled into the name may hold `[` or `?`
+            text = candidate.name
+            if len(text) >= len(head) + len(tail) and text.startswith(head) and \
+                    text.endswith(tail):
+                try:
+                    matches.append(resolve_inside(base, str(candidate)))
+                except RefusedPath:
+                    continue  # a symbolic link out of the folder, or not a file: not a match
+    if not matches:
+        return [root / pattern]
+    return sorted(set(matches), key=_age)
 
 
 # the extension is a format's name, which may hold a dash (`.g726-32`)
