@@ -191,6 +191,11 @@ class Call:
     # file is the recording, and none holding one means the call has none (recording_search)
     recording_search: bool = False
 
+    def starts_within(self, since: dt.datetime | None, until: dt.datetime | None) -> bool:
+        """Whether the call's first leg lies in [since, until) (naive local; None: open)."""
+        return ((since is None or self.first_calldate >= since)
+                and (until is None or self.first_calldate < until))
+
     def record(self, recording: str | None, problem: str | None) -> dict[str, Any]:
         """The fields of the call record, exactly, as JSON-ready values."""
         caller = dict(self.caller)

@@ -59,6 +59,14 @@ class Settings:
             data = {"type": "int", "value": int(mark)}
         self.put(f"cursor:{column}", json.dumps(data))
 
+    def checkpoint(self, name: str) -> dict[str, Any] | None:
+        """How far a file source has read (Master.csv: which file, which byte offset)."""
+        value = self.get(f"checkpoint:{name}")
+        return json.loads(value) if value else None
+
+    def set_checkpoint(self, name: str, value: dict[str, Any]) -> None:
+        self.put(f"checkpoint:{name}", json.dumps(value, sort_keys=True))
+
     def last_run(self) -> dict[str, Any] | None:
         """The report of the last run (RunReport.to_json), for `status`."""
         value = self.get("last_run")

@@ -38,6 +38,12 @@ class DryRunLedger:
     def set_cursor_mark(self, column: str, mark: Any) -> None:
         self.marks[f"cursor:{column}"] = mark
 
+    def checkpoint(self, name: str) -> dict[str, Any] | None:
+        return self._mark(f"checkpoint:{name}", lambda b: b.checkpoint(name))
+
+    def set_checkpoint(self, name: str, value: dict[str, Any]) -> None:
+        self.marks[f"checkpoint:{name}"] = value
+
     def origin(self) -> dt.datetime | None:
         return self._mark("origin", lambda b: b.origin())
 
@@ -94,10 +100,6 @@ class DryRunLedger:
         stored: list[Entry] = self.base.due(now, since, until) if self.base is not None else []
         due = {entry.key: entry.call for entry in stored if entry.key not in self.calls}
         due.update((key, call) for key, (call, stage) in self.calls.items()
-                   if stage == Stage.SEEN and _within(call, since, until))
+                   if stage == Stage.SEEN and call.starts_within(since, until))
         return sorted(due.values(), key=lambda call: (call.first_calldate, call.key))
 
-
-def _within(call: Call, since: dt.datetime | None, until: dt.datetime | None) -> bool:
-    return ((since is None or call.first_calldate >= since)
-            and (until is None or call.first_calldate < until))

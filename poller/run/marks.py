@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from poller.clock import earliest_local, to_aware
 from poller.errors import ConfigError
+from poller.source.interface import OFFSET
 from poller.source.walk import MAX_WIDTH, MIN_WIDTH
 
 # rows dated a little in the future (clock skew between PBX and poller) are still read
@@ -57,6 +58,13 @@ def cursor_axis(column: str, sample: Any, batch_size: int, settle: float) -> Axi
     tail = dt.timedelta(seconds=max(settle, 60) * 2)
     return Axis(column, tail, dt.timedelta(seconds=1), dt.timedelta(minutes=15),
                 dt.timedelta(seconds=1), dt.timedelta(days=1))
+
+
+def offset_axis() -> Axis:
+    """The axis of Master.csv: byte offsets. A call's lines are written together when it
+    ends, so a group is complete once the read is a megabyte past its first line."""
+    kib = 1024
+    return Axis(OFFSET, 1024 * kib, 1, 256 * kib, 16 * kib, 64 * 1024 * kib)
 
 
 @dataclass(frozen=True)
@@ -177,7 +185,10 @@ def cursor_start(mark: Any, axis: Axis, moment: Moment) -> Any:
 
 
 def cursor_resume(mark: Any, axis: Axis, moment: Moment) -> Any:
-    """Where a cursor read resumes: a tail behind its mark (rows commit out of order)."""
+    """Where a cursor read resumes: a tail behind its mark (rows commit out of order; a
+    file's lines never do)."""
+    if axis.column == OFFSET:
+        return mark
     if isinstance(mark, dt.datetime):
         # a TIMESTAMP column reads in the server's local time, which repeats an hour in
         # autumn: rows of the second pass read earlier than the mark set before the change

@@ -35,7 +35,7 @@ from poller.run.options import Progress, RunOptions
 from poller.run.read import Builder, ReadLedger, ReadPhase
 from poller.run.report import RunReport
 from poller.run.schedule import due_before
-from poller.source.table import CdrSource
+from poller.source.kinds import open_source
 from poller.targets.interface import LazyTarget, Target
 from poller.targets.kinds import open_target, upkeep
 from poller.templates import recording_fields
@@ -71,7 +71,9 @@ def _backfill(config: Config, options: RunOptions, moment: Moment,
               target_factory: Callable[[Config], Target] | None) -> RunReport:
     """A backfill a day at a time, each under the lock on its own: a long one never keeps the
     cron runs (and live calls) waiting for its end."""
-    if options.since is None:  # from the ledger's origin: one batch
+    if options.since is None or config.source.kind == "csv":
+        # from the ledger's origin, or over Master.csv and its copies (a day's slice would
+        # read every file again): one batch
         return _batch(config, options, moment, target_factory)
     slices = backfill_slices(options.since, options.until, moment)
     started = time.monotonic()
@@ -161,7 +163,8 @@ def _read(config: Config, options: RunOptions, moment: Moment, ledger: ReadLedge
     builder = Builder(config.source.incoming, moment.zone, config.recordings.name, moment.now,
                       float(config.source.max_call_length))
     try:
-        source = CdrSource(config.source, needed=recording_fields(config.recordings.name))
+        source = open_source(config.source, needed=recording_fields(config.recordings.name),
+                             backfill=options.backfill)
         try:
             return ReadPhase(source, ledger, config.source, builder, report, enrich).execute(
                 options)
@@ -240,13 +243,18 @@ def _upkeep(config: Config, moment: Moment, ledger: Ledger,
     """Forget old delivered calls (never ones the next read may meet); the target's own."""
     retention = dt.timedelta(seconds=config.state.retention)
     before = forget_before(retention, dt.timedelta(seconds=config.source.lookback),
-                           ledger.watermark(), oldest_read, config.source.cursor == "calldate",
+                           ledger.watermark(), oldest_read, _on_calldate(config),
                            moment)
     pruned = ledger.prune(before) if before is not None else 0
     if pruned:
         log.info("ledger: forgot %d delivered calls older than %g days", pruned,
                  retention.total_seconds() / 86400)
     upkeep(config, moment.local.date())
+
+
+def _on_calldate(config: Config) -> bool:
+    """Whether live runs read by calldate (not an insertion-ordered column, nor a file)."""
+    return config.source.kind == "table" and config.source.cursor == "calldate"
 
 
 def _clear_leftovers(state_dir: str) -> None:

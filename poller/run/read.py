@@ -42,13 +42,14 @@ from poller.run.marks import (
     live_range,
     lowest,
     next_mark,
+    offset_axis,
     resume_calldate,
     settling,
 )
 from poller.run.options import Progress, RunOptions
 from poller.run.report import RunReport
+from poller.source.interface import OFFSET, Source
 from poller.source.skew import rows_ahead
-from poller.source.table import CdrSource
 from poller.source.walk import Group, Walk
 
 log = logging.getLogger("poller")
@@ -80,6 +81,10 @@ class ReadLedger(Protocol):
     def set_warned_on(self, day: dt.date) -> None: ...
 
     def pruned_before(self) -> dt.datetime | None: ...
+
+    def checkpoint(self, name: str) -> dict[str, Any] | None: ...
+
+    def set_checkpoint(self, name: str, value: dict[str, Any]) -> None: ...
 
     def known_legs(self, keys: Iterable[str]) -> dict[str, Known]: ...
 
@@ -126,7 +131,7 @@ class Reach:
 class ReadPhase:
     """Reads what is new since the marks (or a backfill's range) into the ledger."""
 
-    def __init__(self, source: CdrSource, ledger: ReadLedger, config: SourceConfig,
+    def __init__(self, source: Source, ledger: ReadLedger, config: SourceConfig,
                  builder: Builder, report: RunReport, enrich: Enrich | None = None):
         self.source = source
         self.ledger = ledger
@@ -157,7 +162,7 @@ class ReadPhase:
         log.debug("reading cdr rows by %s from %s to %s (calls starting before %s)",
                   axis.column, span.start, span.horizon, span.stop)
         progress = options.progress if axis.on_calldate else None
-        self.scan(walk, axis, progress)
+        self.scan(walk, axis, progress, self.dates(axis, options))
         self.report.source_read = True
         self.report.rows = walk.stats.rows
         if walk.stats.newest is not None:
@@ -169,20 +174,25 @@ class ReadPhase:
     # -- where the read goes
     def plan(self, options: RunOptions) -> tuple[Axis, ReadRange] | None:
         """The axis and range of this read; None when there is nothing to read."""
-        column = self.config.cursor
-        if column == "calldate" or options.backfill:
-            # a backfill's range is in dates: it reads calldate windows whatever the cursor
+        column = self.source.backfill_column if options.backfill else self.source.cursor
+        if column == "calldate":
+            # a table's backfill range is in dates: it reads calldate windows whatever the cursor
             axis = calldate_axis(self.lookback)
             if options.backfill:
                 return axis, backfill_range(
                     options.since, options.until, self.origin(), self.lookback,
                     self.ledger.pruned_before(), options.force, self.moment)
             return axis, live_range(self.resume_calldate(), self.moment)
+        mark = None if options.backfill else self.source.cursor_mark(self.ledger)
         newest = self.source.newest_position(column)
         if newest is None:
             return None
-        axis = cursor_axis(column, newest, self.config.batch_size, self.config.settle)
-        start = cursor_start(self.ledger.cursor_mark(column), axis, self.moment)
+        axis = offset_axis() if column == OFFSET else \
+            cursor_axis(column, newest, self.config.batch_size, self.config.settle)
+        if options.backfill:  # a file's backfill: from its first line of the range on
+            start = self.source.first_position_since(column, options.since or self.origin())
+            return None if start is None else (axis, cursor_range(start, newest, axis))
+        start = cursor_start(mark, axis, self.moment)
         if start is FROM_CALLDATE:
             start = self.source.first_position_since(column, self.resume_calldate())
             if start is None:
@@ -213,14 +223,22 @@ class ReadPhase:
         if reach.taken is not None and current is not None:
             self.report.watermark = current.isoformat()
         if not axis.on_calldate:
-            position = next_mark(self.ledger.cursor_mark(axis.column), reach.taken_position,
+            position = next_mark(self.source.cursor_mark(self.ledger), reach.taken_position,
                                  reach.held_back_position)
             if position is not None:
-                self.ledger.set_cursor_mark(axis.column, position)
+                self.source.set_cursor_mark(self.ledger, position)
+
+    def dates(self, axis: Axis,
+              options: RunOptions) -> tuple[dt.datetime, dt.datetime | None] | None:
+        """The dates a backfill's calls start in, where its windows are not dates (a file's
+        offsets); None where the windows themselves are the range."""
+        if not options.backfill or axis.on_calldate:
+            return None
+        return options.since or self.origin(), options.until
 
     # -- groups → calls → ledger rows
-    def scan(self, walk: Walk, axis: Axis,
-             progress: Callable[[Progress], None] | None) -> None:
+    def scan(self, walk: Walk, axis: Axis, progress: Callable[[Progress], None] | None,
+             dates: tuple[dt.datetime, dt.datetime | None] | None = None) -> None:
         batch: list[tuple[Call, Group]] = []
         progress_at = time.monotonic() + PROGRESS_EVERY
         for group in walk.groups():
@@ -232,6 +250,8 @@ class ReadPhase:
                 log.info("reading: at %s, %d rows so far, %d new calls",
                          group.first.isoformat(sep=" "), walk.stats.rows, self.report.new_calls)
             call = self.build(group)
+            if dates is not None and not call.starts_within(*dates):
+                continue  # a file's backfill reads every line: this call is not its range's
             if settling(call.end, self.moment.now, self.config.settle):
                 # it ended moments ago: late legs (CDR batch mode) may still be on their way
                 self.report.settling += 1

@@ -1,7 +1,9 @@
 """Reads of the cdr table with SQLAlchemy Core: bounded calldate windows, raw text decoded.
 
 Every read is a range on the calldate index (present in the stock FreePBX and Asterisk
-schemas), so the cost of one window does not grow with the size of the table.
+schemas), so the cost of one window does not grow with the size of the table. The table may
+live in MySQL/MariaDB (PyMySQL), PostgreSQL (psycopg 3) or SQLite; a PostgreSQL calldate of
+type `timestamp with time zone` is an instant, read in source.timezone.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import functools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -18,6 +21,8 @@ from poller.config.schema import SourceConfig
 from poller.databases import database_error, missing_table, redact_url
 from poller.errors import ConfigError, SourceSchemaError
 from poller.model import Leg
+from poller.source.interface import Marks
+from poller.source.text import decode_text
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -31,20 +36,6 @@ OPTIONAL = ("linkedid", "sequence", "did", "cnum", "cnam", "recordingfile", "acc
 INTEGER_COLUMNS = ("duration", "billsec", "sequence")
 
 
-def decode_text(raw: Any, legacy_encoding: str) -> str:
-    """UTF-8 where the bytes are UTF-8, else the site's legacy code page; never raises."""
-    if type(raw) is not bytes:  # bytes is what the binary casts of _select() give: tested first
-        if raw is None:
-            return ""
-        if isinstance(raw, str):
-            return raw
-        raw = bytes(raw)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode(legacy_encoding, errors="replace")
-
-
 def _to_int(value: Any) -> int:
     try:
         return int(value)
@@ -52,8 +43,12 @@ def _to_int(value: Any) -> int:
         return 0
 
 
-def _to_datetime(value: Any) -> dt.datetime | None:
+def _to_datetime(value: Any, zone: ZoneInfo | None = None) -> dt.datetime | None:
+    """A calldate as the PBX's wall clock shows it (naive): an aware value (PostgreSQL's
+    `timestamp with time zone`) is an instant, shown in `zone`."""
     if isinstance(value, dt.datetime):
+        if value.tzinfo is not None and zone is not None:
+            value = value.astimezone(zone)
         return value.replace(tzinfo=None, microsecond=0)
     if isinstance(value, (str, bytes)):  # SQLite text, or MySQL's zero date
         text = value.decode() if isinstance(value, bytes) else value
@@ -65,11 +60,14 @@ def _to_datetime(value: Any) -> dt.datetime | None:
 
 
 class CdrSource:
-    """The cdr table of one PBX, read-only."""
+    """The cdr table of one PBX, read-only (a Source)."""
+
+    backfill_column = "calldate"  # a backfill's range is in dates, whatever the cursor
 
     def __init__(self, config: SourceConfig, needed: Iterable[str] = ()):
         self.config = config
-        self.engine = _make_engine(config.url)
+        self.zone = ZoneInfo(config.timezone)
+        self.engine = _make_engine(config.url, config.timezone)
         # one connection for the whole run: connecting (a TLS context, a handshake) costs more
         # than an idle run's queries
         self._conn: Connection | None = None
@@ -84,6 +82,9 @@ class CdrSource:
         self._calldate_at = self._columns.index("calldate")
         self._cursor_at = self._columns.index(self.cursor)
         self._sqlite = self.engine.dialect.name == "sqlite"
+        # PostgreSQL keeps text in the database's encoding and hands out str (bytes for a
+        # SQL_ASCII database); a cast to bytea would read backslashes as escapes
+        self._binary_text = self.engine.dialect.name != "postgresql"
 
     def _reflect(self, needed: set[str]) -> sa.TableClause:
         # the column names are all we need: `SELECT * … LIMIT 0` costs one round trip, where
@@ -116,6 +117,23 @@ class CdrSource:
             wanted.append(self.config.cursor)
         return sa.table(name, *(sa.column(c) for c in wanted))
 
+    def cursor_mark(self, marks: Marks) -> Any:
+        return marks.cursor_mark(self.cursor)
+
+    def set_cursor_mark(self, marks: Marks, position: Any) -> None:
+        marks.set_cursor_mark(self.cursor, position)
+
+    def describe(self) -> str:
+        """`table 'cdr' on PostgreSQL 15.2 through psycopg 3.2.1`."""
+        dialect = self._connection().dialect
+        server = {"mysql": "MariaDB" if getattr(dialect, "is_mariadb", False) else "MySQL",
+                  "postgresql": "PostgreSQL", "sqlite": "SQLite"}.get(dialect.name,
+                                                                      dialect.name)
+        version = ".".join(str(part) for part in dialect.server_version_info or ()
+                           if isinstance(part, int))
+        return (f"table {self.config.table!r} on {server} {version or '?'} through "
+                f"{driver_version(dialect.driver)}")
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -126,7 +144,8 @@ class CdrSource:
         cols: list[Any] = []
         for name in self._columns:
             column = self.table.c[name]
-            if name in INTEGER_COLUMNS or name in ("calldate", self.cursor):
+            if name in INTEGER_COLUMNS or name in ("calldate", self.cursor) or \
+                    not self._binary_text:
                 cols.append(column)
             else:
                 # read the bytes as stored: a utf8mb4 connection would turn latin1 columns
@@ -164,7 +183,8 @@ class CdrSource:
         return self._position(self._scalar(query))
 
     def newest_calldate(self) -> dt.datetime | None:
-        return _to_datetime(self._scalar(sa.select(sa.func.max(self.table.c.calldate))))
+        return _to_datetime(self._scalar(sa.select(sa.func.max(self.table.c.calldate))),
+                            self.zone)
 
     def newest_position(self, column: str) -> Any:
         return self._position(self._scalar(sa.select(sa.func.max(self.table.c[column]))))
@@ -178,7 +198,7 @@ class CdrSource:
     def _position(self, value: Any) -> Any:
         """A cursor value: an integer or a date-time, else the column is no cursor."""
         if value is None or isinstance(value, (int, dt.datetime)) and not isinstance(value, bool):
-            return value.replace(tzinfo=None) if isinstance(value, dt.datetime) else value
+            return _to_datetime(value, self.zone) if isinstance(value, dt.datetime) else value
         parsed = _to_datetime(value)
         if parsed is None:
             raise SourceSchemaError(
@@ -232,7 +252,7 @@ class CdrSource:
     def _leg(self, row: Sequence[Any]) -> Leg | None:
         """A row of `_select()` (its columns in `self._columns` order) as a Leg."""
         raw_calldate = row[self._calldate_at]
-        calldate = _to_datetime(raw_calldate)
+        calldate = _to_datetime(raw_calldate, self.zone)
         if calldate is None:
             log.warning("cdr row with unusable calldate %r skipped", raw_calldate)
             return None
@@ -256,7 +276,7 @@ class CdrSource:
 
 
 @functools.lru_cache(maxsize=4)
-def _make_engine(url: str) -> Engine:
+def _make_engine(url: str, timezone: str = "UTC") -> Engine:
     # one Engine per URL for the process: `run --follow` polls with it again and again, and a
     # new one would redo the dialect's set-up queries and compile every statement afresh.
     # Its NullPool holds no connection between runs, so sharing it shares nothing else.
@@ -265,17 +285,43 @@ def _make_engine(url: str) -> Engine:
     except sa.exc.ArgumentError:
         raise ConfigError(f"source.url: not a database URL: {redact_url(url)}") from None
     kwargs: dict[str, Any] = {"poolclass": sa.pool.NullPool}
-    if parsed.get_backend_name() == "mysql":
+    backend = parsed.get_backend_name()
+    if backend == "mysql":
         kwargs["connect_args"] = {"charset": "utf8mb4", "connect_timeout": 10,
                                   "read_timeout": 300}
         if _loopback(parsed) and not any(k.startswith("ssl") for k in parsed.query):
             # PyMySQL tries TLS whenever the server offers it; on loopback that buys nothing
             # and building its context costs more than an idle run's queries
             kwargs["connect_args"]["ssl_disabled"] = True
+    elif backend == "postgresql":
+        # the session's zone is the PBX's: a `timestamp with time zone` calldate then reads
+        # as its wall clock, and a window's naive bounds mean the same instants. Read-only and
+        # bounded, like the MySQL session above.
+        kwargs["connect_args"] = {
+            "connect_timeout": 10,
+            "options": f"-c TimeZone={timezone} -c default_transaction_read_only=on "
+                       "-c statement_timeout=300000"}
     try:
         return sa.create_engine(parsed, **kwargs)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+    except (sa.exc.NoSuchModuleError, ImportError) as exc:
+        hint = (" (PostgreSQL needs psycopg 3: pip install 'asterisk-cdr-poller[postgresql]', "
+                "and a URL postgresql+psycopg://…)" if backend == "postgresql" else "")
+        raise ConfigError(f"source.url: {exc}{hint}") from None
+    except sa.exc.ArgumentError as exc:
         raise ConfigError(f"source.url: {exc}") from None
+
+
+def driver_version(driver: str) -> str:
+    """`psycopg 3.2.1`, `pymysql 1.1.1`, `pysqlite 3.40.1` (SQLite's own version)."""
+    import importlib.metadata
+    import sqlite3
+
+    if driver == "pysqlite":
+        return f"sqlite3 (SQLite {sqlite3.sqlite_version})"
+    try:
+        return f"{driver} {importlib.metadata.version(driver)}"
+    except importlib.metadata.PackageNotFoundError:
+        return driver
 
 
 def _loopback(url: sa.engine.URL) -> bool:

@@ -1,0 +1,24 @@
+"""The configured source, by kind: only the module that kind needs is imported."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from poller.config.schema import SourceConfig
+from poller.errors import ConfigError
+from poller.source.interface import Source
+
+
+def open_source(config: SourceConfig, needed: Iterable[str] = (), backfill: bool = False,
+                checkpoint: str = "csv") -> Source:
+    """The configured source: the cdr table, or Master.csv (`backfill`: with its rotated
+    copies; `checkpoint`: the name its mark is kept under)."""
+    if config.kind == "table":
+        from poller.source.table import CdrSource
+
+        return CdrSource(config, needed=needed)
+    if config.kind == "csv":
+        from poller.source.mastercsv import CsvSource
+
+        return CsvSource(config, backfill=backfill, checkpoint=checkpoint)
+    raise ConfigError(f"source.kind = {config.kind!r} is not known")
