@@ -19,11 +19,11 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cdrtable import load_table  # noqa: E402
-from support import MYSQL_URL, ROOT, SAMPLES, run_cli  # noqa: E402
+from support import MYSQL_URL, POSTGRESQL_URL, ROOT, SAMPLES, run_cli, sql_statements  # noqa: E402
 
 # A test that uses one of these fixtures, directly or through another fixture, gets the mark:
 # `-m "not mariadb and not slow"` then runs without a database server, in seconds.
-MARK_OF_FIXTURE = {"mysql_server": "mariadb", "demo": "slow"}
+MARK_OF_FIXTURE = {"mysql_server": "mariadb", "postgresql_server": "postgresql", "demo": "slow"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -52,24 +52,56 @@ class CdrDatabase:
             return conn.execute(sa.text(sql), params)
 
 
-@pytest.fixture(scope="session")
-def mysql_server() -> str:
-    """The MariaDB server of POLLER_TEST_MYSQL_URL. Without one its tests are skipped, except
-    under CI, where a skip would let a broken server pass unnoticed."""
-    engine = sa.create_engine(MYSQL_URL, poolclass=sa.pool.NullPool)
+def _server(url: str, name: str, variable: str, mark: str) -> str:
+    """A database server the tests use. Without one its tests are skipped, except under CI,
+    where a skip would let a broken server pass unnoticed."""
+    shown = sa.engine.make_url(url).render_as_string(hide_password=True)
     try:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        shown = sa.engine.make_url(MYSQL_URL).render_as_string(hide_password=True)
-        reason = (f"no MariaDB server at {shown} (set POLLER_TEST_MYSQL_URL to one, or deselect "
-                  f"with -m 'not mariadb'): {exc.orig}")
+        engine.dispose()
+    except (sa.exc.OperationalError, ImportError) as exc:
+        reason = (f"no {name} server at {shown} (set {variable} to one, or deselect with "
+                  f"-m 'not {mark}'): {getattr(exc, 'orig', exc)}")
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
+    return url
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> str:
+    """The MariaDB server of POLLER_TEST_MYSQL_URL."""
+    return _server(MYSQL_URL, "MariaDB", "POLLER_TEST_MYSQL_URL", "mariadb")
+
+
+@pytest.fixture(scope="session")
+def postgresql_server() -> str:
+    """The PostgreSQL server of POLLER_TEST_POSTGRESQL_URL (through psycopg 3)."""
+    return _server(POSTGRESQL_URL, "PostgreSQL", "POLLER_TEST_POSTGRESQL_URL", "postgresql")
+
+
+@pytest.fixture
+def pg_db(postgresql_server: str) -> Iterator[CdrDatabase]:
+    """Asterisk's cdr_pgsql table (sql/cdr-pgsql.sql) in a database of its own."""
+    name = f"poller_test_{secrets.token_hex(4)}"
+    admin = sa.create_engine(postgresql_server, poolclass=sa.pool.NullPool,
+                             isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(postgresql_server).set(database=name)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            for statement in sql_statements(ROOT / "sql" / "cdr-pgsql.sql"):
+                conn.exec_driver_sql(statement)
+        yield CdrDatabase(url.render_as_string(hide_password=False), engine)
     finally:
         engine.dispose()
-    return MYSQL_URL
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 def _create_database(server: str, schema_sql: Path | None) -> Iterator[CdrDatabase]:

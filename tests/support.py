@@ -28,6 +28,8 @@ SAMPLES = DATA / "samples"
 MSK = ZoneInfo("Europe/Moscow")
 BERLIN = ZoneInfo("Europe/Berlin")
 MYSQL_URL = os.environ.get("POLLER_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+POSTGRESQL_URL = os.environ.get("POLLER_TEST_POSTGRESQL_URL",
+                                "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
 # real sample calls (tests/data/samples/calls.csv), by the uniqueid of their rows
@@ -89,6 +91,43 @@ def clone_call(template: list[dict[str, Any]], start: dt.datetime, *, zone: Zone
         source = SAMPLES / "recordings" / base.strftime("%Y/%m/%d") / template[0]["recordingfile"]
         place_wav(source, monitor / start.strftime("%Y/%m/%d") / rows[0]["recordingfile"])
     return rows
+
+
+# cdr_csv's AMA flag names (the table holds their numbers)
+_AMAFLAGS = {1: "OMIT", 2: "BILLING", 3: "DOCUMENTATION"}
+CSV_TEXT = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
+            "lastdata")
+
+
+def master_csv_line(row: dict[str, Any]) -> str:
+    """A cdr row as cdr_csv writes it with loguniqueid, loguserfield and newcdrcolumns: text
+    quoted with `"` doubled, numbers and a never-answered `answer` bare. The table keeps whole
+    seconds only, so `end` (start + duration) may read a second early, as may `answer`."""
+    start = row["calldate"]
+    end = start + dt.timedelta(seconds=row["duration"])
+    answered = row["billsec"] > 0 or row["disposition"] == "ANSWERED"
+    answer = _quoted(f"{end - dt.timedelta(seconds=row['billsec']):%Y-%m-%d %H:%M:%S}") \
+        if answered else ""
+    fields = [_quoted(row.get(name, "")) for name in CSV_TEXT]
+    fields += [_quoted(f"{start:%Y-%m-%d %H:%M:%S}"), answer, _quoted(f"{end:%Y-%m-%d %H:%M:%S}"),
+               str(row["duration"]), str(row["billsec"]), _quoted(row["disposition"]),
+               _quoted(_AMAFLAGS.get(row.get("amaflags", 3), "DOCUMENTATION")),
+               _quoted(row["uniqueid"]), _quoted(row.get("userfield", "")),
+               _quoted(row.get("peeraccount", "")), _quoted(row.get("linkedid", "")),
+               str(row.get("sequence", 0))]
+    return ",".join(fields) + "\n"
+
+
+def write_master_csv(path: Path, rows: list[dict[str, Any]], mode: str = "w") -> Path:
+    """Append (or write) the rows as cdr_csv lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode, encoding="utf-8", newline="") as handle:
+        handle.write("".join(master_csv_line(row) for row in rows))
+    return path
+
+
+def _quoted(value: Any) -> str:
+    return '"' + str(value).replace('"', '""') + '"'
 
 
 def place_wav(source: Path, target: Path) -> Path:
@@ -227,6 +266,26 @@ def run_cli(*args: str) -> Result:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def sql_statements(path: Path) -> list[str]:
+    """The statements of an SQL file in sql/ (comments dropped; a `DO $$ … $$` block whole)."""
+    import re
+
+    text = re.sub(r"--[^\n]*", "", path.read_text())
+    parts = re.split(r"(\$\$.*?\$\$)", text, flags=re.S)  # no `;` inside a dollar quote counts
+    statements, current = [], ""
+    for index, part in enumerate(parts):
+        if index % 2:
+            current += part
+            continue
+        pieces = part.split(";")
+        current += pieces[0]
+        for piece in pieces[1:]:
+            statements.append(current.strip())
+            current = piece
+    statements.append(current.strip())
+    return [s for s in statements if s]
 
 
 def explain(source: Any, lo: Any, hi: Any, column: str = "calldate") -> list[dict[str, Any]]:

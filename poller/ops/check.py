@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -21,8 +22,8 @@ from poller.callers.directory import describe, verify
 from poller.config.schema import Config
 from poller.errors import PollerError
 from poller.ledger.store import Ledger
+from poller.source.kinds import open_source, reconcile_source
 from poller.source.skew import rows_ahead
-from poller.source.table import CdrSource
 from poller.targets.easla.target import EaslaTarget
 from poller.targets.webhook.replies import shown
 from poller.targets.webhook.target import WebhookTarget
@@ -56,17 +57,33 @@ def run_checks(config: Config) -> list[Result]:
 
 
 def _source(config: Config) -> Iterator[Result]:
-    source = CdrSource(config.source, needed=recording_fields(config.recordings.name))
+    source = open_source(config.source, needed=recording_fields(config.recordings.name))
     try:
         newest = source.newest_calldate()
-        yield Result("source", OK, f"table {config.source.table!r} readable, "
-                     f"newest row {newest.isoformat(sep=' ') if newest else 'none (empty)'}")
+        yield Result("source", OK, f"{source.describe()}, newest "
+                     f"{'call ' + newest.isoformat(sep=' ') if newest else 'none (empty)'}")
         for warning in source.warnings:
             yield Result("source columns", WARN, warning)
         ahead = rows_ahead(newest, ZoneInfo(config.source.timezone), dt.datetime.now(dt.UTC))
         if ahead:
             yield Result("source clock", WARN, ahead)
-        yield _grants(source)
+        if config.source.kind == "table":
+            yield _grants(source)
+    finally:
+        source.close()
+
+
+def _reconcile(config: Config) -> Iterator[Result]:
+    """Master.csv beside the table: readable, with a uniqueid; calls from it find their
+    recordings without did or recordingfile (the config check refuses a name needing them)."""
+    if not config.source.reconcile.enabled:
+        return
+    source = reconcile_source(config.source)
+    try:
+        newest = source.newest_calldate()
+        yield Result("reconcile", OK, f"{source.describe()}, newest call "
+                     f"{newest.isoformat(sep=' ') if newest else 'none'}; recordings.name "
+                     f"{config.recordings.name!r} needs neither did nor recordingfile")
     finally:
         source.close()
 
@@ -74,10 +91,12 @@ def _source(config: Config) -> Iterator[Result]:
 def _grants(source: object) -> Result:
     """The poller's user should only read: look at its grants, never try a write."""
     engine = source.engine  # type: ignore[attr-defined]
+    table = source.config.table  # type: ignore[attr-defined]
+    if engine.dialect.name == "postgresql":
+        return _postgresql_grants(engine, table)
     if engine.dialect.name != "mysql":
         return Result("source grants", OK, f"{engine.dialect.name}: no grants to inspect")
     database = engine.url.database or ""
-    table = source.config.table  # type: ignore[attr-defined]
     with engine.connect() as conn:
         grants = [row[0] for row in conn.exec_driver_sql("SHOW GRANTS FOR CURRENT_USER()")]
     # only the privilege part (never the IDENTIFIED BY … hash), and only grants that reach the
@@ -92,6 +111,21 @@ def _grants(source: object) -> Result:
     if writable:
         return Result("source grants", WARN, "the user may write to the cdr table (recommended: "
                       f"SELECT only, see sql/grant-readonly.sql): {writable[0][:120]}")
+    return Result("source grants", OK, "read-only on the cdr table")
+
+
+def _postgresql_grants(engine: Any, table: str) -> Result:
+    """What the session's role may do to the table (its own grants, its roles', PUBLIC's)."""
+    query = sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    with engine.connect() as conn:
+        superuser = bool(conn.execute(query).scalar())
+        writable = [privilege for privilege in ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+                    if conn.execute(sa.text("SELECT has_table_privilege(:t, :p)"),
+                                    {"t": table, "p": privilege}).scalar()]
+    if superuser or writable:
+        what = "is a superuser" if superuser else f"holds {', '.join(writable)}"
+        return Result("source grants", WARN, f"the user {what} on the cdr table (recommended: "
+                      "SELECT only, see sql/grant-readonly-postgresql.sql)")
     return Result("source grants", OK, "read-only on the cdr table")
 
 
@@ -276,6 +310,7 @@ def _callers(config: Config) -> Iterator[Result]:
 
 
 CHECKS: list[tuple[str, Callable[[Config], Iterator[Result]]]] = [
-    ("source", _source), ("state", _state), ("target", _target), ("encoder", _encoder),
+    ("source", _source), ("reconcile", _reconcile), ("state", _state), ("target", _target),
+    ("encoder", _encoder),
     ("recordings", _recordings), ("metrics", _metrics), ("callers", _callers),
 ]

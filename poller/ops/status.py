@@ -20,8 +20,8 @@ from poller.ledger.store import Ledger
 from poller.logs import escape_controls
 from poller.model import PENDING, UNBUILT, IncidentStage, Stage
 from poller.run.lock import held_by
+from poller.source.kinds import open_source
 from poller.source.skew import rows_ahead
-from poller.source.table import CdrSource
 
 SHOWN = 50  # calls listed per section; the JSON and the text say when a list is cut
 
@@ -88,7 +88,7 @@ def collect(config: Config, now: dt.datetime | None = None) -> Overview:
         finally:
             ledger.close()
     try:
-        source = CdrSource(config.source)
+        source = open_source(config.source)
         try:
             status.newest_row = source.newest_calldate()
         finally:

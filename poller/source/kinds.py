@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
-from poller.config.schema import SourceConfig
+from poller.config.schema import CsvConfig, SourceConfig
 from poller.errors import ConfigError
 from poller.source.interface import Source
 
@@ -22,3 +23,11 @@ def open_source(config: SourceConfig, needed: Iterable[str] = (), backfill: bool
 
         return CsvSource(config, backfill=backfill, checkpoint=checkpoint)
     raise ConfigError(f"source.kind = {config.kind!r} is not known")
+
+
+def reconcile_source(config: SourceConfig, backfill: bool = False) -> Source:
+    """The Master.csv written beside the table (`[source.reconcile]`), with a checkpoint of
+    its own."""
+    csv = CsvConfig(path=config.reconcile.csv, columns=config.csv.columns)
+    return open_source(dataclasses.replace(config, kind="csv", csv=csv), backfill=backfill,
+                       checkpoint="reconcile")
