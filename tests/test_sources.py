@@ -24,7 +24,7 @@ from support import (
 )
 
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
+from poller.run.options import RunOptions
 from poller.source.freepbx import freepbx_cdr
 
 # what Asterisk's own schemas and Master.csv give instead of FreePBX's did and recordingfile:
