@@ -23,8 +23,8 @@ from support import (
     write_master_csv,
 )
 
-from poller.run.pipeline import run_once
 from poller.run.options import RunOptions
+from poller.run.pipeline import run_once
 from poller.source.freepbx import freepbx_cdr
 
 # what Asterisk's own schemas and Master.csv give instead of FreePBX's did and recordingfile:

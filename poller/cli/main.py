@@ -193,6 +193,41 @@ def _recording_note(call: Any, config: Any) -> str:
 
 
 @main.command()
+@click.option("--since", type=LocalDateTime(), required=True,
+              help="Calls starting at or after this date[-time] (source time zone).")
+@click.option("--until", type=LocalDateTime(),
+              help="Calls starting before this date[-time] (source time zone).")
+@click.option("--dry-run", is_flag=True, help="Print what would be delivered; write nothing.")
+@click.pass_context
+def reconcile(ctx: click.Context, since: dt.datetime, until: dt.datetime | None,
+              dry_run: bool) -> None:
+    """Deliver the calls of a range that Master.csv holds and the cdr table lost.
+
+    Reads [source.reconcile] csv and its rotated copies; a call whose rows the table lacks
+    (cdr_adaptive_odbc drops a CDR while its database is away) is delivered from its
+    Master.csv lines. A call in both is the table's, and none is delivered twice.
+    """
+
+    def work() -> ExitCode:
+        from poller.run.pipeline import run_once
+
+        if until and until <= since:
+            raise ConfigError("--until must be later than --since")
+        config = load_config(ctx)
+        if not config.source.reconcile.enabled:
+            raise ConfigError("poller reconcile needs [source.reconcile] csv = the Master.csv "
+                              "written beside the cdr table")
+        report = run_once(config, RunOptions(since=since, until=until, dry_run=dry_run,
+                                             reconcile=True))
+        if dry_run:
+            _print_planned(report.planned, config)
+        log.info("reconcile: %s", report.summary())
+        return report.exit_code
+
+    guarded(work)
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in the README).")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:

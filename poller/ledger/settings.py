@@ -67,6 +67,13 @@ class Settings:
     def set_checkpoint(self, name: str, value: dict[str, Any]) -> None:
         self.put(f"checkpoint:{name}", json.dumps(value, sort_keys=True))
 
+    def reconciled_total(self) -> int:
+        """Calls taken from Master.csv because the cdr table lacked them, over all runs."""
+        return int(self.get("reconciled_total") or 0)
+
+    def add_reconciled(self, count: int) -> None:
+        self.put("reconciled_total", str(self.reconciled_total() + count))
+
     def last_run(self) -> dict[str, Any] | None:
         """The report of the last run (RunReport.to_json), for `status`."""
         value = self.get("last_run")

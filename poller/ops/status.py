@@ -44,6 +44,7 @@ class Overview:
     clock_warning: str | None = None
     incidents: dict[IncidentStage, int] = field(default_factory=dict)
     failed_incidents: list[dict[str, Any]] = field(default_factory=list)
+    reconciled_total: int = 0  # calls taken from Master.csv: the cdr table lacked them
 
     @property
     def waiting(self) -> int:
@@ -85,6 +86,7 @@ def collect(config: Config, now: dt.datetime | None = None) -> Overview:
             status.last_run = ledger.last_run()
             status.incidents = ledger.incident_counts()
             status.failed_incidents = ledger.failed_incidents(limit=SHOWN)
+            status.reconciled_total = ledger.reconciled_total()
         finally:
             ledger.close()
     try:
@@ -145,6 +147,7 @@ def to_json(status: Overview) -> dict[str, Any]:
         "incidents": {stage: status.incidents.get(stage, 0) for stage in IncidentStage},
         "failed_incidents": [{"key": i["incident_key"], "attempts": i["attempts"],
                               "last_error": i["last_error"]} for i in status.failed_incidents],
+        "reconciled_total": status.reconciled_total,
         "last_run": status.last_run,
     }
 
@@ -171,6 +174,10 @@ def render(status: Overview) -> str:
     counts = ", ".join(f"{stage} {n}" for stage, n in sorted(status.counts.items())) or "none"
     lines.append(f"calls:       {counts}")
     lines.extend(_callers_and_incidents(status))
+    if status.reconciled_total:
+        last = (status.last_run or {}).get("reconciled", 0)
+        lines.append(f"reconciled:  {_count(status.reconciled_total, 'call')} taken from "
+                     f"Master.csv because the cdr table lacked them ({last} in the last run)")
     if status.run_pid is not None:
         lines.append(f"run:         in progress (pid {status.run_pid})")
     if status.target_down is not None:

@@ -22,6 +22,7 @@ class LedgerFigures:
     watermark: dt.datetime | None
     last_success: float | None  # kept in the ledger: a failing run must not drop the series
     target_down: TargetOutage | None = None
+    reconciled_total: int = 0  # calls taken from Master.csv, over all runs
 
 
 def write_metrics(path: str, report: RunReport, ledger: LedgerFigures | None) -> None:
@@ -51,12 +52,30 @@ def write_metrics(path: str, report: RunReport, ledger: LedgerFigures | None) ->
         1 if report.unavailable else 0)
     gauge("last_run_timestamp_seconds", "When the last run finished").set(
         dt.datetime.now(dt.UTC).timestamp())
+    gauge("last_run_calls_reconciled", "Calls the last run took from Master.csv because the "
+          "cdr table lacked them").set(report.reconciled)
     if ledger is not None:
         _ledger_metrics(ledger, report, gauge)
+        registry.register(_Reconciled(ledger.reconciled_total))
     try:
         write_to_textfile(path, registry)  # writes a temporary file, then renames it
     except OSError as exc:
         log.warning("metrics: could not write %s: %s", path, exc)
+
+
+class _Reconciled:
+    """poller_calls_reconciled_total: a counter (it only grows; the ledger keeps it), so
+    rate() shows how often the database loses calls."""
+
+    def __init__(self, total: int):
+        self.total = total
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        yield CounterMetricFamily("poller_calls_reconciled", "Calls taken from Master.csv "
+                                  "because the cdr table lacked them (source.reconcile)",
+                                  value=self.total)
 
 
 def _ledger_metrics(ledger: LedgerFigures, report: RunReport, gauge: Any) -> None:

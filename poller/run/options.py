@@ -18,6 +18,7 @@ class RunOptions:
     limit: int | None = None
     now: dt.datetime | None = None  # aware; tests pin the clock
     metrics_file: str | None = None  # overrides [metrics] file
+    reconcile: bool = False  # `poller reconcile`: only Master.csv's calls the table lacks
     # asked between calls: a follow-mode service stops after the call in hand
     should_stop: Callable[[], bool] = field(default=lambda: False, compare=False)
     # told how far a long read has come (a progress bar on a terminal)

@@ -29,13 +29,14 @@ from poller.run.dryrun import DryRunLedger
 from poller.run.enrich import Enricher
 from poller.run.incident_delivery import deliver_incidents
 from poller.run.lock import RunLock
-from poller.run.marks import Moment, backfill_slices, forget_before
+from poller.run.marks import Moment, backfill_slices, forget_before, lowest
 from poller.run.metrics import LedgerFigures, write_metrics
 from poller.run.options import Progress, RunOptions
 from poller.run.read import Builder, ReadLedger, ReadPhase
+from poller.run.reconcile import reconcile
 from poller.run.report import RunReport
 from poller.run.schedule import due_before
-from poller.source.kinds import open_source
+from poller.source.kinds import open_source, reconcile_source
 from poller.targets.interface import LazyTarget, Target
 from poller.targets.kinds import open_target, upkeep
 from poller.templates import recording_fields
@@ -71,7 +72,7 @@ def _backfill(config: Config, options: RunOptions, moment: Moment,
               target_factory: Callable[[Config], Target] | None) -> RunReport:
     """A backfill a day at a time, each under the lock on its own: a long one never keeps the
     cron runs (and live calls) waiting for its end."""
-    if options.since is None or config.source.kind == "csv":
+    if options.since is None or config.source.kind == "csv" or options.reconcile:
         # from the ledger's origin, or over Master.csv and its copies (a day's slice would
         # read every file again): one batch
         return _batch(config, options, moment, target_factory)
@@ -135,6 +136,8 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
             enrich = Enricher.build(config.callers, config.incidents, config.state.dir,
                                     moment.zone, moment.now, report)
             oldest_read = _read(config, options, moment, ledger, report, enrich)
+            if report.reconciled:
+                ledger.add_reconciled(report.reconciled)
             _deliver(config, options, moment, ledger, journal, target, report)
             if not options.backfill:
                 _upkeep(config, moment, ledger, oldest_read)
@@ -157,23 +160,33 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
 
 def _read(config: Config, options: RunOptions, moment: Moment, ledger: ReadLedger,
           report: RunReport, enrich: Enricher | None = None) -> dt.datetime | None:
-    """Phase one; returns the earliest calldate read. An unreachable source stops only this
-    phase: calls already in the ledger are still delivered. A dry run reads without `enrich`:
-    the directory's copy in state.dir would be written."""
+    """Phase one (and, with [source.reconcile], Master.csv beside the table); returns the
+    earliest calldate read. An unreachable source stops only this phase: calls already in the
+    ledger are still delivered. A dry run reads without `enrich`: the directory's copy in
+    state.dir would be written."""
     builder = Builder(config.source.incoming, moment.zone, config.recordings.name, moment.now,
                       float(config.source.max_call_length))
+    oldest: dt.datetime | None = None
     try:
         source = open_source(config.source, needed=recording_fields(config.recordings.name),
                              backfill=options.backfill)
         try:
-            return ReadPhase(source, ledger, config.source, builder, report, enrich).execute(
-                options)
+            if not options.reconcile:
+                oldest = ReadPhase(source, ledger, config.source, builder, report,
+                                   enrich).execute(options)
+            if config.source.reconcile.enabled:
+                lost = reconcile_source(config.source, backfill=options.backfill)
+                try:
+                    oldest = lowest(oldest, reconcile(lost, source, ledger, config.source,
+                                                      builder, report, options, enrich))
+                finally:
+                    lost.close()
         finally:
             source.close()
     except ServiceUnavailable as exc:
         log.error("%s", exc)
         report.unavailable.append(str(exc))
-        return None
+    return oldest
 
 
 def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger,
@@ -278,7 +291,7 @@ def _figures(ledger: Ledger, report: RunReport) -> LedgerFigures | None:
         if report.exit_code == 0:
             ledger.set_last_success(dt.datetime.now(dt.UTC).timestamp())
         return LedgerFigures(ledger.counts(), ledger.watermark(), ledger.last_success(),
-                             ledger.target_down())
+                             ledger.target_down(), ledger.reconciled_total())
     except Exception as exc:  # metrics never fail a run
         log.warning("metrics: could not read the ledger: %s", exc)
         return None

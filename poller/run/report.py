@@ -38,6 +38,7 @@ class RunReport:
     incidents_opened: int = 0  # decided by this run's new calls
     incidents_joined: int = 0
     incidents_created: int = 0  # made in the target
+    reconciled: int = 0  # new calls taken from Master.csv: the cdr table lacks them
 
     @property
     def exit_code(self) -> ExitCode:
@@ -80,9 +81,11 @@ class RunReport:
         if self.incidents_opened or self.incidents_joined or self.incidents_created:
             incidents = (f"incidents {self.incidents_opened} opened, {self.incidents_joined} "
                          f"calls joined, {self.incidents_created} made, ")
+        reconciled = (f" ({self.reconciled} from Master.csv, missing in the cdr table)"
+                      if self.reconciled else "")
         return (f"delivered {plural(sum(self.delivered.values()), 'call')} "
                 f"({statuses or 'none'}), {plural(self.recordings, 'recording')}, "
-                f"{self.new_calls} new, {self.skipped} skipped, "
+                f"{self.new_calls} new{reconciled}, {self.skipped} skipped, "
                 f"{callers}{incidents}"
                 f"{self.waiting} waiting, {self.failures} failed ({self.parked} parked), "
                 f"{self.rows} rows read, {self.seconds:.2f}s")
@@ -101,6 +104,7 @@ class RunReport:
             "callers": {"matched": self.callers_matched, "unmatched": self.callers_unmatched},
             "incidents": {"opened": self.incidents_opened, "joined": self.incidents_joined,
                           "created": self.incidents_created},
+            "reconciled": self.reconciled,
         }
 
 

@@ -29,5 +29,10 @@ def reconcile_source(config: SourceConfig, backfill: bool = False) -> Source:
     """The Master.csv written beside the table (`[source.reconcile]`), with a checkpoint of
     its own."""
     csv = CsvConfig(path=config.reconcile.csv, columns=config.csv.columns)
-    return open_source(dataclasses.replace(config, kind="csv", csv=csv), backfill=backfill,
-                       checkpoint="reconcile")
+    source = open_source(dataclasses.replace(config, kind="csv", csv=csv), backfill=backfill,
+                         checkpoint="reconcile")
+    source.warnings[:] = [] if config.incoming.channels or config.incoming.contexts else [
+        "source.reconcile: a call taken from Master.csv has no did, and no "
+        "source.incoming.channels or .contexts rule would find it incoming: list the trunk "
+        "channels (e.g. \"PJSIP/provider-*\")"]
+    return source

@@ -145,7 +145,9 @@ class CsvSource:
         stream = self._stream()
         for line in self._lines(stream[0].first if stream else 0, None):
             leg = self._leg(line, quiet=True)
-            if leg is not None and leg.end >= calldate:
+            if leg is None:
+                continue  # not a call's line: said when it is read, if it is
+            if leg.end >= calldate:
                 found = line.position
                 break
             skipped += 1
