@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from poller.config.load import from_mapping
 from poller.ledger.schema import Entry
 from poller.ledger.store import Ledger
+from poller.source.csvlines import cdr_csv_line
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -93,29 +94,9 @@ def clone_call(template: list[dict[str, Any]], start: dt.datetime, *, zone: Zone
     return rows
 
 
-# cdr_csv's AMA flag names (the table holds their numbers)
-_AMAFLAGS = {1: "OMIT", 2: "BILLING", 3: "DOCUMENTATION"}
-CSV_TEXT = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
-            "lastdata")
-
-
 def master_csv_line(row: dict[str, Any]) -> str:
-    """A cdr row as cdr_csv writes it with loguniqueid, loguserfield and newcdrcolumns: text
-    quoted with `"` doubled, numbers and a never-answered `answer` bare. The table keeps whole
-    seconds only, so `end` (start + duration) may read a second early, as may `answer`."""
-    start = row["calldate"]
-    end = start + dt.timedelta(seconds=row["duration"])
-    answered = row["billsec"] > 0 or row["disposition"] == "ANSWERED"
-    answer = _quoted(f"{end - dt.timedelta(seconds=row['billsec']):%Y-%m-%d %H:%M:%S}") \
-        if answered else ""
-    fields = [_quoted(row.get(name, "")) for name in CSV_TEXT]
-    fields += [_quoted(f"{start:%Y-%m-%d %H:%M:%S}"), answer, _quoted(f"{end:%Y-%m-%d %H:%M:%S}"),
-               str(row["duration"]), str(row["billsec"]), _quoted(row["disposition"]),
-               _quoted(_AMAFLAGS.get(row.get("amaflags", 3), "DOCUMENTATION")),
-               _quoted(row["uniqueid"]), _quoted(row.get("userfield", "")),
-               _quoted(row.get("peeraccount", "")), _quoted(row.get("linkedid", "")),
-               str(row.get("sequence", 0))]
-    return ",".join(fields) + "\n"
+    """A cdr row as cdr_csv writes it (loguniqueid, loguserfield, newcdrcolumns)."""
+    return cdr_csv_line(row)
 
 
 def write_master_csv(path: Path, rows: list[dict[str, Any]], mode: str = "w") -> Path:
@@ -124,10 +105,6 @@ def write_master_csv(path: Path, rows: list[dict[str, Any]], mode: str = "w") ->
     with open(path, mode, encoding="utf-8", newline="") as handle:
         handle.write("".join(master_csv_line(row) for row in rows))
     return path
-
-
-def _quoted(value: Any) -> str:
-    return '"' + str(value).replace('"', '""') + '"'
 
 
 def place_wav(source: Path, target: Path) -> Path:

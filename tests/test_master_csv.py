@@ -259,3 +259,23 @@ def test_lines_without_uniqueid_are_exit_2_naming_loguniqueid(tmp_path, sample_r
     result = run_cli("--config", str(path), "run")
     assert result.exit_code == 2, result.output
     assert "loguniqueid = yes" in result.output and "16 fields" in result.output
+
+
+@pytest.mark.slow
+def test_the_demo_on_master_csv_delivers_what_the_table_demo_does(tmp_path, demo):
+    """`poller demo --source csv`: the same sample PBX writing Master.csv instead of a table
+    gives the same calls (incoming by trunk channel, recordings by the `*` pattern)."""
+    import json
+
+    result = run_cli("demo", "--source", "csv", str(tmp_path / "csv"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "csv" / "cdr-csv" / "Master.csv").is_file()
+
+    def calls(folder: Path) -> list[tuple]:
+        records = [json.loads(p.read_text()) for p in (folder / "archive").rglob("*.json")
+                   if not p.name.endswith(".incident.json")]
+        return sorted((r["number"], r["status"], r["duration"], r["talk_time"],
+                       r["answered_by"], r["recording"] is not None, r["recording_problem"])
+                      for r in records)
+
+    assert calls(tmp_path / "csv") == calls(demo.folder)

@@ -19,21 +19,26 @@ from poller.ops.privileges import invoked_as, refuse_root_on_foreign_state
 @click.option("--webhook", metavar="URL", default="",
               help="Also deliver the sample to this webhook receiver (its secret from "
                    "POLLER_WEBHOOK_SECRET).")
+@click.option("--source", "kind", type=click.Choice(["table", "csv"]), default="table",
+              show_default=True,
+              help="Where the sample PBX writes its CDRs: a SQLite cdr table, or Master.csv as "
+                   "Asterisk's cdr_csv writes it.")
 @click.pass_context
-def demo(ctx: click.Context, directory: str, webhook: str) -> None:
+def demo(ctx: click.Context, directory: str, webhook: str, kind: str) -> None:
     """Build a sample cdr database with recordings in DIRECTORY and deliver it to an archive.
 
     The sample holds a dozen calls shaped like real Asterisk output (answered, unanswered,
     busy, impossible, a ring group, a queue, an outgoing call that is skipped); the real
     pipeline delivers them into DIRECTORY/archive. DIRECTORY/poller.toml is the config used.
     With --webhook the same calls go to that receiver as well (DIRECTORY/poller-webhook.toml).
+    With --source csv the sample PBX writes DIRECTORY/cdr-csv/Master.csv instead.
     """
 
     def work() -> ExitCode:
         from poller.ops.demo import run_demo
 
         report, lines = run_demo(directory, invoked_as(sys.argv), webhook,
-                                 os.environ.get("POLLER_WEBHOOK_SECRET", ""))
+                                 os.environ.get("POLLER_WEBHOOK_SECRET", ""), kind)
         for line in lines:
             click.echo(line)
         return report.exit_code

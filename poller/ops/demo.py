@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from poller.config.load import load
 from poller.errors import ConfigError
 from poller.run.pipeline import run_once
+from poller.source.csvlines import cdr_csv_line
 from poller.source.freepbx import freepbx_cdr
 
 if TYPE_CHECKING:
@@ -137,14 +138,12 @@ def write_wav(path: Path, pcm: bytes, rate: int = 8000) -> None:
         out.writeframes(pcm)
 
 
-def build(directory: Path, now: dt.datetime | None = None) -> Path:
-    """Write the sample cdr database, recordings and config into `directory`; returns the config."""
+def build(directory: Path, now: dt.datetime | None = None, source: str = "table") -> Path:
+    """Write the sample cdr rows (a SQLite table, or Master.csv as cdr_csv writes it),
+    recordings and config into `directory`; returns the config."""
     directory = _prepare(directory)
     zone = ZoneInfo(ZONE)
     now = (now or dt.datetime.now(zone)).astimezone(zone).replace(microsecond=0)
-    engine = sa.create_engine(f"sqlite:///{directory / 'cdr.db'}")
-    table = freepbx_cdr(sa.MetaData())
-    table.metadata.create_all(engine)
     rows = []
     counter = 1
     for number, call in enumerate(CALLS):
@@ -173,26 +172,58 @@ def build(directory: Path, now: dt.datetime | None = None) -> Path:
                 "did": call.did, "recordingfile": recording, "cnum": call.src,
                 "cnam": call.name, "linkedid": uniqueid, "sequence": counter + seq,
             })
-    with engine.begin() as conn:
-        conn.execute(table.insert(), rows)
-    engine.dispose()
+    if source == "csv":
+        master = directory / "cdr-csv" / "Master.csv"
+        master.parent.mkdir()
+        master.write_text("".join(cdr_csv_line(row) for row in rows), encoding="utf-8")
+    else:
+        engine = sa.create_engine(f"sqlite:///{directory / 'cdr.db'}")
+        table = freepbx_cdr(sa.MetaData())
+        table.metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(table.insert(), rows)
+        engine.dispose()
     (directory / "callers.csv").write_text(_CALLERS, encoding="utf-8")
     config = directory / "poller.toml"
-    config.write_text(_CONFIG.format(dir=directory, zone=ZONE))
+    sections = _CSV_SOURCE if source == "csv" else _TABLE_SOURCE
+    config.write_text(_CONFIG.format(source=sections.format(dir=directory, zone=ZONE),
+                                     dir=directory))
     return config
 
 
-_CONFIG = """\
-# The configuration `poller demo` ran with; try `poller --config {dir}/poller.toml status`.
+_TABLE_SOURCE = """\
 [source]
 url = "sqlite:///{dir}/cdr.db"
 timezone = "{zone}"
 
-[state]
-dir = "{dir}/state"
+[recordings]
+dir = "{dir}/recordings"
+"""
+
+# Master.csv has no did and no recordingfile: incoming calls by their trunk channel, the
+# recording by the one file whose name ends in the call's uniqueid
+_CSV_SOURCE = """\
+[source]
+kind = "csv"
+timezone = "{zone}"
+
+[source.csv]
+path = "{dir}/cdr-csv/Master.csv"
+
+[source.incoming]
+did_set = false
+channels = ["PJSIP/provider-*"]
 
 [recordings]
 dir = "{dir}/recordings"
+name = "{{calldate:%Y/%m/%d}}/*-{{uniqueid}}.wav"
+"""
+
+_CONFIG = """\
+# The configuration `poller demo` ran with; try `poller --config {dir}/poller.toml status`.
+{source}
+[state]
+dir = "{dir}/state"
 
 [target]
 kind = "archive"
@@ -231,7 +262,7 @@ def _prepare(directory: Path) -> Path:
                               "name a new directory")
         for name in ("cdr.db", "poller.toml"):
             (directory / name).unlink(missing_ok=True)
-        for name in ("recordings", "state", "archive"):
+        for name in ("recordings", "state", "archive", "cdr-csv"):
             shutil.rmtree(directory / name, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MARKER).write_text("made by poller demo; it deletes and rebuilds this folder\n")
@@ -239,15 +270,16 @@ def _prepare(directory: Path) -> Path:
 
 
 def run_demo(directory: str | os.PathLike[str], program: str = "poller",
-             webhook: str = "", secret: str = "") -> tuple[RunReport, list[str]]:
-    """Build the sample, run the real pipeline into the archive (and, given a receiver's URL
-    and secret, into that receiver too), and describe what arrived; the hint names `program`
-    as the administrator started it."""
+             webhook: str = "", secret: str = "",
+             source: str = "table") -> tuple[RunReport, list[str]]:
+    """Build the sample (a SQLite cdr table, or Master.csv: `source`), run the real pipeline
+    into the archive (and, given a receiver's URL and secret, into that receiver too), and
+    describe what arrived; the hint names `program` as the administrator started it."""
 
     if webhook and not secret:
         raise ConfigError("demo --webhook: set POLLER_WEBHOOK_SECRET to the receiver's secret "
                           "(whsec_...)")
-    config_path = build(Path(directory))
+    config_path = build(Path(directory), source=source)
     config = load(config_path, env={})
     report = run_once(config)
     archive = Path(config.target.archive.dir)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from poller.config.schema import CSV_BASE_COLUMNS
 from poller.model import Leg
@@ -130,3 +131,29 @@ def _integer(text: str) -> int:
         return int(text)
     except ValueError:
         return 0
+
+
+# cdr_csv's AMA flag names (a table holds their numbers)
+AMAFLAGS = {1: "OMIT", 2: "BILLING", 3: "DOCUMENTATION"}
+
+
+def cdr_csv_line(row: Mapping[str, Any]) -> str:
+    """A cdr row as cdr_csv writes it with loguniqueid, loguserfield and newcdrcolumns: text
+    quoted with `"` doubled, numbers and a never-answered `answer` bare. A table keeps whole
+    seconds only, so `end` (start + duration) may read a second early, as may `answer`."""
+    start = row["calldate"]
+    end = start + dt.timedelta(seconds=row["duration"])
+    answered = row["billsec"] > 0 or row["disposition"] == "ANSWERED"
+    answer = _quoted(f"{end - dt.timedelta(seconds=row['billsec']):%Y-%m-%d %H:%M:%S}") \
+        if answered else ""
+    fields = [_quoted(row.get(name, "")) for name in CSV_BASE_COLUMNS[:9]]
+    fields += [_quoted(f"{start:%Y-%m-%d %H:%M:%S}"), answer, _quoted(f"{end:%Y-%m-%d %H:%M:%S}"),
+               str(row["duration"]), str(row["billsec"]), _quoted(row["disposition"]),
+               _quoted(AMAFLAGS.get(row.get("amaflags", 3), "DOCUMENTATION"))]
+    fields += [_quoted(row.get(name, "")) for name in ("uniqueid", "userfield", "peeraccount",
+                                                       "linkedid")]
+    return ",".join([*fields, str(row.get("sequence", 0))]) + "\n"
+
+
+def _quoted(value: Any) -> str:
+    return '"' + str(value).replace('"', '""') + '"'
