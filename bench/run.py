@@ -258,6 +258,66 @@ def reading(bench: Bench) -> None:
     tail_runs(bench, end)
 
 
+# the poller's Master.csv source reading a whole file (its rotated-copies mode), every line
+# made a leg; against the csv module reading the same file into lists of strings
+READ_MASTER_CSV = """
+import sys
+from poller.config.schema import CsvConfig, IncomingRules, SourceConfig
+from poller.source.mastercsv import CsvSource
+config = SourceConfig(kind="csv", csv=CsvConfig(path=sys.argv[1]),
+                      incoming=IncomingRules(did_set=False))
+source = CsvSource(config, backfill=True)
+end, position, legs = (source.newest_position("offset") or -1) + 1, 0, 0
+while position < end:
+    legs += len(source.read_window(position, position + (4 << 20)))
+    position += 4 << 20
+print(legs)
+"""
+CSV_MODULE = ("import csv, sys\n"
+              "print(sum(1 for _ in csv.reader(open(sys.argv[1], newline='', encoding='utf-8'))))")
+
+
+def master_csv(bench: Bench) -> None:
+    """Row 2c: reading Master.csv (source.kind = "csv") vs `wc -l` and Python's csv module on
+    the same file, and a backfill over it through the whole read phase."""
+    from poller.source.csvlines import cdr_csv_line
+
+    sizes = bench.sizes
+    folder = bench.folder("csv")
+    path = folder / "Master.csv"
+    count = int(sizes.rows / 1.63)
+    first = bench.local_now - dt.timedelta(hours=2, seconds=count * 20)
+    lines = 0
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        for call in mixed_calls(count, first, 20.0):
+            handle.write("".join(cdr_csv_line(row) for row in call))
+            lines += len(call)
+    size = path.stat().st_size
+
+    def ours() -> Cost:
+        return waited([sys.executable, "-c", READ_MASTER_CSV, str(path)])[0]
+
+    def module() -> Cost:
+        return waited([sys.executable, "-c", CSV_MODULE, str(path)])[0]
+
+    read, parsed = pairs(ours, module, sizes.pairs)
+    counted, _ = pairs(lambda: waited(["wc", "-l", str(path)])[0], module, 1)
+    data = config_data(bench.folder("csv-run"), "", source={
+        "kind": "csv", "csv": {"path": str(path)}, **NOTHING_INCOMING},
+        recordings={"name": "{uniqueid}.wav"})
+    backfill = child("run", config=data, since=first.replace(hour=0, minute=0,
+                                                               second=0).isoformat())
+    ratio = parsed.wall / read.wall
+    bench.add("2c", f"Master.csv read {lines:,} lines ({size / 2**20:.0f} MB), lines/s",
+              f"{lines / read.wall:,.0f}/s", f"{lines / parsed.wall:,.0f}/s csv module",
+              ratio, ">= 0.3x", ratio >= 0.3,
+              f"{read.wall:.1f} s (each line made a leg) vs {parsed.wall:.1f} s (csv.reader "
+              f"into lists) vs {counted.wall:.2f} s (wc -l: {lines / counted.wall:,.0f} "
+              f"lines/s); a backfill over the file through the read phase: "
+              f"{backfill.wall:.1f} s, {lines / backfill.wall:,.0f} lines/s, peak RSS "
+              f"{backfill.rss_kb / 1024:.0f} MB")
+
+
 def tail_runs(bench: Bench, end: dt.datetime) -> None:
     """Row 2: one cron run finding the same new rows at the end of a small and a big table."""
     sizes = bench.sizes
@@ -771,9 +831,9 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out + [""] + notes)
 
 
-STEPS = (("1", idle), ("2", reading), ("2b", delivery), ("3", transcoding), ("4", contention),
-         ("5", upload), ("5b", webhook_upload), ("6", callers_cost), ("6", end_to_end),
-         ("7", catch_up), ("8", backfill_year))
+STEPS = (("1", idle), ("2", reading), ("2b", delivery), ("2c", master_csv), ("3", transcoding),
+         ("4", contention), ("5", upload), ("5b", webhook_upload), ("6", callers_cost),
+         ("6", end_to_end), ("7", catch_up), ("8", backfill_year))
 
 
 def main() -> int:
