@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import logging
 import shutil
 from pathlib import Path
@@ -69,8 +70,30 @@ def small_windows(monkeypatch):
                         lambda: Axis(OFFSET, 2048, 1, 600, 300, 1200))
 
 
+@pytest.fixture
+def while_reading(monkeypatch):
+    """Do something once in the middle of a run's reading of Master.csv (after its first
+    window); returns a list that holds the window's start once it was done."""
+    def install(action):
+        done: list[int] = []
+        read_window = CsvSource.read_window
+
+        def once(self, lo, hi, column=OFFSET):
+            legs = read_window(self, lo, hi, column)
+            if not done:
+                done.append(lo)
+                action()
+            return legs
+
+        monkeypatch.setattr(CsvSource, "read_window", once)
+        return done
+
+    return install
+
+
 def test_a_rotation_in_the_middle_of_a_runs_reading_loses_nothing(tmp_path, sample_rows,
-                                                                    small_windows):
+                                                                    small_windows,
+                                                                    while_reading):
     """logrotate renames Master.csv while a run reads it, and Asterisk writes on into a new
     one; three more lines reach the old file before the rename. The run finishes what it had
     opened; the next finds the old file by its identity, finishes it, then reads the new one:
@@ -81,23 +104,14 @@ def test_a_rotation_in_the_middle_of_a_runs_reading_loses_nothing(tmp_path, samp
                            _calls(sample_rows, 10, "2026-11-26 10:40"))
     write_master_csv(master, _rows(before))
     config = _config(tmp_path, master)
-    read_window = CsvSource.read_window
-    rotated = []
 
-    def rotate_once(self, lo, hi, column=OFFSET):
-        legs = read_window(self, lo, hi, column)
-        if not rotated:
-            rotated.append(lo)
-            write_master_csv(master, _rows(late), mode="a")
-            master.rename(master.with_name("Master.csv.1"))
-            write_master_csv(master, _rows(after))
-        return legs
+    def rotate() -> None:
+        write_master_csv(master, _rows(late), mode="a")
+        master.rename(master.with_name("Master.csv.1"))
+        write_master_csv(master, _rows(after))
 
-    CsvSource.read_window = rotate_once  # type: ignore[method-assign]
-    try:
-        first = _run(config)
-    finally:
-        CsvSource.read_window = read_window  # type: ignore[method-assign]
+    rotated = while_reading(rotate)
+    first = _run(config)
     assert rotated and first.exit_code == 0, first.summary()
     assert set(archived(tmp_path)) == _keys(before)
     second = _run(config, NOW + dt.timedelta(minutes=1))
@@ -129,12 +143,15 @@ def test_copytruncate_reads_from_the_start_and_says_what_may_be_missing(tmp_path
 def test_a_first_run_takes_the_lookback_and_a_backfill_reads_the_rotated_copies(
         tmp_path, sample_rows, caplog):
     """Months of Master.csv: the first run takes the calls of the lookback before now, says
-    how many older lines it left and how to get them; `run --since` reads Master.csv.1 too."""
+    how many older lines it left and how to get them; `run --since` reads the rotated copies
+    too, a compressed one included."""
     master = tmp_path / "Master.csv"
     oldest, older, recent = (_calls(sample_rows, 3, "2026-11-24 10:00"),
                              _calls(sample_rows, 4, "2026-11-26 06:00"),
                              _calls(sample_rows, 5, "2026-11-26 10:00"))
-    write_master_csv(master.with_name("Master.csv.1"), _rows(oldest))
+    with gzip.open(master.with_name("Master.csv.2.gz"), "wt", encoding="utf-8") as packed:
+        packed.write("".join(master_csv_line(row) for row in _rows(oldest[:1])))
+    write_master_csv(master.with_name("Master.csv.1"), _rows(oldest[1:]))
     write_master_csv(master, _rows(older + recent))
     config = _config(tmp_path, master, start="")
     with caplog.at_level(logging.WARNING, logger="poller"):
@@ -196,29 +213,22 @@ def test_bad_lines_are_said_and_the_good_ones_around_them_delivered(tmp_path, sa
 
 
 def test_a_file_shrinking_while_it_is_read_is_read_again_from_its_start(tmp_path, sample_rows,
-                                                                        small_windows, caplog):
+                                                                        small_windows, caplog,
+                                                                        while_reading):
     master = tmp_path / "Master.csv"
     calls, later = (_calls(sample_rows, 12, "2026-11-26 10:00"),
                     _calls(sample_rows, 2, "2026-11-26 11:00"))
     write_master_csv(master, _rows(calls))
     config = _config(tmp_path, master)
-    read_window = CsvSource.read_window
-    done = []
 
-    def truncate_once(self, lo, hi, column=OFFSET):
-        if lo > 0 and not done:
-            done.append(lo)
-            shutil.copyfile(master, tmp_path / "Master.csv.1")
-            with open(master, "r+b") as handle:
-                handle.truncate(0)
-        return read_window(self, lo, hi, column)
+    def copytruncate() -> None:
+        shutil.copyfile(master, tmp_path / "Master.csv.1")
+        with open(master, "r+b") as handle:
+            handle.truncate(0)
 
-    CsvSource.read_window = truncate_once  # type: ignore[method-assign]
-    try:
-        with caplog.at_level(logging.WARNING, logger="poller"):
-            first = _run(config)
-    finally:
-        CsvSource.read_window = read_window  # type: ignore[method-assign]
+    while_reading(copytruncate)
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        first = _run(config)
     assert first.exit_code == 0 and "shrank" in caplog.text, first.summary()
     taken = set(archived(tmp_path))
     assert taken and taken < _keys(calls)
@@ -279,3 +289,19 @@ def test_the_demo_on_master_csv_delivers_what_the_table_demo_does(tmp_path, demo
                       for r in records)
 
     assert calls(tmp_path / "csv") == calls(demo.folder)
+
+
+def test_a_call_still_settling_is_read_again_from_its_first_line(tmp_path, sample_rows):
+    """A call that ended moments before the run holds the checkpoint at its first line: the
+    next run reads it again (with a line Asterisk wrote since) and takes it whole, once."""
+    master = tmp_path / "Master.csv"
+    done, fresh = (_calls(sample_rows, 2, "2026-11-26 11:00"),
+                   _calls(sample_rows, 1, "2026-11-26 11:59:30", kinds=(QUEUE_ANSWERED,))[0])
+    write_master_csv(master, _rows(done) + fresh[:1])
+    config = _config(tmp_path, master)
+    first = _run(config)
+    assert first.settling == 1 and set(archived(tmp_path)) == _keys(done), first.summary()
+    write_master_csv(master, fresh[1:], mode="a")
+    second = _run(config, NOW + dt.timedelta(minutes=2))
+    assert second.new_calls == 1 and second.delivered_count == 1, second.summary()
+    assert set(archived(tmp_path)) == _keys([*done, fresh])
