@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -88,8 +89,19 @@ def _whole_line(buffer: bytes, start: int, end: int) -> bool:
 
 def fields_of(raw: bytes, legacy_encoding: str) -> list[str]:
     """A line's values (NUL bytes, which a crash can leave in a file, removed)."""
-    text = decode_text(raw.replace(b"\x00", b"").rstrip(b"\r"), legacy_encoding)
-    return next(csv.reader([text]), [])
+    return fields_of_many([raw], legacy_encoding)[0]
+
+
+def fields_of_many(raws: Sequence[bytes], legacy_encoding: str) -> list[list[str]]:
+    """The values of many lines, parsed by one csv reader (a reader a line costs more than
+    the parse); a line whose quotes do not balance (a broken one) is parsed on its own, so
+    that it cannot swallow the next."""
+    texts = [decode_text(raw.replace(b"\x00", b"").rstrip(b"\r"), legacy_encoding)
+             for raw in raws]
+    whole = [text.count('"') % 2 == 0 for text in texts]
+    parsed = csv.reader(text for text, fine in zip(texts, whole, strict=True) if fine)
+    return [next(parsed, []) if fine else next(csv.reader([text]), [])
+            for text, fine in zip(texts, whole, strict=True)]
 
 
 def columns_for(fields: Sequence[str], configured: str | tuple[str, ...]) -> tuple[str, ...] | None:
@@ -111,19 +123,29 @@ def settings_of(columns: Sequence[str]) -> str:
     return f"{len(columns)} fields ({', '.join(said)})"
 
 
-def leg_of(fields: Sequence[str], columns: Sequence[str], position: int) -> Leg:
+# the Leg fields a line fills, in Leg's order after calldate; a column the set lacks is ""
+_LEG_TEXT = ("uniqueid", "linkedid", "sequence", "clid", "src", "dst", "dcontext", "channel",
+             "dstchannel", "lastapp", "duration", "billsec", "disposition")
+
+
+@functools.lru_cache(maxsize=32)
+def _plan(columns: tuple[str, ...]) -> tuple[int, tuple[int, ...], int, int]:
+    """Where a column set keeps start, the Leg fields, accountcode and userfield."""
+    def at(name: str) -> int:
+        return columns.index(name) if name in columns else -1
+
+    return at("start"), tuple(at(name) for name in _LEG_TEXT), at("accountcode"), \
+        at("userfield")
+
+
+def leg_of(fields: Sequence[str], columns: tuple[str, ...], position: int) -> Leg:
     """The leg a line is; ValueError when its start is not a date-time."""
-    values = dict(zip(columns, fields, strict=True))
-    start = values["start"].strip()
-    return Leg(
-        calldate=dt.datetime.fromisoformat(start).replace(tzinfo=None, microsecond=0),
-        uniqueid=values.get("uniqueid", ""), linkedid=values.get("linkedid", ""),
-        sequence=_integer(values.get("sequence", "")), clid=values["clid"], src=values["src"],
-        dst=values["dst"], dcontext=values["dcontext"], channel=values["channel"],
-        dstchannel=values["dstchannel"], lastapp=values["lastapp"],
-        duration=_integer(values["duration"]), billsec=_integer(values["billsec"]),
-        disposition=values["disposition"], accountcode=values["accountcode"],
-        userfield=values.get("userfield", ""), cursor=position)
+    start, at, account, user = _plan(columns)
+    v = [fields[i] if i >= 0 else "" for i in at]
+    return Leg(dt.datetime.fromisoformat(fields[start].strip()), v[0], v[1], _integer(v[2]),
+               v[3], v[4], v[5], v[6], v[7], v[8], v[9], _integer(v[10]), _integer(v[11]), v[12],
+               accountcode=fields[account] if account >= 0 else "",
+               userfield=fields[user] if user >= 0 else "", cursor=position)
 
 
 def _integer(text: str) -> int:

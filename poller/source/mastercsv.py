@@ -37,6 +37,7 @@ from poller.source.csvlines import (
     Line,
     columns_for,
     fields_of,
+    fields_of_many,
     leg_of,
     settings_of,
     split_lines,
@@ -126,7 +127,10 @@ class CsvSource:
         self.mark = position
 
     def read_window(self, lo: int, hi: int | None, column: str = OFFSET) -> list[Leg]:
-        return [leg for line in self._lines(lo, hi) if (leg := self._leg(line)) is not None]
+        lines = list(self._lines(lo, hi))
+        values = fields_of_many([line.raw for line in lines], self.config.legacy_encoding)
+        return [leg for line, fields in zip(lines, values, strict=True)
+                if (leg := self._leg(line, fields=fields)) is not None]
 
     def next_position(self, after: int, column: str) -> int | None:
         for segment in self._stream():
@@ -404,9 +408,11 @@ class CsvSource:
                   "logrotate copytruncate?): the next run reads it from its start")
         segment.limit = max(offset, segment.begin)
 
-    def _leg(self, line: Line, quiet: bool = False) -> Leg | None:
+    def _leg(self, line: Line, quiet: bool = False,
+             fields: list[str] | None = None) -> Leg | None:
         """The leg of a line; None for a line that is none (said, unless `quiet`)."""
-        fields = fields_of(line.raw, self.config.legacy_encoding)
+        if fields is None:
+            fields = fields_of(line.raw, self.config.legacy_encoding)
         if not quiet and b"\x00" in line.raw:
             self._say(f"{self._where(line)}: NUL bytes removed from the line (a crash left a "
                       "hole in the file?)")
