@@ -63,6 +63,13 @@ def _keys(calls: list[list[dict]]) -> set[str]:
     return {call[0]["linkedid"] for call in calls}
 
 
+def _copytruncate(master: Path) -> None:
+    """What logrotate's copytruncate does: a copy beside it, then the same inode emptied."""
+    shutil.copyfile(master, master.with_name("Master.csv.1"))
+    with open(master, "r+b") as handle:
+        handle.truncate(0)
+
+
 @pytest.fixture
 def small_windows(monkeypatch):
     """Windows of a few hundred bytes: one run reads the file in many windows."""
@@ -129,9 +136,7 @@ def test_copytruncate_reads_from_the_start_and_says_what_may_be_missing(tmp_path
     write_master_csv(master, _rows(first_calls))
     config = _config(tmp_path, master)
     assert _run(config).new_calls == 6
-    shutil.copyfile(master, tmp_path / "Master.csv.1")
-    with open(master, "r+b") as handle:  # copytruncate: the same inode, emptied
-        handle.truncate(0)
+    _copytruncate(master)
     write_master_csv(master, _rows(second_calls), mode="a")
     with caplog.at_level(logging.WARNING, logger="poller"):
         report = _run(config, NOW + dt.timedelta(minutes=1))
@@ -220,13 +225,7 @@ def test_a_file_shrinking_while_it_is_read_is_read_again_from_its_start(tmp_path
                     _calls(sample_rows, 2, "2026-11-26 11:00"))
     write_master_csv(master, _rows(calls))
     config = _config(tmp_path, master)
-
-    def copytruncate() -> None:
-        shutil.copyfile(master, tmp_path / "Master.csv.1")
-        with open(master, "r+b") as handle:
-            handle.truncate(0)
-
-    while_reading(copytruncate)
+    while_reading(lambda: _copytruncate(master))
     with caplog.at_level(logging.WARNING, logger="poller"):
         first = _run(config)
     assert first.exit_code == 0 and "shrank" in caplog.text, first.summary()
