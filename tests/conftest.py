@@ -191,3 +191,15 @@ def demo_copy(demo: Demo, tmp_path: Path) -> Demo:
     config.write_text(config.read_text(encoding="utf-8").replace(str(demo.folder), str(folder)),
                       encoding="utf-8")
     return Demo(folder, demo.output)
+
+
+@pytest.fixture
+def site() -> Iterator[Path]:
+    """A folder every user may enter (pytest's own is root's, mode 0700): for what runs as
+    another user."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="poller-site-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

@@ -9,9 +9,11 @@ import itertools
 import json
 import logging
 import os
+import pickle
+import pwd
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -285,3 +287,78 @@ def call_json(**changes: Any) -> dict[str, Any]:
             "status": "answered", "answered_by": "201", "incoming": True, "recordings": [],
             "expects_recording": True, "first_calldate": "2026-11-26T09:38:27",
             "last_calldate": "2026-11-26T09:38:27", **changes}
+
+
+# -- another user: root ignores permissions, the service user does not
+
+NOBODY = pwd.getpwnam("nobody")
+
+
+def needs_root(test: Any) -> Any:
+    """Skip `test` where it cannot change owners and users."""
+    import pytest
+
+    return pytest.mark.skipif(os.geteuid() != 0, reason="changes owners and users: needs "
+                              "root")(test)
+
+
+def cdr_table(folder: Path, rows: list[dict[str, Any]]) -> str:
+    """A FreePBX cdr table in a SQLite file every user may read, holding `rows`."""
+    import sqlalchemy as sa
+
+    from poller.source.freepbx import freepbx_cdr
+
+    path = folder / "cdr.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    metadata = sa.MetaData()
+    table = freepbx_cdr(metadata)
+    metadata.create_all(engine)
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(table.insert(), rows)
+    engine.dispose()
+    path.chmod(0o644)
+    return f"sqlite:///{path}"
+
+
+def as_nobody(work: Callable[[], Any]) -> Any:
+    """`work()` in a forked child running as nobody; its result (or exception) comes back.
+
+    The child cannot start the interpreter again (it lives where nobody may not read), so
+    what it runs must already be imported, and it starts no encoder."""
+    import sqlalchemy as sa
+
+    import poller.ops.check  # noqa: F401 - imported here: nobody cannot read the interpreter's
+    import poller.ops.status  # noqa: F401 - files again after the fork
+    import poller.run.pipeline  # noqa: F401
+    sa.create_engine("sqlite://").dispose()  # loads SQLAlchemy's SQLite dialect
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(NOBODY.pw_gid)
+            os.setuid(NOBODY.pw_uid)
+            try:
+                outcome: Any = ("ok", work())
+            except BaseException as exc:  # noqa: BLE001 - carried to the parent
+                outcome = ("error", repr(exc))
+            with os.fdopen(write, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    kind, value = pickle.loads(data)
+    assert kind == "ok", value
+    return value
+
+
+def give_to_nobody(*paths: Path) -> None:
+    """Make folders and files (recursively) nobody's, as the service user's would be."""
+    for top in paths:
+        for path in [top, *top.rglob("*")] if top.is_dir() else [top]:
+            os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)

@@ -12,15 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import pickle
-import pwd
 import re
-import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +26,15 @@ from support import (
     DIRECT_ANSWERED,
     MSK,
     MYSQL_URL,
+    NOBODY,
     ROOT,
+    as_nobody,
+    cdr_table,
     clone_call,
     legs_of,
     local,
     msk,
+    needs_root,
     run_cli,
     write_config,
 )
@@ -46,72 +46,16 @@ from poller.ledger.store import Ledger
 from poller.run.lock import RunLock
 from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.source.freepbx import freepbx_cdr
 
 POLLER = Path(sys.executable).parent / "poller"
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="changes owners and users: needs root")
-NOBODY = pwd.getpwnam("nobody")
 
 
-# -- a PBX of a few calls in a SQLite cdr table, and a world-readable home for it
-
-@pytest.fixture
-def site(tmp_path: Path) -> Path:
-    """A folder every user may enter (pytest's own is root's, mode 0700)."""
-    folder = Path(__import__("tempfile").mkdtemp(prefix="poller-site-"))
-    folder.chmod(0o755)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def cdr_table(folder: Path, rows: list[dict[str, Any]]) -> str:
-    path = folder / "cdr.db"
-    engine = sa.create_engine(f"sqlite:///{path}")
-    metadata = sa.MetaData()
-    table = freepbx_cdr(metadata)
-    metadata.create_all(engine)
-    if rows:
-        with engine.begin() as conn:
-            conn.execute(table.insert(), rows)
-    engine.dispose()
-    path.chmod(0o644)
-    return f"sqlite:///{path}"
-
+# -- a PBX of a few calls in a SQLite cdr table
 
 def calls_at(sample_rows: list[dict[str, Any]], *starts: dt.datetime,
              **changes: Any) -> list[dict[str, Any]]:
     direct = legs_of(sample_rows, DIRECT_ANSWERED)
     return [row for start in starts for row in clone_call(direct, start, **changes)]
-
-
-def as_nobody(work: Callable[[], Any]) -> Any:
-    """`work()` in a forked child running as nobody; its result (or exception) comes back."""
-    import poller.ops.check  # noqa: F401 - imported here: nobody cannot read the interpreter's
-    import poller.ops.status  # noqa: F401 - files again after the fork
-    sa.create_engine("sqlite://").dispose()  # loads SQLAlchemy's SQLite dialect
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(NOBODY.pw_gid)
-            os.setuid(NOBODY.pw_uid)
-            try:
-                outcome: Any = ("ok", work())
-            except BaseException as exc:  # noqa: BLE001 - carried to the parent
-                outcome = ("error", repr(exc))
-            with os.fdopen(write, "wb") as pipe:
-                pickle.dump(outcome, pipe)
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    kind, value = pickle.loads(data)
-    assert kind == "ok", value
-    return value
 
 
 def cli_as_nobody(*args: str) -> tuple[int, str]:
