@@ -6,13 +6,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import secrets
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from support import as_nobody, give_to_nobody, needs_root
 
 from poller.callers import directory
 from poller.callers import readers as directory_read
@@ -349,3 +352,34 @@ def test_an_unreachable_database_later_is_a_warning_without_the_password(
         found = lookup(config, tmp_path, [ACME], NOW + dt.timedelta(minutes=2))
     assert found.stale and found.find(ACME).name == "ООО «Акме»"
     assert "no such table: contacts" in caplog.text
+
+
+@needs_root
+def test_a_copy_the_user_may_not_read_is_said_to_be_so_not_damaged(site, callers_csv, caplog):
+    """A callers.json a root run left root's (0600) was reported as `ignoring a damaged
+    directory copy ([Errno 13] Permission denied)`: it is not damaged, and the fix differs."""
+    state = site / "state"
+    state.mkdir()
+    lookup(csv_config(callers_csv), state, [ACME], NOW)  # as root: the copy is root's
+    give_to_nobody(state)
+    os.chown(state / directory.CACHE_NAME, 0, 0)
+    shutil.copy(callers_csv, site / "callers.csv")
+    (site / "callers.csv").chmod(0o644)
+    config = csv_config(site / "callers.csv", refresh=Seconds(0))
+
+    def read_as_the_service_user() -> str:
+        import io
+
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        logging.getLogger("poller").addHandler(handler)
+        try:
+            found = lookup(config, state, [ACME], NOW + dt.timedelta(minutes=1))
+        finally:
+            logging.getLogger("poller").removeHandler(handler)
+        assert found.find(ACME) is not None
+        return stream.getvalue()
+
+    said = as_nobody(read_as_the_service_user)
+    assert "permission denied" in said.lower() and "damaged" not in said, said
+    assert "user nobody" in said, said

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from poller.callers.caller import Caller
+from poller.localfiles import reason
 
 log = logging.getLogger("poller")
 
@@ -49,6 +50,10 @@ class Cache:
                 dt.datetime.fromisoformat(data["failed_at"]) if data["failed_at"] else None,
                 tuple(data["warned"]))
         except FileNotFoundError:
+            return None
+        except PermissionError as exc:  # not damaged: a root run left it root's
+            log.warning("%s: cannot read the directory copy: %s: chown it to the poller's "
+                        "user", self.path, reason(exc))
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("%s: ignoring a damaged directory copy (%s)", self.path, exc)

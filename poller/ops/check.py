@@ -22,6 +22,7 @@ from poller.callers.directory import describe, verify
 from poller.config.schema import Config
 from poller.errors import PollerError
 from poller.ledger.store import Ledger
+from poller.localfiles import user
 from poller.source.kinds import open_source, reconcile_source
 from poller.source.skew import rows_ahead
 from poller.targets.easla.target import EaslaTarget
@@ -50,7 +51,7 @@ def run_checks(config: Config) -> list[Result]:
             results.append(Result(name, FAIL, str(exc)))
         except OSError as exc:  # a folder or file this user may not touch
             where = f" {exc.filename}" if exc.filename else ""
-            results.append(Result(name, FAIL, f"{exc.strerror or exc}{where} (as {_user()})"))
+            results.append(Result(name, FAIL, f"{exc.strerror or exc}{where} (as {user()})"))
         except Exception as exc:  # a check must report, not crash the others
             results.append(Result(name, FAIL, f"{type(exc).__name__}: {exc}"))
     return results
@@ -137,13 +138,13 @@ def _writable_folder(folder: Path) -> str:
         parent = next((p for p in folder.parents if p.exists()), Path("/"))
         if not os.access(parent, os.W_OK | os.X_OK):
             raise PollerError(f"{folder} does not exist and {parent} is not writable by "
-                              f"{_user()}: create it for the poller's user")
+                              f"{user()}: create it for the poller's user")
         return f"{folder} will be made by the first run"
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-"):
             pass
     except OSError as exc:
-        raise PollerError(f"{folder} is not writable by {_user()} ({exc.strerror}): "
+        raise PollerError(f"{folder} is not writable by {user()} ({exc.strerror}): "
                           f"chown it to the poller's user") from None
     return f"{folder} writable"
 
@@ -151,15 +152,8 @@ def _writable_folder(folder: Path) -> str:
 def _writable_file(path: Path) -> None:
     """A file the runs rewrite in place must be writable by this user (opened, not changed)."""
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-        raise PollerError(f"{path} is not writable by {_user()} (owner {_owner(path)}): "
+        raise PollerError(f"{path} is not writable by {user()} (owner {_owner(path)}): "
                           "chown it to the poller's user")
-
-
-def _user() -> str:
-    try:
-        return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
-    except KeyError:
-        return f"uid {os.geteuid()}"
 
 
 def _owner(path: Path) -> str:
@@ -218,7 +212,7 @@ def _ledger_writable(url: str) -> None:
     except sa.exc.OperationalError as exc:
         database = sa.engine.make_url(url).database or ""
         owner = f" (owner {_owner(Path(database))})" if Path(database).is_file() else ""
-        raise PollerError(f"the ledger is not writable by {_user()}{owner}: "
+        raise PollerError(f"the ledger is not writable by {user()}{owner}: "
                           f"{getattr(exc, 'orig', exc)}") from None
     finally:
         ledger.close()
@@ -284,7 +278,7 @@ def _recordings(config: Config) -> Iterator[Result]:
     elif config.recordings.after_upload == "delete" and not all(
             os.access(f, os.W_OK) for f in [folder, *_newest_days(folder)]):
         stuck = next(f for f in [folder, *_newest_days(folder)] if not os.access(f, os.W_OK))
-        yield Result("recordings", FAIL, f"{stuck} is not writable by {_user()}, and "
+        yield Result("recordings", FAIL, f"{stuck} is not writable by {user()}, and "
                      "recordings.after_upload = \"delete\" needs it (a ReadWritePaths= line in "
                      "the systemd unit)")
     else:
