@@ -51,9 +51,13 @@ def parse_local(text: str) -> dt.datetime:
     for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M",
                 "%Y-%m-%dT%H:%M:%S"):
         try:
-            return dt.datetime.strptime(text, fmt)  # noqa: DTZ007 - local by contract
+            moment = dt.datetime.strptime(text, fmt)  # noqa: DTZ007 - local by contract
         except ValueError:
             continue
+        if moment.year < 1970:  # reads reach a lookback before it: year 1 would overflow
+            raise ValueError(f"{text!r} is before 1970: no cdr row is older than the Unix "
+                             "epoch its uniqueid counts from")
+        return moment
     raise ValueError(f"not a date or date-time: {text!r} (use YYYY-MM-DD[ HH:MM[:SS]])")
 
 

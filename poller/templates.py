@@ -54,6 +54,22 @@ def is_pattern(name: str) -> bool:
     return name.count(WILDCARD) == 1 and "/" not in name.split(WILDCARD, 1)[1]
 
 
+def sample_leg() -> Leg:
+    """A leg with a value of its type in every column a recording name may use: what the
+    config check renders a template over, so a template that loads is one the run can fill."""
+    import datetime as dt
+
+    return Leg(calldate=dt.datetime(2026, 11, 26, 9, 38, 27),  # noqa: DTZ001 - as calldate is
+               uniqueid="1795675107.1",
+               linkedid="1795675107.0", sequence=1, clid='"" <+79161002301>',
+               src="+79161002301", dst="201", dcontext="from-did-direct",
+               channel="PJSIP/provider-00000001", dstchannel="PJSIP/201-00000002",
+               lastapp="Dial", duration=9, billsec=6, disposition="ANSWERED",
+               did="74951230001", cnum="+79161002301",
+               recordingfile="in-74951230001-+79161002301-20261126-093827-1795675107.1.wav",
+               accountcode="acct", userfield="field")
+
+
 def render_recording_name(template: str, leg: Leg) -> str | None:
     """The file a leg names under the template, or None when a column it needs is empty."""
     values: dict[str, object] = {}

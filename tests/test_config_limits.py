@@ -34,6 +34,16 @@ def load(**sections: dict) -> Config:
     ({"transcode": {"bitrate": "33k"}}, "transcode.bitrate"),
     ({"recordings": {"quiet": "0s"}}, "recordings.quiet"),
     ({"source": {"start": "2999-01-01"}}, "source.start"),
+    # each of these passed the check and failed every run (or every call) at run time
+    ({"target": {"archive": {"keep_days": 999999999}}}, "target.archive.keep_days"),
+    ({"recordings": {"name": "{uniqueid:d}.wav"}}, "recordings.name"),
+    ({"recordings": {"name": "{src:,}.wav"}}, "recordings.name"),
+    ({"recordings": {"name": "{calldate:%Y}/{uniqueid!x}.wav"}}, "recordings.name"),
+    ({"recordings": {"name": "{uniqueid:{width}}.wav"}}, "recordings.name"),
+    ({"source": {"start": "0001-01-01"}}, "source.start"),
+    ({"target": {"easla": {"objectdef_version": 2**40}}}, "target.easla.objectdef_version"),
+    ({"target": {"easla": {"objectdef_version": -1}}}, "target.easla.objectdef_version"),
+    ({"incidents": {"objectdef_version": 2**40}}, "incidents.objectdef_version"),
 ])
 def test_values_that_would_break_later_are_refused_naming_the_key(sections, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
@@ -46,6 +56,26 @@ def test_a_refused_value_is_exit_2_on_the_command_line(tmp_path):
     result = run_cli("--config", str(path), "run")
     assert result.exit_code == ExitCode.CONFIG
     assert "source.lookback" in result.output and "unexpected error" not in result.output
+
+
+@pytest.mark.parametrize("name", [
+    "{calldate:%Y/%m/%d}/{recordingfile}", "{uniqueid}.wav", "{calldate:%Y%m%d}-{src:>12}.wav",
+    "{uniqueid!s}.wav", "{did:.20}-{uniqueid}.wav",
+])
+def test_every_recording_name_that_loads_renders(name):
+    """What the check lets through is what the run renders, over a leg of each column's type."""
+    from poller.templates import render_recording_name, sample_leg
+
+    assert load(recordings={"name": name}).recordings.name == name
+    assert render_recording_name(name, sample_leg())
+
+
+def test_the_longest_keep_days_works_at_run_time(tmp_path):
+    from poller.targets.archive.files import prune_archive
+
+    config = load(target={"archive": {"keep_days": 36500, "dir": str(tmp_path)}})
+    keep = dt.timedelta(days=config.target.archive.keep_days)
+    assert prune_archive(tmp_path, dt.date.today() - keep) == 0  # noqa: DTZ011
 
 
 def test_a_start_in_the_past_and_a_sane_name_format_pass():

@@ -33,6 +33,8 @@ from poller.templates import (
     WILDCARD,
     check_attribute_templates,
     recording_fields,
+    render_recording_name,
+    sample_leg,
     wildcards,
 )
 
@@ -79,8 +81,9 @@ def check_semantics(config: Config, problems: list[str]) -> None:
     if config.state.retention < 2 * source.lookback:
         problems.append("state.retention must be at least twice source.lookback (a call the "
                         "lookback re-reads must still be known)")
-    if config.target.archive.keep_days < 0:
-        problems.append("target.archive.keep_days must not be negative")
+    if not 0 <= config.target.archive.keep_days <= MAX_KEEP_DAYS:
+        problems.append(f"target.archive.keep_days must be between 0 (keep everything) and "
+                        f"{MAX_KEEP_DAYS} (a hundred years)")
     if config.target.archive.locale not in ARCHIVE_LOCALES:
         problems.append(f"target.archive.locale must be one of {', '.join(ARCHIVE_LOCALES)}, "
                         f"not {config.target.archive.locale!r}")
@@ -106,6 +109,10 @@ def check_semantics(config: Config, problems: list[str]) -> None:
         problems.append("transcode.nice must be between 0 and 19")
     if config.transcode.timeout <= 0:
         problems.append("transcode.timeout must be positive")
+    for key, version in (("target.easla.objectdef_version", config.target.easla.objectdef_version),
+                         ("incidents.objectdef_version", config.incidents.objectdef_version)):
+        if not 0 <= version <= MAX_INT32:  # easla's version is an xsd:int
+            problems.append(f"{key} must be between 0 (the current version) and {MAX_INT32}")
     if config.target.easla.timeout <= 0:
         problems.append("target.easla.timeout must be positive")
     if config.target.kind not in TARGET_KINDS:
@@ -184,6 +191,15 @@ def _check_template(template: str, problems: list[str]) -> None:
                 int(n) > 255 for n in re.findall(r"\d+", spec)):
             problems.append(f"recordings.name: the format {{{field_name}:{spec}}} asks for more "
                             "than 255 characters")
+            return
+    if unknown:
+        return
+    try:  # as the run will: over a leg with a value of its type in every column
+        render_recording_name(template, sample_leg())
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        what = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
+        problems.append(f"recordings.name: {template!r} cannot be filled in: {what} (a cdr "
+                        "column is text, calldate a date-time: {calldate:%Y/%m/%d})")
 
 
 def _check_csv(config: Config, problems: list[str]) -> None:
@@ -233,6 +249,9 @@ def _check_template_columns(config: Config, problems: list[str]) -> None:
     for column in sorted(used & set(TABLE_ONLY_COLUMNS)):
         problems.append("recordings.name: " + reason.format(column=column))
 
+
+MAX_KEEP_DAYS = 36500
+MAX_INT32 = 2**31 - 1
 
 # the bit rates an MPEG-1/2 layer III encoder accepts, in kbit/s
 MP3_BITRATES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320)
@@ -330,7 +349,5 @@ def _check_incidents(config: Config, problems: list[str]) -> None:
         problems.append("incidents.fold must not be negative (\"0s\" never folds)")
     if incidents.enabled and not incidents.objectdef:
         problems.append("incidents.objectdef must not be empty")
-    if incidents.objectdef_version < 0:
-        problems.append("incidents.objectdef_version must not be negative")
     problems.extend(check_attribute_templates(incidents.attributes,
                                               incident_fields(config.callers)))
