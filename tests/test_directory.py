@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from support import as_nobody, give_to_nobody, needs_root
+from support import as_nobody, config_data, give_to_nobody, needs_root, run_cli, write_config
 
 from poller.callers import directory
 from poller.callers import readers as directory_read
@@ -23,8 +23,10 @@ from poller.callers.caller import Caller, caller_fields
 from poller.callers.directory import lookup, verify
 from poller.callers.numbers import normalise
 from poller.callers.readers import parse_rows, read_csv
+from poller.config.load import from_mapping
 from poller.config.schema import CallersConfig, Seconds, Secret
 from poller.errors import ConfigError
+from poller.ops.check import WARN, run_checks
 
 NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
 ACME = "+79161234567"
@@ -294,7 +296,7 @@ def test_a_crm_query_is_loaded_whole(request, tmp_path, caplog, kind):
     assert found.find("+79990000000") is None
     assert "row 4: 'anonymous' is not a phone number" in caplog.text
     assert "row 5: +79161234567 already listed at row 1" in caplog.text
-    assert verify(config) == 3
+    assert len(verify(config).callers) == 3
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -312,7 +314,7 @@ def test_a_query_with_numbers_runs_once_per_run_for_the_runs_numbers(request, tm
     engine.dispose()
     assert lookup(config, tmp_path, [ACME], NOW + dt.timedelta(minutes=1)).find(ACME).name \
         == "Acme"
-    assert verify(config) == 0  # run with no numbers: checks the URL and the SQL
+    assert not verify(config).callers  # run with no numbers: checks the URL and the SQL
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -383,3 +385,70 @@ def test_a_copy_the_user_may_not_read_is_said_to_be_so_not_damaged(site, callers
     said = as_nobody(read_as_the_service_user)
     assert "permission denied" in said.lower() and "damaged" not in said, said
     assert "user nobody" in said, said
+
+
+# ---- a CSV that would lose rows silently, or forge check's table
+
+
+def test_an_unclosed_quote_that_swallows_lines_is_warned_about_naming_its_line(tmp_path):
+    """One unclosed `"` read the rest of the file into one caller's name; check said
+    `1 subscribers` without a word. The rows read now disagree with the lines: warned, with
+    the line the runaway value starts on."""
+    path = tmp_path / "c.csv"
+    path.write_text('number,name,id,manager\n'
+                    '89161234567,"Romashka,17,x\n'
+                    '+74955550102,Vega,18,y\n'
+                    '+74955550103,Lyra,19,z\n', encoding="utf-8")
+    parsed = read_csv(str(path), "RU", ())
+    assert len(parsed.callers) == 1
+    (problem,) = [p for p in parsed.problems if "quote" in p]
+    assert "line 2" in problem and "lines 2-4" in problem, problem
+
+
+def test_a_quoted_value_on_several_lines_is_warned_about_too(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('number,name\n89161234567,"Two\nlines"\n+74955550102,Vega\n',
+                    encoding="utf-8")
+    parsed = read_csv(str(path), "RU", ())
+    assert len(parsed.callers) == 2
+    assert any("line 2" in p and "lines 2-3" in p for p in parsed.problems), parsed.problems
+
+
+def test_a_csv_without_such_values_has_no_warning(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('number,name\n"89161234567","Acme, Ltd"\n+74955550102,Vega\n',
+                    encoding="utf-8")
+    assert read_csv(str(path), "RU", ()).problems == ()
+
+
+def test_a_csv_in_cp1251_is_unreadable_naming_the_line(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes(("number,name\n89161234567,Acme\n" + "84955550102,Вега\n" * 3)
+                     .encode("cp1251"))
+    with pytest.raises(directory.DirectoryError, match=r"line 3 is not UTF-8"):
+        read_csv(str(path), "RU", ())
+
+
+def test_checks_table_never_prints_a_control_character_raw(tmp_path):
+    """A newline in a header (or a value) was printed raw in check's table: a forged
+    `FAIL` line of the attacker's choosing."""
+    directory_file = tmp_path / "c.csv"
+    directory_file.write_text('"num\nFAIL  forged          everything is broken",name\n'
+                              '89161234567,Acme\n', encoding="utf-8")
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'cdr.db'}",
+                        callers={"csv": str(directory_file), "country": "RU"})
+    result = run_cli("--config", str(path), "check")
+    assert not any(line.startswith("FAIL  forged") for line in result.output.splitlines()), \
+        result.output
+    assert "num\\nfail  forged" in result.output, result.output
+
+
+def test_check_shows_a_directory_problem_as_a_warning(tmp_path):
+    directory_file = tmp_path / "c.csv"
+    directory_file.write_text('number,name\n89161234567,"Romashka\n+74955550102,Vega\n',
+                              encoding="utf-8")
+    config = from_mapping(config_data(tmp_path, f"sqlite:///{tmp_path / 'cdr.db'}",
+                                      callers={"csv": str(directory_file), "country": "RU"}),
+                          env={})
+    results = [r for r in run_checks(config) if r.name.startswith("callers")]
+    assert any(r.outcome == WARN and "line 2" in r.detail for r in results), results

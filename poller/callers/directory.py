@@ -170,8 +170,8 @@ def _span(seconds: float) -> str:
     return f"{seconds / 60:g}m" if seconds >= 60 else f"{seconds:g}s"
 
 
-def verify(config: CallersConfig) -> int:
-    """Read the directory once, as `poller check` would: the number of callers, or
+def verify(config: CallersConfig) -> Parsed:
+    """Read the directory once, as `poller check` would: its callers and problems, or
     ConfigError. A per-run query is run with no numbers (it checks the URL and the SQL)."""
     try:
         if config.csv:
@@ -180,6 +180,4 @@ def verify(config: CallersConfig) -> int:
             parsed = read_query(config, [] if wants_numbers(config) else None)
     except DirectoryError as exc:
         raise ConfigError(f"{describe(config)}: cannot read the directory: {exc}") from None
-    for problem in parsed.problems:
-        log.warning("%s: %s", describe(config), problem)
-    return len(parsed.callers)
+    return parsed

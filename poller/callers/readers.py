@@ -109,21 +109,43 @@ def _summary(items: list[str], what: str) -> tuple[str, ...]:
 
 def read_csv(path: str, region: str, fields: Sequence[str],
              known: Mapping[str, str] | None = None) -> Parsed:
-    """Read a directory CSV: a header row, UTF-8 (with or without a BOM), "," ";" or tab."""
+    """Read a directory CSV: a header row, UTF-8 (with or without a BOM), "," ";" or tab.
+
+    A row read from several lines (a quoted value holding line breaks, or a quote never
+    closed, which swallows the rest of the file into one value) is reported, by its lines."""
+    spans: list[str] = []
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             delimiter = _delimiter(handle.readline())
             handle.seek(0)
             reader = csv.reader(handle, delimiter=delimiter)
             columns = next(reader, [])
-            return parse_rows(columns, _csv_rows(reader), region, fields, known)
-    except UnicodeDecodeError as exc:
-        raise DirectoryError(f"not UTF-8 (byte {exc.start} of a line): save it as UTF-8"
-                             ) from None
+            parsed = parse_rows(columns, _csv_rows(reader, spans), region, fields, known)
+    except UnicodeDecodeError:
+        raise DirectoryError(_not_utf8(path)) from None
     except csv.Error as exc:
         raise DirectoryError(f"not a CSV file: {exc}") from None
     except OSError as exc:
         raise DirectoryError(exc.strerror or str(exc)) from None
+    if not spans:
+        return parsed
+    quoted = "; ".join(spans[:_QUOTED])
+    more = f" (and {len(spans) - _QUOTED} more)" if len(spans) > _QUOTED else ""
+    problem = (f"{len(spans)} rows read from several lines (a quote left open swallows the "
+               f"lines after it): {quoted}{more}")
+    return Parsed(parsed.callers, (*parsed.problems, problem))
+
+
+def _not_utf8(path: str) -> str:
+    """Which line of a file is not UTF-8 (read again in binary, a line at a time)."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return (f"line {number} is not UTF-8 (byte {exc.start + 1} of the line): "
+                        "save the file as UTF-8")
+    return "not UTF-8: save the file as UTF-8"
 
 
 def _delimiter(header: str) -> str:
@@ -133,10 +155,17 @@ def _delimiter(header: str) -> str:
     return ","  # parse_rows then names the missing column
 
 
-def _csv_rows(reader: Any) -> Iterator[tuple[str, list[str]]]:
-    for row in reader:
+def _csv_rows(reader: Any, spans: list[str]) -> Iterator[tuple[str, list[str]]]:
+    """The rows with the line each starts on; a row read from several lines is noted."""
+    while True:
+        first = reader.line_num + 1
+        row = next(reader, None)
+        if row is None:
+            return
+        if reader.line_num > first:
+            spans.append(f"line {first}: lines {first}-{reader.line_num} read as one row")
         if any(cell.strip() for cell in row):  # blank lines
-            yield f"line {reader.line_num}", row
+            yield f"line {first}", row
 
 
 def wants_numbers(config: CallersConfig) -> bool:

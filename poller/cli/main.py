@@ -256,16 +256,19 @@ def check(ctx: click.Context) -> None:
     """
 
     def work() -> ExitCode:
+        from poller.logs import escape_controls
         from poller.ops.check import FAIL, run_checks
 
         try:
             config = load_config(ctx)
         except ConfigError as exc:
-            click.echo(f"{FAIL:<4}  {'config':<15} {exc}")
+            click.echo(escape_controls(f"{FAIL:<4}  {'config':<15} {exc}"))
             raise
         results = run_checks(config)
         for result in results:
-            click.echo(f"{result.outcome:<4}  {result.name:<15} {result.detail}")
+            # a value from a file (a directory's header) must not forge a line of the table
+            click.echo(escape_controls(f"{result.outcome:<4}  {result.name:<15} "
+                                       f"{result.detail}"))
         return ExitCode.PARTIAL if any(r.outcome == FAIL for r in results) else ExitCode.OK
 
     guarded(work)

@@ -297,10 +297,13 @@ def _callers(config: Config) -> Iterator[Result]:
     if not config.callers.enabled:
         return
 
-    count = verify(config.callers)
+    parsed = verify(config.callers)
+    count = len(parsed.callers)
     per_run = " (asked per run with :numbers)" if "numbers" in config.callers.query else ""
     yield Result("callers", OK if count else WARN,
                  f"{describe(config.callers)}: {count} known callers{per_run}")
+    for problem in parsed.problems:
+        yield Result("callers rows", WARN, problem)
 
 
 CHECKS: list[tuple[str, Callable[[Config], Iterator[Result]]]] = [
