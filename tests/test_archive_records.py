@@ -38,6 +38,55 @@ def test_asterisk_keys_keep_their_names(key):
     assert safe_name(key) == key
 
 
+def archive_names(key: str) -> set[str]:
+    """Every file name the archive gives a call key in its day folder: the record, the MP3,
+    the incident it opens, and their hidden companions."""
+    name = safe_name(key)
+    shown = {f"{name}.json", f"{name}.mp3", f"{name}.incident.json"}
+    return shown | {f".{shown_name}.pending" for shown_name in shown} \
+        | {f".{shown_name}.part" for shown_name in shown}
+
+
+TRICKY = ["K1", "K1.incident", "K1.incident.json", "K1.json", "K1.mp3", "K1.incident.incident",
+          "K1.INCIDENT", "K1.json.pending", ".K1.json", "K1.part", "index", "index.html",
+          "K1_2Eincident", "K1.incident.", "incident", ".incident", "a" * 300 + ".incident"]
+
+
+@pytest.mark.parametrize("key", TRICKY)
+def test_no_key_gets_a_name_the_archive_gives_another_key(key):
+    """A call keyed `K1` opened an incident (`K1.incident.json`); a call keyed `K1.incident`
+    then wrote its record into that same file, marked done, and was on no day page (the
+    pages skip `*.incident.json`)."""
+    mine = archive_names(key)
+    for other in TRICKY:
+        if other != key:
+            assert not mine & archive_names(other), (key, other, mine & archive_names(other))
+    assert not safe_name(key).lower().endswith(".incident")  # never read as an incident
+
+
+def test_a_key_ending_in_incident_keeps_its_record_and_the_incident_its_file(
+        tmp_path, cdr_db, sample_rows):
+    """K1 opens an incident; K1.incident is a call of its own: both records and the incident
+    file survive, and the day page lists both calls."""
+    template = legs_of(sample_rows, NO_ANSWER)
+    rows = []
+    for minute, key in enumerate(["K1", "K1.incident"]):
+        rows += clone_call(template, dt.datetime(2026, 11, 26, 10, minute), linkedid=key,
+                           src="+79161234567", cnum="+79161234567")
+    cdr_db.insert(rows)
+    config = make_config(tmp_path, cdr_db.url, incidents={
+        "statuses": ["unanswered"], "callers": "any", "fold": "0s"})
+    report = run_once(config, RunOptions(now=NOW))
+    assert report.exit_code == ExitCode.OK and report.delivered_count == 2, report.summary()
+    records = archived(tmp_path)
+    assert set(records) == {"K1", "K1.incident"}
+    incidents = [json.loads(path.read_text()) for path in
+                 (tmp_path / "archive").rglob("*.incident.json")]
+    assert sorted(item["incident"] for item in incidents) == ["K1", "K1.incident"]
+    page = (tmp_path / "archive" / "2026" / "11" / "26" / "index.html").read_text()
+    assert "K1.incident" in page and page.count("K1") >= 2
+
+
 def test_keys_that_used_to_share_a_file_each_keep_their_record(tmp_path, cdr_db, sample_rows):
     """linkedids `COL/1` and `COL_1` (and two Cyrillic ones) once mapped to one file name, the
     second record overwriting the first while both calls were marked done."""

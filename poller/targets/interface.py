@@ -12,6 +12,7 @@ from poller.model import Call
 
 _KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
 _LONGEST = 200  # bytes of a name before its suffix: file systems allow 255
+_INCIDENT = ".incident"  # <name>.incident.json is the incident a call opened (archive)
 
 
 def safe_name(key: str) -> str:
@@ -19,8 +20,10 @@ def safe_name(key: str) -> str:
 
     Keys come from the cdr table (never trust them): every byte outside letters, digits, `.`
     and `-` — `_` included, so that an escape cannot be mistaken for a key's own text — is
-    written `_XX`, and so is a leading dot. A name too long for a file system keeps its head
-    and a digest of the whole key.
+    written `_XX`, and so is a leading dot, and the dot of a key ending in `.incident`: the
+    archive names the incident a call opens `<name>.incident.json`, and no call's record may
+    take that name. A name too long for a file system keeps its head and a digest of the whole
+    key.
     """
     out = []
     for position, char in enumerate(key):
@@ -29,6 +32,8 @@ def safe_name(key: str) -> str:
         else:
             out.extend(f"_{byte:02X}" for byte in char.encode())
     name = "".join(out) or "_"
+    if name.lower().endswith(_INCIDENT):
+        name = f"{name[:-len(_INCIDENT)]}_2E{name[-len(_INCIDENT) + 1:]}"
     if len(name) > _LONGEST:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         name = f"{name[:_LONGEST - 33]}~{digest}"
