@@ -47,6 +47,12 @@ class LedgerUnavailable(ServiceUnavailable):
     """The state database refused a write the run cannot go on without."""
 
 
+class StorageUnavailable(ServiceUnavailable):
+    """A folder of the poller's own (state.dir, its tmp/) refuses writes (a root run left it
+    root's, a read-only remount, a full disk or quota): a local outage, nobody's call's fault.
+    The run stops saying what and where; no call is charged."""
+
+
 class RecordingsUnavailable(ServiceUnavailable):
     """recordings.dir is not there (a spool not mounted): calls wait, no attempt counted."""
 

@@ -5,6 +5,10 @@ the call on the next run. So a confirmed step is written to the ledger with a fe
 lock held by another process passes) and, failing that, appended to a journal file in
 state.dir that the next run applies before anything else. The journal is opened when the run
 starts, so an already open file still takes the record if the folder turns read-only mid-run.
+
+A line that cannot be read (torn by a kill mid-append, damaged) never stops the runs: it is set
+aside in `journal.bad` with a warning and the other lines are applied; `poller check` fails
+while anything is set aside, for someone to look at what it held.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +24,8 @@ from typing import IO, Any, Protocol
 
 import sqlalchemy as sa
 
-from poller.errors import LedgerUnavailable
+from poller.errors import LedgerUnavailable, StorageUnavailable
+from poller.localfiles import reason
 from poller.model import PENDING, IncidentStage, Stage
 
 log = logging.getLogger("poller")
@@ -31,6 +37,7 @@ RECORDED = ("object_id", "recording", "recording_problem", "note", "last_error",
             "next_attempt_at")
 INCIDENT_ORDER = {stage: number for number, stage in enumerate(
     (IncidentStage.PENDING, IncidentStage.CREATED, IncidentStage.DONE))}
+SET_ASIDE = "journal.bad"  # lines the runs could not read, kept for someone to look at
 
 
 class StepLedger(Protocol):
@@ -61,10 +68,74 @@ class Step:
 
     @classmethod
     def from_line(cls, line: bytes) -> Step:
-        data = json.loads(line)
-        if data.get("incident"):
-            return cls(data["key"], IncidentStage(data["stage"]), dict(data["values"]), True)
-        return cls(data["key"], Stage(data["stage"]), dict(data["values"]))
+        """The step a journal line holds; ValueError saying why it holds none."""
+        try:
+            data = json.loads(line)
+        except UnicodeDecodeError:
+            raise ValueError("not UTF-8") from None
+        except ValueError:
+            raise ValueError("not JSON (a line torn by a kill, or damaged)") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a step (a JSON object)")
+        key, values, incident = data.get("key"), data.get("values"), data.get("incident", False)
+        if not isinstance(key, str) or not key:
+            raise ValueError("no call key")
+        if not isinstance(values, dict):
+            raise ValueError("its values are not a table")
+        unknown = set(values) - set(RECORDED)
+        if unknown:
+            raise ValueError(f"unknown values {sorted(unknown)}")
+        if any(value is not None and not isinstance(value, str) for value in values.values()):
+            raise ValueError("a value is not text")
+        order: dict[Any, int] = INCIDENT_ORDER if incident is True else ORDER
+        stage = next((s for s in order if s == data.get("stage")), None)
+        if stage is None or not isinstance(incident, bool):
+            raise ValueError(f"not a stage the journal records: {data.get('stage')!r}")
+        return cls(key, stage, dict(values), incident)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A journal line that holds no step, and why."""
+
+    number: int
+    text: bytes
+    why: str
+
+
+def parse_lines(data: bytes) -> tuple[list[Step], list[Unreadable]]:
+    """The steps of a journal's content, and the lines that hold none (numbered from 1)."""
+    steps: list[Step] = []
+    unreadable: list[Unreadable] = []
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            steps.append(Step.from_line(line))
+        except ValueError as exc:
+            unreadable.append(Unreadable(number, line, str(exc)))
+    return steps, unreadable
+
+
+def problems(state_dir: str | Path) -> list[str]:
+    """What `poller check` reports of the journal: lines the next run would set aside, a
+    journal that is not a file, and what earlier runs set aside."""
+    path = Path(state_dir) / "journal"
+    found = []
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            found.append(f"{path} is not a file: the next run sets it aside")
+        else:
+            _, unreadable = parse_lines(path.read_bytes())
+            found += [f"{path} line {bad.number} holds no step ({bad.why}): the next run sets "
+                      f"it aside" for bad in unreadable]
+    except FileNotFoundError:
+        pass
+    for aside in sorted(Path(state_dir).glob(f"{SET_ASIDE}*")):
+        found.append(f"{aside} holds what the runs could not read from the journal (steps the "
+                     "target had confirmed: an object made again is a duplicate): look at it, "
+                     "then remove it")
+    return found
 
 
 class Journal:
@@ -75,14 +146,37 @@ class Journal:
         self.handle: IO[bytes] | None = None
 
     def open(self, ledger: StepLedger) -> None:
-        """Apply what an earlier run could not record, then keep the file open for this run."""
-        self.handle = open(self.path, "a+b")  # noqa: SIM115 - held for the whole run
-        os.chmod(self.path, 0o600)
-        self.handle.seek(0)
-        lines = [line for line in self.handle.read().splitlines() if line.strip()]
-        if not lines:
-            return
-        steps = [Step.from_line(line) for line in lines]
+        """Apply what an earlier run could not record, then keep the file open for this run.
+
+        A line that holds no step is set aside; a journal that cannot be opened is a local
+        outage (StorageUnavailable), a ledger that refuses the steps LedgerUnavailable: the
+        journal is then kept as it is for the next run."""
+        self._set_aside_if_not_a_file()
+        try:
+            self.handle = open(self.path, "a+b")  # noqa: SIM115 - held for the whole run
+            os.chmod(self.path, 0o600)
+            self.handle.seek(0)
+            data = self.handle.read()
+        except OSError as exc:
+            self.close()
+            raise StorageUnavailable(f"state.dir: cannot open the journal {self.path}: "
+                                     f"{reason(exc)}") from None
+        steps, unreadable = parse_lines(data)
+        if unreadable:
+            self._set_aside(unreadable)
+        if steps:
+            try:
+                self._replay(ledger, steps)
+            except sa.exc.SQLAlchemyError as exc:
+                raise LedgerUnavailable(f"state database: cannot apply the journal {self.path}: "
+                                        f"{type(exc).__name__}: {getattr(exc, 'orig', exc)}"
+                                        ) from None
+        if steps or unreadable:
+            self.handle.truncate(0)
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+
+    def _replay(self, ledger: StepLedger, steps: list[Step]) -> None:
         known = ledger.known([step.key for step in steps if not step.incident])
         incidents = ledger.incident_stages([step.key for step in steps if step.incident])
         for step in steps:
@@ -96,9 +190,45 @@ class Journal:
                 known[step.key] = Stage(step.stage)
                 log.info("call %s: %s, as the target had confirmed (from the journal)",
                          step.key, step.stage)
-        self.handle.truncate(0)
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
+
+    def _set_aside_if_not_a_file(self) -> None:
+        """Something other than a file where the journal goes (a directory): moved aside."""
+        try:
+            if stat.S_ISREG(self.path.lstat().st_mode):
+                return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageUnavailable(f"state.dir: cannot look at the journal {self.path}: "
+                                     f"{reason(exc)}") from None
+        aside = next(self.path.with_name(f"{SET_ASIDE}.{n}") for n in range(1, 10_000)
+                     if not self.path.with_name(f"{SET_ASIDE}.{n}").exists())
+        try:
+            os.rename(self.path, aside)
+        except OSError as exc:
+            raise StorageUnavailable(f"state.dir: {self.path} is not a file and cannot be set "
+                                     f"aside: {reason(exc)}") from None
+        log.warning("%s was not a file: set aside as %s (look at it, then remove it; "
+                    "`poller check` fails while it is there)", self.path, aside)
+
+    def _set_aside(self, unreadable: list[Unreadable]) -> None:
+        """Lines holding no step go to journal.bad, each said; if even that cannot be
+        written, the log keeps them whole."""
+        aside = self.path.with_name(SET_ASIDE)
+        try:
+            fd = os.open(aside, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "ab") as handle:
+                handle.write(b"".join(bad.text + b"\n" for bad in unreadable))
+                handle.flush()
+                os.fsync(handle.fileno())
+            kept = f"set aside in {aside}"
+        except OSError as exc:
+            kept = f"not kept ({aside}: {reason(exc)}): it read {{text}}"
+        for bad in unreadable:
+            log.warning("journal %s line %d holds no step (%s): %s; the step it held, if any, "
+                        "was not applied (look at it, then remove %s; `poller check` fails "
+                        "while it is there)", self.path, bad.number, bad.why,
+                        kept.format(text=repr(bad.text)), SET_ASIDE)
 
     @staticmethod
     def _replay_incident(ledger: StepLedger, step: Step,

@@ -218,6 +218,14 @@ def _ledger_writable(url: str) -> None:
         ledger.close()
 
 
+def _journal(config: Config) -> Iterator[Result]:
+    """Steps the target confirmed that a run could not read back: someone must look."""
+    from poller.ledger.journal import problems
+
+    for problem in problems(config.state.dir):
+        yield Result("journal", FAIL, problem)
+
+
 def _target(config: Config) -> Iterator[Result]:
     if config.target.kind == "archive":
         root = Path(config.target.archive.dir)
@@ -307,7 +315,7 @@ def _callers(config: Config) -> Iterator[Result]:
 
 
 CHECKS: list[tuple[str, Callable[[Config], Iterator[Result]]]] = [
-    ("source", _source), ("reconcile", _reconcile), ("state", _state), ("target", _target),
-    ("encoder", _encoder),
-    ("recordings", _recordings), ("metrics", _metrics), ("callers", _callers),
+    ("source", _source), ("reconcile", _reconcile), ("state", _state), ("journal", _journal),
+    ("target", _target), ("encoder", _encoder), ("recordings", _recordings),
+    ("metrics", _metrics), ("callers", _callers),
 ]
