@@ -241,7 +241,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
             click.echo(json.dumps(to_json(current), indent=2, ensure_ascii=False))
         else:
             click.echo(render(current))
-        return ExitCode.OK
+        return ExitCode.PARTIAL if current.failing else ExitCode.OK
 
     guarded(work)
 

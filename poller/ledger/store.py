@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from poller.databases import database_error, missing_table, redact_url
-from poller.errors import ConfigError
+from poller.errors import ConfigError, LedgerUnavailable
 from poller.ledger import schema as schema
 from poller.ledger.access import create_private, read_only_engine, sqlite_path, sqlite_reader
 from poller.ledger.incidents import (
@@ -94,6 +94,14 @@ class Ledger(Settings, Incidents):
         if create:
             try:
                 self._prepare()
+            except sa.exc.DatabaseError as exc:  # a file that is no database, or a damaged one
+                self.engine.dispose()
+                if isinstance(exc, sa.exc.OperationalError):  # unreachable, locked
+                    raise database_error(exc, url, "state") from None
+                raise LedgerUnavailable(
+                    f"state database {redact_url(url)}: cannot be read: "
+                    f"{getattr(exc, 'orig', exc)} (restore it from a backup, or move it aside "
+                    "for a new one)") from None
             except BaseException:
                 # a pooled connection left open would outlive a state.db deleted or restored
                 # before the next poll of `run --follow`
@@ -160,7 +168,10 @@ class Ledger(Settings, Incidents):
         return None
 
     def exists(self) -> bool:
-        return sa.inspect(self.engine).has_table("poller_calls")
+        """Whether a ledger was made here (its tables, or what is left of them: a ledger that
+        lost a table is damaged, not absent)."""
+        inspector = sa.inspect(self.engine)
+        return inspector.has_table("poller_calls") or inspector.has_table("poller_meta")
 
     def close(self) -> None:
         self.engine.dispose()

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from poller.callers.directory import describe, verify
 from poller.config.schema import Config
 from poller.errors import PollerError
+from poller.ledger.health import error_text, problems
 from poller.ledger.store import Ledger
 from poller.localfiles import user
 from poller.source.kinds import open_source, reconcile_source
@@ -186,11 +187,20 @@ def _state(config: Config) -> Iterator[Result]:
     for name in ("poller.lock", "journal", "state.db", "state.db-wal", "state.db-shm"):
         _writable_file(state_dir / name)
     yield Result("state.dir", OK, detail)
-    ledger = Ledger.open_existing(config.state.database_url, read_only=True)
+    try:
+        ledger = Ledger.open_existing(config.state.database_url, read_only=True)
+    except (sa.exc.SQLAlchemyError, PollerError) as exc:  # no database, a newer one
+        yield Result("state database", FAIL, f"cannot be read: {error_text(exc)}")
+        return
     if ledger is None:
         yield Result("state database", OK, "no ledger yet: the first run makes it")
         return
     try:
+        found = problems(ledger)
+        if found:
+            for problem in found:
+                yield Result("state database", FAIL, problem)
+            return
         mark = ledger.watermark()
         counts = ledger.counts()
     finally:

@@ -8,12 +8,14 @@ opened read-only, so a monitoring user that may only read it can look.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from poller.config.schema import Config
 from poller.errors import PollerError
+from poller.ledger.health import error_text
 from poller.ledger.schema import Entry
 from poller.ledger.settings import TargetOutage
 from poller.ledger.store import Ledger
@@ -24,6 +26,7 @@ from poller.source.kinds import open_source
 from poller.source.skew import rows_ahead
 
 SHOWN = 50  # calls listed per section; the JSON and the text say when a list is cut
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,6 +48,13 @@ class Overview:
     incidents: dict[IncidentStage, int] = field(default_factory=dict)
     failed_incidents: list[dict[str, Any]] = field(default_factory=list)
     reconciled_total: int = 0  # calls taken from Master.csv: the cdr table lacked them
+    ledger_error: str | None = None  # the ledger, or a part of it, could not be read
+
+    @property
+    def failing(self) -> bool:
+        """Whether what status read says the runs fail: an unreadable ledger, or a last run
+        that stopped on an unexpected error (status then exits 1, never 0)."""
+        return self.ledger_error is not None or bool((self.last_run or {}).get("error"))
 
     @property
     def waiting(self) -> int:
@@ -75,18 +85,22 @@ def collect(config: Config, now: dt.datetime | None = None) -> Overview:
     zone = ZoneInfo(config.source.timezone)
     status = Overview(None, None, None, {}, now=now or dt.datetime.now(dt.UTC), zone=zone,
                     run_pid=held_by(config.state.dir))
-    ledger = Ledger.open_existing(config.state.database_url, read_only=True)
+    ledger = _read(status, lambda: Ledger.open_existing(config.state.database_url,
+                                                        read_only=True), None)
     if ledger is not None:
         try:
-            status.target_down = ledger.target_down()
-            status.counts = ledger.counts()
-            status.watermark = ledger.watermark()
-            status.pending = ledger.entries(PENDING, limit=SHOWN)
-            status.failed = ledger.entries([Stage.FAILED], limit=SHOWN)
-            status.last_run = ledger.last_run()
-            status.incidents = ledger.incident_counts()
-            status.failed_incidents = ledger.failed_incidents(limit=SHOWN)
-            status.reconciled_total = ledger.reconciled_total()
+            # each part on its own: a damaged one is said, the others still shown
+            status.target_down = _read(status, ledger.target_down, None)
+            status.counts = _read(status, ledger.counts, {})
+            status.watermark = _read(status, ledger.watermark, None)
+            status.pending = _read(status, lambda: ledger.entries(PENDING, limit=SHOWN), [])
+            status.failed = _read(status, lambda: ledger.entries([Stage.FAILED], limit=SHOWN),
+                                  [])
+            status.last_run = _read(status, ledger.last_run, None)
+            status.incidents = _read(status, ledger.incident_counts, {})
+            status.failed_incidents = _read(
+                status, lambda: ledger.failed_incidents(limit=SHOWN), [])
+            status.reconciled_total = _read(status, ledger.reconciled_total, 0)
         finally:
             ledger.close()
     try:
@@ -99,6 +113,18 @@ def collect(config: Config, now: dt.datetime | None = None) -> Overview:
         status.source_error = str(exc)
     status.clock_warning = rows_ahead(status.newest_row, zone, status.now)
     return status
+
+
+def _read(status: Overview, read: Callable[[], T], default: T) -> T:
+    """One read of the ledger; whatever stops it (a file that is no database, a table gone,
+    a value that does not parse) is kept as the ledger's error, never raised: status must
+    always answer, most of all about a ledger in trouble."""
+    try:
+        return read()
+    except Exception as exc:  # noqa: BLE001 - reported, with the parts that still read
+        if status.ledger_error is None:
+            status.ledger_error = error_text(exc)
+        return default
 
 
 STATUS_SCHEMA = 1
@@ -149,6 +175,7 @@ def to_json(status: Overview) -> dict[str, Any]:
                               "last_error": i["last_error"]} for i in status.failed_incidents],
         "reconciled_total": status.reconciled_total,
         "last_run": status.last_run,
+        "ledger_error": status.ledger_error,
     }
 
 
@@ -156,6 +183,9 @@ def render(status: Overview) -> str:
     lines = [f"now:         {_at(status.now.astimezone(status.zone))} ({status.zone.key}; "
              "every time below is in this zone)",
              f"watermark:   {_at(status.local(status.watermark)) or 'none yet'}"]
+    if status.ledger_error:
+        lines.append(f"ledger:      cannot be read: {status.ledger_error} (`poller check` says "
+                     "what; the runs cannot use it either)")
     if status.source_error:
         lines.append(f"cdr table:   unreachable: {status.source_error}")
     elif status.newest_row is not None:
@@ -236,6 +266,9 @@ def _last_run(status: Overview) -> list[str]:
         shown = _at(stamp.astimezone(status.zone))
     if run.get("config_error"):
         return [f"last run:    {shown}: stopped by the configuration: {run['config_error']}"]
+    if run.get("error"):
+        return [f"last run:    {shown}: stopped by an unexpected error: {run['error']} (run "
+                "with -v for the traceback)"]
     delivered = sum(run.get("delivered", {}).values())
     lines = [f"last run:    {shown}: {delivered} delivered, {run.get('failures', 0)} failed, "
              f"{_count(run.get('rows', 0), 'row')} read, {run.get('seconds', 0)}s"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from poller.config.schema import Config
-from poller.errors import ConfigError, ServiceUnavailable, TargetUnavailable
+from poller.errors import ConfigError, LedgerUnavailable, ServiceUnavailable, TargetUnavailable
 from poller.ledger.journal import Journal
 from poller.ledger.schema import utcnow
 from poller.ledger.store import Ledger
@@ -143,6 +143,16 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
                 _upkeep(config, moment, ledger, oldest_read)
         except ConfigError as exc:  # found at run time (credentials, a column): not clean
             report.config_error = str(exc)
+            raise
+        except ServiceUnavailable as exc:  # a local outage before delivery (the journal)
+            report.unavailable.append(str(exc))
+            raise
+        except Exception as exc:  # for `status`: a run that stops on it is never clean
+            damage = _damage(ledger)
+            if damage:  # not a bug: say what the ledger holds that the run cannot use
+                report.error = damage
+                raise LedgerUnavailable(damage) from exc
+            report.error = f"{type(exc).__name__}: {exc}"[:2000]
             raise
         finally:
             journal.close()
@@ -279,9 +289,25 @@ def _clear_leftovers(state_dir: str) -> None:
             log.warning("could not remove leftover %s: %s", path, exc)
 
 
+def _damage(ledger: Ledger) -> str | None:
+    """What a damaged ledger holds that stopped the run, or None (then it was something
+    else). Looked at only when a run stopped on an error it did not foresee."""
+    from poller.ledger.health import problems
+
+    try:
+        found = problems(ledger)
+    except Exception:  # noqa: BLE001 - the run's own error is reported instead
+        return None
+    if not found:
+        return None
+    more = f" (and {len(found) - 1} more: see poller check)" if len(found) > 1 else ""
+    return f"state database: the ledger is damaged: {found[0]}{more}"
+
+
 def _save_last_run(ledger: Ledger, report: RunReport) -> None:
     try:
-        ledger.set_last_run({**report.to_json(), "config_error": report.config_error})
+        ledger.set_last_run({**report.to_json(), "config_error": report.config_error,
+                             "error": report.error})
     except Exception as exc:  # never mask the run's own outcome
         log.warning("could not record the last run: %s", exc)
 

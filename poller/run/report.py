@@ -33,6 +33,7 @@ class RunReport:
     source_read: bool = False  # the cdr table was read (even if nothing new was there)
     finished_at: str = ""
     config_error: str | None = None  # what stopped the run with exit 2, never a clean run
+    error: str | None = None  # an unexpected error that stopped the run (a bug, a damaged ledger)
     callers_matched: int = 0  # new incoming calls whose caller the directory knows
     callers_unmatched: int = 0
     incidents_opened: int = 0  # decided by this run's new calls
@@ -44,7 +45,8 @@ class RunReport:
     def exit_code(self) -> ExitCode:
         if self.config_error:
             return ExitCode.CONFIG
-        return ExitCode.PARTIAL if self.failures or self.unavailable else ExitCode.OK
+        return ExitCode.PARTIAL if self.failures or self.unavailable or self.error \
+            else ExitCode.OK
 
     @property
     def delivered_count(self) -> int:
