@@ -65,6 +65,9 @@ def query_parameters(query: str) -> set[str]:
 # MySQL/MariaDB: access denied (1044, 1045, and 1698 as MariaDB words it without "using
 # password"), no such database, this host not allowed in, no SELECT / column privilege
 CONFIG_CODES = (1044, 1045, 1049, 1130, 1142, 1143, 1698)
+# SQLite's words for a file or folder it may not write
+_REFUSED_FILE = re.compile(r"readonly database|unable to open database file|disk I/O error|"
+                           r"database or disk is full", re.I)
 
 
 def missing_table(exc: Any) -> bool:
@@ -81,4 +84,10 @@ def database_error(exc: Any, url: str, label: str) -> Exception:
     text = str(args[-1]) if args else str(orig)
     if code in CONFIG_CODES:
         return ConfigError(f"{label}: {text} ({redact_url(url)})")
+    if _REFUSED_FILE.search(text):  # SQLite: its file, or the folder of its -wal and -shm
+        from poller.localfiles import user
+
+        return ServiceUnavailable(f"{label} database: {text} ({redact_url(url)}): its file "
+                                  f"and folder must be writable by {user()} (a root run, a "
+                                  "read-only or full disk?)")
     return ServiceUnavailable(f"{label} database unreachable: {text} ({redact_url(url)})")

@@ -9,12 +9,27 @@ import errno
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from easla_server import EaslaServer
-from support import clone_call, entry_of, key_of, legs_of, make_config, msk
+from support import (
+    as_nobody,
+    cdr_table,
+    clone_call,
+    entry_of,
+    give_to_nobody,
+    key_of,
+    legs_of,
+    make_config,
+    msk,
+    needs_root,
+    write_config,
+)
 
-from poller.errors import ExitCode
+from poller.config.load import load
+from poller.errors import ExitCode, PollerError
 from poller.ledger.store import Ledger
 from poller.model import Stage
 from poller.run.options import RunOptions
@@ -105,3 +120,154 @@ def test_a_full_archive_disk_charges_nobody_however_long(tmp_path, cdr_db, sampl
     report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=5)))
     assert report.exit_code == ExitCode.OK and report.delivered_count == 1, report.summary()
     assert entry_of(config, key).stage == Stage.DONE
+
+
+# -- EACCES as the service user: root ignores permissions, so these run as nobody
+
+def _site_as_nobody(site: Path, sample_rows, recorded: bool) -> tuple[Any, str]:
+    """A site the service user (nobody) owns, with one call in its cdr table."""
+    rows = clone_call(legs_of(sample_rows, ANSWERED), dt.datetime(2026, 11, 26, 10, 0),
+                      monitor=site / "monitor" if recorded else None)
+    (site / "monitor").mkdir(exist_ok=True)
+    path = write_config(site, cdr_table(site, rows))
+    path.chmod(0o644)
+    for folder in ("state", "archive"):
+        (site / folder).mkdir()
+    give_to_nobody(site / "state", site / "archive")
+    return load(path, env={}), key_of(rows)
+
+
+def _run_as_nobody(config: Any, key: str, minute: int = 0) -> dict[str, Any]:
+    """One run as nobody: its outcome, and what the ledger holds of the call."""
+    def work() -> dict[str, Any]:
+        report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=minute)))
+        entry = entry_of(config, key)
+        return {"exit": int(report.exit_code), "failures": report.failures,
+                "delivered": report.delivered_count, "unavailable": report.unavailable,
+                "stage": str(entry.stage), "attempts": entry.attempts,
+                "last_error": entry.last_error}
+    return as_nobody(work)
+
+
+def _charged_nobody(outcome: dict[str, Any]) -> None:
+    assert outcome["exit"] == ExitCode.PARTIAL, outcome
+    assert outcome["failures"] == 0 and outcome["attempts"] == 0, outcome
+    assert outcome["last_error"] is None, outcome
+
+
+@needs_root
+def test_a_tmp_folder_a_root_run_left_roots_charges_nobody(site, sample_rows):
+    """state.dir/tmp root's (a root run made it): every call with a recording was charged
+    `PermissionError …; attempt 1 of 20`, then parked. It is a local outage: the run stops
+    (exit 1) saying where and as whom; the call waits uncharged."""
+    config, key = _site_as_nobody(site, sample_rows, recorded=True)
+    (site / "state" / "tmp").mkdir()  # root's, 0755
+    outcome = _run_as_nobody(config, key)
+    _charged_nobody(outcome)
+    (said,) = outcome["unavailable"]
+    assert str(site / "state" / "tmp") in said and "user nobody" in said, said
+    assert outcome["stage"] == Stage.SEEN
+
+
+@needs_root
+@pytest.mark.parametrize("ledger_open", [True, False], ids=["ledger files open", "closed"])
+def test_a_state_dir_turned_read_only_for_the_service_user_charges_nobody(site, sample_rows,
+                                                                           ledger_open):
+    """state.dir read-only as the service user (EACCES, not EROFS): 44 calls were charged
+    `PermissionError …; attempt 1 of 20`. While SQLite's -wal and -shm are open (another
+    process holds the ledger) the run reaches delivery and stops at tmp/; otherwise the ledger
+    refuses first. Either way: exit 1, said with the place and the user, nobody charged."""
+    config, key = _site_as_nobody(site, sample_rows, recorded=True)
+    state = site / "state"
+
+    def read_only_run() -> dict[str, Any]:
+        run_once(config, RunOptions(now=NOW), target_factory=_down)  # the call is recorded
+        holder = sqlite3.connect(state / "state.db")
+        if ledger_open:
+            holder.execute("SELECT COUNT(*) FROM poller_meta").fetchone()
+        state.chmod(0o555)
+        try:
+            report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=1)))
+            said, code = report.unavailable, int(report.exit_code)
+        except PollerError as exc:  # as the command line reports it
+            said, code = [str(exc)], int(exc.exit_code)
+        finally:
+            state.chmod(0o755)
+            holder.close()
+        entry = entry_of(config, key)
+        return {"exit": code, "said": said, "attempts": entry.attempts,
+                "last_error": entry.last_error, "stage": str(entry.stage)}
+
+    outcome = as_nobody(read_only_run)
+    assert outcome["exit"] == ExitCode.PARTIAL, outcome
+    assert (outcome["attempts"], outcome["last_error"]) == (0, None), outcome
+    assert any(str(state) in said and "user nobody" in said for said in outcome["said"]), \
+        outcome
+
+
+@needs_root
+def test_a_state_dir_the_user_may_not_write_is_an_outage_said_with_its_place(site, sample_rows):
+    """No lock can be made in a state.dir root's: exit 2 (bad config) before; it is the
+    folder's outage, exit 1, said with the place and the user."""
+    config, _ = _site_as_nobody(site, sample_rows, recorded=False)
+    os.chown(site / "state", 0, 0)
+
+    def run() -> tuple[int, str]:
+        try:
+            return int(run_once(config, RunOptions(now=NOW)).exit_code), ""
+        except PollerError as exc:
+            return int(exc.exit_code), str(exc)
+
+    code, said = as_nobody(run)
+    assert code == ExitCode.PARTIAL and "poller.lock" in said and "user nobody" in said, said
+
+
+@needs_root
+def test_an_archive_day_folder_a_root_backfill_left_roots_charges_nobody(site, sample_rows):
+    """A root backfill left the day folder root's: the call was `1 failed` and charged. The
+    archive refusing writes is the target's outage: exit 1, nobody charged, the folder named;
+    once it is chowned, the next run delivers."""
+    config, key = _site_as_nobody(site, sample_rows, recorded=False)
+    day = site / "archive" / "2026" / "11" / "26"
+    day.mkdir(parents=True)
+    give_to_nobody(site / "archive" / "2026")
+    os.chown(day, 0, 0)
+    outcome = _run_as_nobody(config, key)
+    _charged_nobody(outcome)
+    (said,) = outcome["unavailable"]
+    assert str(day) in said and "user nobody" in said, said
+    give_to_nobody(day)
+    again = _run_as_nobody(config, key, minute=1)
+    assert again["exit"] == ExitCode.OK and again["stage"] == Stage.DONE, again
+
+
+@needs_root
+def test_an_archive_the_user_may_not_write_is_an_outage_not_a_config_error(site, sample_rows):
+    """The archive's folder root's: every run exit 2 (bad config) though nothing in the
+    configuration is wrong; it is the archive's outage, exit 1, and nothing is charged."""
+    config, key = _site_as_nobody(site, sample_rows, recorded=False)
+    os.chown(site / "archive", 0, 0)
+    outcome = _run_as_nobody(config, key)
+    _charged_nobody(outcome)
+    assert any(str(site / "archive") in said and "user nobody" in said
+               for said in outcome["unavailable"]), outcome
+
+
+def test_an_encoder_that_cannot_write_its_mp3_is_a_local_outage(tmp_path):
+    """A full state.dir while the MP3 is written (ENOSPC) was charged to the call as an
+    encoder failure; the encoder says so and the run stops charging nobody."""
+    from audiotools import write_speech_wav
+
+    from poller.config.schema import TranscodeConfig
+    from poller.errors import StorageUnavailable
+    from poller.recordings.transcode import to_mp3
+
+    wav = write_speech_wav(tmp_path / "call.wav", 2.0)
+    with pytest.raises(StorageUnavailable, match="/dev/full"):
+        to_mp3([wav], Path("/dev/full"), TranscodeConfig(), call_seconds=10)
+
+
+def _down(config: Any) -> Any:
+    from poller.errors import TargetUnavailable
+
+    raise TargetUnavailable("archive: not mounted")

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from poller.localfiles import reason, refuses_writes
 from poller.recordings.formats import UnreadableAudio, mp3_seconds
 
 _IOPRIO_WHO_PROCESS = 1
@@ -31,6 +32,8 @@ LENGTH_TOLERANCE = 0.5  # seconds between input and output length (the spec)
 # covers whole-second cdr durations and hangup handlers that run on after the call's end
 RECORDING_MARGIN = 600.0
 EXIT_UNREADABLE, EXIT_NO_DECODER = 3, 4
+# the MP3 could not be written (state.dir/tmp refuses writes: full, read-only, not ours)
+EXIT_CANNOT_WRITE = 5
 
 
 def lower_priority(niceness: int) -> None:
@@ -160,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_NO_DECODER
     except OSError as exc:
+        if refuses_writes(exc) and exc.filename in (None, str(args.output)):
+            # writing the MP3 failed: the folder's outage, never the call's
+            print(f"cannot write {args.output}: {reason(exc)}", file=sys.stderr)
+            return EXIT_CANNOT_WRITE
         # a file that cannot be read is unreadable, unless the poller's user lacks the right
         # (not in the asterisk group): that is fixed on the host, and the call retried
         denied = exc.errno in (errno.EACCES, errno.EPERM)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from poller.config.schema import TranscodeConfig
-from poller.errors import DeliveryError
+from poller.errors import DeliveryError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ def to_mp3(sources: list[Path], target: Path, config: TranscodeConfig, *,
         raise
     if process.returncode == 3:
         raise Unreadable(err.strip().removeprefix("unreadable: "))
+    if process.returncode == 5:  # the folder of the MP3 refuses writes: nobody's call's fault
+        raise StorageUnavailable(f"state.dir: the encoder {err.strip()[-500:]}")
     if process.returncode != 0:
         raise TranscodeError(f"encoder failed ({process.returncode}): {err.strip()[-500:]}")
     return Encoded(**json.loads(out.strip().splitlines()[-1]))

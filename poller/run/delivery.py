@@ -26,11 +26,13 @@ from poller.errors import (
     PollerError,
     RecordingsUnavailable,
     ServiceUnavailable,
+    StorageUnavailable,
     TargetUnavailable,
 )
 from poller.ledger.journal import Journal
 from poller.ledger.schema import Entry
 from poller.ledger.store import Ledger
+from poller.localfiles import reason
 from poller.model import Stage
 from poller.recordings.files import Plan, Wait, plan_recording
 from poller.recordings.transcode import Encoded, Unreadable
@@ -226,9 +228,13 @@ class Delivery:
             yield None, plan.problem
             return
         workdir = self.courier.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"{safe_name(self.call.key)}.", suffix=".mp3",
-                                    dir=workdir)
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"{safe_name(self.call.key)}.", suffix=".mp3",
+                                        dir=workdir)
+        except OSError as exc:  # state.dir's, not the call's: stop, charge nobody
+            raise StorageUnavailable(f"state.dir: cannot write in {workdir}: {reason(exc)}"
+                                     ) from None
         os.close(fd)
         path = Path(name)
         try:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 from pathlib import Path
 from types import TracebackType
 
-from poller.errors import ConfigError, LockHeld
+from poller.errors import ConfigError, LockHeld, StorageUnavailable
+from poller.localfiles import reason, refuses_writes
 
 log = logging.getLogger("poller")
 
@@ -26,6 +28,9 @@ class RunLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
+            if refuses_writes(exc):  # a root run's folder, a read-only or full disk
+                raise StorageUnavailable(f"state.dir: cannot make the lock {self.path}: "
+                                         f"{reason(exc)}") from None
             raise ConfigError(f"state.dir: cannot use {self.path.parent}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -40,8 +45,9 @@ class RunLock:
             except BaseException:
                 os.close(fd)
                 raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        with contextlib.suppress(OSError):  # only for `status` to show: a full disk refuses it
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
 

@@ -18,7 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+
 from poller.config.schema import Config
+from poller.databases import database_error
 from poller.errors import ConfigError, LedgerUnavailable, ServiceUnavailable, TargetUnavailable
 from poller.ledger.journal import Journal
 from poller.ledger.schema import utcnow
@@ -191,6 +194,9 @@ def _read(config: Config, options: RunOptions, moment: Moment, ledger: ReadLedge
                                                       builder, report, options, enrich))
                 finally:
                     lost.close()
+        except sa.exc.OperationalError as exc:
+            # the sources say their own: what is left is the ledger refusing (full, read-only)
+            raise database_error(exc, config.state.database_url, "state") from None
         finally:
             source.close()
     except ServiceUnavailable as exc:

@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from poller.errors import DeliveryError, TargetUnavailable
+from poller.localfiles import reason, refuses_writes
 
 DAY_GLOB = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]"
-# the archive's file system takes no writes at all: every call would fail alike
-WHOLE_DISK = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class ArchiveUnavailable(DeliveryError, TargetUnavailable):
-    """The archive's disk is full or read-only: the target's failure, nobody's call's."""
+    """The archive refuses writes (its disk full or read-only, a folder a root run left
+    root's): the target's failure, nobody's call's."""
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -55,7 +54,8 @@ def atomic_write(path: Path, write: Any) -> None:
             os.unlink(temporary)  # a killed run's: made afresh, so the umask decides the mode
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
-        raise write_error(f"archive: cannot write in {path.parent}: {exc}", exc) from None
+        raise write_error(f"archive: cannot write in {path.parent}: {reason(exc)}", exc) \
+            from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -67,13 +67,14 @@ def atomic_write(path: Path, write: Any) -> None:
         with contextlib.suppress(FileNotFoundError):  # renamed already
             os.unlink(temporary)
         if isinstance(exc, OSError):
-            raise write_error(f"archive: cannot write {path}: {exc}", exc) from None
+            raise write_error(f"archive: cannot write {path}: {reason(exc)}", exc) from None
         raise
 
 
 def write_error(text: str, exc: OSError) -> DeliveryError:
-    """A full or read-only disk stops the run charging nobody; anything else is the call's."""
-    return ArchiveUnavailable(text) if exc.errno in WHOLE_DISK else DeliveryError(text)
+    """A folder that refuses writes (full, read-only, not the poller's user's) stops the run
+    charging nobody; anything else is the call's."""
+    return ArchiveUnavailable(text) if refuses_writes(exc) else DeliveryError(text)
 
 
 def prune_archive(root: Path, before: dt.date) -> int:

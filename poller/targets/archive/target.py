@@ -13,8 +13,15 @@ from typing import Any
 
 from poller.config.schema import ArchiveConfig
 from poller.errors import ConfigError, DeliveryError
+from poller.localfiles import reason, refuses_writes, user
 from poller.model import Call
-from poller.targets.archive.files import atomic_write, sync_folder, write_atomically, write_error
+from poller.targets.archive.files import (
+    ArchiveUnavailable,
+    atomic_write,
+    sync_folder,
+    write_atomically,
+    write_error,
+)
 from poller.targets.archive.site import ArchiveSite
 from poller.targets.interface import safe_name
 
@@ -31,9 +38,12 @@ class ArchiveTarget:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if refuses_writes(exc):  # an outage of the archive's disk, not the configuration
+                raise ArchiveUnavailable(f"archive: cannot create {self.root}: {reason(exc)}"
+                                         ) from None
             raise ConfigError(f"target.archive.dir: cannot create {self.root}: {exc}") from None
         if not os.access(self.root, os.W_OK):
-            raise ConfigError(f"target.archive.dir: {self.root} is not writable")
+            raise ArchiveUnavailable(f"archive: {self.root} is not writable by {user()}")
         self.locale = config.locale
         self.timezone = timezone
         self.changed_days: set[dt.date] = set()
