@@ -10,12 +10,23 @@ import os
 import secrets
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from support import as_nobody, config_data, give_to_nobody, needs_root, run_cli, write_config
+from support import (
+    archived,
+    as_nobody,
+    cdr_table,
+    config_data,
+    give_to_nobody,
+    key_of,
+    needs_root,
+    run_cli,
+    write_config,
+)
 
 from poller.callers import directory
 from poller.callers import readers as directory_read
@@ -23,10 +34,12 @@ from poller.callers.caller import Caller, caller_fields
 from poller.callers.directory import lookup, verify
 from poller.callers.numbers import normalise
 from poller.callers.readers import parse_rows, read_csv
-from poller.config.load import from_mapping
+from poller.config.load import from_mapping, load
 from poller.config.schema import CallersConfig, Seconds, Secret
-from poller.errors import ConfigError
+from poller.errors import ConfigError, ExitCode
 from poller.ops.check import WARN, run_checks
+from poller.run.pipeline import run_once
+from poller.run.report import RunOptions
 
 NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
 ACME = "+79161234567"
@@ -452,3 +465,90 @@ def test_check_shows_a_directory_problem_as_a_warning(tmp_path):
                           env={})
     results = [r for r in run_checks(config) if r.name.startswith("callers")]
     assert any(r.outcome == WARN and "line 2" in r.detail for r in results), results
+
+
+# ---- a directory that cannot be read after a first good load: calls go on without it
+
+
+def _directory_site(tmp_path: Path, sample_rows: list, refresh: str = "10m"
+                    ) -> tuple[Path, Callable[[int], list[dict]]]:
+    """A site with a CSV directory knowing the sample caller, and a way to add calls."""
+    from support import DIRECT_ANSWERED, clone_call, legs_of
+
+    callers_csv = tmp_path / "callers.csv"
+    callers_csv.write_text("number,name,id\n+79161002301,Sokolov Ivan,7\n", encoding="utf-8")
+    cdr = cdr_table(tmp_path, [])
+    path = write_config(tmp_path, cdr, callers={"csv": str(callers_csv), "country": "RU",
+                                                "refresh": refresh})
+    (tmp_path / "monitor").mkdir()
+
+    def add_call(minute: int) -> list[dict]:
+        rows = clone_call(legs_of(sample_rows, DIRECT_ANSWERED),
+                          dt.datetime(2026, 11, 26, 10, minute))
+        engine = sa.create_engine(cdr)
+        with engine.begin() as conn:
+            conn.execute(sa.Table("cdr", sa.MetaData(), autoload_with=conn).insert(), rows)
+        engine.dispose()
+        return rows
+
+    return path, add_call
+
+
+RUN_AT = dt.datetime(2026, 11, 26, 12, 0, tzinfo=ZoneInfo("Europe/Moscow"))
+
+
+@pytest.mark.parametrize("copy", ["damaged", "invalidated by an edit of [callers]"])
+def test_a_directory_unreadable_after_a_good_load_lets_calls_through_without_it(
+        tmp_path, sample_rows, caplog, copy):
+    """The CSV gone and the copy in state.dir damaged (or made for other settings): every
+    run was `rc=2 ERROR callers.csv …: cannot read the directory` and the new call was not
+    even read. Now the calls are delivered without caller fields, the outage is warned about
+    once, and each run that needed the directory exits 1 (never 2)."""
+    path, add_call = _directory_site(tmp_path, sample_rows)
+    config = load(path, env={})
+    first = add_call(0)
+    assert run_once(config, RunOptions(now=RUN_AT)).exit_code == ExitCode.OK
+    assert archived(tmp_path)[key_of(first)]["caller_name"] == "Sokolov Ivan"
+
+    (tmp_path / "callers.csv").unlink()
+    if copy == "damaged":
+        (tmp_path / "state" / directory.CACHE_NAME).write_text("{not json", encoding="utf-8")
+    else:
+        edited = write_config(tmp_path, config.source.url, callers={
+            "csv": str(tmp_path / "callers.csv"), "country": "RU", "fields": ["manager"]})
+        config = load(edited, env={})
+    second = add_call(20)
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        report = run_once(config, RunOptions(now=RUN_AT + dt.timedelta(minutes=30)))
+    assert report.exit_code == ExitCode.PARTIAL, report.summary()
+    assert report.delivered_count == 1 and report.failures == 0, report.summary()
+    record = archived(tmp_path)[key_of(second)]
+    assert record["caller_name"] is None and record["number_e164"] == "+79161002301"
+    assert any("cannot read the directory" in said for said in report.unavailable), report
+    warned = [r for r in caplog.records if "cannot read the directory" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+
+    caplog.clear()
+    third = add_call(40)
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        report = run_once(config, RunOptions(now=RUN_AT + dt.timedelta(minutes=50)))
+    assert report.exit_code == ExitCode.PARTIAL and report.delivered_count == 1
+    assert archived(tmp_path)[key_of(third)]["caller_name"] is None
+    assert "cannot read the directory" not in caplog.text  # once per outage
+
+    (tmp_path / "callers.csv").write_text("number,name,id,manager\n+79161002301,Sokolov Ivan,7,"
+                                          "Petrova\n", encoding="utf-8")
+    fourth = add_call(59)
+    with caplog.at_level(logging.INFO, logger="poller"):
+        report = run_once(config, RunOptions(now=RUN_AT + dt.timedelta(minutes=70)))
+    assert report.exit_code == ExitCode.OK, report.summary()
+    assert archived(tmp_path)[key_of(fourth)]["caller_name"] == "Sokolov Ivan"
+    assert "reads again" in caplog.text
+
+
+def test_a_directory_unreadable_at_the_first_run_is_still_a_config_error(tmp_path, sample_rows):
+    path, add_call = _directory_site(tmp_path, sample_rows)
+    (tmp_path / "callers.csv").unlink()
+    add_call(0)
+    with pytest.raises(ConfigError, match="cannot read the directory"):
+        run_once(load(path, env={}), RunOptions(now=RUN_AT))

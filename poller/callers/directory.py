@@ -39,6 +39,11 @@ __all__ = ["Cache", "CacheState", "DirectoryError", "Parsed", "Caller", "caller_
            "lookup", "parse_rows", "read_csv", "read_query", "verify", "wants_numbers"]
 
 CACHE_NAME = "callers.json"
+
+
+class DirectoryUnreadable(ConfigError):
+    """The directory cannot be read and there is no usable copy of it: a configuration error
+    at the first run; after a directory was once read, the run's caller sees an outage."""
 # per-run lookups keep this many recent answers as their last good copy
 _PER_RUN_KEEP = 10_000
 @dataclass(frozen=True)
@@ -102,7 +107,7 @@ def _fall_back(config: CallersConfig, cache: Cache, state: CacheState | None,
                now: dt.datetime, reason: str
                ) -> tuple[Mapping[str, Caller], dt.datetime, bool]:
     if state is None:
-        raise ConfigError(f"{describe(config)}: cannot read the directory: {reason}")
+        raise DirectoryUnreadable(f"{describe(config)}: cannot read the directory: {reason}")
     log.warning("%s: cannot read the directory (%s); using the copy read %s, next try in %s",
                 describe(config), reason, state.loaded_at.isoformat(timespec="seconds"),
                 _span(config.refresh))
@@ -117,7 +122,8 @@ def _lookup_per_run(config: CallersConfig, cache: Cache, wanted: list[str],
         parsed = read_query(config, wanted)
     except DirectoryError as exc:
         if state is None:
-            raise ConfigError(f"{describe(config)}: cannot read the directory: {exc}") from None
+            raise DirectoryUnreadable(f"{describe(config)}: cannot read the directory: {exc}") \
+                from None
         log.warning("%s: cannot read the directory (%s); using the answers of earlier runs",
                     describe(config), exc)
         known = {n: state.callers[n] for n in wanted if n in state.callers}

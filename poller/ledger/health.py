@@ -65,6 +65,7 @@ def _settings(ledger: Any) -> Iterator[str]:
         "watermark": ledger.watermark, "origin": ledger.origin, "last_run": ledger.last_run,
         "last_success": ledger.last_success, "warned_on": ledger.warned_on,
         "pruned_before": ledger.pruned_before, "target_down": ledger.target_down,
+        "directory_loaded": ledger.directory_loaded, "directory_down": ledger.directory_outage,
     }
     with ledger.engine.connect() as conn:
         cursors = [row[0] for row in conn.execute(

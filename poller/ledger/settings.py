@@ -13,6 +13,16 @@ from poller.ledger.schema import meta_table
 
 
 @dataclass(frozen=True)
+class DirectoryOutage:
+    """The caller directory could not be read and no usable copy was left: since when, when it
+    was last tried, and why."""
+
+    since: dt.datetime  # aware
+    tried: dt.datetime  # aware
+    error: str
+
+
+@dataclass(frozen=True)
 class TargetOutage:
     """The target did not answer: since when, and what it said last."""
 
@@ -130,6 +140,32 @@ class Settings:
     def clear_target_down(self) -> None:
         with self.engine.begin() as conn:
             conn.execute(meta_table.delete().where(meta_table.c.name == "target_down"))
+
+    def directory_loaded(self) -> dt.datetime | None:
+        """When a caller directory was first read whole (later, an unreadable one is an
+        outage, not a configuration error)."""
+        value = self.get("directory_loaded")
+        return dt.datetime.fromisoformat(value) if value else None
+
+    def set_directory_loaded(self, when: dt.datetime) -> None:
+        self.put("directory_loaded", when.isoformat())
+
+    def directory_outage(self) -> DirectoryOutage | None:
+        value = self.get("directory_down")
+        if not value:
+            return None
+        data = json.loads(value)
+        return DirectoryOutage(dt.datetime.fromisoformat(data["since"]),
+                               dt.datetime.fromisoformat(data["tried"]), data["error"])
+
+    def set_directory_outage(self, outage: DirectoryOutage) -> None:
+        self.put("directory_down", json.dumps({"since": outage.since.isoformat(),
+                                               "tried": outage.tried.isoformat(),
+                                               "error": outage.error[:500]}))
+
+    def clear_directory_outage(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(meta_table.delete().where(meta_table.c.name == "directory_down"))
 
 
 def read_setting(conn: sa.Connection, name: str) -> str | None:

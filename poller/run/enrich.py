@@ -19,6 +19,7 @@ from poller.callers.incidents import CallFacts, IncidentRule, OpenIncident, appl
 from poller.config.hours import parse_hours
 from poller.config.schema import CallersConfig, IncidentsConfig
 from poller.ledger.incidents import IncidentChanges
+from poller.ledger.settings import DirectoryOutage
 from poller.model import Call
 from poller.run.report import RunReport
 
@@ -36,24 +37,66 @@ class IncidentLedger(Protocol):
                        latest: dt.datetime) -> list[OpenIncident]: ...
 
 
+class EnrichLedger(IncidentLedger, Protocol):
+    """What enriching needs of the ledger: the incidents, and what it knows of the
+    directory (read once before; unreadable since when)."""
+
+    def directory_loaded(self) -> dt.datetime | None: ...
+
+    def set_directory_loaded(self, when: dt.datetime) -> None: ...
+
+    def directory_outage(self) -> DirectoryOutage | None: ...
+
+    def set_directory_outage(self, outage: DirectoryOutage) -> None: ...
+
+    def clear_directory_outage(self) -> None: ...
+
+
 class CallerLookup:
     """The run's view of the directory: read once a run (or, for a `:numbers` query, once per
-    batch for the numbers not asked yet), never once per call."""
+    batch for the numbers not asked yet), never once per call.
 
-    def __init__(self, config: CallersConfig, state_dir: str, now: dt.datetime):
+    A directory that cannot be read, with no usable copy, stops the first run (a
+    configuration error). Once a directory was read, it is an outage instead: the calls go on
+    without caller fields, the outage is warned about once and tried again a refresh later,
+    and each run that needed it says so (exit 1)."""
+
+    def __init__(self, config: CallersConfig, state_dir: str, now: dt.datetime,
+                 report: RunReport | None = None):
         self.config = config
         self.state_dir = state_dir
         self.now = now
+        self.report = report or RunReport()
         self.whole: Mapping[str, Caller] | None = None
         self.found: dict[str, Caller] = {}
         self.asked: set[str] = set()
+        self.unreadable: str | None = None  # this run found the directory out
+        self.checked = False  # the ledger's outage was looked at this run
+        self.noted = False  # a good read was noted in the ledger this run
 
-    def find(self, numbers: Iterable[str | None]) -> dict[str, Caller]:
+    def find(self, numbers: Iterable[str | None], ledger: EnrichLedger | None = None
+             ) -> dict[str, Caller]:
         """The callers among these E.164 numbers."""
         wanted = {n for n in numbers if n}
         if not self.config.enabled or not wanted:
             return {}
         from poller.callers import directory  # with the first new call only (see above)
+
+        if self.unreadable is not None or (ledger is not None and self._waiting(ledger)):
+            return {}
+        try:
+            found = self._read(wanted)
+        except directory.DirectoryUnreadable as exc:
+            if ledger is None or not self._read_before(ledger):
+                raise  # the first run: the configuration names something that is not there
+            self._outage(ledger, str(exc))
+            return {}
+        if ledger is not None:
+            self._readable(ledger)
+        return found
+
+    def _read(self, wanted: set[str]) -> dict[str, Caller]:
+        from poller.callers import directory
 
         if not directory.wants_numbers(self.config):
             if self.whole is None:
@@ -67,6 +110,56 @@ class CallerLookup:
             self.found.update(directory.lookup(self.config, self.state_dir, new, self.now).matches)
             self.asked |= new
         return {n: self.found[n] for n in wanted if n in self.found}
+
+    def _read_before(self, ledger: EnrichLedger) -> bool:
+        """Whether a directory was read before: the ledger says so, or a copy (even one
+        damaged, or made for other settings) is left in state.dir."""
+        from poller.callers import directory
+
+        return ledger.directory_loaded() is not None or \
+            (Path(self.state_dir) / directory.CACHE_NAME).exists()
+
+    def _waiting(self, ledger: EnrichLedger) -> bool:
+        """During an outage, the directory is tried again a refresh after the last try."""
+        if self.checked:
+            return False
+        self.checked = True
+        outage = ledger.directory_outage()
+        if outage is None or (self.now - outage.tried).total_seconds() >= self.config.refresh:
+            return False
+        self._still_out(outage.error)
+        return True
+
+    def _outage(self, ledger: EnrichLedger, error: str) -> None:
+        outage = ledger.directory_outage()
+        if outage is None:
+            log.warning("%s; no usable copy is left in state.dir: new calls go without caller "
+                        "fields until it reads again (tried again every %gs)", error,
+                        self.config.refresh)
+            outage = DirectoryOutage(self.now, self.now, error)
+        else:
+            log.debug("%s (since %s)", error, outage.since.isoformat(timespec="seconds"))
+        ledger.set_directory_outage(DirectoryOutage(outage.since, self.now, error))
+        self._still_out(error)
+
+    def _still_out(self, error: str) -> None:
+        self.unreadable = error
+        said = f"{error}: new calls went without caller fields"
+        if said not in self.report.unavailable:
+            self.report.unavailable.append(said)
+
+    def _readable(self, ledger: EnrichLedger) -> None:
+        """A read that worked: the first is remembered, an outage is over (once a run)."""
+        if self.noted:
+            return
+        self.noted = True
+        outage = ledger.directory_outage()
+        if outage is not None:
+            log.info("the caller directory reads again (it could not since %s): new calls get "
+                     "their caller fields", outage.since.isoformat(timespec="seconds"))
+            ledger.clear_directory_outage()
+        if ledger.directory_loaded() is None:
+            ledger.set_directory_loaded(self.now)
 
 
 @dataclass
@@ -87,16 +180,16 @@ class Enricher:
                                 cast(Literal["known", "any"], incidents.callers),
                                 parse_hours(incidents.hours), dt.timedelta(seconds=incidents.fold),
                                 zone)
-        return cls(CallerLookup(callers, state_dir, now), callers, rule, report)
+        return cls(CallerLookup(callers, state_dir, now, report), callers, rule, report)
 
-    def __call__(self, calls: Sequence[Call], ledger: IncidentLedger
+    def __call__(self, calls: Sequence[Call], ledger: EnrichLedger
                  ) -> tuple[list[Call], IncidentChanges]:
         """The calls with their caller fields and incident, and the incidents they touched."""
         from poller.callers.numbers import normalise  # the phone-number library, as above
 
         region = self.callers_config.country
         numbered = [replace(call, number_e164=normalise(call.number, region)) for call in calls]
-        found = self.callers.find(call.number_e164 for call in numbered)
+        found = self.callers.find((call.number_e164 for call in numbered), ledger)
         identified = [self._identify(call, found.get(call.number_e164 or "")) for call in numbered]
         if self.callers_config.enabled:
             matched = sum(1 for call in identified if call.number_e164 in found)
