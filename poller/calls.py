@@ -154,6 +154,11 @@ def _hangup(leg: Leg, zone: ZoneInfo) -> dt.datetime:
     return _begin(leg, zone) + dt.timedelta(seconds=max(leg.duration, 0))
 
 
+def leg_times(leg: Leg, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """When a leg began and hung up, in UTC."""
+    return _begin(leg, zone), _hangup(leg, zone)
+
+
 def plausible(leg: Leg, zone: ZoneInfo, now: dt.datetime, longest: float,
               skew: dt.timedelta) -> tuple[Leg, str | None]:
     """A leg as it can have been: a row is written at hang-up, so its end is not in the future
