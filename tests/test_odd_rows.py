@@ -8,7 +8,16 @@ import logging
 from zoneinfo import ZoneInfo
 
 import pytest
-from support import archived, clone_call, entry_of, key_of, legs_of, make_config, msk
+from support import (
+    archived,
+    clone_call,
+    entry_of,
+    key_of,
+    legs_of,
+    make_config,
+    msk,
+    open_ledger,
+)
 
 from poller.calls import plausible
 from poller.errors import ExitCode
@@ -135,3 +144,115 @@ def test_a_linkedid_reused_a_day_later_is_a_new_call(tmp_path, cdr_db, sample_ro
     assert "its key is held by a call of" in caplog.text
     again = run_once(config, RunOptions(now=msk("2026-11-26 11:01")))
     assert sum(again.delivered.values()) == 0 and again.new_calls == 0
+
+
+# -- a key used again within max_call_length, and later legs of one call: never confused
+
+QUEUE_ANSWERED = "1795675156.25"  # P1-06: a queue, 221 answers, 222 rang
+
+
+def _known_keys(config: object) -> dict[str, str]:
+    with open_ledger(config) as ledger:
+        with ledger.engine.connect() as conn:
+            return dict(conn.exec_driver_sql("SELECT call_key, stage FROM poller_calls").all())
+
+
+def test_a_key_used_again_23_hours_later_by_another_caller_is_a_call_of_its_own(
+        tmp_path, cdr_db, sample_rows, caplog):
+    """The same uniqueid 23.5 h later from another caller: `delivered 0 calls`, not a word
+    (2.5 days apart it was delivered under its dated key). Whatever the gap, it is."""
+    old = clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 25, 10, 0))
+    config = make_config(tmp_path, cdr_db.url, source={"start": "2026-11-25 09:00"})
+    cdr_db.insert(old)
+    assert run_once(config, RunOptions(now=msk("2026-11-25 11:00"))).delivered_count == 1
+    reused = clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 9, 30),
+                        src="+79160000000", cnum="+79160000000",
+                        linkedid=old[0]["linkedid"], uniqueid=old[0]["uniqueid"])
+    cdr_db.insert(reused)
+    with caplog.at_level(logging.WARNING, logger="poller"):
+        report = run_once(config, RunOptions(now=msk("2026-11-26 11:00")))
+    assert report.delivered_count == 1, report.summary()
+    key = f"{key_of(old)}@20261126T093000"
+    records = archived(tmp_path)
+    assert set(records) == {key_of(old), key}
+    assert records[key]["number"] == "+79160000000"
+    assert "delivered as" in caplog.text and key in caplog.text
+    again = run_once(config, RunOptions(now=msk("2026-11-26 11:01")))
+    assert again.delivered_count == 0 and again.new_calls == 0
+
+
+@pytest.mark.parametrize("hours", [0.5, 2])
+def test_a_key_used_again_within_the_lookback_keeps_both_calls(tmp_path, cdr_db, sample_rows,
+                                                               hours):
+    """Both calls in one read (the lookback holds them): they were one group, merged into one
+    call or dropped as late legs of a call already sent."""
+    old = clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 9, 0))
+    start = dt.datetime(2026, 11, 26, 9, 0) + dt.timedelta(hours=hours)
+    reused = clone_call(legs_of(sample_rows, NO_ANSWER), start, src="+79160000000",
+                        cnum="+79160000000", linkedid=old[0]["linkedid"],
+                        uniqueid=old[0]["uniqueid"])
+    config = make_config(tmp_path, cdr_db.url, source={"start": "2026-11-26 08:00"})
+    cdr_db.insert(old)
+    assert run_once(config, RunOptions(now=msk("2026-11-26 09:05"))).delivered_count == 1
+    cdr_db.insert(reused)
+    report = run_once(config, RunOptions(now=start.replace(tzinfo=MSK)
+                                         + dt.timedelta(minutes=5)))
+    assert report.delivered_count == 1, report.summary()
+    records = archived(tmp_path)
+    assert set(records) == {key_of(old), f"{key_of(old)}@{start:%Y%m%dT%H%M%S}"}
+    assert {r["number"] for r in records.values()} == {old[0]["src"], "+79160000000"}
+
+
+def test_rounds_of_one_queue_call_far_apart_stay_one_call(tmp_path, cdr_db, sample_rows):
+    """The queue's member rows arrive while the caller still waits: a second round twelve
+    minutes after the first (every member busy meanwhile), then the caller's own row at the
+    end. The rounds are the same caller's: one call, rebuilt, never split off."""
+    queue = clone_call(legs_of(sample_rows, QUEUE_ANSWERED), dt.datetime(2026, 11, 26, 10, 0))
+    answered, rang = queue
+    first_round = dict(rang, did="", dcontext="from-queue")
+    second_round = dict(first_round, calldate=first_round["calldate"] + dt.timedelta(minutes=12),
+                        sequence=first_round["sequence"] + 100)
+    config = make_config(tmp_path, cdr_db.url)
+    cdr_db.insert([first_round])
+    run_once(config, RunOptions(now=msk("2026-11-26 10:05")))
+    cdr_db.insert([second_round])
+    run_once(config, RunOptions(now=msk("2026-11-26 10:20")))
+    caller_row = dict(answered, duration=answered["duration"] + 15 * 60,
+                      billsec=answered["billsec"])
+    cdr_db.insert([caller_row])
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:40")))
+    assert report.exit_code == ExitCode.OK, report.summary()
+    assert list(_known_keys(config)) == [key_of(queue)]
+    assert set(archived(tmp_path)) == {key_of(queue)}
+    assert entry_of(config, key_of(queue)).call.legs == 3
+
+
+def test_a_late_hangup_row_joins_its_call(tmp_path, cdr_db, sample_rows):
+    """The Hangup row after a failed Dial, posted late (CDR batch mode): the same call."""
+    ivr = clone_call(legs_of(sample_rows, "1795675176.37"), dt.datetime(2026, 11, 26, 10, 0))
+    config = make_config(tmp_path, cdr_db.url)
+    cdr_db.insert(ivr[:-1])
+    run_once(config, RunOptions(now=msk("2026-11-26 10:02")))
+    cdr_db.insert(ivr[-1:])
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:10")))
+    assert report.exit_code == ExitCode.OK and report.new_calls == 0, report.summary()
+    assert list(_known_keys(config)) == [key_of(ivr)]
+
+
+def test_a_later_leg_of_a_call_longer_than_the_lookback_is_never_split_off(
+        tmp_path, cdr_db, sample_rows):
+    """A six-hour call: its first leg lies before the read's start when a later leg is read
+    (a transfer to an agent, another number). It is that call's, not a call of its own."""
+    config = make_config(tmp_path, cdr_db.url, source={"start": "2026-11-26 05:00"})
+    first = clone_call(legs_of(sample_rows, DIRECT_ANSWERED), dt.datetime(2026, 11, 26, 6, 0),
+                       duration=6 * 3600, billsec=6 * 3600 - 10)
+    cdr_db.insert(first)
+    later = clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 11, 0))
+    cdr_db.insert(later)  # moves the watermark past 11:00: the next read starts after 06:00
+    assert run_once(config, RunOptions(now=msk("2026-11-26 12:05"))).delivered_count == 2
+    transfer = dict(first[0], calldate=dt.datetime(2026, 11, 26, 8, 30), src="201", cnum="201",
+                    clid='"" <201>', duration=600, billsec=590, sequence=first[0]["sequence"] + 7)
+    cdr_db.insert([transfer])
+    report = run_once(config, RunOptions(now=msk("2026-11-26 12:10")))
+    assert report.new_calls == 0 and report.delivered_count == 0, report.summary()
+    assert sorted(_known_keys(config)) == sorted([key_of(first), key_of(later)])

@@ -39,7 +39,7 @@ from poller.ledger.schema import (
     utcnow,
 )
 from poller.ledger.settings import Settings, TargetOutage, read_setting, write_setting
-from poller.model import PENDING, Call, Stage, Status
+from poller.model import KEY_LENGTH, PENDING, Call, Stage, Status
 
 __all__ = ["Entry", "Known", "Ledger", "TargetOutage", "utcnow"]
 
@@ -228,6 +228,17 @@ class Ledger(Settings, Incidents):
                                                   row.first_calldate)
                               for row in conn.execute(query)})
         return found
+
+    def held_calls(self, key: str) -> dict[str, Call]:
+        """The calls held under a key and under its dated keys (model.reused_key): what a
+        read of that key's legs may belong to."""
+        dated = f"{key}@" if len(key) + 16 <= KEY_LENGTH else key[:KEY_LENGTH - 17]
+        query = sa.select(calls_table.c.call_key, calls_table.c.payload).where(sa.or_(
+            calls_table.c.call_key == key,
+            calls_table.c.call_key.startswith(dated, autoescape=True)))
+        with self.engine.connect() as conn:
+            return {row.call_key: Call.from_json(json.loads(row.payload))
+                    for row in conn.execute(query)}
 
     def park_unbuilt(self, call: Call, error: str) -> bool:
         """Keep a call whose legs could not be built, parked with the error (a stand-in call

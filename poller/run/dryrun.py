@@ -74,6 +74,12 @@ class DryRunLedger:
                 found[key] = Known(stage, call.legs, call.status, False, call.first_calldate)
         return found
 
+    def held_calls(self, key: str) -> dict[str, Call]:
+        found = self.base.held_calls(key) if self.base is not None else {}
+        found.update((held, call) for held, (call, _) in self.calls.items()
+                     if held == key or held.startswith(f"{key}@"))
+        return found
+
     def open_incidents(self, numbers: Iterable[str], earliest: dt.datetime,
                        latest: dt.datetime) -> list[OpenIncident]:
         return self.base.open_incidents(numbers, earliest, latest) if self.base else []

@@ -178,7 +178,7 @@ def _read(config: Config, options: RunOptions, moment: Moment, ledger: ReadLedge
     ledger are still delivered. A dry run reads without `enrich`: the directory's copy in
     state.dir would be written."""
     builder = Builder(config.source.incoming, moment.zone, config.recordings.name, moment.now,
-                      float(config.source.max_call_length))
+                      float(config.source.max_call_length), float(config.source.lookback))
     oldest: dt.datetime | None = None
     try:
         source = open_source(config.source, needed=recording_fields(config.recordings.name),

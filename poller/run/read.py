@@ -24,7 +24,7 @@ from poller.clock import parse_local
 from poller.config.schema import IncomingRules, SourceConfig
 from poller.ledger.incidents import IncidentChanges
 from poller.ledger.schema import Known
-from poller.model import Call, Leg, Stage, Status, reused_key
+from poller.model import Call, Leg, Stage, Status
 from poller.run.marks import (
     CLOCK_SKEW,
     FROM_CALLDATE,
@@ -48,6 +48,7 @@ from poller.run.marks import (
 )
 from poller.run.options import Progress, RunOptions
 from poller.run.report import RunReport
+from poller.run.reuse import Limits, Span, assign_keys, split
 from poller.source.interface import OFFSET, Source
 from poller.source.skew import rows_ahead
 from poller.source.walk import Group, Walk
@@ -96,6 +97,8 @@ class ReadLedger(Protocol):
 
     def park_unbuilt(self, call: Call, error: str) -> bool: ...
 
+    def held_calls(self, key: str) -> dict[str, Call]: ...
+
     def set_legs(self, key: str, legs: int) -> None: ...
 
     def rebuild(self, call: Call, stage: Stage, fresh: bool = False) -> None: ...
@@ -110,6 +113,12 @@ class Builder:
     template: str
     now: dt.datetime  # aware
     longest: float = 24 * 3600.0  # source.max_call_length
+    lookback: float = 4 * 3600.0  # source.lookback
+
+    @property
+    def limits(self) -> Limits:
+        """How far apart the legs of one call may lie (run/reuse.py)."""
+        return Limits(dt.timedelta(seconds=self.longest), dt.timedelta(seconds=self.lookback))
 
     def __call__(self, legs: list[Leg]) -> Call:
         fixed = [plausible(leg, self.zone, self.now, self.longest, CLOCK_SKEW) for leg in legs]
@@ -142,7 +151,7 @@ class ReadPhase:
         self.moment = Moment(builder.now, builder.zone)
         self.lookback = dt.timedelta(seconds=config.lookback)
         self.reach = Reach()
-        self.unbuilt: dict[str, str] = {}  # key → why its legs could not be built
+        self.unbuilt: dict[int, str] = {}  # id of a group → why its legs could not be built
 
     def execute(self, options: RunOptions) -> dt.datetime | None:
         """Read, record and move the marks; returns the earliest calldate read (in cursor mode
@@ -241,29 +250,49 @@ class ReadPhase:
              dates: tuple[dt.datetime, dt.datetime | None] | None = None) -> None:
         batch: list[tuple[Call, Group]] = []
         progress_at = time.monotonic() + PROGRESS_EVERY
-        for group in walk.groups():
+        for whole in walk.groups():
             if progress is not None:
-                progress(Progress(group.first, walk.start, walk.stop, walk.stats.rows,
+                progress(Progress(whole.first, walk.start, walk.stop, walk.stats.rows,
                                   self.report.new_calls))
             elif time.monotonic() >= progress_at:
                 progress_at = time.monotonic() + PROGRESS_EVERY
                 log.info("reading: at %s, %d rows so far, %d new calls",
-                         group.first.isoformat(sep=" "), walk.stats.rows, self.report.new_calls)
-            call = self.build(group)
-            if dates is not None and not call.starts_within(*dates):
-                continue  # a file's backfill reads every line: this call is not its range's
-            if settling(call.end, self.moment.now, self.config.settle):
-                # it ended moments ago: late legs (CDR batch mode) may still be on their way
-                self.report.settling += 1
-                self.reach.held_back = lowest(self.reach.held_back, call.first_calldate)
-                self.reach.held_back_position = lowest(self.reach.held_back_position,
-                                                       group.first_position)
-                continue
-            batch.append((call, group))
+                         whole.first.isoformat(sep=" "), walk.stats.rows, self.report.new_calls)
+            for group in self.calls_of(whole, walk, axis):
+                call = self.build(group)
+                if dates is not None and not call.starts_within(*dates):
+                    # a file's backfill reads every line: this call is not its range's
+                    self.unbuilt.pop(id(group), None)
+                    continue
+                if settling(call.end, self.moment.now, self.config.settle):
+                    # it ended moments ago: late legs (CDR batch mode) may still be on their way
+                    self.unbuilt.pop(id(group), None)
+                    self.report.settling += 1
+                    self.reach.held_back = lowest(self.reach.held_back, call.first_calldate)
+                    self.reach.held_back_position = lowest(self.reach.held_back_position,
+                                                           group.first_position)
+                    continue
+                batch.append((call, group))
             if len(batch) >= KNOWN_BATCH:
                 self.record(batch, walk, axis)
                 batch = []
         self.record(batch, walk, axis)
+
+    def calls_of(self, group: Group, walk: Walk, axis: Axis) -> list[Group]:
+        """A group's legs as the calls they make: one, unless the key was used again for
+        another call (run/reuse.py). A call that begins where a later range does is left to
+        that range's read."""
+        if len(group.legs) < 2:
+            return [group]
+        parts = split(group.legs, self.builder.zone, self.builder.limits)
+        if len(parts) == 1:
+            return [group]
+        found = []
+        for legs in parts:
+            positions = [axis.position(leg) for leg in legs]
+            if min(positions) < walk.stop:
+                found.append(Group(group.key, min(positions), max(positions), legs))
+        return found
 
     def build(self, group: Group) -> Call:
         """The call of a group; a stand-in when its legs defeat the code (a bug), which the
@@ -273,7 +302,7 @@ class ReadPhase:
         except Exception as exc:
             # the traceback for the report; the ledger decides whether this is news (take)
             log.debug("call %s: building it failed", group.key, exc_info=True)
-            self.unbuilt[group.key] = (f"could not be built from its {len(group.legs)} cdr "
+            self.unbuilt[id(group)] = (f"could not be built from its {len(group.legs)} cdr "
                                        f"rows: {type(exc).__name__}: {exc}")
             return stand_in(group.key, group.legs, self.builder.zone)
 
@@ -282,6 +311,8 @@ class ReadPhase:
             return
         known = self.ledger.known_legs(call.key for call, _ in batch)
         batch = self.tell_reused(batch, known)
+        unbuilt = {call.key: self.unbuilt.pop(id(group)) for call, group in batch
+                   if id(group) in self.unbuilt}
         earlier = self.began_earlier([g for c, g in batch if c.key not in known], walk, axis)
         taken = []
         for call, group in batch:
@@ -290,34 +321,54 @@ class ReadPhase:
                 continue
             self.reach.taken = highest(self.reach.taken, call.last_calldate)
             self.reach.taken_position = highest(self.reach.taken_position, group.last_position)
-            if call.key not in known:
+            held = known.get(call.key)
+            if held is None:
                 taken.append(call)
-            elif call.key in self.unbuilt:
+            elif call.key in unbuilt:
                 # known already (delivered, say): nothing is lost and nothing to do each run
                 log.info("call %s: kept as recorded before (%s); its cdr rows as they are now "
-                         "%s", call.key, known[call.key].stage, self.unbuilt[call.key])
-            elif call.legs > known[call.key].legs:
-                self.late_legs(call, known[call.key])
-        self.take(taken)
+                         "%s", call.key, held.stage, unbuilt[call.key])
+            elif call.legs > held.legs:
+                if held.first_calldate is not None and call.first_calldate > held.first_calldate:
+                    # its first rows lie before the read: a build of the rest would drop them
+                    log.info("call %s: %d cdr rows read without its first ones (before the "
+                             "read's start): kept as recorded; `poller run --since %s` reads "
+                             "it whole", call.key, call.legs,
+                             held.first_calldate.date().isoformat())
+                    continue
+                self.late_legs(call, held)
+        self.take(taken, unbuilt)
 
     def tell_reused(self, batch: list[tuple[Call, Group]],
                     known: dict[str, Known]) -> list[tuple[Call, Group]]:
-        """Calls whose key the ledger holds for a call too far away in time to be the same one
-        (a PBX restarted with a reset counter, a cloned systemname) get a key of their own."""
-        apart = dt.timedelta(seconds=self.builder.longest)
-        told: list[tuple[Call, Group]] = []
+        """Calls whose key names another call too (a PBX restarted with a reset counter, a
+        cloned systemname) get the key dated by their first leg; later legs of a call keep
+        its key, plain or dated (run/reuse.py decides)."""
+        by_key: dict[str, list[int]] = {}
+        for number, (call, _) in enumerate(batch):
+            by_key.setdefault(call.key, []).append(number)
+        told = list(batch)
         renamed: list[str] = []
-        for call, group in batch:
-            held = known.get(call.key)
-            if held is not None and held.first_calldate is not None and \
-                    abs(call.first_calldate - held.first_calldate) > apart:
-                key = reused_key(call.key, call.first_calldate)
-                renamed.append(key)
-                if key not in known:
+        for raw, numbers in by_key.items():
+            held = known.get(raw)
+            reads = [batch[number][0] for number in numbers]
+            if len(reads) == 1 and (held is None or
+                                    held.first_calldate == reads[0].first_calldate):
+                continue  # one call, new or the one held: the common case, no more to ask
+            calls = self.ledger.held_calls(raw) if held is not None else {}
+            spans = {key: Span.of_call(call) for key, call in calls.items()}
+            keys = assign_keys(raw, [Span.of_call(call) for call in reads], spans,
+                               self.builder.limits)
+            for number, call, key in zip(numbers, reads, keys, strict=True):
+                if key == raw:
+                    continue
+                if key not in spans:
+                    holder = spans[raw].first_calldate if raw in spans else \
+                        reads[keys.index(raw)].first_calldate
                     log.warning("call %s of %s: its key is held by a call of %s; delivered as "
-                                "%s", call.key, call.first_calldate, held.first_calldate, key)
-                call = dataclasses.replace(call, key=key)
-            told.append((call, group))
+                                "%s", raw, call.first_calldate, holder, key)
+                told[number] = (dataclasses.replace(call, key=key), batch[number][1])
+                renamed.append(key)
         if renamed:
             known.update(self.ledger.known_legs(renamed))
         return told
@@ -354,8 +405,9 @@ class ReadPhase:
         suspects = [g.key for g in groups if g.first_position < look.suspects_before]
         return self.source.keys_before(suspects, look.since, look.until, axis.column)
 
-    def take(self, calls: list[Call]) -> None:
-        """Record new calls in the ledger: incoming ones pending, the others skipped."""
+    def take(self, calls: list[Call], unbuilt: dict[str, str]) -> None:
+        """Record new calls in the ledger: incoming ones pending, the others skipped; a call
+        whose legs could not be built (`unbuilt`: key → why) is parked as such."""
         report = self.report
         for call in calls:
             for disposition in call.unknown_dispositions:
@@ -363,13 +415,13 @@ class ReadPhase:
                             disposition)
             for anomaly in call.anomalies:
                 log.warning("call %s: %s", call.key, anomaly)
-        for call in (c for c in calls if c.key in self.unbuilt):
-            if self.ledger.park_unbuilt(call, self.unbuilt[call.key]):
+        for call in (c for c in calls if c.key in unbuilt):
+            if self.ledger.park_unbuilt(call, unbuilt[call.key]):
                 log.error("call %s: %s; parked as unbuilt (see poller status; please report "
-                          "this, with the traceback -v shows)", call.key, self.unbuilt[call.key])
+                          "this, with the traceback -v shows)", call.key, unbuilt[call.key])
                 report.failures += 1
                 report.parked += 1
-        calls = [c for c in calls if c.key not in self.unbuilt]
+        calls = [c for c in calls if c.key not in unbuilt]
         incoming = [c for c in calls if c.incoming]
         changes = None
         if self.enrich is not None and incoming:
