@@ -249,7 +249,8 @@ def table(result: Result) -> str:
     lines += ["", f"duplicates per kill after createObjectref: {made} of {kills} = {rate}",
               f"windows caused (target done, no local commit): {windows} "
               f"({', '.join(f'{n} {c}' for c, n in sorted(tally.window_causes.items()))})",
-              f"attempts charged during outages: {tally.attempts_by_outage}"]
+              f"attempts charged during outages: {tally.attempts_by_outage}",
+              f"attempts charged by a local failure: {tally.attempts_by_local}"]
     for site in result.sites:
         if site.name == "webhook":
             lines.append(f"webhook: {len(site.rejected)} requests failing verification, "
@@ -281,5 +282,7 @@ def findings(result: Result) -> list[str]:
               for text in result.unexplained_duplicates]
     if result.tally.attempts_by_outage:
         found.append(f"{result.tally.attempts_by_outage} attempts charged during outages")
+    if result.tally.attempts_by_local:
+        found.append(f"{result.tally.attempts_by_local} attempts charged by a local failure")
     found += [f"run raised: {text}" for text in result.tally.runs_raised]
     return found

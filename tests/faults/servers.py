@@ -1,19 +1,24 @@
 """What the suite starts, stops and mounts, each cleaned up on every path: a private MariaDB
 server (never the machine's own), a size-limited tmpfs, a read-only bind mount, a process
-holding the SQLite ledger locked."""
+holding the SQLite ledger locked, and a run whose files are touched as the service user."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
+import pickle
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -197,3 +202,87 @@ class Locker:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
+
+
+SERVICE_USER = pwd.getpwnam("nobody")
+
+
+def can_act_as_service_user() -> bool:
+    """Whether this process may touch files as another user (root, on Linux)."""
+    return os.geteuid() == 0 and sys.platform.startswith("linux")
+
+
+def give_to_service_user(*tops: Path) -> None:
+    """The folders' whole trees the service user's, as on a PBX where it made them."""
+    for top in tops:
+        for path in [top, *top.rglob("*")]:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(path, SERVICE_USER.pw_uid, SERVICE_USER.pw_gid, follow_symlinks=False)
+
+
+def as_service_user(work: Callable[[], Any]) -> Any:
+    """`work()` in a forked child whose every file access the kernel checks as the service
+    user (setfsuid/setfsgid: root's file capabilities are dropped with them), so a folder
+    left root's refuses it with a real EACCES. Its encoder child, exec'd, is root again: the
+    interpreter lives where the service user may not read. The result (or the exception's
+    text) comes back through a pipe."""
+    _import_everything()
+    libc = ctypes.CDLL(None, use_errno=True)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            libc.setfsgid(SERVICE_USER.pw_gid)
+            libc.setfsuid(SERVICE_USER.pw_uid)
+            if libc.setfsuid(-1) != SERVICE_USER.pw_uid:  # -1 changes nothing, says the current
+                raise OSError("setfsuid did not take")
+            _children_start_as_root(libc)
+            try:
+                outcome: Any = ("ok", work())
+            except BaseException as exc:  # noqa: BLE001 - carried to the parent
+                outcome = ("error", f"{type(exc).__name__}: {exc}")
+            with os.fdopen(write, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    kind, value = pickle.loads(data) if data else ("error", "the child died")
+    if kind != "ok":
+        raise RuntimeError(value)
+    return value
+
+
+def _children_start_as_root(libc: Any) -> None:
+    """exec checks the program's path with the file user too: a child process (the encoder)
+    takes root's file access back just before it is exec'd."""
+    def root_again() -> None:
+        libc.setfsuid(0)
+        libc.setfsgid(0)
+
+    class Popen(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("preexec_fn", root_again)
+            super().__init__(*args, **kwargs)
+
+    subprocess.Popen = Popen  # type: ignore[misc] - in the forked child only
+
+
+def _import_everything() -> None:
+    """What a run may import late, imported now: the service user may not read the
+    interpreter's own files once the child has forked."""
+    import codecs
+    import importlib
+    import pkgutil
+    import select  # noqa: F401 - imported late by the command line's guard
+
+    import poller
+
+    codecs.lookup("utf-8-sig")  # the directory's CSV
+    pwd.getpwuid(os.geteuid())
+    for module in pkgutil.walk_packages(poller.__path__, "poller."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)

@@ -3,10 +3,12 @@ archive on a small disk and a loopback webhook receiver while every fault is inj
 clean run and the audit (faults.audit).
 
 Three sites read the same cdr table: `easla` (after_upload = "delete"; the kills, SOAP faults,
-outages, database and state faults), `archive` (its own state and recordings copy, the
-archive on a size-limited tmpfs: the disk-full fault) and `webhook` (its own state and
-recordings copy; the receiver verifies every request with standardwebhooks and fails the ways
-a receiver fails, and the run is SIGKILLed right after the receiver stored a call). Time is
+outages, database and state faults), `archive` (its own state and recordings copy, a caller
+directory, the archive on a size-limited tmpfs: the local faults — a full disk, a damaged
+journal, the directory gone with its copy damaged, folders refusing the service user) and
+`webhook` (its own state and recordings copy; the receiver verifies every request with
+standardwebhooks and fails the ways a receiver fails, and the run is SIGKILLed right after the
+receiver stored a call). Time is
 real, the retry schedule shortened (backoff 1s, max_backoff 2s, max_attempts 3), so that
 parking shows within a few runs.
 """
@@ -35,7 +37,16 @@ from easla_server import EaslaServer
 from support import MSK, MYSQL_URL, ROOT
 from webhook_receiver import Message, WebhookReceiver
 
-from .servers import Locker, Mounts, PrivateMariaDB, can_mount, free_port
+from .servers import (
+    Locker,
+    Mounts,
+    PrivateMariaDB,
+    as_service_user,
+    can_act_as_service_user,
+    can_mount,
+    free_port,
+    give_to_service_user,
+)
 from .sites import EASLA_ATTRIBUTES, Outcome, Site, children, command_line, kill_group
 from .workload import Workload
 
@@ -64,6 +75,9 @@ LABELS = {
     "webhook_slow": "webhook: receiver slower than the timeout",
     "webhook_http400": "webhook: HTTP 400 for one call",
     "kill_after_webhook": "SIGKILL right after the receiver stored a call",
+    "journal_damaged": "journal damaged (garbage, a torn last line)",
+    "directory_damaged": "caller directory gone, its copy damaged",
+    "eacces": "EACCES as the service user (tmp/, a day folder)",
 }
 WEBHOOK_FAULTS = ("webhook_http500", "webhook_http429", "webhook_reset", "webhook_lost_reply",
                   "webhook_slow", "webhook_http400", "kill_after_webhook")
@@ -89,14 +103,16 @@ SHORT = Plan(calls=70, outage_runs=40, lock_seconds=(3.0,), faults={
     "session_expiry": 1, "lost_reply": 2, "target_down": 1, "mariadb_stop": 1,
     "state_locked": 1, "state_readonly": 1, "disk_full": 1,
     "webhook_http500": 1, "webhook_http429": 1, "webhook_reset": 1, "webhook_lost_reply": 1,
-    "webhook_slow": 1, "webhook_http400": 1, "kill_after_webhook": 2})
+    "webhook_slow": 1, "webhook_http400": 1, "kill_after_webhook": 2, "journal_damaged": 1,
+    "directory_damaged": 1, "eacces": 2})
 LONG = Plan(calls=400, outage_runs=300, lock_seconds=(3.0, 45.0), faults={
     "kill_reading": 10, "kill_after_create": 20, "kill_transcoding": 10, "kill_upload": 10,
     "soap_http500": 8, "soap_timeout": 6, "soap_reset": 8, "soap_fault": 8,
     "session_expiry": 6, "lost_reply": 8, "target_down": 1, "mariadb_stop": 3,
     "state_locked": 2, "state_readonly": 3, "disk_full": 3,
     "webhook_http500": 6, "webhook_http429": 4, "webhook_reset": 6, "webhook_lost_reply": 6,
-    "webhook_slow": 4, "webhook_http400": 3, "kill_after_webhook": 10})
+    "webhook_slow": 4, "webhook_http400": 3, "kill_after_webhook": 10, "journal_damaged": 3,
+    "directory_damaged": 3, "eacces": 4})
 
 
 @dataclass
@@ -118,7 +134,8 @@ class Tally:
     kill_after_create_keys: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # broken promises seen during the runs
     parked: dict[str, list[str]] = field(default_factory=dict)  # site -> parked before requeue
-    attempts_by_outage: int = 0  # attempts charged while the target was down or the disk full
+    attempts_by_outage: int = 0  # attempts charged while the target was down
+    attempts_by_local: int = 0  # ... while a file or folder of the poller's own failed it
     runs_raised: list[str] = field(default_factory=list)
 
 
@@ -153,6 +170,7 @@ class Suite:
 
     def _setup(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="poller-faults-")).resolve()
+        self.root.chmod(0o755)  # the service user goes through it (faults "eacces")
         if not self.keep:
             self.stack.callback(shutil.rmtree, self.root, ignore_errors=True)
         self.mounts = Mounts()
@@ -191,7 +209,9 @@ class Suite:
             self.tally.detail["disk_full"] = "simulated ENOSPC (no mount here)"
         self.archive_site = Site(
             "archive", self.root / "archive", self.cdr_url, source=source, retry=retry,
-            target={"kind": "archive", "archive": {"dir": str(archive_dir)}})
+            target={"kind": "archive", "archive": {"dir": str(archive_dir)}},
+            callers={"csv": str(self._directory(self.root / "archive")), "country": "RU",
+                     "refresh": "1s"})
         self.receiver = WebhookReceiver()
         self.receiver.start()
         self.stack.callback(self.receiver.stop)
@@ -210,6 +230,17 @@ class Suite:
         self.victims: list[Any] = []
         self.orphans: set[int] = set()  # objects whose window was counted
         self.unconfirmed_files: dict[int, int] = {}
+
+    def _directory(self, folder: Path) -> Path:
+        """A caller directory knowing the sample callers (numbers with digits)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        numbers = sorted({row["src"] for row in self.sample_rows
+                          if sum(char.isdigit() for char in row["src"]) >= 10})
+        path = folder / "callers.csv"
+        path.write_text("number,name\n" + "".join(f"{number},Caller {n}\n"
+                                                  for n, number in enumerate(numbers, 1)),
+                        encoding="utf-8")
+        return path
 
     def _drop_database(self, admin: sa.engine.Engine) -> None:
         with admin.begin() as conn:
@@ -672,8 +703,93 @@ class Suite:
         with self._full_disk(site.archive):
             for _ in range(3):
                 self._run_archive()
-        self.tally.attempts_by_outage += self._attempts(site) - attempts
+        self.tally.attempts_by_local += self._attempts(site) - attempts
         self.tally.injected["disk_full"] += 1
+        self._run_archive()
+
+    def _journal_damaged(self) -> None:
+        """Garbage, `[1, 2, 3]` and a torn last line (a kill or a full disk mid-append) in the
+        archive site's journal: the next run sets them aside and delivers."""
+        site = self.archive_site
+        site.state.mkdir(parents=True, exist_ok=True)
+        aside = site.state / "journal.bad"
+        before = aside.stat().st_size if aside.exists() else 0
+        attempts = self._attempts(site)
+        with open(site.state / "journal", "ab") as journal:
+            journal.write(b"\x00\x17 damaged \xff\xfe\n[1, 2, 3]\n"
+                          b'{"key": "1795675107.0", "stage": "crea')
+        outcome = self._run_archive()
+        self.tally.attempts_by_local += self._attempts(site) - attempts
+        if outcome.stopped:
+            self.tally.problems.append(f"a damaged journal stopped a run: {outcome.stopped}")
+        self._note("journal_damaged", aside.exists() and aside.stat().st_size > before)
+        self.tally.detail["journal_damaged"] = "garbage, [1,2,3], a torn line; set aside"
+
+    def _directory_damaged(self) -> None:
+        """The directory's CSV gone (an NFS mount lost) and its copy in state.dir damaged, for
+        two runs: calls go on without caller fields, exit 1, never 2; then it comes back."""
+        site = self.archive_site
+        directory = site.folder / "callers.csv"
+        away = directory.with_name("callers.csv.away")
+        attempts = self._attempts(site)
+        directory.rename(away)
+        try:
+            (site.state / "callers.json").write_text("{damaged", encoding="utf-8")
+            outcomes = [self._run_archive() for _ in range(2)]
+        finally:
+            away.rename(directory)
+        said = [text for outcome in outcomes if outcome.report
+                for text in outcome.report.unavailable if "cannot read the directory" in text]
+        for outcome in outcomes:
+            if outcome.stopped:
+                self.tally.problems.append(f"the directory's outage stopped a run "
+                                           f"(exit {outcome.exit_code}): {outcome.stopped}")
+        time.sleep(1.1)  # callers.refresh: tried again
+        back = self._run_archive()
+        if back.report and any("cannot read the directory" in text
+                               for text in back.report.unavailable):
+            self.tally.problems.append("the directory was not read again once it was back")
+        self.tally.attempts_by_local += self._attempts(site) - attempts
+        self._note("directory_damaged", bool(said))
+        self.tally.detail["directory_damaged"] = "CSV moved away, callers.json garbage, 2 runs"
+
+    def _eacces(self) -> None:
+        """The archive site's files are the service user's, as on a PBX; a root run left one
+        folder root's — tmp/ or the day folder the calls go to — and a run as the service
+        user meets EACCES: it stops, exit 1, charging nobody; given back, the next run
+        delivers."""
+        if not can_act_as_service_user():
+            self.tally.missed["eacces"] += 1
+            self.tally.detail["eacces"] = "not run: needs root to act as another user"
+            return
+        site = self.archive_site
+        self._run_archive()  # as root before: what it leaves is then given to the user
+        self.workload.arrive(2, recorded=True)  # calls for the service user's run
+        give_to_service_user(site.state, site.archive)
+        if self.tally.injected["eacces"] % 2 == 0:
+            stuck = [site.state / "tmp"]
+        else:
+            now = dt.datetime.now(MSK)
+            days = {(now - dt.timedelta(hours=hours)).strftime("%Y/%m/%d") for hours in (0, 4)}
+            stuck = [site.archive / day for day in sorted(days)]
+        for folder in stuck:
+            folder.mkdir(parents=True, exist_ok=True)
+        give_to_service_user(site.state, site.archive)
+        for folder in stuck:
+            os.chown(folder, 0, 0)
+        attempts = self._attempts(site)
+        try:
+            outcome = self._count(site, as_service_user(site.run))
+        finally:
+            give_to_service_user(*stuck)
+        self.tally.attempts_by_local += self._attempts(site) - attempts
+        denied = bool(outcome.report) and any(
+            "permission denied" in text.lower() for text in outcome.report.unavailable)
+        if outcome.stopped and outcome.exit_code != 1:
+            self.tally.problems.append(f"EACCES stopped a run with exit {outcome.exit_code}: "
+                                       f"{outcome.stopped}")
+        self._note("eacces", denied and outcome.exit_code == 1)
+        self.tally.detail["eacces"] = "tmp/ or a day folder root's; the run as user nobody"
         self._run_archive()
 
     @contextlib.contextmanager
@@ -716,9 +832,9 @@ def _journal(path: Path) -> dict[str, dict[str, Any]]:
     """The values of the steps a journal holds, by call key."""
     steps: dict[str, dict[str, Any]] = {}
     with contextlib.suppress(OSError):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                step = json.loads(line)
+        for line in path.read_bytes().splitlines():
+            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                step = json.loads(line)  # a damaged line holds no step (the run sets it aside)
                 steps.setdefault(step["key"], {}).update(step["values"])
     return steps
 
