@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 
 # a folder that takes no writes at all: every call would fail alike
 REFUSING = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
@@ -22,8 +23,6 @@ def refuses_writes(exc: OSError) -> bool:
 
 def user() -> str:
     """`user poller` (or `uid 998` without a name): who the files are written as."""
-    import pwd
-
     try:
         return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
     except KeyError:

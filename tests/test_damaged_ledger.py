@@ -13,8 +13,8 @@ import pytest
 from support import DIRECT_ANSWERED, cdr_table, clone_call, legs_of, msk, run_cli, write_config
 
 from poller.config.load import load
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 
 NOW = msk("2026-11-26 12:00")
 

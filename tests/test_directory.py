@@ -38,8 +38,8 @@ from poller.config.load import from_mapping, load
 from poller.config.schema import CallersConfig, Seconds, Secret
 from poller.errors import ConfigError, ExitCode
 from poller.ops.check import WARN, run_checks
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 
 NOW = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
 ACME = "+79161234567"

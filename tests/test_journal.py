@@ -25,8 +25,8 @@ from poller.errors import ExitCode, TargetUnavailable
 from poller.ledger.journal import Journal, parse_lines
 from poller.model import Stage
 from poller.ops.check import FAIL, run_checks
+from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
-from poller.run.report import RunOptions
 
 NOW = msk("2026-11-26 12:00")
 

@@ -4,6 +4,7 @@ error it meets instead of stopping on it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 from collections.abc import Callable, Iterator
@@ -133,8 +134,6 @@ def _incidents(ledger: Any) -> Iterator[str]:
 
 def _reads_as_date(text: str) -> bool:
     """Whether a stored date-time reads back as one (SQLite keeps them as text)."""
-    import datetime as dt
-
     try:
         dt.datetime.fromisoformat(str(text))
     except ValueError:

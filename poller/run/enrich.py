@@ -96,7 +96,7 @@ class CallerLookup:
         return found
 
     def _read(self, wanted: set[str]) -> dict[str, Caller]:
-        from poller.callers import directory
+        from poller.callers import directory  # as above
 
         if not directory.wants_numbers(self.config):
             if self.whole is None:
@@ -114,7 +114,7 @@ class CallerLookup:
     def _read_before(self, ledger: EnrichLedger) -> bool:
         """Whether a directory was read before: the ledger says so, or a copy (even one
         damaged, or made for other settings) is left in state.dir."""
-        from poller.callers import directory
+        from poller.callers import directory  # as above
 
         return ledger.directory_loaded() is not None or \
             (Path(self.state_dir) / directory.CACHE_NAME).exists()

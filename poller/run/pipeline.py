@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from poller.config.schema import Config
 from poller.databases import database_error
 from poller.errors import ConfigError, LedgerUnavailable, ServiceUnavailable, TargetUnavailable
+from poller.ledger.health import problems
 from poller.ledger.journal import Journal
 from poller.ledger.schema import utcnow
 from poller.ledger.store import Ledger
@@ -298,8 +299,6 @@ def _clear_leftovers(state_dir: str) -> None:
 def _damage(ledger: Ledger) -> str | None:
     """What a damaged ledger holds that stopped the run, or None (then it was something
     else). Looked at only when a run stopped on an error it did not foresee."""
-    from poller.ledger.health import problems
-
     try:
         found = problems(ledger)
     except Exception:  # noqa: BLE001 - the run's own error is reported instead
