@@ -321,6 +321,32 @@ def cdr_table(folder: Path, rows: list[dict[str, Any]]) -> str:
     return f"sqlite:///{path}"
 
 
+def in_child(become: Callable[[], None], work: Callable[[], Any]) -> Any:
+    """`work()` in a forked child that first calls `become()` (to take another user's
+    identity); its result comes back, its exception fails the caller with its text."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            try:
+                become()
+                outcome: Any = ("ok", work())
+            except BaseException as exc:  # noqa: BLE001 - carried to the parent
+                outcome = ("error", f"{type(exc).__name__}: {exc}")
+            with os.fdopen(write, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    kind, value = pickle.loads(data) if data else ("error", "the child died")
+    assert kind == "ok", value
+    return value
+
+
 def as_nobody(work: Callable[[], Any]) -> Any:
     """`work()` in a forked child running as nobody; its result (or exception) comes back.
 
@@ -332,29 +358,13 @@ def as_nobody(work: Callable[[], Any]) -> Any:
     import poller.ops.status  # noqa: F401 - files again after the fork
     import poller.run.pipeline  # noqa: F401
     sa.create_engine("sqlite://").dispose()  # loads SQLAlchemy's SQLite dialect
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(NOBODY.pw_gid)
-            os.setuid(NOBODY.pw_uid)
-            try:
-                outcome: Any = ("ok", work())
-            except BaseException as exc:  # noqa: BLE001 - carried to the parent
-                outcome = ("error", repr(exc))
-            with os.fdopen(write, "wb") as pipe:
-                pickle.dump(outcome, pipe)
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    kind, value = pickle.loads(data)
-    assert kind == "ok", value
-    return value
+
+    def become_nobody() -> None:
+        os.setgroups([])
+        os.setgid(NOBODY.pw_gid)
+        os.setuid(NOBODY.pw_uid)
+
+    return in_child(become_nobody, work)
 
 
 def give_to_nobody(*paths: Path) -> None:

@@ -8,7 +8,6 @@ import atexit
 import contextlib
 import ctypes
 import os
-import pickle
 import pwd
 import shutil
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from support import NOBODY, in_child
 
 CDR_SCHEMA = Path(__file__).resolve().parents[2] / "sql" / "cdr-freepbx.sql"
 
@@ -204,7 +204,7 @@ class Locker:
             self.process.wait(timeout=30)
 
 
-SERVICE_USER = pwd.getpwnam("nobody")
+SERVICE_USER = NOBODY  # the poller's user on a PBX (`poller`); nobody here
 
 
 def can_act_as_service_user() -> bool:
@@ -224,36 +224,18 @@ def as_service_user(work: Callable[[], Any]) -> Any:
     """`work()` in a forked child whose every file access the kernel checks as the service
     user (setfsuid/setfsgid: root's file capabilities are dropped with them), so a folder
     left root's refuses it with a real EACCES. Its encoder child, exec'd, is root again: the
-    interpreter lives where the service user may not read. The result (or the exception's
-    text) comes back through a pipe."""
+    interpreter lives where the service user may not read."""
     _import_everything()
     libc = ctypes.CDLL(None, use_errno=True)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read)
-            libc.setfsgid(SERVICE_USER.pw_gid)
-            libc.setfsuid(SERVICE_USER.pw_uid)
-            if libc.setfsuid(-1) != SERVICE_USER.pw_uid:  # -1 changes nothing, says the current
-                raise OSError("setfsuid did not take")
-            _children_start_as_root(libc)
-            try:
-                outcome: Any = ("ok", work())
-            except BaseException as exc:  # noqa: BLE001 - carried to the parent
-                outcome = ("error", f"{type(exc).__name__}: {exc}")
-            with os.fdopen(write, "wb") as pipe:
-                pickle.dump(outcome, pipe)
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    kind, value = pickle.loads(data) if data else ("error", "the child died")
-    if kind != "ok":
-        raise RuntimeError(value)
-    return value
+
+    def become_service_user() -> None:
+        libc.setfsgid(SERVICE_USER.pw_gid)
+        libc.setfsuid(SERVICE_USER.pw_uid)
+        if libc.setfsuid(-1) != SERVICE_USER.pw_uid:  # -1 changes nothing, says the current
+            raise OSError("setfsuid did not take")
+        _children_start_as_root(libc)
+
+    return in_child(become_service_user, work)
 
 
 def _children_start_as_root(libc: Any) -> None:

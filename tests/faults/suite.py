@@ -789,7 +789,7 @@ class Suite:
             self.tally.problems.append(f"EACCES stopped a run with exit {outcome.exit_code}: "
                                        f"{outcome.stopped}")
         self._note("eacces", denied and outcome.exit_code == 1)
-        self.tally.detail["eacces"] = "tmp/ or a day folder root's; the run as user nobody"
+        self.tally.detail["eacces"] = "tmp/ or the day folders root's; file access as nobody"
         self._run_archive()
 
     @contextlib.contextmanager
