@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import sys
 from logging.handlers import SysLogHandler
 
@@ -35,6 +36,9 @@ class EscapingFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+SYSLOG_SOCKET = "/dev/log"  # the local syslog daemon's socket (journald's or rsyslog's)
+
+
 def setup_logging(verbose: int, quiet: bool, syslog: bool = False) -> None:
     """Log lines to standard error with time stamps, and to syslog (daemon) when asked."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
@@ -43,12 +47,29 @@ def setup_logging(verbose: int, quiet: bool, syslog: bool = False) -> None:
                                            "%Y-%m-%d %H:%M:%S"))
     handlers: list[logging.Handler] = [handler]
     if syslog:
-        address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
-        to_syslog = SysLogHandler(address=address, facility=SysLogHandler.LOG_DAEMON)
-        to_syslog.setFormatter(EscapingFormatter("poller[%(process)d]: %(levelname)s %(message)s"))
-        handlers.append(to_syslog)
+        to_syslog = _syslog_handler()
+        if to_syslog is not None:
+            handlers.append(to_syslog)
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(level)
     # suds logs whole SOAP envelopes (the login one carries the password) at debug level
     logging.getLogger("suds").setLevel(logging.WARNING)
+
+
+def _syslog_handler() -> logging.Handler | None:
+    """A handler for the local syslog socket, or None (said once on standard error, where
+    every line still goes): a UDP fallback would drop every line unheard on a host without a
+    syslog daemon."""
+    try:
+        # SysLogHandler connects lazily and never says it could not: ask the socket first
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+            probe.connect(SYSLOG_SOCKET)
+    except OSError as exc:
+        sys.stderr.write(f"--syslog: no syslog daemon to send to ({SYSLOG_SOCKET}: "
+                         f"{exc.strerror or exc}); logging to standard error only\n")
+        return None
+    handler = SysLogHandler(address=SYSLOG_SOCKET, facility=SysLogHandler.LOG_DAEMON)
+    # the priority (<30> is daemon.info) carries the level: the line does not repeat it
+    handler.setFormatter(EscapingFormatter("poller[%(process)d]: %(message)s"))
+    return handler

@@ -17,11 +17,13 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -53,12 +55,13 @@ from support import (
     watermark_of,
     write_config,
 )
+from webhook_receiver import WebhookReceiver
 
 from poller.errors import DeliveryError, LockHeld
 from poller.ledger import schema as ledger_module
 from poller.ledger.store import Ledger
 from poller.model import Call
-from poller.run.follow import follow
+from poller.run.follow import OutageLog, follow
 from poller.run.lock import RunLock
 from poller.run.options import Progress, RunOptions
 from poller.run.pipeline import run_once
@@ -782,6 +785,45 @@ def test_follow_polls_again_after_finding_the_lock_held(tmp_path, cdr_db, sample
         backfill.__exit__(None, None, None)
 
 
+def test_follow_says_an_outage_when_it_starts_and_when_it_ends(tmp_path, cdr_db, sample_rows,
+                                                              caplog):
+    """A receiver answering 500 for a while: one line when the outage starts, one when it
+    ends (with its length), not an ERROR per poll; then the call is delivered."""
+    with WebhookReceiver() as receiver:
+        target = {"kind": "webhook", "webhook": {"url": receiver.url, "secret": receiver.secret,
+                                                 "timeout": "1s"}}
+        config = make_config(tmp_path, cdr_db.url, target=target,
+                             source={"settle": "0s", "start": ""})
+        receiver.fail_next("http500", count=8)
+        calls = direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(minutes=2))
+        with caplog.at_level(logging.INFO, logger="poller"), \
+                following(config, interval=0.02) as (stop, _):
+            wait_for(lambda: key_of(calls[0]) in receiver.calls(), 30, "the call delivered")
+            stop.set()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("outage: "), errors
+    assert "500" in errors[0]
+    over = [r.getMessage() for r in caplog.records if "outage over after" in r.getMessage()]
+    assert len(over) == 1 and re.search(r"outage over after \d+s \(it began with: ", over[0]), \
+        over
+
+
+def test_an_outage_is_said_again_every_hour_while_it_lasts():
+    """The decision alone, on plain data: polls every 15 s through a 2.5-hour outage."""
+    outage = OutageLog()
+    said = []
+    for poll in range(620):
+        now = poll * 15.0
+        problems = ["the target does not answer"] if 10 <= poll < 600 else []
+        line = outage.after_poll(problems, now)
+        if line is not None:
+            said.append((now, *line))
+    assert [(level, text.split(":")[0]) for _, level, text in said] == [
+        (logging.ERROR, "outage"), (logging.ERROR, "outage for 1h00m"),
+        (logging.ERROR, "outage for 2h00m"),
+        (logging.WARNING, "outage over after 2h27m (it began with")]
+
+
 @pytest.mark.slow
 def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_db, sample_rows):
     """run --follow as systemd runs it: delivers a new call, and SIGTERM ends it with exit 0."""
@@ -1070,28 +1112,49 @@ def test_syslog_option_with_dev_log(tmp_path, cdr_db):
     assert "watermark:" in result.stdout
 
 
-def test_syslog_option_sends_daemon_lines(tmp_path, cdr_db):
-    """--syslog without /dev/log sends daemon.info lines to localhost:514; -q sends none."""
-    if os.path.exists("/dev/log"):
-        pytest.skip("/dev/log exists: the log goes to the local socket, not to UDP")
-    family, kind, proto, _, address = socket.getaddrinfo("localhost", 514, 0,
-                                                         socket.SOCK_DGRAM)[0]
-    with socket.socket(family, kind, proto) as receiver:
-        try:
-            receiver.bind(address)
-        except OSError as exc:
-            pytest.skip(f"cannot listen on {address} as a syslog stand-in: {exc}")
-        receiver.settimeout(5)
-        path = str(write_config(tmp_path, cdr_db.url))
-        with RunLock(tmp_path / "state"):
-            result = cli("--syslog", "--config", path, "run")
-            assert result.exit_code == 0, result.output
-            message = receiver.recv(65536).decode()
-            assert re.match(r"<30>poller\[\d+\]: INFO another run holds .*poller\.lock; "
-                            r"nothing to do", message), message  # 30 = daemon.info
+@pytest.fixture
+def syslog_socket(monkeypatch):
+    """A datagram socket standing in for /dev/log (a short path: AF_UNIX allows ~107 bytes)."""
+    folder = tempfile.mkdtemp(prefix="syslog-")
+    path = os.path.join(folder, "log")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    receiver.settimeout(5)
+    monkeypatch.setattr("poller.logs.SYSLOG_SOCKET", path)
+    try:
+        yield receiver
+    finally:
+        receiver.close()
+        shutil.rmtree(folder)
 
-            result = cli("-q", "--syslog", "--config", path, "run")
-            assert result.exit_code == 0 and result.output == "", result.output
-            receiver.settimeout(0.5)
-            with pytest.raises(TimeoutError):
-                receiver.recv(65536)
+
+def test_syslog_option_sends_daemon_lines(tmp_path, cdr_db, syslog_socket):
+    """--syslog sends daemon.info lines to the local socket, the level in the priority only;
+    -q sends none."""
+    path = str(write_config(tmp_path, cdr_db.url))
+    with RunLock(tmp_path / "state"):
+        result = cli("--syslog", "--config", path, "run")
+        assert result.exit_code == 0, result.output
+        message = syslog_socket.recv(65536).decode()
+        # 30 = daemon.info; no "INFO" after the tag: the priority says it
+        assert re.match(r"<30>poller\[\d+\]: another run holds .*poller\.lock; "
+                        r"nothing to do", message), message
+
+        result = cli("-q", "--syslog", "--config", path, "run")
+        assert result.exit_code == 0 and result.output == "", result.output
+        syslog_socket.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            syslog_socket.recv(65536)
+
+
+def test_syslog_without_a_daemon_says_so_once_and_logs_to_stderr(tmp_path, cdr_db,
+                                                                  monkeypatch):
+    """No /dev/log (a container, a chroot): --syslog says so once on standard error, where
+    every line still goes, instead of dropping them all unheard."""
+    monkeypatch.setattr("poller.logs.SYSLOG_SOCKET", str(tmp_path / "no-such-log"))
+    path = str(write_config(tmp_path, cdr_db.url))
+    result = cli("--syslog", "--config", path, "run")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("no syslog daemon") == 1, result.stderr
+    assert "logging to standard error only" in result.stderr
+    assert re.search(r"INFO run: delivered", result.stderr), result.stderr

@@ -86,7 +86,7 @@ def deliver_due(courier: Courier, options: RunOptions) -> None:
         except RecordingsUnavailable as exc:
             # only calls with recordings wait for the folder; the others go on
             if str(exc) not in courier.report.unavailable:
-                log.error("%s", exc)
+                log.log(options.outage_level, "%s", exc)
                 courier.report.unavailable.append(str(exc))
 
 

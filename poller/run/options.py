@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,13 @@ class RunOptions:
     should_stop: Callable[[], bool] = field(default=lambda: False, compare=False)
     # told how far a long read has come (a progress bar on a terminal)
     progress: Callable[[Progress], None] | None = field(default=None, compare=False)
+    # follow mode says an outage itself (when it starts, hourly, when it ends), not each poll
+    follow: bool = False
+
+    @property
+    def outage_level(self) -> int:
+        """The level of a line saying a service is down: follow mode keeps them for -v."""
+        return logging.DEBUG if self.follow else logging.ERROR
 
     @property
     def backfill(self) -> bool:

@@ -201,7 +201,7 @@ def _read(config: Config, options: RunOptions, moment: Moment, ledger: ReadLedge
         finally:
             source.close()
     except ServiceUnavailable as exc:
-        log.error("%s", exc)
+        log.log(options.outage_level, "%s", exc)
         report.unavailable.append(str(exc))
     return oldest
 
@@ -218,7 +218,8 @@ def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger
         # the target said when to come back (Retry-After): no request before then
         text = (f"the target asked for no request before "
                 f"{down.until.isoformat(sep=' ', timespec='seconds')} UTC ({down.error})")
-        log.error("%s; no call is charged, a run after then tries again", text)
+        log.log(options.outage_level, "%s; no call is charged, a run after then tries again",
+                text)
         report.unavailable.append(text)
         report.target_down_since = down.since.isoformat(timespec="seconds") + "Z"
         return
@@ -230,10 +231,10 @@ def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger
         since = down.since if down is not None else moment.utc
         until = (None if exc.retry_after is None
                  else moment.utc + dt.timedelta(seconds=exc.retry_after))
-        log.error("%s; target down since %s UTC: no call is charged, %s", exc,
-                  since.isoformat(sep=" ", timespec="seconds"),
-                  "the next run tries again" if until is None else
-                  f"no run tries again before {until.isoformat(sep=' ', timespec='seconds')} UTC")
+        log.log(options.outage_level, "%s; target down since %s UTC: no call is charged, %s",
+                exc, since.isoformat(sep=" ", timespec="seconds"),
+                "the next run tries again" if until is None else
+                f"no run tries again before {until.isoformat(sep=' ', timespec='seconds')} UTC")
         report.unavailable.append(str(exc))
         report.target_down_since = since.isoformat(timespec="seconds") + "Z"
         try:
@@ -242,11 +243,12 @@ def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger
             log.warning("could not record the target's outage: %s", failure)
         return
     except ServiceUnavailable as exc:
-        log.error("%s; the remaining calls wait for the next run", exc)
+        log.log(options.outage_level, "%s; the remaining calls wait for the next run", exc)
         report.unavailable.append(str(exc))
         return
     if down is not None and target.opened is not None:
-        log.info("the target answers again (down since %s UTC: %s)",
+        log.log(logging.DEBUG if options.follow else logging.INFO,
+                "the target answers again (down since %s UTC: %s)",
                  down.since.isoformat(sep=" ", timespec="seconds"), down.error)
         ledger.clear_target_down()
 
