@@ -8,7 +8,6 @@ prints, has its control characters escaped.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import socket
 import sys
