@@ -234,6 +234,7 @@ def build_call(legs: Iterable[Leg], rules: IncomingRules, zone: ZoneInfo, templa
         last_calldate=max(leg.calldate for leg in ordered),
         unknown_dispositions=unknown,
         legs=len(ordered),
+        pbx=first.pbx,
     )
 
 
@@ -246,4 +247,4 @@ def stand_in(key: str, legs: Sequence[Leg], zone: ZoneInfo) -> Call:
                 did=first.did.strip(), duration=0, talk_time=0, wait_time=0, status=Status.UNBUILT,
                 answered_by="", incoming=False, recordings=(), expects_recording=False,
                 first_calldate=first.calldate,
-                last_calldate=max(leg.calldate for leg in legs), legs=0)
+                last_calldate=max(leg.calldate for leg in legs), legs=0, pbx=first.pbx)

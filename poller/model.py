@@ -66,6 +66,18 @@ def fit_key(raw: str) -> str:
     return f"{raw[:KEY_LENGTH - 17]}~{_digest(raw)[:16]}"
 
 
+def source_key(pbx: str, raw: str) -> str:
+    """A call key as the ledger keeps it for source `pbx` (source.name): `<pbx>:<id>` when
+    named, since two PBXs write the same uniqueids; the id alone when not, as ledgers made
+    before names existed hold it."""
+    return fit_key(f"{pbx}:{raw}" if pbx else raw)
+
+
+def source_id(pbx: str, key: str) -> str:
+    """The id a call key was made of, as the PBX wrote it (`source_key` undone)."""
+    return key.removeprefix(f"{pbx}:") if pbx else key
+
+
 def reused_key(key: str, first_calldate: dt.datetime) -> str:
     """The key of a call that met a key the ledger holds for a call long before it (a PBX
     restarted with a reset counter, a cloned systemname): the same key, told apart by when."""
@@ -97,15 +109,17 @@ class Leg:
     accountcode: str = ""
     userfield: str = ""
     cursor: Any = None  # the value of source.cursor when that is not calldate
+    pbx: str = ""  # source.name of the PBX that wrote the row
 
     @property
     def key(self) -> str:
         """The call this leg belongs to: linkedid, else its own uniqueid; a row with neither
-        is a call of its own, named by what it holds (never merged with another such row)."""
+        is a call of its own, named by what it holds (never merged with another such row).
+        Prefixed with the PBX's name when it has one (source_key)."""
         raw = self.linkedid.strip() or self.uniqueid.strip()
         if not raw:
-            return "row-" + _digest(repr(self.identity + (self.src, self.dst)))[:20]
-        return fit_key(raw)
+            raw = "row-" + _digest(repr(self.identity + (self.src, self.dst)))[:20]
+        return source_key(self.pbx, raw)
 
     @property
     def end(self) -> dt.datetime:
@@ -143,6 +157,7 @@ class Record:
     caller_name: str | None = None  # the directory's name of a known caller
     caller_extra: tuple[tuple[str, str | None], ...] = ()  # (column, value) per callers.fields
     incident: str | None = None  # the key of the call that opened the call's incident
+    pbx: str = ""  # source.name: which PBX the call came through ("" when unnamed)
 
     def to_json(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in RECORD_FIELDS if name != "incident"}
@@ -190,6 +205,7 @@ class Call:
     # `recordings` are places to look, in order, not files to join: the first that holds a
     # file is the recording, and none holding one means the call has none (recording_search)
     recording_search: bool = False
+    pbx: str = ""  # source.name of the PBX it came through
 
     def starts_within(self, since: dt.datetime | None, until: dt.datetime | None) -> bool:
         """Whether the call's first leg lies in [since, until) (naive local; None: open)."""
@@ -205,7 +221,7 @@ class Call:
                       self.duration, self.talk_time, self.wait_time, str(self.status),
                       self.answered_by, recording, problem, self.number_e164,
                       caller.get("caller_id"), caller.get("caller_name"), extra,
-                      self.incident).to_json()
+                      self.incident, self.pbx).to_json()
 
     def to_json(self) -> dict[str, Any]:
         # a shallow copy: asdict's deep copy of every value was a quarter of a backfill's

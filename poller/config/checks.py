@@ -38,9 +38,15 @@ from poller.templates import (
     wildcards,
 )
 
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,15}")
+
 
 def check_semantics(config: Config, problems: list[str]) -> None:
     source = config.source
+    if source.name and not SOURCE_NAME.fullmatch(source.name):
+        problems.append(f"source.name: {source.name!r} is not a short name: 1 to 16 letters, "
+                        "digits, \"-\" or \"_\", starting with a letter or digit (it prefixes "
+                        "every call key)")
     if source.kind not in SOURCE_KINDS:
         problems.append(f"source.kind must be one of {', '.join(SOURCE_KINDS)}, "
                         f"not {source.kind!r}")

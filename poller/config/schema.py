@@ -73,6 +73,7 @@ class ReconcileConfig:
 
 @dataclass(frozen=True)
 class SourceConfig:
+    name: str = ""  # the PBX's name: prefixes its call keys, the call field `pbx`
     kind: str = "table"
     url: Secret = Secret("")
     table: str = "cdr"

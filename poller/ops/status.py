@@ -49,6 +49,7 @@ class Overview:
     failed_incidents: list[dict[str, Any]] = field(default_factory=list)
     reconciled_total: int = 0  # calls taken from Master.csv: the cdr table lacked them
     ledger_error: str | None = None  # the ledger, or a part of it, could not be read
+    source: str = ""  # source.name: the PBX whose part of the ledger this is
 
     @property
     def failing(self) -> bool:
@@ -84,7 +85,7 @@ class Overview:
 def collect(config: Config, now: dt.datetime | None = None) -> Overview:
     zone = ZoneInfo(config.source.timezone)
     status = Overview(None, None, None, {}, now=now or dt.datetime.now(dt.UTC), zone=zone,
-                    run_pid=held_by(config.state.dir))
+                      run_pid=held_by(config.state.dir), source=config.source.name)
     ledger = _read(status, lambda: Ledger.open_existing(config.state.database_url,
                                                         read_only=True), None)
     if ledger is not None:
@@ -153,6 +154,7 @@ def to_json(status: Overview) -> dict[str, Any]:
         "schema": STATUS_SCHEMA,
         "now": status.now.astimezone(status.zone).isoformat(timespec="seconds"),
         "zone": status.zone.key,
+        "source": status.source,
         "watermark": when(status.local(status.watermark)),
         "newest_row": when(status.local(status.newest_row)),
         "lag_seconds": int(lag.total_seconds()) if lag is not None else None,
@@ -181,8 +183,10 @@ def to_json(status: Overview) -> dict[str, Any]:
 
 def render(status: Overview) -> str:
     lines = [f"now:         {_at(status.now.astimezone(status.zone))} ({status.zone.key}; "
-             "every time below is in this zone)",
-             f"watermark:   {_at(status.local(status.watermark)) or 'none yet'}"]
+             "every time below is in this zone)"]
+    if status.source:
+        lines.append(f"source:      {status.source} (its calls are keyed {status.source}:…)")
+    lines += [f"watermark:   {_at(status.local(status.watermark)) or 'none yet'}"]
     if status.ledger_error:
         lines.append(f"ledger:      cannot be read: {status.ledger_error} (`poller check` says "
                      "what; the runs cannot use it either)")

@@ -25,15 +25,21 @@ class LedgerFigures:
     reconciled_total: int = 0  # calls taken from Master.csv, over all runs
 
 
-def write_metrics(path: str, report: RunReport, ledger: LedgerFigures | None) -> None:
-    """Write the metrics file; a failure to write is logged, never fatal to the run."""
+def write_metrics(path: str, report: RunReport, ledger: LedgerFigures | None,
+                  pbx: str = "") -> None:
+    """Write the metrics file; a failure to write is logged, never fatal to the run. A named
+    source (`pbx`) labels every series with it: the pollers of several PBXs write theirs
+    side by side for one node_exporter."""
     # only where [metrics] file is set: a run without metrics never loads the client
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
     registry = CollectorRegistry()
 
-    def gauge(name: str, text: str, labels: tuple[str, ...] = ()) -> Gauge:
-        return Gauge(f"poller_{name}", text, labels, registry=registry)
+    def gauge(name: str, text: str, labels: tuple[str, ...] = ()) -> Gauge | _Labelled:
+        if not pbx:
+            return Gauge(f"poller_{name}", text, labels, registry=registry)
+        return _Labelled(Gauge(f"poller_{name}", text, ("pbx", *labels), registry=registry),
+                         pbx)
 
     delivered = gauge("last_run_calls_delivered", "Calls delivered by the last run", ("status",))
     for status in STATUSES:
@@ -56,26 +62,43 @@ def write_metrics(path: str, report: RunReport, ledger: LedgerFigures | None) ->
           "cdr table lacked them").set(report.reconciled)
     if ledger is not None:
         _ledger_metrics(ledger, report, gauge)
-        registry.register(_Reconciled(ledger.reconciled_total))
+        registry.register(_Reconciled(ledger.reconciled_total, pbx))
     try:
         write_to_textfile(path, registry)  # writes a temporary file, then renames it
     except OSError as exc:
         log.warning("metrics: could not write %s: %s", path, exc)
 
 
+class _Labelled:
+    """A gauge whose first label is the source's name, given once."""
+
+    def __init__(self, gauge: Any, pbx: str):
+        self.gauge, self.pbx = gauge, pbx
+
+    def set(self, value: float) -> None:
+        self.gauge.labels(self.pbx).set(value)
+
+    def labels(self, *values: str) -> Any:
+        return self.gauge.labels(self.pbx, *values)
+
+
 class _Reconciled:
     """poller_calls_reconciled_total: a counter (it only grows; the ledger keeps it), so
     rate() shows how often the database loses calls."""
 
-    def __init__(self, total: int):
-        self.total = total
+    def __init__(self, total: int, pbx: str = ""):
+        self.total, self.pbx = total, pbx
 
     def collect(self) -> Any:
         from prometheus_client.core import CounterMetricFamily
 
-        yield CounterMetricFamily("poller_calls_reconciled", "Calls taken from Master.csv "
-                                  "because the cdr table lacked them (source.reconcile)",
-                                  value=self.total)
+        text = "Calls taken from Master.csv because the cdr table lacked them (source.reconcile)"
+        if not self.pbx:
+            yield CounterMetricFamily("poller_calls_reconciled", text, value=self.total)
+            return
+        family = CounterMetricFamily("poller_calls_reconciled", text, labels=["pbx"])
+        family.add_metric([self.pbx], self.total)
+        yield family
 
 
 def _ledger_metrics(ledger: LedgerFigures, report: RunReport, gauge: Any) -> None:

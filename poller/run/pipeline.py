@@ -168,7 +168,7 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
                 figures = _figures(ledger, report)
             ledger.close()
     if metrics_file:
-        write_metrics(metrics_file, report, figures)
+        write_metrics(metrics_file, report, figures, config.source.name)
     return report
 
 

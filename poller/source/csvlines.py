@@ -138,14 +138,16 @@ def _plan(columns: tuple[str, ...]) -> tuple[int, tuple[int, ...], int, int]:
         at("userfield")
 
 
-def leg_of(fields: Sequence[str], columns: tuple[str, ...], position: int) -> Leg:
-    """The leg a line is; ValueError when its start is not a date-time."""
+def leg_of(fields: Sequence[str], columns: tuple[str, ...], position: int,
+           pbx: str = "") -> Leg:
+    """The leg a line is (of the PBX named `pbx`); ValueError when its start is not a
+    date-time."""
     start, at, account, user = _plan(columns)
     v = [fields[i] if i >= 0 else "" for i in at]
     return Leg(dt.datetime.fromisoformat(fields[start].strip()), v[0], v[1], _integer(v[2]),
                v[3], v[4], v[5], v[6], v[7], v[8], v[9], _integer(v[10]), _integer(v[11]), v[12],
                accountcode=fields[account] if account >= 0 else "",
-               userfield=fields[user] if user >= 0 else "", cursor=position)
+               userfield=fields[user] if user >= 0 else "", cursor=position, pbx=pbx)
 
 
 def _integer(text: str) -> int:

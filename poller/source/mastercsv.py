@@ -424,7 +424,7 @@ class CsvSource:
                 self._say(f"{self._where(line)}: line left out, {why}: {_excerpt(line.raw)}")
             return None
         try:
-            return leg_of(fields, columns, line.position)
+            return leg_of(fields, columns, line.position, self.config.name)
         except ValueError:
             if not quiet:
                 self._say(f"{self._where(line)}: line left out, its start is no date-time: "

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from poller.config.schema import SourceConfig
 from poller.databases import database_error, missing_table, redact_url
 from poller.errors import ConfigError, SourceSchemaError
-from poller.model import Leg
+from poller.model import Leg, source_id
 from poller.source.interface import Marks
 from poller.source.text import decode_text
 
@@ -211,14 +211,16 @@ class CdrSource:
         """Which call keys have a leg with lo <= column < hi (calls that began earlier)."""
         if not keys:
             return set()
-        wanted = set(keys)
+        # the keys as the PBX wrote them: a named source's keys carry its name
+        wanted = {source_id(self.config.name, key): key for key in keys}
         position = self.table.c[column]
         ids = [self.table.c.uniqueid]
         if "linkedid" in self.table.c:
             ids.append(self.table.c.linkedid)
         found: set[str] = set()
-        for i in range(0, len(keys), 500):
-            chunk = list(keys[i:i + 500])
+        raw = list(wanted)
+        for i in range(0, len(raw), 500):
+            chunk = raw[i:i + 500]
             query = sa.select(*ids).distinct().where(
                 position >= self._bound(lo), position < self._bound(hi),
                 sa.or_(*(c.in_(chunk) for c in ids)))
@@ -230,7 +232,7 @@ class CdrSource:
                 linkedid = row[1] if len(row) > 1 else ""
                 key = (linkedid or "").strip() or (row[0] or "").strip()
                 if key in wanted:
-                    found.add(key)
+                    found.add(wanted[key])
         return found
 
     def _legs(self, query: sa.Select[Any]) -> Iterator[Leg]:
@@ -257,7 +259,8 @@ class CdrSource:
             log.warning("cdr row with unusable calldate %r skipped", raw_calldate)
             return None
         encoding = self.config.legacy_encoding
-        values: dict[str, Any] = {"calldate": calldate, "linkedid": "", "sequence": 0}
+        values: dict[str, Any] = {"calldate": calldate, "linkedid": "", "sequence": 0,
+                                  "pbx": self.config.name}
         for index, name in self._integers:
             values[name] = _to_int(row[index])
         for index, name in self._texts:
