@@ -296,29 +296,63 @@ def test_control_characters_from_the_pbx_are_escaped_in_logs_status_and_dry_runs
     assert "\\x1b[31m" in status.output and "\\n" in status.output
 
 
-# -- 13. file modes follow the umask
+# -- 13. file modes: set by the poller, whatever the umask
 
-@pytest.mark.parametrize(("umask", "archive_mode"), [(0o077, 0o600), (0o022, 0o644),
-                                                     (0o027, 0o640)])
-def test_archive_files_and_the_ledger_follow_the_umask(tmp_path, sample_rows, recordings_dir,
-                                                       umask, archive_mode):
-    """Archive JSON and MP3 were forced to 0644 and state.db made 0644 under `umask 077`;
-    recordings are personal data. The ledger is 0600 whatever the umask."""
+@pytest.mark.parametrize("umask", [0o077, 0o022, 0o027, 0o000])
+def test_every_file_the_poller_writes_has_its_mode_whatever_the_umask(
+        tmp_path, sample_rows, recordings_dir, umask):
+    """Under cron's umask 022, 651 of 656 files a run wrote were world-readable (records, MP3,
+    pages, the lock, .index-days, the metrics file), and under 077 the web server's group
+    could not read the archive. Now what a reader of the group may see is 0640, what only the
+    poller reads 0600, and the folders it makes 0750."""
     rows = calls_at(sample_rows, local("2026-11-26 09:30:00"), monitor=recordings_dir)
     url = cdr_table(tmp_path, rows)
-    config = load(write_config(tmp_path, url, recordings={
-        "dir": str(recordings_dir)}), env={})
+    config = load(write_config(tmp_path, url, recordings={"dir": str(recordings_dir)},
+                               metrics={"file": str(tmp_path / "metrics" / "poller.prom")}),
+                  env={})
     previous = os.umask(umask)
     try:
         report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     finally:
         os.umask(previous)
     assert report.recordings == 1, report.summary()
-    files = [*(tmp_path / "archive").rglob("*.json"), *(tmp_path / "archive").rglob("*.mp3")]
-    files = [f for f in files if f.parent.name != "archive"]  # the day's records
-    assert len(files) >= 2
-    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {archive_mode}
-    assert stat.S_IMODE((tmp_path / "state" / "state.db").stat().st_mode) == 0o600
+    made = [path for top in ("archive", "state", "metrics") for path in (tmp_path / top).rglob("*")]
+    modes = {path.relative_to(tmp_path).as_posix(): stat.S_IMODE(path.stat().st_mode)
+             for path in made}
+    private = {"state/state.db", "state/journal"}
+    expected = {name: 0o750 if (tmp_path / name).is_dir() else
+                0o600 if name in private or name.startswith("state/state.db-") else 0o640
+                for name in modes}
+    assert modes == expected
+    assert any(name.endswith(".mp3") for name in modes) and "state/poller.lock" in modes
+    assert "archive/.index-days" in modes and "metrics/poller.prom" in modes
+
+
+@needs_root
+def test_a_set_group_id_archive_folder_gives_its_group_every_day_folder_and_file(
+        tmp_path, sample_rows):
+    """The README's nginx recipe: the archive in a folder of its own, group www-data with
+    the set-group-ID bit; the web server's group reads every page, record and recording."""
+    group = 4321
+    archive = tmp_path / "calls"
+    archive.mkdir()
+    os.chown(archive, 0, group)
+    archive.chmod(0o2750)
+    url = cdr_table(tmp_path, calls_at(sample_rows, local("2026-11-26 09:30:00")))
+    config = load(write_config(tmp_path, url, target={"archive": {"dir": str(archive)}}),
+                  env={})
+    previous = os.umask(0o077)
+    try:
+        run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
+    finally:
+        os.umask(previous)
+    made = list(archive.rglob("*"))
+    assert any(path.name == "index.html" for path in made)
+    assert {path.stat().st_gid for path in made} == {group}
+    for path in made:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & (0o050 if path.is_dir() else 0o040), (path, oct(mode))
+        assert not mode & 0o007, (path, oct(mode))
 
 
 def test_the_units_set_a_umask():

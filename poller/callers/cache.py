@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from poller.callers.caller import Caller
-from poller.localfiles import reason
+from poller.localfiles import make_folders, reason
 
 log = logging.getLogger("poller")
 
@@ -69,7 +69,7 @@ class Cache:
             "subscribers": entries(state.callers),  # the key of every copy written so far
         }
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_folders(self.path.parent)
             # mkstemp makes it 0600: the copy holds customers' names and numbers
             fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part",
                                              dir=self.path.parent)

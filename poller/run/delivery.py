@@ -32,7 +32,7 @@ from poller.errors import (
 from poller.ledger.journal import Journal
 from poller.ledger.schema import Entry
 from poller.ledger.store import Ledger
-from poller.localfiles import reason
+from poller.localfiles import make_folders, reason
 from poller.model import Stage
 from poller.recordings.files import Plan, Wait, plan_recording
 from poller.recordings.transcode import Encoded, Unreadable
@@ -229,7 +229,7 @@ class Delivery:
             return
         workdir = self.courier.workdir
         try:
-            workdir.mkdir(parents=True, exist_ok=True)
+            make_folders(workdir)
             fd, name = tempfile.mkstemp(prefix=f"{safe_name(self.call.key)}.", suffix=".mp3",
                                         dir=workdir)
         except OSError as exc:  # state.dir's, not the call's: stop, charge nobody

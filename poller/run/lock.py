@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 
 from poller.errors import ConfigError, LockHeld, StorageUnavailable
-from poller.localfiles import reason, refuses_writes
+from poller.localfiles import SHARED, make_folders, reason, refuses_writes, set_mode
 
 log = logging.getLogger("poller")
 
@@ -25,8 +25,8 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            make_folders(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, SHARED)
         except OSError as exc:
             if refuses_writes(exc):  # a root run's folder, a read-only or full disk
                 raise StorageUnavailable(f"state.dir: cannot make the lock {self.path}: "
@@ -45,6 +45,7 @@ class RunLock:
             except BaseException:
                 os.close(fd)
                 raise
+        set_mode(fd, SHARED)  # `status` reads it as a member of the poller's group
         with contextlib.suppress(OSError):  # only for `status` to show: a full disk refuses it
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())

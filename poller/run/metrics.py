@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from poller.ledger.settings import TargetOutage
+from poller.localfiles import SHARED, write_whole
 from poller.model import STATUSES, Stage
 from poller.run.report import RunReport
 
@@ -31,7 +33,7 @@ def write_metrics(path: str, report: RunReport, ledger: LedgerFigures | None,
     source (`pbx`) labels every series with it: the pollers of several PBXs write theirs
     side by side for one node_exporter."""
     # only where [metrics] file is set: a run without metrics never loads the client
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     registry = CollectorRegistry()
 
@@ -64,7 +66,9 @@ def write_metrics(path: str, report: RunReport, ledger: LedgerFigures | None,
         _ledger_metrics(ledger, report, gauge)
         registry.register(_Reconciled(ledger.reconciled_total, pbx))
     try:
-        write_to_textfile(path, registry)  # writes a temporary file, then renames it
+        # 0640, renamed into place: node_exporter reads it through the folder's group
+        text = generate_latest(registry)
+        write_whole(Path(path), lambda handle: handle.write(text), SHARED, durable=False)
     except OSError as exc:
         log.warning("metrics: could not write %s: %s", path, exc)
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from poller.errors import DeliveryError, TargetUnavailable
-from poller.localfiles import reason, refuses_writes
+from poller.localfiles import SHARED, reason, refuses_writes, write_whole
 
 DAY_GLOB = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]"
 
@@ -34,41 +33,13 @@ def day_of_folder(folder: Path) -> dt.date | None:
         return None
 
 
-def sync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable: the ledger says done only after this."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, write: Any) -> None:
-    """Write beside the final name, flush to disk, then rename: readers see all or nothing."""
-    # one name per file, not a random one: only one run writes (the lock), and a killed run's
-    # remains are simply written over — no search of the whole day folder for leftovers
-    temporary = str(path.parent / f".{path.name}.part")
+    """Write beside the final name, flush to disk, then rename: readers see all or nothing.
+    The file is `0640`: the archive's reader (a web server) reads it through the group."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)  # a killed run's: made afresh, so the umask decides the mode
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        write_whole(path, write, SHARED)
     except OSError as exc:
-        raise write_error(f"archive: cannot write in {path.parent}: {reason(exc)}", exc) \
-            from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        sync_folder(path.parent)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):  # renamed already
-            os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise write_error(f"archive: cannot write {path}: {reason(exc)}", exc) from None
-        raise
+        raise write_error(f"archive: cannot write {path}: {reason(exc)}", exc) from None
 
 
 def write_error(text: str, exc: OSError) -> DeliveryError:

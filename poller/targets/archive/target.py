@@ -13,12 +13,11 @@ from typing import Any
 
 from poller.config.schema import ArchiveConfig
 from poller.errors import ConfigError, DeliveryError
-from poller.localfiles import reason, refuses_writes, user
+from poller.localfiles import make_folders, reason, refuses_writes, sync_folder, user
 from poller.model import Call
 from poller.targets.archive.files import (
     ArchiveUnavailable,
     atomic_write,
-    sync_folder,
     write_atomically,
     write_error,
 )
@@ -36,7 +35,7 @@ class ArchiveTarget:
     def __init__(self, config: ArchiveConfig, timezone: str):
         self.root = Path(config.dir)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_folders(self.root)
         except OSError as exc:
             if refuses_writes(exc):  # an outage of the archive's disk, not the configuration
                 raise ArchiveUnavailable(f"archive: cannot create {self.root}: {reason(exc)}"
