@@ -386,9 +386,11 @@ def delivery(bench: Bench) -> None:
         delivered = (cost.extra or {}).get("delivered", 0)
         per_call = cost.wall / max(1, delivered)
         ratio = per_call / per_floor
+        # easla's goal allows for its two round trips to a server on the same cores
+        goal = 2 if kind == "archive" else 3
         bench.add("2b", f"deliver {delivered} calls, no recordings, {kind}",
                   f"{per_call * 1e3:.2f} ms/call", f"{per_floor * 1e3:.2f} ms/call floor",
-                  ratio, "<= 2x", ratio <= 2,
+                  ratio, f"<= {goal}x", ratio <= goal,
                   f"{1 / per_call:,.0f} calls/s; CPU {cost.cpu / max(1, delivered) * 1e3:.2f} "
                   "ms/call")
 

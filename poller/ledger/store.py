@@ -72,6 +72,14 @@ def _new_engine(url: sa.engine.URL) -> sa.engine.Engine:
     return engine
 
 
+@functools.lru_cache(maxsize=32)
+def _update_statement(names: tuple[str, ...]) -> sa.Update:
+    """The UPDATE of one call's row setting `names`, built once: every delivered call makes
+    one or more, and building the statement anew cost more than the commit it made."""
+    return calls_table.update().where(calls_table.c.call_key == sa.bindparam("b_key")).values(
+        {name: sa.bindparam(f"b_{name}", type_=calls_table.c[name].type) for name in names})
+
+
 class Ledger(Settings, Incidents):
     """The state database (any SQLAlchemy URL; SQLite in state.dir by default)."""
 
@@ -329,8 +337,7 @@ class Ledger(Settings, Incidents):
     def advance(self, key: str, stage: Stage, **values: Any) -> None:
         """Record a confirmed step: the new stage plus what the step produced."""
         values.update(stage=stage, updated_at=utcnow())
-        with self.engine.begin() as conn:
-            conn.execute(calls_table.update().where(calls_table.c.call_key == key).values(**values))
+        self._update_row(key, values)
 
     def defer(self, key: str, until: dt.datetime, note: str) -> None:
         """Try again later without counting an attempt (e.g. a recording still being written)."""
@@ -346,8 +353,12 @@ class Ledger(Settings, Incidents):
 
     def _update(self, key: str, **values: Any) -> None:
         values["updated_at"] = utcnow()
+        self._update_row(key, values)
+
+    def _update_row(self, key: str, values: dict[str, Any]) -> None:
+        statement = _update_statement(tuple(sorted(values)))
         with self.engine.begin() as conn:
-            conn.execute(calls_table.update().where(calls_table.c.call_key == key).values(**values))
+            conn.execute(statement, {"b_key": key, **{f"b_{n}": v for n, v in values.items()}})
 
     def prune(self, before: dt.datetime) -> int:
         """Forget delivered and skipped calls that began before `before` (naive local).

@@ -2,7 +2,9 @@
 
 seen → (recording settled, MP3 made) → created → attached → done. A crash between two stages
 resumes at the later one: the ledger holds the target's object id, so an object is never
-created twice for one call.
+created twice for one call. A stage is committed on its own only when another side effect
+follows it: a call whose object holds everything goes from `seen` to `done` in one commit, and
+`attached` is recorded apart from `done` only when the WAVs are deleted in between.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import datetime as dt
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,11 +182,17 @@ class Delivery:
                 recording = f"{safe_name(call.key)}.mp3" if mp3 else None
                 recording_problem = problem
                 object_id = target.create(call, call.record(recording, problem), mp3)
-                self.confirm(Stage.CREATED, object_id=object_id, recording=recording,
-                             recording_problem=problem, note=None)
-                stage = Stage.CREATED
+                created = {"object_id": object_id, "recording": recording,
+                           "recording_problem": problem, "note": None}
                 if with_call:
                     self._count_recording(mp3)
+                if (not recording or with_call) and not self._deletes(recording, plan):
+                    # the object holds all of the call and no step is left before `done`:
+                    # one commit records both (a crash before it leaves the call `seen`, as
+                    # a crash before a `created` commit of its own would)
+                    return self._finish(recording, plan, created)
+                self.confirm(Stage.CREATED, **created)
+                stage = Stage.CREATED
             if stage == Stage.CREATED:
                 if recording and not with_call:
                     if mp3 is None:
@@ -196,16 +204,26 @@ class Delivery:
                 # attached means all there: a record lost since it was made is made again
                 assert object_id is not None
                 target.ensure(object_id, call, call.record(recording, recording_problem))
-                self.confirm(Stage.ATTACHED)
+                if self._deletes(recording, plan):
+                    # the WAVs go only once the upload is on record
+                    self.confirm(Stage.ATTACHED)
         return self._finish(recording, plan)
 
-    def _finish(self, recording: str | None, plan: Plan | Wait) -> bool:
-        """After a confirmed upload: delete the WAVs if asked, and mark the call done."""
+    def _deletes(self, recording: str | None, plan: Plan | Wait) -> bool:
+        """Whether finishing the call deletes its WAVs: a step that needs the upload recorded
+        first, on a commit of its own."""
+        return bool(recording) and self.courier.recordings.after_upload == "delete" and \
+            isinstance(plan, Plan)
+
+    def _finish(self, recording: str | None, plan: Plan | Wait,
+                created: Mapping[str, object] | None = None) -> bool:
+        """After a confirmed upload: delete the WAVs if asked, and mark the call done (with
+        what its creation produced, when that is recorded in the same commit)."""
         call = self.call
-        if recording and self.courier.recordings.after_upload == "delete" and \
-                isinstance(plan, Plan):
+        if self._deletes(recording, plan):
+            assert isinstance(plan, Plan)
             _delete(plan.files)
-        self.confirm(Stage.DONE, last_error=None, next_attempt_at=None)
+        self.confirm(Stage.DONE, last_error=None, next_attempt_at=None, **(created or {}))
         self.report.delivered[call.status] += 1
         log.log(self.level, "call %s delivered: %s from %s, %ss%s", call.key, call.status,
                  call.number or "unknown", call.duration,
