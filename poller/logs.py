@@ -7,6 +7,7 @@ prints, has its control characters escaped.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import socket
@@ -28,7 +29,14 @@ def _escaped(match: re.Match[str]) -> str:
 
 
 class EscapingFormatter(logging.Formatter):
-    """A formatter whose message part cannot hold a line break; a traceback keeps its lines."""
+    """A formatter whose message part cannot hold a line break; a traceback keeps its lines.
+    Its time stamps are the host's local time with the offset (`2026-11-26 09:40:00 +03:00`):
+    the calls it speaks of are in source.timezone, which may be another zone, and a stamp
+    without its offset would make them look hours off."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        moment = dt.datetime.fromtimestamp(record.created).astimezone()
+        return f"{moment:%Y-%m-%d %H:%M:%S} {moment.isoformat()[-6:]}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         record.message = escape_controls(record.message)
@@ -42,8 +50,7 @@ def setup_logging(verbose: int, quiet: bool, syslog: bool = False) -> None:
     """Log lines to standard error with time stamps, and to syslog (daemon) when asked."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     handler: logging.Handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(message)s",
-                                           "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(message)s"))
     handlers: list[logging.Handler] = [handler]
     if syslog:
         to_syslog = _syslog_handler()

@@ -273,7 +273,7 @@ def test_status_json_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
     assert waiting["stage"] == "seen" and waiting["attempts"] == 0
     assert waiting["start"] == "2026-11-26T09:40:00+03:00" and waiting["status"] == "answered"
     assert waiting["reason"] == f"waiting for recording {keys['recording']} (not there yet)"
-    assert waiting["next_attempt_at"] == "2026-11-26T07:00:30Z"  # 10:00 MSK + 30 s, in UTC
+    assert waiting["next_attempt_at"] == "2026-11-26T10:00:30+03:00"  # 10:00 + 30 s
     assert waiting["last_error"] is None and waiting["object_id"] is None
 
     assert [e["key"] for e in status["failed"]] == [keys["parked"]]
@@ -283,13 +283,36 @@ def test_status_json_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
     assert failed["last_error"] == "objectdef incoming_call: attribute incoming_call_key rejected"
 
     last = status["last_run"]
-    assert set(schema["last_run"]) <= set(last), set(schema["last_run"]) - set(last)
     assert (last["rows"], last["new_calls"], last["skipped"]) == (4, 3, 0)
     assert last["delivered"] == {"answered": 1}
     assert (last["failures"], last["parked"], last["waiting"]) == (1, 1, 1)
     assert (last["recordings"], last["recording_bytes"], last["unavailable"]) == (0, 0, [])
-    assert last["watermark"] == "2026-11-26T09:40:00"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", last["finished_at"])
+    assert last["watermark"] == "2026-11-26T09:40:00+03:00"
+    assert last["newest_row"] == "2026-11-26T09:59:40+03:00"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+03:00", last["finished_at"])
+    # one format for every time: ISO 8601 in the source zone with its offset
+    stamps = [value for value in _strings(status) if re.match(r"\d{4}-\d\d-\d\d[T ]", value)]
+    assert len(stamps) >= 8, stamps
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+03:00", v) for v in stamps), stamps
+    # and the README's table names every key the JSON has
+    assert set(status) == set(schema), set(status) ^ set(schema)
+    nested = {"matched", "unmatched", "opened", "joined", "created"}  # callers', incidents'
+    assert set(last) == set(schema["last_run"]) - nested, set(last) ^ set(schema["last_run"])
+    assert nested <= set(schema["last_run"])
+    assert set(status["incidents"]) <= set(schema["incidents"])
+    assert {"key", "attempts", "last_error"} <= set(schema["failed_incidents"])
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string inside a JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def test_status_json_lists_every_stage_even_at_zero(tmp_path, cdr_db, sample_rows,
@@ -1100,8 +1123,9 @@ def test_quiet_suppresses_info_lines(tmp_path, cdr_db, sample_rows):
 
     loud = cli("--config", str(path), "run")
     assert loud.exit_code == 0, loud.output
-    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO run: delivered 0 calls", loud.output,
-                     re.M), loud.output
+    # the stamp carries its offset: the calls it speaks of may be in another zone
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d INFO run: delivered 0 calls",
+                     loud.output, re.M), loud.output
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/log"), reason="no /dev/log (no syslog daemon here)")

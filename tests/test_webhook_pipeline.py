@@ -181,7 +181,8 @@ def test_faults_of_the_receiver_lose_nothing_and_charge_no_call_for_an_outage(
         report = run(config, FIRST + dt.timedelta(minutes=1))
         assert report.exit_code == ExitCode.PARTIAL and report.failures == 0
         overview = status.collect(config, FIRST + dt.timedelta(minutes=2))
-        assert status.to_json(overview)["target"]["not_before"] == "2026-11-26T07:03:00Z"
+        assert status.to_json(overview)["target"]["not_before"] == \
+            "2026-11-26T10:03:00+03:00"
         assert "it asked for no request before 2026-11-26 10:03:00 +03:00" in \
             status.render(overview)
         requests = len(receiver.seen.requests) + receiver.seen.pings

@@ -283,7 +283,10 @@ def run_demo(directory: str | os.PathLike[str], program: str = "poller",
     config = load(config_path, env={})
     report = run_once(config)
     archive = Path(config.target.archive.dir)
-    lines = [f"sample PBX in {config_path.parent}; delivered into {archive}:", ""]
+    zone = ZoneInfo(config.source.timezone)
+    offset = dt.datetime.now(zone).isoformat()[-6:]
+    lines = [f"sample PBX in {config_path.parent} (its calls in {zone.key}, {offset}; the log's "
+             f"stamps are this host's time); delivered into {archive}:", ""]
     lines.append(f"{'start':<19}  {'number':<14} {'status':<10} {'dur':>4} {'talk':>4} "
                  f"{'by':<4} recording")
     for path in sorted(archive.rglob("*.json")):

@@ -132,16 +132,17 @@ STATUS_SCHEMA = 1
 
 
 def to_json(status: Overview) -> dict[str, Any]:
-    """`poller status --json`: the documented, stable form (see the README)."""
+    """`poller status --json`: the documented, stable form (see the README). Every time is
+    ISO 8601 in the source time zone with its offset: one format a script parses once."""
     def when(value: dt.datetime | None) -> str | None:
-        return value.isoformat() if value is not None else None
+        return _iso(status.local(value))
 
     def utc(value: dt.datetime | None) -> str | None:
-        return value.isoformat() + "Z" if value is not None else None
+        return _iso(status.from_utc(value))
 
     def entry(e: Entry) -> dict[str, Any]:
         return {
-            "key": e.key, "stage": e.stage, "start": e.call.start.isoformat(),
+            "key": e.key, "stage": e.stage, "start": _iso(e.call.start.astimezone(status.zone)),
             "number": e.call.number, "status": e.call.status, "attempts": e.attempts,
             "last_error": e.last_error,
             "reason": _why_waiting(e, status) if e.stage in PENDING else None,
@@ -152,14 +153,14 @@ def to_json(status: Overview) -> dict[str, Any]:
     down = status.target_down
     return {
         "schema": STATUS_SCHEMA,
-        "now": status.now.astimezone(status.zone).isoformat(timespec="seconds"),
+        "now": _iso(status.now.astimezone(status.zone)),
         "zone": status.zone.key,
         "source": status.source,
-        "watermark": when(status.local(status.watermark)),
-        "newest_row": when(status.local(status.newest_row)),
+        "watermark": when(status.watermark),
+        "newest_row": when(status.newest_row),
         "lag_seconds": int(lag.total_seconds()) if lag is not None else None,
         "oldest_waiting": None if oldest is None else {
-            "key": oldest.key, "start": oldest.call.start.isoformat(),
+            "key": oldest.key, "start": _iso(oldest.call.start.astimezone(status.zone)),
             "seconds": int((status.now - oldest.call.start).total_seconds())},
         "source_error": status.source_error,
         "clock_warning": status.clock_warning,
@@ -176,9 +177,39 @@ def to_json(status: Overview) -> dict[str, Any]:
         "failed_incidents": [{"key": i["incident_key"], "attempts": i["attempts"],
                               "last_error": i["last_error"]} for i in status.failed_incidents],
         "reconciled_total": status.reconciled_total,
-        "last_run": status.last_run,
+        "last_run": _last_run_json(status),
         "ledger_error": status.ledger_error,
     }
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    """`2026-11-26T09:40:00+03:00`: whole seconds, as everything else `status` shows."""
+    return moment.isoformat(timespec="seconds") if moment is not None else None
+
+
+def _last_run_json(status: Overview) -> dict[str, Any] | None:
+    """The last run as the ledger keeps it, its times put in the one format: the ledger stores
+    calldates naive (source zone) and moments as UTC with `Z`."""
+    run = status.last_run
+    if run is None:
+        return None
+    shown = dict(run)
+    for name in ("watermark", "newest_row", "finished_at", "target_down_since"):
+        if not isinstance(shown.get(name), str):
+            continue  # absent or null
+        try:
+            if name in ("watermark", "newest_row"):
+                shown[name] = _iso(status.local(dt.datetime.fromisoformat(shown[name])))
+            else:
+                shown[name] = _iso(_from_stamp(shown[name]).astimezone(status.zone))
+        except ValueError:
+            pass  # not a time (a damaged ledger): shown as it is
+    return shown
+
+
+def _from_stamp(text: str) -> dt.datetime:
+    """A UTC stamp the ledger stored (`…Z`) as an aware datetime."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def render(status: Overview) -> str:
@@ -266,8 +297,7 @@ def _last_run(status: Overview) -> list[str]:
     finished = run.get("finished_at")
     shown = finished or "?"
     if finished:
-        stamp = dt.datetime.fromisoformat(finished.replace("Z", "+00:00"))
-        shown = _at(stamp.astimezone(status.zone))
+        shown = _at(_from_stamp(finished).astimezone(status.zone))
     if run.get("config_error"):
         return [f"last run:    {shown}: stopped by the configuration: {run['config_error']}"]
     if run.get("error"):
