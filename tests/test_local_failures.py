@@ -25,6 +25,7 @@ from support import (
     make_config,
     msk,
     needs_root,
+    run_cli,
     write_config,
 )
 
@@ -271,3 +272,47 @@ def _down(config: Any) -> Any:
     from poller.errors import TargetUnavailable
 
     raise TargetUnavailable("archive: not mounted")
+
+
+# -- a recording the service user may not read: the call's fault, said at once
+
+@needs_root
+@pytest.mark.parametrize("closed", ["file", "day folder"])
+def test_a_recording_the_service_user_may_not_read_is_permission_denied_at_once(
+        site, sample_rows, closed):
+    """A WAV 0600 root's was `waiting for recording … (still being written)` for the whole
+    recordings.wait (10 min), then `encoder failed (1): Permission denied`. Now the first run
+    says Permission denied, naming the file and the user, and charges the call (design §4:
+    a recording that cannot be read is the call's), which backs off for `poller retry`."""
+    config, key = _site_as_nobody(site, sample_rows, recorded=True)
+    wav = next((site / "monitor").rglob("*.wav"))
+    (wav if closed == "file" else wav.parent).chmod(0o600 if closed == "file" else 0o700)
+
+    def first_run() -> dict[str, Any]:
+        report = run_once(config, RunOptions(now=msk("2026-11-26 10:03")))
+        entry = entry_of(config, key)
+        return {"exit": int(report.exit_code), "waiting": report.waiting,
+                "failures": report.failures, "attempts": entry.attempts,
+                "last_error": entry.last_error, "next": entry.next_attempt_at,
+                "stage": str(entry.stage)}
+    outcome = as_nobody(first_run)
+    assert outcome["exit"] == ExitCode.PARTIAL, outcome
+    assert (outcome["waiting"], outcome["failures"], outcome["attempts"]) == (0, 1, 1), outcome
+    said = outcome["last_error"]
+    assert "Permission denied" in said and "user nobody" in said, said
+    assert str(wav if closed == "file" else wav.parent) in said, said
+    assert "still being written" not in said and outcome["next"] is not None, outcome
+    assert outcome["stage"] == Stage.SEEN
+
+    code, output = _check_as_nobody(site / "poller.toml")
+    failed = [line for line in output.splitlines() if line.startswith("FAIL")]
+    assert code == ExitCode.PARTIAL, output
+    assert any(line.split()[1] == "recordings" and "Permission denied" in line
+               for line in failed), output
+
+
+def _check_as_nobody(config_path: Path) -> tuple[int, str]:
+    def work() -> tuple[int, str]:
+        result = run_cli("--config", str(config_path), "check")
+        return result.exit_code, result.output
+    return as_nobody(work)

@@ -21,7 +21,7 @@ from poller.clock import parse_local
 from poller.config.schema import parse_duration
 from poller.errors import ConfigError, ExitCode, PollerError
 from poller.logs import escape_controls, setup_logging
-from poller.recordings.files import Wait, plan_recording
+from poller.recordings.files import RecordingDenied, Wait, plan_recording
 from poller.run.options import RunOptions
 from poller.run.report import plural
 
@@ -183,6 +183,8 @@ def _recording_note(call: Any, config: Any) -> str:
         return "no recording"
     try:
         plan = plan_recording(call, config.recordings, dt.datetime.now(dt.UTC))
+    except RecordingDenied as exc:
+        return f"would fail: {exc}"
     except PollerError:
         return "recordings.dir missing: would wait"
     if isinstance(plan, Wait):

@@ -24,6 +24,8 @@ from poller.errors import PollerError
 from poller.ledger.health import error_text, problems
 from poller.ledger.store import Ledger
 from poller.localfiles import user
+from poller.recordings.files import RecordingDenied, unreadable_sample
+from poller.run.report import plural
 from poller.source.kinds import open_source, reconcile_source
 from poller.source.skew import rows_ahead
 from poller.targets.easla.target import EaslaTarget
@@ -300,7 +302,20 @@ def _recordings(config: Config) -> Iterator[Result]:
                      "recordings.after_upload = \"delete\" needs it (a ReadWritePaths= line in "
                      "the systemd unit)")
     else:
-        yield Result("recordings", OK, f"{folder} readable")
+        yield _recordings_readable(folder)
+
+
+def _recordings_readable(folder: Path) -> Result:
+    """The newest recordings opened as this user: a file 0600 root's would otherwise show
+    only at a call, after `recordings.wait`."""
+    days = _newest_days(folder)
+    opened, denied = unreadable_sample([folder, *days[-1:]])
+    if denied:
+        files = [path for path in denied if not path.is_dir()]
+        tally = f"; {len(files)} of the {opened} newest files refused" if files else ""
+        return Result("recordings", FAIL, f"{RecordingDenied.of(denied[0])}{tally}")
+    return Result("recordings", OK, f"{folder} readable ({plural(opened, 'recent file')} "
+                  "opened)")
 
 
 def _metrics(config: Config) -> Iterator[Result]:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import grp
 import logging
 import os
+import pwd
 import re
+import stat as st
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from poller.config.schema import RecordingsConfig
-from poller.errors import RecordingsUnavailable
+from poller.errors import DeliveryError, RecordingsUnavailable
+from poller.localfiles import user
 from poller.model import Call
 from poller.templates import WILDCARD, is_pattern
 
@@ -22,6 +26,34 @@ WAV_HEADER_BYTES = 44
 
 class RefusedPath(Exception):
     """A recording name that resolves outside the recordings directory."""
+
+
+class RecordingDenied(DeliveryError):
+    """A recording the poller's user may not read (a file 0600 root's, a folder it cannot
+    enter). Said at once, never taken for a file still being written, and charged to the
+    call (design §4: a recording that cannot be read is the call's): it backs off, then is
+    parked, until the administrator gives the user the right and runs `poller retry`."""
+
+    @classmethod
+    def of(cls, path: Path) -> RecordingDenied:
+        return cls(f"recording {path}: Permission denied (as {user()}{_owned_by(path)}): the "
+                   "poller's user must be able to read the recordings (group asterisk)")
+
+
+def _owned_by(path: Path) -> str:
+    try:
+        info = path.stat()
+    except OSError:
+        return ""  # a folder on the way is closed: its own mode is not visible either
+    try:
+        owner = pwd.getpwuid(info.st_uid).pw_name
+    except KeyError:
+        owner = str(info.st_uid)
+    try:
+        group = grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        group = str(info.st_gid)
+    return f"; the file is {owner}:{group} {st.S_IMODE(info.st_mode):04o}"
 
 
 def resolve_inside(base: Path, name: str) -> Path:
@@ -59,11 +91,14 @@ class FileState:
 
 
 def inspect(path: Path) -> FileState:
-    """Size, time and whether a RIFF/WAVE header has its final sizes written."""
+    """Size, time and whether a RIFF/WAVE header has its final sizes written. A file this
+    user may not read raises RecordingDenied: it would never look complete."""
     try:
         stat = path.stat()
     except FileNotFoundError:
         return FileState(path, exists=False)
+    except PermissionError:
+        raise RecordingDenied.of(path) from None
     return FileState(path, True, stat.st_size, stat.st_mtime, _header_final(path, stat.st_size))
 
 
@@ -72,6 +107,8 @@ def _header_final(path: Path, size: int) -> bool:
     try:
         with open(path, "rb") as handle:
             head = handle.read(12)
+    except PermissionError:
+        raise RecordingDenied.of(path) from None
     except OSError:
         return False
     if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
@@ -122,12 +159,14 @@ def plan_recording(call: Call, config: RecordingsConfig, now: dt.datetime) -> Pl
     for name in call.recordings:
         try:
             paths = locate(base, name)
+        except PermissionError as exc:  # a folder on the way this user cannot enter
+            raise RecordingDenied.of(Path(exc.filename or base / name)) from None
         except RefusedPath as exc:
             log.warning("call %s: recording refused: %s", call.key, exc)
             problems.append("refused_path")
             continue
         if call.recording_search:
-            if any(path.exists() for path in paths):
+            if any(_exists(path) for path in paths):
                 found = paths  # the first place that holds a file holds the recording
                 break
             continue
@@ -154,6 +193,40 @@ def plan_recording(call: Call, config: RecordingsConfig, now: dt.datetime) -> Pl
     if files:
         return Plan(tuple(files))
     return Plan((), min(problems, key=_PROBLEM_ORDER.index) if problems else None)
+
+
+def unreadable_sample(folders: list[Path], limit: int = 20) -> tuple[int, list[Path]]:
+    """How many of the newest files of `folders` (the spool and its newest day folder) were
+    opened, and which of them, or of the folders, this user may not read: `check`'s look at
+    what the next calls' recordings will be like."""
+    denied: list[Path] = []
+    files: list[Path] = []
+    for folder in folders:
+        try:
+            entries = [entry for entry in os.scandir(folder) if entry.is_file()]
+        except PermissionError:
+            denied.append(folder)
+            continue
+        except OSError:
+            continue
+        entries.sort(key=lambda entry: entry.stat().st_mtime, reverse=True)
+        files += [Path(entry.path) for entry in entries[:limit]]
+    for path in files:
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        except PermissionError:
+            denied.append(path)
+        except OSError:
+            continue  # gone meanwhile, or not a file to read: not a question of rights
+    return len(files), denied
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except PermissionError:
+        raise RecordingDenied.of(path) from None
 
 
 def locate(base: Path, name: str) -> list[Path]:
@@ -245,7 +318,7 @@ def open_for_writing(paths: list[Path]) -> set[Path]:
     A poller that is not root cannot see Asterisk's descriptors; the header and quiet-time
     checks must then suffice.
     """
-    wanted = {str(p) for p in paths if p.exists()}
+    wanted = {str(p) for p in paths if _exists(p)}
     busy: set[Path] = set()
     if not wanted:
         return busy
