@@ -150,6 +150,31 @@ def wait_for_process(*markers: str, program: str | None = None, timeout: float =
     raise AssertionError(f"no process with {markers} within {timeout}s")
 
 
+def encoders_of(parent: int) -> list[int]:
+    """The live encoder children the process `parent` started (their `--parent=PID`)."""
+    found = []
+    for pid in processes_with("poller.recordings.encoder"):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"--parent={parent}".encode() in argv:
+            found.append(pid)
+    return found
+
+
+def wait_for_encoder(parent: int, timeout: float = 30.0) -> int:
+    """The pid of the encoder child of `parent`, once it shows up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = encoders_of(parent)
+        if pids:
+            assert len(pids) == 1, pids
+            return pids[0]
+        time.sleep(0.005)
+    raise AssertionError(f"no encoder child of {parent} within {timeout}s")
+
+
 def gone(*markers: str, program: str | None = None, grace: float = 2.0) -> bool:
     """No such process is left once a killed grandchild (not ours to reap) had `grace`
     seconds to finish dying."""

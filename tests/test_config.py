@@ -55,7 +55,7 @@ def test_minimal_config_gets_the_documented_defaults():
                                    "{calldate:%Y/%m/%d}/{recordingfile}")
     assert (rec.wait, rec.min_bytes, rec.after_upload) == (600, 1024, "keep")
     tc = cfg.transcode
-    assert (tc.ffmpeg, tc.bitrate, tc.nice, tc.timeout) == ("ffmpeg", "32k", 10, 600)
+    assert (tc.ffmpeg, tc.bitrate, tc.nice, tc.timeout) == ("ffmpeg", "32k", 19, 600)
     assert cfg.metrics.file == ""
     assert cfg.target.kind == "archive"
     easla = cfg.target.easla

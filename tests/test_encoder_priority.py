@@ -22,15 +22,15 @@ from typing import Any
 import pytest
 from audiotools import (
     Background,
+    encoders_of,
     probe,
-    processes_with,
-    wait_for_process,
+    wait_for_encoder,
     write_speech_wav,
 )
 
 from poller.config.schema import Seconds, TranscodeConfig
 from poller.recordings.encoder import io_priority_class
-from poller.recordings.transcode import TranscodeError, to_mp3
+from poller.recordings.transcode import EncoderProcess, TranscodeError, to_mp3
 
 NICE = 13  # not the default, so the child's niceness must come from transcode.nice
 IDLE = 3  # IOPRIO_CLASS_IDLE
@@ -121,24 +121,29 @@ def long_wav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def running(long_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """What /proc says about an encoder child at work (transcode.nice = 13)."""
-    target = tmp_path_factory.mktemp("out") / "running.mp3"
+    """What /proc says about a run's encoder child at work on its second call (the first one
+    started it; transcode.nice = 13)."""
+    folder = tmp_path_factory.mktemp("out")
+    target = folder / "running.mp3"
     own_before = read_autogroup()
-    job = Background(to_mp3, [long_wav], target, TranscodeConfig(nice=NICE,
-                                                                 timeout=Seconds(120)))
+    encoder = EncoderProcess(TranscodeConfig(nice=NICE, timeout=Seconds(120)))
+    first = write_speech_wav(folder / "first.wav", 5.0)
+    encoder.encode([first], folder / "first.mp3")
+    pid = encoder.pid
+    assert pid is not None
+    job = Background(encoder.encode, [long_wav], target)
     job.start()
-    pid = None
     try:
-        pid = wait_for_process("poller.recordings.encoder", str(target))
         wait_until_writing(target)
         seen = {"pid": pid, "stat": stat_fields(pid), "autogroup": read_autogroup(pid),
                 "io_class": io_priority_class(pid), "own_autogroup": (own_before,
                                                                       read_autogroup())}
-        running = processes_with("poller.recordings.encoder", str(target))
-        assert running == [pid], "finished too soon"
+        assert encoders_of(os.getpid()) == [pid], "not the child that did the first call"
+        assert job.is_alive(), "finished too soon"
     finally:
         stop(job, pid)
         restore_own_autogroup(own_before)
+        encoder.close()
     assert isinstance(job.error, TranscodeError)  # killed by the fixture, as intended
     return seen
 
@@ -201,7 +206,9 @@ def test_encoder_yields_a_shared_core_to_a_busy_process_in_another_session(long_
     saved, own_autogroup = os.sched_getaffinity(0), read_autogroup()
     core = max(saved)
     target = tmp_path / "contended.mp3"
-    job = Background(to_mp3, [long_wav], target, TranscodeConfig(timeout=Seconds(60)))
+    # nice 10 here (the default is 19): the share is measured against what the kernel's
+    # weights say of nice 10, and a share of nothing would say nothing
+    job = Background(to_mp3, [long_wav], target, TranscodeConfig(nice=10, timeout=Seconds(60)))
     os.sched_setaffinity(0, {core})  # inherited by the busy loop and by the encoder's thread
     try:
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"],
@@ -211,7 +218,7 @@ def test_encoder_yields_a_shared_core_to_a_busy_process_in_another_session(long_
         os.sched_setaffinity(0, saved)
     encoder = None
     try:
-        encoder = wait_for_process("poller.recordings.encoder", str(target), timeout=20)
+        encoder = wait_for_encoder(os.getpid(), timeout=20)
         assert os.sched_getaffinity(encoder) == os.sched_getaffinity(busy.pid) == {core}
         assert os.getsid(busy.pid) != os.getsid(encoder)
         wait_until_writing(target)
@@ -219,7 +226,7 @@ def test_encoder_yields_a_shared_core_to_a_busy_process_in_another_session(long_
         time.sleep(4.0)
         encoder_used = cpu_ticks(encoder) - encoder_before
         busy_used = cpu_ticks(busy.pid) - busy_before
-        assert processes_with("poller.recordings.encoder", str(target)) == [encoder], "it finished"
+        assert encoders_of(os.getpid()) == [encoder] and job.is_alive(), "it finished"
     finally:
         busy.kill()
         busy.wait()
@@ -236,14 +243,18 @@ def test_encoder_yields_a_shared_core_to_a_busy_process_in_another_session(long_
 
 def test_encoder_memory_is_flat_from_one_minute_to_two_hours(tmp_path):
     """The encoder's peak RSS for a 2-hour call is within 20 MB of a 1-minute call's."""
-    # A 1-minute and a 2-hour call (8 kHz 16-bit mono; the long one 115 MB on disk): the encoder
-    # child's peak RSS differs by less than 20 MB, and both MP3s last as long as their input.
+    # A 1-minute and a 2-hour call (8 kHz 16-bit mono; the long one 115 MB on disk) encoded one
+    # after the other by one run's child: its peak RSS on each differs by less than 20 MB, and
+    # both MP3s last as long as their input.
     short = write_speech_wav(tmp_path / "short-60s.wav", 60.0)
     long = write_speech_wav(tmp_path / "long-7200s.wav", 7200.0)
+    # nice 0: this is about memory, and a niced encoder waits out any other load
     try:
-        # nice 0: this is about memory, and a niced encoder waits out any other load
-        one = to_mp3([short], tmp_path / "short.mp3", TranscodeConfig(nice=0))
-        two = to_mp3([long], tmp_path / "long.mp3", TranscodeConfig(nice=0))
+        with EncoderProcess(TranscodeConfig(nice=0)) as encoder:
+            one = encoder.encode([short], tmp_path / "short.mp3")
+            pid = encoder.pid
+            two = encoder.encode([long], tmp_path / "long.mp3")
+            assert encoder.pid == pid, "the run's child did not serve both calls"
     finally:
         long.unlink()
     assert one.peak_rss_kb > 0 and two.peak_rss_kb > 0

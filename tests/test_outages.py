@@ -54,13 +54,13 @@ def recorded_calls(cdr_db, sample_rows, monitor: Path) -> list[str]:
 def count_encodes(monkeypatch) -> list[Path]:
     """Every recording the run encodes (by the real encoder), in order."""
     encoded: list[Path] = []
-    real = pipeline.to_mp3
+    real = pipeline.EncoderProcess.encode
 
-    def counting(files, mp3, config, **options):
+    def counting(self, files, mp3, **options):
         encoded.append(mp3)
-        return real(files, mp3, config, **options)
+        return real(self, files, mp3, **options)
 
-    monkeypatch.setattr(pipeline, "to_mp3", counting)
+    monkeypatch.setattr(pipeline.EncoderProcess, "encode", counting)
     return encoded
 
 

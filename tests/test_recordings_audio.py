@@ -33,6 +33,7 @@ from audiotools import (
     Background,
     decode_errors,
     decoded,
+    encoders_of,
     ffmpeg,
     gone,
     probe,
@@ -40,6 +41,7 @@ from audiotools import (
     rms,
     settle,
     speech_pcm,
+    wait_for_encoder,
     wait_for_process,
     write_speech_wav,
 )
@@ -719,11 +721,15 @@ def test_sigterm_mid_encode_leaves_no_temporary_file_and_no_encoder(tmp_path, cd
                             "run"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
     try:
-        encoder = wait_for_process("poller.recordings.encoder", str(wav.resolve()), timeout=60)
+        encoder = wait_for_encoder(cli.pid, timeout=60)
         assert os.getsid(encoder) != os.getsid(cli.pid)
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "state" / "tmp").iterdir()):
+            assert time.monotonic() < deadline, "the encoder never began the MP3"
+            time.sleep(0.01)
         time.sleep(0.2)
         # still encoding
-        assert processes_with("poller.recordings.encoder", str(wav.resolve())) == [encoder]
+        assert encoders_of(cli.pid) == [encoder]
         assert list((tmp_path / "state" / "tmp").iterdir())  # its MP3 is being written
         cli.send_signal(signal.SIGTERM)
         _, err = cli.communicate(timeout=30)
@@ -734,7 +740,7 @@ def test_sigterm_mid_encode_leaves_no_temporary_file_and_no_encoder(tmp_path, cd
         wav.unlink()
     assert cli.returncode == 1, err
     assert "interrupted" in err
-    assert processes_with("poller.recordings.encoder", str(wav.resolve())) == []
+    assert encoders_of(cli.pid) == []
     assert list((tmp_path / "state" / "tmp").iterdir()) == []
     assert not archive_files(tmp_path, ".mp3") and not archive_files(tmp_path, ".json")
     assert entry_of(make_config(tmp_path, cdr_db.url), key_of(rows)).stage == "seen"
@@ -750,7 +756,7 @@ def test_tiny_timeout_kills_the_encoder(tmp_path):
     with pytest.raises(TranscodeError, match="killed"):
         to_mp3([source], tmp_path / "out.mp3", config)
     assert time.monotonic() - started < 5
-    assert processes_with("poller.recordings.encoder", str(source)) == []
+    assert encoders_of(os.getpid()) == []
 
 
 @pytest.mark.slow
@@ -769,14 +775,14 @@ def test_stuck_decoder_is_killed_with_the_encoder(tmp_path):
     job.start()
     decoder = None
     try:
-        encoder = wait_for_process("poller.recordings.encoder", str(source), timeout=10)
+        encoder = wait_for_encoder(os.getpid(), timeout=10)
         decoder = wait_for_process(str(source), program="ffmpeg", timeout=10)
         assert decoder != encoder
         os.kill(decoder, signal.SIGSTOP)  # stuck
         job.join(timeout=30)
         assert not job.is_alive()
         assert isinstance(job.error, TranscodeError), job.error or job.result
-        assert processes_with("poller.recordings.encoder", str(source)) == []
+        assert encoders_of(os.getpid()) == []
         assert gone(str(source), program="ffmpeg"), "the stuck decoder was left behind"
     finally:
         if decoder is not None and decoder in processes_with(str(source), program="ffmpeg"):

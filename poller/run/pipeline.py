@@ -27,7 +27,7 @@ from poller.ledger.health import problems
 from poller.ledger.journal import Journal
 from poller.ledger.schema import utcnow
 from poller.ledger.store import Ledger
-from poller.recordings.transcode import Encoded, to_mp3
+from poller.recordings.transcode import Encoded, EncoderProcess
 from poller.run.delivery import Courier, deliver_due
 from poller.run.dryrun import DryRunLedger
 from poller.run.enrich import Enricher
@@ -62,9 +62,11 @@ def run_once(config: Config, options: RunOptions | None = None,
         _dry_run(config, options, moment, report)
         report.seconds = time.monotonic() - started
         return report
-    if options.backfill:
-        return _backfill(config, options, moment, target_factory)
-    return _batch(config, options, moment, target_factory)
+    # one encoder child for the whole run (started by the first recording, if any)
+    with EncoderProcess(config.transcode) as encoder:
+        if options.backfill:
+            return _backfill(config, options, moment, target_factory, encoder)
+        return _batch(config, options, moment, target_factory, encoder)
 
 
 def _moment(config: Config, options: RunOptions) -> Moment:
@@ -73,13 +75,14 @@ def _moment(config: Config, options: RunOptions) -> Moment:
 
 
 def _backfill(config: Config, options: RunOptions, moment: Moment,
-              target_factory: Callable[[Config], Target] | None) -> RunReport:
+              target_factory: Callable[[Config], Target] | None,
+              encoder: EncoderProcess) -> RunReport:
     """A backfill a day at a time, each under the lock on its own: a long one never keeps the
     cron runs (and live calls) waiting for its end."""
     if options.since is None or config.source.kind == "csv" or options.reconcile:
         # from the ledger's origin, or over Master.csv and its copies (a day's slice would
         # read every file again): one batch
-        return _batch(config, options, moment, target_factory)
+        return _batch(config, options, moment, target_factory, encoder)
     slices = backfill_slices(options.since, options.until, moment)
     started = time.monotonic()
     total = RunReport()
@@ -90,7 +93,8 @@ def _backfill(config: Config, options: RunOptions, moment: Moment,
             break
         part = dataclasses.replace(options, since=start, until=stop, limit=limit,
                                    progress=_overall(options, slices, total))
-        report = _batch(config, part, _moment(config, options), target_factory, so_far=total)
+        report = _batch(config, part, _moment(config, options), target_factory, encoder,
+                        so_far=total)
         total.add(report)
         if number < len(slices):
             log.info("backfill: %s done (%d of %d days): %s; the lock is free until the next "
@@ -117,7 +121,7 @@ def _overall(options: RunOptions, slices: list[tuple[dt.datetime, dt.datetime | 
 
 
 def _batch(config: Config, options: RunOptions, moment: Moment,
-           target_factory: Callable[[Config], Target] | None,
+           target_factory: Callable[[Config], Target] | None, encoder: EncoderProcess,
            so_far: RunReport | None = None) -> RunReport:
     """One batch under the lock; `so_far` is what the earlier days of a backfill did, so that
     `status` shows the whole backfill as the last run, not its last day."""
@@ -142,7 +146,7 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
             oldest_read = _read(config, options, moment, ledger, report, enrich)
             if report.reconciled:
                 ledger.add_reconciled(report.reconciled)
-            _deliver(config, options, moment, ledger, journal, target, report)
+            _deliver(config, options, moment, ledger, journal, target, report, encoder)
             if not options.backfill:
                 _upkeep(config, moment, ledger, oldest_read)
         except ConfigError as exc:  # found at run time (credentials, a column): not clean
@@ -207,11 +211,12 @@ def _read(config: Config, options: RunOptions, moment: Moment, ledger: ReadLedge
 
 
 def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger,
-             journal: Journal, target: LazyTarget, report: RunReport) -> None:
+             journal: Journal, target: LazyTarget, report: RunReport,
+             encoder: EncoderProcess) -> None:
     """Phase two. An outage of the target stops it without charging any call; the ledger
     keeps since when the target is down, for `status` and the metrics."""
     courier = Courier(
-        ledger, journal, target, functools.partial(_encode, config=config),
+        ledger, journal, target, functools.partial(_encode, encoder=encoder),
         config.recordings, config.retry, Path(config.state.dir) / "tmp", moment, report)
     down = ledger.target_down()
     if down is not None and down.until is not None and moment.utc < down.until:
@@ -253,8 +258,9 @@ def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger
         ledger.clear_target_down()
 
 
-def _encode(files: list[Path], mp3: Path, call_seconds: int, config: Config) -> Encoded:
-    return to_mp3(files, mp3, config.transcode, call_seconds=call_seconds)
+def _encode(files: list[Path], mp3: Path, call_seconds: int,
+            encoder: EncoderProcess) -> Encoded:
+    return encoder.encode(files, mp3, call_seconds=call_seconds)
 
 
 def _dry_run(config: Config, options: RunOptions, moment: Moment, report: RunReport) -> None:
