@@ -552,3 +552,20 @@ def test_a_directory_unreadable_at_the_first_run_is_still_a_config_error(tmp_pat
     add_call(0)
     with pytest.raises(ConfigError, match="cannot read the directory"):
         run_once(load(path, env={}), RunOptions(now=RUN_AT))
+
+
+# ---- a directory too big to read whole
+
+
+def test_a_csv_of_more_rows_than_a_run_reads_whole_is_refused_naming_numbers(
+        tmp_path, callers_csv, monkeypatch):
+    """A million-row CSV took minutes and a gigabyte at every refresh. Past the limit the file
+    is refused before anything is parsed, and the message names the lookup that scales."""
+    monkeypatch.setattr(directory_read, "MAX_CSV_ROWS", 5)
+    with pytest.raises(ConfigError, match=r"more than 5 rows.*:numbers") as refused:
+        lookup(csv_config(callers_csv), tmp_path, [ACME], NOW)
+    assert "callers.query" in str(refused.value)
+    with pytest.raises(ConfigError, match=":numbers"):
+        verify(csv_config(callers_csv))
+    monkeypatch.setattr(directory_read, "MAX_CSV_ROWS", 6)  # the header and six lines: read
+    assert lookup(csv_config(callers_csv), tmp_path, [ACME], NOW).find(ACME) is not None

@@ -20,6 +20,11 @@ log = logging.getLogger("poller")
 # how many bad rows one warning quotes; the rest are counted
 _QUOTED = 5
 _DELIMITERS = (",", ";", "\t")  # Excel writes ";" where the decimal separator is ","
+# A CSV directory is read whole, held in memory and copied to state.dir: 100,000 rows take
+# about 5 s and 65 MiB on a 2-core PBX, a re-read beside the old copy twice that memory
+# (bench/directory.py). A million would take minutes and a gigabyte: past this many rows the
+# file is refused, naming the lookup that scales (a table queried with `:numbers`).
+MAX_CSV_ROWS = 150_000
 
 
 class DirectoryError(Exception):
@@ -115,6 +120,7 @@ def read_csv(path: str, region: str, fields: Sequence[str],
     closed, which swallows the rest of the file into one value) is reported, by its lines."""
     spans: list[str] = []
     try:
+        _refuse_if_too_big(path)
         with open(path, encoding="utf-8-sig", newline="") as handle:
             delimiter = _delimiter(handle.readline())
             handle.seek(0)
@@ -134,6 +140,22 @@ def read_csv(path: str, region: str, fields: Sequence[str],
     problem = (f"{len(spans)} rows read from several lines (a quote left open swallows the "
                f"lines after it): {quoted}{more}")
     return Parsed(parsed.callers, (*parsed.problems, problem))
+
+
+def _refuse_if_too_big(path: str) -> None:
+    """DirectoryError for a file of more than MAX_CSV_ROWS lines after its header, counted
+    before anything is parsed (a fraction of a second for a million)."""
+    lines = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            lines += chunk.count(b"\n")
+            if lines > MAX_CSV_ROWS + 1:
+                raise DirectoryError(
+                    f"more than {MAX_CSV_ROWS:,} rows: too many to read whole at every refresh "
+                    "(minutes, and a gigabyte of memory, for a million); put the callers in a "
+                    "database table with their numbers in E.164 and set callers.url and a "
+                    "callers.query holding :numbers (e.g. \"SELECT number, name FROM callers "
+                    "WHERE number IN :numbers\"), which looks up only each run's numbers")
 
 
 def _not_utf8(path: str) -> str:
