@@ -275,8 +275,31 @@ def encode(work: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-CASES = {"run": run, "follow": follow, "floor": delivery_floor, "upload": upload,
-         "webhook_upload": webhook_upload, "encode": encode}
+def directory_load(work: dict[str, Any]) -> dict[str, Any]:
+    """One run's lookup in a CSV directory (its copy in state.dir made by a first run, read
+    again `minutes` later): its time and peak RSS, or the refusal."""
+    from poller.callers.directory import lookup
+    from poller.config.schema import CallersConfig, Seconds
+    from poller.errors import ConfigError
+
+    config = CallersConfig(country="RU", csv=work["csv"], fields=(), refresh=Seconds(600))
+    now = dt.datetime.fromisoformat(work["now"])
+    box: dict[str, Any] = {}
+
+    def once() -> dict[str, Any]:
+        try:
+            found = lookup(config, work["state"], work["numbers"],
+                           now + dt.timedelta(minutes=work["minutes"]))
+        except ConfigError as exc:
+            return {"refused": str(exc)}
+        return {"found": len(found.matches)}
+
+    box.update(_measure(once))
+    return box
+
+
+CASES = {"run": run, "directory": directory_load, "follow": follow, "floor": delivery_floor,
+         "upload": upload, "webhook_upload": webhook_upload, "encode": encode}
 
 
 def main(case: str, text: str) -> None:

@@ -104,6 +104,8 @@ class Sizes:
     backfill: int  # calls of the measured backfill
     follow_polls: int
     directory_size: int = 100_000  # known callers in the directory of row 6
+    directory_big: int = 1_000_000  # subscribers of row 9's directory CSV
+    directory_read: int = 150_000  # the largest CSV a run reads whole (row 9)
 
 
 FULL = Sizes(pairs=5, rows=1_000_000, rows_small=100_000, tail=10_000, new_rows=1000,
@@ -112,7 +114,8 @@ FULL = Sizes(pairs=5, rows=1_000_000, rows_small=100_000, tail=10_000, new_rows=
              follow_polls=40)
 QUICK = Sizes(pairs=1, rows=2000, rows_small=200, tail=500, new_rows=100, deliver=20,
               lengths=(2, 5, 10), rss_lengths=(5, 60), contention=10, uploads=(0.1, 0.5, 1),
-              e2e_calls=6, talk=2, catchup=12, backfill=12, follow_polls=10, directory_size=500)
+              e2e_calls=6, talk=2, catchup=12, backfill=12, follow_polls=10, directory_size=500,
+              directory_big=3000, directory_read=1000)
 
 
 @dataclass
@@ -858,6 +861,40 @@ def _call_json() -> dict[str, Any]:
             "last_calldate": "2026-11-26T09:38:27"}
 
 
+# -- row 9: a directory of a million subscribers
+
+def big_directory(bench: Bench) -> None:
+    from directory import make_csv, numbers
+
+    from poller.callers import readers
+
+    sizes = bench.sizes
+    limit = readers.MAX_CSV_ROWS if sizes is FULL else sizes.directory_read
+    for rows in (sizes.directory_big, sizes.directory_read):
+        folder = bench.folder("directory")
+        path = folder / "callers.csv"
+        make_csv(path, rows)
+        wanted = [e164 for _, e164 in numbers(rows)[:: max(1, rows // 100)]][:100]
+        work = {"csv": str(path), "state": str(folder / "state"), "numbers": wanted,
+                "now": bench.now.isoformat()}
+        for minutes, what in ((0, "first run"), (11, "run after refresh")):
+            cost = child("directory", **work, minutes=minutes)
+            extra = cost.extra or {}
+            refused = extra.get("refused")
+            within = cost.wall < 20 and cost.rss_kb / 1024 < 300
+            ours = ("refused" if refused else f"{cost.wall:.1f} s, {cost.rss_kb / 1024:.0f} MB")
+            bench.add("9", f"directory CSV of {rows:,} rows, {what}", ours,
+                      "20 s, 300 MiB", None,
+                      "< 20 s, < 300 MiB, or refused naming :numbers",
+                      (":numbers" in refused) if refused else within,
+                      (f"refused in {cost.wall:.2f} s ({cost.rss_kb / 1024:.0f} MB): "
+                       f"{refused.split(': ', 2)[-1][:90]}..." if refused else
+                       f"{extra.get('found')} of {len(wanted)} numbers found; the limit "
+                       f"{limit:,} rows"))
+            if refused:
+                break
+
+
 def table(rows: list[Row]) -> str:
     header = ("#", "measure", "poller", "reference (same run)", "ratio", "goal", "met")
     lines = [[r.number, r.what, r.ours, r.reference,
@@ -874,7 +911,7 @@ def table(rows: list[Row]) -> str:
 
 STEPS = (("1", idle), ("2", reading), ("2b", delivery), ("2c", master_csv), ("3", transcoding),
          ("4", contention), ("5", upload), ("5b", webhook_upload), ("6", callers_cost),
-         ("6", end_to_end), ("7", catch_up), ("8", backfill_year))
+         ("6", end_to_end), ("7", catch_up), ("8", backfill_year), ("9", big_directory))
 
 
 def main() -> int:
