@@ -13,6 +13,7 @@ import re
 import socket
 import sys
 from logging.handlers import SysLogHandler
+from typing import Any, Protocol
 
 # C0 controls (tab too), DEL and the C1 controls, which terminals also act on
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -43,13 +44,45 @@ class EscapingFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """Standard error's handler. A live line drawn on the same terminal (a backfill's progress
+    bar) is cleared before each log line and drawn again below it, so the two never share a
+    line."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.live: LiveLine | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        live = self.live
+        if live is None:
+            super().emit(record)
+            return
+        live.clear()
+        super().emit(record)
+        live.redraw()
+
+
+class LiveLine(Protocol):
+    """A line that rewrites itself at the bottom of a terminal."""
+
+    def clear(self) -> None: ...
+
+    def redraw(self) -> None: ...
+
+
+def console_handlers() -> list[ConsoleHandler]:
+    """The root logger's handlers that write to standard error."""
+    return [h for h in logging.getLogger().handlers if isinstance(h, ConsoleHandler)]
+
+
 SYSLOG_SOCKET = "/dev/log"  # the local syslog daemon's socket (journald's or rsyslog's)
 
 
 def setup_logging(verbose: int, quiet: bool, syslog: bool = False) -> None:
     """Log lines to standard error with time stamps, and to syslog (daemon) when asked."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = ConsoleHandler(sys.stderr)
     handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(message)s"))
     handlers: list[logging.Handler] = [handler]
     if syslog:

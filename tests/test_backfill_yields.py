@@ -4,11 +4,15 @@ calls are not kept waiting for its end; together they deliver every call once.""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
+import re
 
 from support import archived, clone_call, key_of, legs_of, make_config, msk, open_ledger
 
+from poller.cli.progress import ProgressBar
 from poller.errors import LockHeld
+from poller.logs import ConsoleHandler
 from poller.run.options import Progress, RunOptions
 from poller.run.pipeline import run_once
 
@@ -45,12 +49,13 @@ def test_cron_runs_deliver_live_calls_between_the_days_of_a_backfill(tmp_path, c
     assert backfill.delivered_count == 3
     assert cron_runs[0] == 1, cron_runs  # the first cron run took the live call at once
     assert sum(cron_runs) == 1 and len(cron_runs) >= 2 and held
-    assert "backfill: 2026-11-22 done (1 of 3 days)" in caplog.text
+    assert "backfill 2026-11-22: 1 new call, 1 delivered (2 rows read)" in caplog.text
     assert set(archived(tmp_path)) == {key_of(call) for call in history + [live]}
     # the progress is the whole range's, not a day's
     assert {p.start for p in shown} == {dt.datetime(2026, 11, 22)}
     assert {p.stop for p in shown} == {dt.datetime(2026, 11, 25)}
     assert shown[-1].rows == 6  # the three days' rows, not the last day's two
+    assert shown[-1].fraction == 1.0 and shown[-1].new_calls == 3
     with open_ledger(config) as ledger:
         assert sum(ledger.last_run()["delivered"].values()) == 3  # the whole backfill's
 
@@ -64,3 +69,75 @@ def test_a_backfill_limit_counts_over_its_days(tmp_path, cdr_db, sample_rows):
     report = run_once(config, RunOptions(since=dt.datetime(2026, 11, 22), now=NOW, limit=3))
     assert report.delivered_count == 3, report.summary()
     assert len(archived(tmp_path)) == 3
+
+
+def test_a_month_of_backfill_logs_a_short_line_per_day_with_calls(tmp_path, cdr_db,
+                                                                   sample_rows, caplog):
+    """A month holding calls on two days: a line saying the plan, one short line for each of
+    the two days, nothing for the 29 empty ones (a short line each at -v); the progress runs
+    over the whole month by time, empty days included, and ends at 100 %."""
+    template = legs_of(sample_rows, NO_ANSWER)
+    calls = [clone_call(template, dt.datetime(2026, 10, day, 14, 0)) for day in (5, 20)]
+    cdr_db.insert([row for call in calls for row in call])
+    config = make_config(tmp_path, cdr_db.url)
+    shown: list[Progress] = []
+    with caplog.at_level(logging.DEBUG, logger="poller"):
+        report = run_once(config, RunOptions(since=dt.datetime(2026, 10, 1),
+                                             until=dt.datetime(2026, 11, 1), now=NOW,
+                                             progress=shown.append))
+    assert report.delivered_count == 2, report.summary()
+    backfill = [r for r in caplog.records if r.getMessage().startswith("backfill")]
+    said = [r.getMessage() for r in backfill if r.levelno >= logging.INFO]
+    assert said == [
+        "backfill: 2026-10-01 to 2026-11-01, 31 days, a day at a time: the lock is free between "
+        "days, for cron runs to deliver live calls",
+        "backfill 2026-10-05: 1 new call, 1 delivered (2 rows read)",
+        "backfill 2026-10-20: 1 new call, 1 delivered (2 rows read)"], said
+    quiet = [r.getMessage() for r in backfill if r.levelno < logging.INFO]
+    assert len(quiet) == 29 and all(len(line) <= 50 for line in quiet), quiet
+    # at -v an empty day is that one line, no more
+    assert len([r for r in caplog.records if r.levelno < logging.INFO]) <= 29 + 2 * 5, \
+        [r.getMessage() for r in caplog.records]
+    assert "backfill 2026-10-06: no calls (0 rows read)" in quiet
+    # by time over the whole month: after the 1st, 1/31 done (not 40 %); at the end, 100 %
+    first_day = next(p for p in shown if p.position == dt.datetime(2026, 10, 2))
+    assert abs(first_day.fraction - 1 / 31) < 0.001, first_day.fraction
+    assert shown[-1].fraction == 1.0 and shown[-1].new_calls == 2
+    # the count of new calls is current: the day's call counted as soon as its day is read
+    after_5th = next(p for p in shown if p.position == dt.datetime(2026, 10, 6))
+    assert after_5th.new_calls == 1
+
+
+def test_the_progress_bar_keeps_log_lines_above_it_and_never_goes_back():
+    """Log lines while the bar is drawn land on lines of their own above it; a position that
+    steps back (a day's read starting a lookback early) leaves the bar where it was; the end
+    shows 100 %."""
+    stream = io.StringIO()
+    handler = ConsoleHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    ticks = iter(range(100))
+    try:
+        bar = ProgressBar(stream, clock=lambda: float(next(ticks)))
+        since, end = dt.datetime(2026, 10, 1), dt.datetime(2026, 11, 1)
+
+        def at(day: int, hour: int = 0) -> Progress:
+            return Progress(dt.datetime(2026, 10, day, hour), since, end, day * 10, day)
+
+        bar(at(10))
+        logging.getLogger("poller").info("backfill 2026-10-10: 1 new call, 1 delivered")
+        bar(at(9, 20))  # back a few hours
+        bar(Progress(end, since, end, 400, 31))
+        bar.finish()
+        logging.getLogger("poller").info("backfill done")
+    finally:
+        root.handlers[:] = saved
+        root.setLevel(level)
+    text = stream.getvalue()
+    assert "\r\x1b[KINFO backfill 2026-10-10: 1 new call, 1 delivered\n\r\x1b[K[" in text, text
+    percents = [int(p) for p in re.findall(r"\] +(\d+)%", text)]
+    assert percents == sorted(percents) and percents[-1] == 100, percents
+    assert text.endswith("31 new calls\nINFO backfill done\n"), text

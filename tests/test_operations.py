@@ -1048,10 +1048,12 @@ def test_backfill_reports_its_progress(tmp_path, cdr_db, sample_rows):
     report = run_once(config, RunOptions(since=since, until=until, now=msk("2026-11-26 10:30"),
                                          progress=seen.append))
     assert sum(report.delivered.values()) == 12, report.summary()
-    assert [p.position for p in seen] == starts
+    positions = [p.position for p in seen]
+    assert positions == sorted(positions) and set(starts) <= set(positions)
     fractions = [p.fraction for p in seen]
     assert all(0.0 <= f <= 1.0 for f in fractions)
-    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] > 0.9
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert seen[-1].new_calls == 12  # current at the end, not a batch behind
     assert all(p.start == since and p.stop == until for p in seen)
     assert [p.rows for p in seen] == sorted(p.rows for p in seen)
     assert [p.new_calls for p in seen] == sorted(p.new_calls for p in seen)
@@ -1107,7 +1109,12 @@ def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path, cdr_db, sample_ro
         os.close(master)
     text = output.decode(errors="replace")
     assert code == 0, text
-    assert "\r[" in text and "rows" in text, text
+    # the bar is cleared before each log line and drawn again below it: never on one line
+    assert "\r\x1b[K[" in text and "rows" in text, text
+    for line in text.replace("\r\n", "\n").split("\n"):
+        shown = line.rsplit("\x1b[K", 1)[-1]  # what the line holds once the terminal drew it
+        assert not (" INFO " in shown and re.search(r"\[[#.]{30}\]", shown)), line
+    assert "100%" in text.rsplit("\x1b[K[", 1)[-1], text  # ends at 100 %
 
 
 # -- logs

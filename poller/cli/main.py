@@ -9,14 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import sys
-import time
 from typing import Any
 
 import click
 
 from poller.cli.extras import archive, demo
 from poller.cli.guard import guarded, load_config
+from poller.cli.progress import progress_bar
 from poller.clock import parse_local
 from poller.config.schema import parse_duration
 from poller.errors import ConfigError, ExitCode, PollerError
@@ -120,7 +119,7 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
             if seconds < 1:
                 raise ConfigError("--interval must be at least 1s")
             return follow_loop(config, seconds, metrics_file)
-        progress = _progress_bar() if (since or until) and not dry_run else None
+        progress = progress_bar() if (since or until) and not dry_run else None
         try:
             report = run_once(config, RunOptions(since=since, until=until, dry_run=dry_run,
                                                  force=force, limit=limit,
@@ -132,41 +131,10 @@ def run(ctx: click.Context, since: dt.datetime | None, until: dt.datetime | None
             _print_planned(report.planned, config)
             log.info("dry run, nothing written: %s", report.summary())
         else:
-            log.info("run: %s", report.summary())
+            log.info("%s: %s", "backfill done" if since or until else "run", report.summary())
         return report.exit_code
 
     guarded(work)
-
-
-class _TerminalProgress:
-    """One self-rewriting line on a terminal: how far a backfill has read."""
-
-    def __init__(self) -> None:
-        self.shown = False
-        self.last = 0.0
-
-    def __call__(self, progress: Any) -> None:
-        now = time.monotonic()
-        if now - self.last < 0.2:
-            return
-        self.last = now
-        width = 30
-        filled = int(progress.fraction * width)
-        line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.fraction:4.0%}  "
-                f"{progress.position:%Y-%m-%d %H:%M}  {progress.rows:,} rows  "
-                f"{progress.new_calls:,} new calls")
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        self.shown = True
-
-    def finish(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
-
-
-def _progress_bar() -> _TerminalProgress | None:
-    """A progress bar only on a terminal: under cron and systemd, log lines say it instead."""
-    return _TerminalProgress() if sys.stderr.isatty() else None
 
 
 def _print_planned(calls: list[Any], config: Any) -> None:

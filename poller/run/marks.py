@@ -150,13 +150,18 @@ def backfill_range(since: dt.datetime | None, until: dt.datetime | None, origin:
     return ReadRange(start, stop, min(stop + lookback, latest))
 
 
+def backfill_end(until: dt.datetime | None, moment: Moment) -> dt.datetime:
+    """Where a backfill's range ends (naive local): its --until, never past now."""
+    latest = moment.local + CLOCK_SKEW
+    return min(until, latest) if until is not None else latest
+
+
 def backfill_slices(since: dt.datetime, until: dt.datetime | None,
                     moment: Moment) -> list[tuple[dt.datetime, dt.datetime | None]]:
     """A backfill's range cut at local midnights: each day is worked under the lock on its
     own, so cron runs deliver live calls in between. The last day keeps the range's own end
     (None: up to now)."""
-    latest = moment.local + CLOCK_SKEW
-    end = min(until, latest) if until is not None else latest
+    end = backfill_end(until, moment)
     slices: list[tuple[dt.datetime, dt.datetime | None]] = []
     start = since
     while True:

@@ -15,6 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -33,12 +34,12 @@ from poller.run.dryrun import DryRunLedger
 from poller.run.enrich import Enricher
 from poller.run.incident_delivery import deliver_incidents
 from poller.run.lock import RunLock
-from poller.run.marks import Moment, backfill_slices, forget_before, lowest
+from poller.run.marks import Moment, backfill_end, backfill_slices, forget_before, lowest
 from poller.run.metrics import LedgerFigures, write_metrics
 from poller.run.options import Progress, RunOptions
 from poller.run.read import Builder, ReadLedger, ReadPhase
 from poller.run.reconcile import reconcile
-from poller.run.report import RunReport
+from poller.run.report import RunReport, plural
 from poller.run.schedule import due_before
 from poller.source.kinds import open_source, reconcile_source
 from poller.targets.interface import LazyTarget, Target
@@ -78,46 +79,60 @@ def _backfill(config: Config, options: RunOptions, moment: Moment,
               target_factory: Callable[[Config], Target] | None,
               encoder: EncoderProcess) -> RunReport:
     """A backfill a day at a time, each under the lock on its own: a long one never keeps the
-    cron runs (and live calls) waiting for its end."""
+    cron runs (and live calls) waiting for its end. A day with calls logs one short line, an
+    empty one nothing (one line at -v); the summary is the caller's."""
     if options.since is None or config.source.kind == "csv" or options.reconcile:
         # from the ledger's origin, or over Master.csv and its copies (a day's slice would
         # read every file again): one batch
         return _batch(config, options, moment, target_factory, encoder)
     slices = backfill_slices(options.since, options.until, moment)
+    end = backfill_end(options.until, moment)
+    log.info("backfill: %s to %s, %s, a day at a time: the lock is free between days, for "
+             "cron runs to deliver live calls", options.since.date().isoformat(),
+             end.date().isoformat(), plural(len(slices), "day"))
     started = time.monotonic()
     total = RunReport()
-    for number, (start, stop) in enumerate(slices, 1):
+    show = _Overall(options.progress, options.since, end, total)
+    for start, stop in slices:
         # a limit reached still reads the remaining days into the ledger, as one batch would
         limit = None if options.limit is None else max(options.limit - total.delivered_count, 0)
         if options.should_stop():
             break
         part = dataclasses.replace(options, since=start, until=stop, limit=limit,
-                                   progress=_overall(options, slices, total))
+                                   progress=show.day if options.progress else None)
         report = _batch(config, part, _moment(config, options), target_factory, encoder,
                         so_far=total)
         total.add(report)
-        if number < len(slices):
-            log.info("backfill: %s done (%d of %d days): %s; the lock is free until the next "
-                     "day, for cron runs to deliver live calls", start.date().isoformat(),
-                     number, len(slices), report.summary())
+        show.reached(stop or end)
+        if report.new_calls or report.delivered_count or report.failures:
+            log.info("backfill %s: %s", start.date().isoformat(), report.brief())
+        else:
+            log.debug("backfill %s: no calls (%s read)", start.date().isoformat(),
+                      plural(report.rows, "row"))
     total.seconds = time.monotonic() - started
     return total
 
 
-def _overall(options: RunOptions, slices: list[tuple[dt.datetime, dt.datetime | None]],
-             done: RunReport) -> Callable[[Progress], None] | None:
-    """A day's progress shown as the whole backfill's."""
-    progress = options.progress
-    if progress is None:
-        return None
-    since, last = slices[0][0], slices[-1][1]
+@dataclass
+class _Overall:
+    """A day's progress shown as the whole backfill's: over its whole range, with the counts
+    of the days done added, and moved to each day's end even when the day held nothing."""
 
-    def show(day: Progress) -> None:
-        progress(dataclasses.replace(day, start=since, stop=last or day.stop,
-                                     rows=done.rows + day.rows,
-                                     new_calls=done.new_calls + day.new_calls))
+    progress: Callable[[Progress], None] | None
+    since: dt.datetime
+    end: dt.datetime
+    done: RunReport
 
-    return show
+    def day(self, day: Progress) -> None:
+        if self.progress is not None:
+            self.progress(dataclasses.replace(day, start=self.since, stop=self.end,
+                                              rows=self.done.rows + day.rows,
+                                              new_calls=self.done.new_calls + day.new_calls))
+
+    def reached(self, position: dt.datetime) -> None:
+        if self.progress is not None:
+            self.progress(Progress(min(position, self.end), self.since, self.end,
+                                   self.done.rows, self.done.new_calls))
 
 
 def _batch(config: Config, options: RunOptions, moment: Moment,

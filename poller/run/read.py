@@ -168,8 +168,9 @@ class ReadPhase:
             span.start, span.stop, span.horizon, axis.lookback, self.config.batch_size,
             position=axis.position, first_width=axis.first_width,
             min_width=axis.min_width, max_width=axis.max_width)
-        log.debug("reading cdr rows by %s from %s to %s (calls starting before %s)",
-                  axis.column, span.start, span.horizon, span.stop)
+        if not options.backfill:  # a backfill says one line per day itself
+            log.debug("reading cdr rows by %s from %s to %s (calls starting before %s)",
+                      axis.column, span.start, span.horizon, span.stop)
         progress = options.progress if axis.on_calldate else None
         self.scan(walk, axis, progress, self.dates(axis, options))
         self.report.source_read = True
@@ -250,10 +251,10 @@ class ReadPhase:
              dates: tuple[dt.datetime, dt.datetime | None] | None = None) -> None:
         batch: list[tuple[Call, Group]] = []
         progress_at = time.monotonic() + PROGRESS_EVERY
+        last: dt.datetime | None = None
         for whole in walk.groups():
             if progress is not None:
-                progress(Progress(whole.first, walk.start, walk.stop, walk.stats.rows,
-                                  self.report.new_calls))
+                self.tell(progress, walk, whole.first)
             elif time.monotonic() >= progress_at:
                 progress_at = time.monotonic() + PROGRESS_EVERY
                 log.info("reading: at %s, %d rows so far, %d new calls",
@@ -276,7 +277,17 @@ class ReadPhase:
             if len(batch) >= KNOWN_BATCH:
                 self.record(batch, walk, axis)
                 batch = []
+                self.tell(progress, walk, whole.first)
+            last = whole.first
         self.record(batch, walk, axis)
+        if last is not None:
+            self.tell(progress, walk, last)  # the calls just recorded counted in
+
+    def tell(self, progress: Callable[[Progress], None] | None, walk: Walk,
+             position: dt.datetime) -> None:
+        if progress is not None:
+            progress(Progress(position, walk.start, walk.stop, walk.stats.rows,
+                              self.report.new_calls))
 
     def calls_of(self, group: Group, walk: Walk, axis: Axis) -> list[Group]:
         """A group's legs as the calls they make: one, unless the key was used again for

@@ -92,6 +92,13 @@ class RunReport:
                 f"{self.waiting} waiting, {self.failures} failed ({self.parked} parked), "
                 f"{self.rows} rows read, {self.seconds:.2f}s")
 
+    def brief(self) -> str:
+        """A short line for one day of a backfill: what it found and did."""
+        failed = f", {self.failures} failed" if self.failures else ""
+        waiting = f", {self.waiting} waiting" if self.waiting else ""
+        return (f"{plural(self.new_calls, 'new call')}, {self.delivered_count} delivered"
+                f"{failed}{waiting} ({plural(self.rows, 'row')} read)")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "rows": self.rows, "new_calls": self.new_calls, "skipped": self.skipped,
