@@ -57,6 +57,7 @@ from support import (
 )
 from webhook_receiver import WebhookReceiver
 
+from poller.config.load import load
 from poller.errors import DeliveryError, LockHeld
 from poller.ledger import schema as ledger_module
 from poller.ledger.store import Ledger
@@ -242,7 +243,7 @@ def test_status_text_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
     assert re.search(rf"^  {re.escape(keys['parked'])} +1 attempt: objectdef incoming_call: "
                      r"attribute incoming_call_key rejected$", failed, re.M), failed
     assert re.search(r"^last run:    \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+03:00: 1 delivered, "
-                     r"1 failed, 4 rows read, [\d.]+s$", text, re.M), text
+                     r"1 waiting, 1 failed, 4 rows read, [\d.]+s$", text, re.M), text
 
 
 def test_status_json_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
@@ -570,9 +571,41 @@ def test_retry_of_a_call_that_is_not_parked_leaves_it(tmp_path, cdr_db, sample_r
     run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     result = cli("--config", str(write_config(tmp_path, cdr_db.url)), "retry", key_of(calls[0]))
     assert result.exit_code == 0, result.output
-    assert "is not parked (stage done)" in result.output
+    assert "is not waiting nor parked (stage done)" in result.output
     assert "0 calls put back in line" in result.stdout
     assert entry_of(config, key_of(calls[0])).stage == "done"
+
+
+def test_retry_key_brings_forward_a_call_backing_off(tmp_path, cdr_db, sample_rows, caplog):
+    """A call backing off after a failed attempt: `retry KEY` said `is not parked (stage
+    seen): left as it is` and `0 calls put back in line`, and the run line counted it `1
+    failed (0 parked), 0 waiting` while `status` listed it under `waiting:`. Now the run line,
+    status and retry all call it waiting, retry brings it forward (its attempts forgotten),
+    and the next run delivers it long before its back-off ends."""
+    calls = direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    key = key_of(calls[0])
+    path = write_config(tmp_path, cdr_db.url)
+    config = load(path, env={})
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")),
+                      target_factory=refusing())
+    assert "1 waiting (1 to retry after a failed attempt), 0 failed" in report.summary()
+    backing_off = entry_of(config, key)
+    assert (backing_off.stage, backing_off.attempts) == ("seen", 1)
+    assert backing_off.next_attempt_at is not None
+    text = cli("--config", str(path), "status").stdout
+    assert key in text.split("waiting:\n", 1)[1] and "failed (requeue" not in text
+    assert "1 waiting (1 to retry after a failed attempt), 0 failed" in text
+
+    result = cli("--config", str(path), "retry", key)
+    assert result.exit_code == 0, result.output
+    assert "1 call put back in line" in result.stdout
+    assert f"call {key} was waiting (after 1 failed attempt: " in result.output
+    assert "not parked" not in result.output
+    entry = entry_of(config, key)
+    assert (entry.stage, entry.attempts, entry.next_attempt_at) == ("seen", 0, None)
+    report = run_once(config, RunOptions(now=msk("2026-11-26 10:01")))
+    assert report.delivered_count == 1, report.summary()
+    assert entry_of(config, key).stage == "done"
 
 
 # -- metrics

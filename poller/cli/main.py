@@ -251,11 +251,14 @@ def check(ctx: click.Context) -> None:
 def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
     """Put parked (failed) calls back in line for the next run.
 
-    Name the calls by KEY (as `poller status` lists them) or give --failed for all of them.
+    Name the calls by KEY (as `poller status` lists them) or give --failed for all parked
+    calls. A call named by KEY that waits (backing off after a failed attempt, or for its
+    recording) is brought forward to the next run, its attempts forgotten.
     Only the ledger is written, so this works while a follow-mode service runs.
     """
 
     def work() -> ExitCode:
+        from poller.model import PENDING
         from poller.ops.retry import requeue
 
         if bool(keys) == all_failed:
@@ -263,8 +266,12 @@ def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
                               "or give --failed for all of them" if not keys else
                               "name calls by KEY or give --failed, not both")
         done = requeue(load_config(ctx), keys or None)
+        for key, why in done.brought_forward.items():
+            log.info("call %s was waiting (%s): due at the next run", key, why)
         for key, stage in done.not_parked.items():
-            log.warning("call %s is not parked (stage %s): left as it is", key, stage)
+            log.warning("call %s is %s: left as it is", key,
+                        "already due at the next run" if stage in PENDING else
+                        f"not waiting nor parked (stage {stage})")
         for key, day in done.unbuilt.items():
             log.warning("call %s could not be built from its cdr rows: once the poller is "
                         "fixed, a run that reads them again (`poller run --since %s`) builds "

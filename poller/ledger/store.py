@@ -334,6 +334,25 @@ class Ledger(Settings, Incidents):
         self.requeue_failed_incidents(keys, since, until)
         return count
 
+    def bring_forward(self, keys: Sequence[str]) -> dict[str, str]:
+        """Make the pending calls among `keys` that wait for a later time due at the next run,
+        their attempts forgotten (the administrator fixed the cause). Returns each one's
+        wait: `after N failed attempts: ERROR`, or its note (a recording not there yet)."""
+        if not keys:
+            return {}
+        waiting = ((calls_table.c.stage.in_(PENDING)) & calls_table.c.call_key.in_(list(keys))
+                   & calls_table.c.next_attempt_at.is_not(None))
+        with self.engine.begin() as conn:
+            rows = conn.execute(sa.select(calls_table.c.call_key, calls_table.c.attempts,
+                                          calls_table.c.last_error, calls_table.c.note)
+                                .where(waiting)).all()
+            conn.execute(calls_table.update().where(waiting).values(
+                next_attempt_at=None, attempts=0, updated_at=utcnow()))
+        return {row.call_key: (f"after {row.attempts} failed attempt"
+                               f"{'' if row.attempts == 1 else 's'}: {row.last_error}"
+                               if row.attempts else row.note or "waiting")
+                for row in rows}
+
     def advance(self, key: str, stage: Stage, **values: Any) -> None:
         """Record a confirmed step: the new stage plus what the step produced."""
         values.update(stage=stage, updated_at=utcnow())

@@ -1,4 +1,5 @@
-"""`poller retry`: parked calls put back in line, by key or all of them.
+"""`poller retry`: parked calls put back in line, by key or all of them; a call named by key
+that backs off after a failed attempt (or waits) is brought forward to the next run.
 
 Only the ledger is written, so this works while a follow-mode service runs. A call that could
 not be built from its cdr rows stays parked: only a run that reads its rows again builds it.
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from poller.config.schema import Config
 from poller.errors import ConfigError
 from poller.ledger.store import Ledger
-from poller.model import Stage, Status
+from poller.model import PENDING, Stage, Status
 
 
 @dataclass
@@ -22,6 +23,8 @@ class Requeued:
 
     count: int = 0
     not_parked: dict[str, Stage] = field(default_factory=dict)  # key → its stage
+    # key → what it was waiting for: brought forward (counted in `count`)
+    brought_forward: dict[str, str] = field(default_factory=dict)
     unbuilt: dict[str, dt.date] = field(default_factory=dict)  # key → the day of its rows
 
 
@@ -37,12 +40,16 @@ def requeue(config: Config, keys: Sequence[str] | None) -> Requeued:
             unknown = [key for key in keys if key not in known]
             if unknown:
                 raise ConfigError(f"unknown call key(s): {', '.join(unknown)}")
-            done.not_parked = {key: known[key] for key in keys if known[key] != Stage.FAILED}
+            pending = [key for key in keys if known[key] in PENDING]
+            done.brought_forward = ledger.bring_forward(pending)
+            done.not_parked = {key: known[key] for key in keys
+                               if known[key] != Stage.FAILED and key not in done.brought_forward}
             for key in set(keys) - set(done.not_parked):
                 entry = ledger.entry(key)
                 if entry is not None and entry.call.status == Status.UNBUILT:
                     done.unbuilt[key] = entry.call.first_calldate.date()
-        done.count = ledger.requeue_failed(list(keys) if keys else None)
+        done.count = ledger.requeue_failed(list(keys) if keys else None) + \
+            len(done.brought_forward)
         return done
     finally:
         ledger.close()

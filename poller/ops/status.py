@@ -22,6 +22,7 @@ from poller.ledger.store import Ledger
 from poller.logs import escape_controls
 from poller.model import PENDING, UNBUILT, IncidentStage, Stage
 from poller.run.lock import held_by
+from poller.run.report import waiting_phrase
 from poller.source.kinds import open_source
 from poller.source.skew import rows_ahead
 
@@ -304,7 +305,9 @@ def _last_run(status: Overview) -> list[str]:
         return [f"last run:    {shown}: stopped by an unexpected error: {run['error']} (run "
                 "with -v for the traceback)"]
     delivered = sum(run.get("delivered", {}).values())
-    lines = [f"last run:    {shown}: {delivered} delivered, {run.get('failures', 0)} failed, "
+    parked = run.get("parked", 0)
+    waiting = waiting_phrase(run.get("waiting", 0), run.get("failures", 0) - parked)
+    lines = [f"last run:    {shown}: {delivered} delivered, {waiting}, {parked} failed, "
              f"{_count(run.get('rows', 0), 'row')} read, {run.get('seconds', 0)}s"]
     lines += [f"  stopped by: {problem}" for problem in run.get("unavailable", [])]
     return lines

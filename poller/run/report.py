@@ -89,7 +89,8 @@ class RunReport:
                 f"({statuses or 'none'}), {plural(self.recordings, 'recording')}, "
                 f"{self.new_calls} new{reconciled}, {self.skipped} skipped, "
                 f"{callers}{incidents}"
-                f"{self.waiting} waiting, {self.failures} failed ({self.parked} parked), "
+                f"{waiting_phrase(self.waiting, self.failures - self.parked)}, "
+                f"{self.parked} failed, "
                 f"{self.rows} rows read, {self.seconds:.2f}s")
 
     def brief(self) -> str:
@@ -115,6 +116,14 @@ class RunReport:
                           "created": self.incidents_created},
             "reconciled": self.reconciled,
         }
+
+
+def waiting_phrase(deferred: int, retrying: int) -> str:
+    """`3 waiting (1 to retry after a failed attempt)`: the calls that go out at a later run,
+    as `status` lists them under `waiting:`. A call that failed an attempt and backs off is
+    waiting, not failed: only a parked call is (`status`'s `failed:`)."""
+    after = f" ({retrying} to retry after a failed attempt)" if retrying else ""
+    return f"{deferred + retrying} waiting{after}"
 
 
 def plural(count: int, noun: str) -> str:
