@@ -19,7 +19,15 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cdrtable import load_table  # noqa: E402
-from support import MYSQL_URL, POSTGRESQL_URL, ROOT, SAMPLES, run_cli, sql_statements  # noqa: E402
+from support import (  # noqa: E402
+    MYSQL_URL,
+    POSTGRESQL_URL,
+    ROOT,
+    SAMPLES,
+    cdr_table,
+    run_cli,
+    sql_statements,
+)
 
 # A test that uses one of these fixtures, directly or through another fixture, gets the mark:
 # `-m "not mariadb and not slow"` then runs without a database server, in seconds.
@@ -127,6 +135,19 @@ def _create_database(server: str, schema_sql: Path | None) -> Iterator[CdrDataba
 def cdr_db(mysql_server: str) -> Iterator[CdrDatabase]:
     """An empty FreePBX cdr table (sql/cdr-freepbx.sql) in a database of its own."""
     yield from _create_database(mysql_server, ROOT / "sql" / "cdr-freepbx.sql")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def cdr_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty FreePBX cdr table, once in a SQLite file and once on the MariaDB server: the
+    run's glue is tested without a server, and MariaDB still runs the same test (fill it with
+    support.insert_rows)."""
+    if request.param == "sqlite":
+        folder = tmp_path / "pbx"
+        folder.mkdir()
+        return cdr_table(folder, [])
+    database: CdrDatabase = request.getfixturevalue("cdr_db")
+    return database.url
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ writes them, readers of what a run left behind (archive, ledger), config files a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -18,12 +19,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
+from poller.calls import build_call
 from poller.config.load import from_mapping
+from poller.config.schema import IncomingRules, TranscodeConfig
 from poller.ledger.schema import Entry
 from poller.ledger.store import Ledger
+from poller.model import Call, Leg
+from poller.recordings.transcode import to_mp3
 from poller.source.csvlines import cdr_csv_line
+from poller.source.freepbx import freepbx_cdr
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -96,6 +103,16 @@ def clone_call(template: list[dict[str, Any]], start: dt.datetime, *, zone: Zone
     return rows
 
 
+def direct_calls(url: str, sample_rows: list[dict[str, Any]], *starts: dt.datetime,
+                 **options: Any) -> list[list[dict[str, Any]]]:
+    """Answered direct calls (sample P1-01) at the given local times, inserted into the cdr
+    table at `url` (clone_call's `options` apply to each)."""
+    direct = legs_of(sample_rows, DIRECT_ANSWERED)
+    calls = [clone_call(direct, start, **options) for start in starts]
+    insert_rows(url, [row for rows in calls for row in rows])
+    return calls
+
+
 def master_csv_line(row: dict[str, Any]) -> str:
     """A cdr row as cdr_csv writes it (loguniqueid, loguserfield, newcdrcolumns)."""
     return cdr_csv_line(row)
@@ -123,13 +140,114 @@ def key_of(rows: list[dict[str, Any]]) -> str:
 
 
 def local(text: str) -> dt.datetime:
-    """A naive local calldate from 'YYYY-MM-DD HH:MM[:SS]'."""
+    """A naive wall-clock time in the PBX's zone, as the calldate column holds it, from
+    'YYYY-MM-DD HH:MM[:SS]'."""
     return dt.datetime.fromisoformat(text)
+
+
+# P1-01's one row, decoded: DID …01 rings 201, who answers after 3 s and talks 6 s; recorded
+P1_01_LEG = {"uniqueid": "1795675107.1", "linkedid": "1795675107.0", "sequence": 1,
+             "clid": '"Sokolov Ivan" <+79161002301>', "src": "+79161002301", "dst": "201",
+             "dcontext": "from-did-direct", "channel": "Local/74951230001@from-pstn-00000000;2",
+             "dstchannel": "Local/201@sim-phone-00000001;1", "lastapp": "Dial", "duration": 9,
+             "billsec": 6, "disposition": "ANSWERED", "did": "74951230001",
+             "cnum": "+79161002301", "cnam": "Sokolov Ivan",
+             "recordingfile": "in-74951230001-+79161002301-20261126-093827-1795675107.1.wav"}
+
+
+# P1-12's columns where they differ from P1-01's: DID …01 from +79161002312, answered by 201,
+# who paused the recording (two files)
+P1_12_LEG = {"uniqueid": "1795675215.55", "linkedid": "1795675215.54", "sequence": 64,
+             "clid": '"Volkov Sergey" <+79161002312>', "src": "+79161002312", "cnum": "",
+             "cnam": "", "channel": "Local/74951230001@from-pstn-0000001b;2",
+             "dstchannel": "Local/201@sim-phone-0000001c;1", "duration": 16, "billsec": 14}
+
+
+def leg(calldate: str | dt.datetime = "2026-11-26 09:38:27", **columns: Any) -> Leg:
+    """One decoded cdr row for tests without a table: P1-01's (see P1_01_LEG) at `calldate`
+    (naive, or 'YYYY-MM-DD HH:MM[:SS]'), with `columns` changed."""
+    when = local(calldate) if isinstance(calldate, str) else calldate
+    return Leg(**{**P1_01_LEG, "calldate": when, **columns})
+
+
+def call_of(*legs: Leg, rules: IncomingRules | None = None, zone: ZoneInfo = MSK,
+            template: str = "{calldate:%Y/%m/%d}/{recordingfile}") -> Call:
+    """The call built from `legs` as a run builds it (FreePBX's recording names, Moscow)."""
+    return build_call(legs, rules or IncomingRules(), zone, template)
 
 
 def msk(text: str) -> dt.datetime:
     """An aware Moscow time from 'YYYY-MM-DD HH:MM[:SS]'."""
     return dt.datetime.fromisoformat(text).replace(tzinfo=MSK)
+
+
+# -- archive days written without a run: call records in the archive's shape
+
+DAY = dt.date(2026, 11, 26)
+HOSTILE = "<script>window.pwned=1</script>"
+ATTRIBUTE_BREAKER = '"><img src=x onerror="window.pwned=2">'
+STATUS_CYCLE = ("answered",) * 6 + ("unanswered", "unanswered", "busy", "impossible")
+
+
+def record(key: str, start: dt.datetime, number: str = "+79161234567", name: str = "",
+           status: str = "answered", duration: int = 60, talk_time: int = 50,
+           answered_by: str = "201", recording: str | None = None,
+           problem: str | None = None) -> dict[str, object]:
+    """A call record in the archive's exact shape (design §8)."""
+    return {"key": key, "start": start.isoformat(), "number": number, "name": name,
+            "did": "74951230001", "duration": duration,
+            "talk_time": talk_time if status == "answered" else 0,
+            "wait_time": duration - talk_time if status == "answered" else duration,
+            "status": status, "answered_by": answered_by if status == "answered" else "",
+            "recording": recording, "recording_problem": problem}
+
+
+def write_record(root: Path, data: dict[str, object], mp3: Path | None = None) -> Path:
+    start = dt.datetime.fromisoformat(str(data["start"]))
+    path = root / f"{start:%Y/%m/%d}" / f"{data['key']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mp3 is not None:
+        shutil.copyfile(mp3, path.with_suffix(".mp3"))
+        data = {**data, "recording": path.with_suffix(".mp3").name}
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2))
+    return path
+
+
+def synthetic_day(root: Path, day: dt.date, count: int,
+                  mp3s: tuple[Path, ...] = ()) -> list[dict[str, object]]:
+    """`count` calls over one working day: every status, Cyrillic names, a hostile caller
+    name, and the first answered calls carrying real MP3s."""
+    records = []
+    opening = dt.datetime.combine(day, dt.time(8, 0), MSK)
+    spare = list(mp3s)
+    for i in range(count):
+        status = STATUS_CYCLE[i % len(STATUS_CYCLE)]
+        name = HOSTILE if i == 7 else ATTRIBUTE_BREAKER if i == 17 else (
+            "Кузнецов Пётр" if i % 13 == 0 else f"Client {i}" if i % 3 == 0 else "")
+        data = record(f"{1795640000 + i * 36}.{i}", opening + dt.timedelta(seconds=i * 36),
+                      number=f"+7916{1000000 + i * 7:07d}" if i % 50 else "anonymous",
+                      name=name, status=status, duration=20 + i % 300, talk_time=10 + i % 250,
+                      answered_by=str(201 + i % 5),
+                      problem=None if status == "answered" else "empty")
+        mp3 = spare.pop(0) if spare and status == "answered" else None
+        if mp3 is not None:
+            data["recording"] = f"{data['key']}.mp3"
+        write_record(root, data, mp3)
+        records.append(data)
+    return records
+
+
+def encode_samples(folder: Path, count: int = 3) -> tuple[Path, ...]:
+    """Real MixMonitor WAVs of the sample PBX, encoded by the project's own encoder."""
+    day = SAMPLES / "recordings/2026/11/26"
+    wavs = sorted(p for p in day.glob("*.wav") if p.stat().st_size > 20_000)[:count]
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for wav in wavs:
+        mp3 = folder / f"{wav.stem}.mp3"
+        to_mp3([wav], mp3, TranscodeConfig(nice=0))
+        made.append(mp3)
+    return tuple(made)
 
 
 # -- what a run left behind
@@ -212,6 +330,20 @@ def make_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) -> 
     return config
 
 
+def config_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every key a config dataclass accepts, dotted (`source.lookback`), nested tables walked."""
+    keys = []
+    for field in dataclasses.fields(cls):
+        path = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(field.type) or isinstance(field.default_factory, type):
+            nested = field.default_factory  # type: ignore[misc]
+            if isinstance(nested, type) and dataclasses.is_dataclass(nested):
+                keys += config_keys(nested, path + ".")
+                continue
+        keys.append(path)
+    return keys
+
+
 def to_toml(data: dict[str, Any], path: tuple[str, ...] = ()) -> str:
     scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
     text = ""
@@ -234,8 +366,9 @@ def write_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) ->
 
 
 def run_cli(*args: str) -> Result:
-    """`poller ARGS` through click's runner; the root logger is put back afterwards (the CLI
-    points it at the runner's captured stderr)."""
+    """`poller ARGS` through click's runner. The root logger is put back afterwards (the CLI
+    points it at the runner's captured stderr) and the handlers the CLI added (a syslog socket
+    among them) are closed, so no socket leaks."""
     from poller.cli.main import main
 
     root = logging.getLogger()
@@ -243,6 +376,9 @@ def run_cli(*args: str) -> Result:
     try:
         return CliRunner().invoke(main, list(args), catch_exceptions=False)
     finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
         root.handlers[:] = handlers
         root.setLevel(level)
 
@@ -302,16 +438,15 @@ def needs_root(test: Any) -> Any:
                               "root")(test)
 
 
-def cdr_table(folder: Path, rows: list[dict[str, Any]]) -> str:
-    """A FreePBX cdr table in a SQLite file every user may read, holding `rows`."""
-    import sqlalchemy as sa
-
-    from poller.source.freepbx import freepbx_cdr
-
+def cdr_table(folder: Path, rows: list[dict[str, Any]], cursor: str | None = None) -> str:
+    """A FreePBX cdr table in a SQLite file every user may read, holding `rows`; `cursor`
+    ("id" or "addtime") adds that insertion-ordered column."""
     path = folder / "cdr.db"
     engine = sa.create_engine(f"sqlite:///{path}")
     metadata = sa.MetaData()
     table = freepbx_cdr(metadata)
+    if cursor is not None:
+        table.append_column(_cursor_column(cursor))
     metadata.create_all(engine)
     if rows:
         with engine.begin() as conn:
@@ -319,6 +454,62 @@ def cdr_table(folder: Path, rows: list[dict[str, Any]]) -> str:
     engine.dispose()
     path.chmod(0o644)
     return f"sqlite:///{path}"
+
+
+def _cursor_column(name: str) -> sa.Column[Any]:
+    """The column a PBX adds to read its cdr table in insertion order (source.cursor)."""
+    if name == "id":  # SQLite numbers an INTEGER PRIMARY KEY itself, as AUTO_INCREMENT does
+        return sa.Column("id", sa.Integer, primary_key=True)
+    if name == "addtime":
+        return sa.Column("addtime", sa.DateTime, nullable=False, index=True,
+                         server_default=sa.func.current_timestamp())
+    raise ValueError(f"no cursor column {name!r}")
+
+
+def _engine(url: str) -> sa.engine.Engine:
+    return sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+
+def insert_rows(url: str, rows: list[dict[str, Any]], table: str = "cdr") -> None:
+    """Insert cdr rows into the table at `url` (SQLite, MariaDB or PostgreSQL), as the PBX
+    would."""
+    if not rows:
+        return
+    engine = _engine(url)
+    try:
+        target = sa.Table(table, sa.MetaData(), autoload_with=engine)
+        with engine.begin() as conn:
+            conn.execute(target.insert(), rows)
+    finally:
+        engine.dispose()
+
+
+def execute_sql(url: str, sql: str, **params: Any) -> list[Any]:
+    """One statement on the database at `url`; the rows it returned, if any."""
+    engine = _engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(sql), params)
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def add_cursor_column(url: str, name: str) -> None:
+    """Give the (still empty) cdr table at `url` the cursor column `name`: ALTER TABLE on
+    MariaDB; on SQLite, which cannot add a key or a non-constant default, the table is made
+    again with it."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        assert not execute_sql(url, "SELECT 1 FROM cdr LIMIT 1"), "the cdr table is not empty"
+        path.unlink()
+        cdr_table(path.parent, [], cursor=name)
+    elif name == "id":
+        execute_sql(url, "ALTER TABLE cdr ADD COLUMN id INT NOT NULL AUTO_INCREMENT PRIMARY KEY "
+                         "FIRST")
+    else:
+        execute_sql(url, f"ALTER TABLE cdr ADD COLUMN {name} TIMESTAMP NOT NULL "
+                         f"DEFAULT CURRENT_TIMESTAMP, ADD INDEX {name} ({name})")
 
 
 def in_child(become: Callable[[], None], work: Callable[[], Any]) -> Any:
@@ -352,8 +543,6 @@ def as_nobody(work: Callable[[], Any]) -> Any:
 
     The child cannot start the interpreter again (it lives where nobody may not read), so
     what it runs must already be imported, and it starts no encoder."""
-    import sqlalchemy as sa
-
     import poller.ops.check  # noqa: F401 - imported here: nobody cannot read the interpreter's
     import poller.ops.status  # noqa: F401 - files again after the fork
     import poller.run.pipeline  # noqa: F401

@@ -31,6 +31,7 @@ from support import (
     as_nobody,
     cdr_table,
     clone_call,
+    config_keys,
     legs_of,
     local,
     msk,
@@ -480,12 +481,10 @@ def test_the_readme_leads_from_install_to_reference_with_a_table_of_contents():
 
 
 def test_every_config_key_is_in_the_one_reference_table_with_type_and_default():
-    from test_cli import _config_keys
-
     table = README.split("Every key, with its type and default:", 1)[1].split("\n\n", 2)[1]
     rows = {m.group(1): m.groups() for m in re.finditer(
         r"^\| `([\w.]+)` \| ((?:[^|]|\\\|)+) \| ((?:[^|\\]|\\\|)+) \| (.+) \|$", table, re.M)}
-    assert set(rows) == set(_config_keys(Config))
+    assert set(rows) == set(config_keys(Config))
 
 
 def test_the_developer_section_says_what_ci_run_does_to_a_machine():

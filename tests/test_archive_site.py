@@ -12,17 +12,25 @@ import shutil
 import time
 from html.parser import HTMLParser
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
+from support import (
+    ATTRIBUTE_BREAKER,
+    DAY,
+    HOSTILE,
+    MSK,
+    ROOT,
+    record,
+    synthetic_day,
+    write_record,
+)
 
 from poller.cli.main import main
 from poller.config.load import from_mapping
-from poller.config.schema import ARCHIVE_LOCALES, ArchiveConfig, TranscodeConfig
+from poller.config.schema import ARCHIVE_LOCALES, ArchiveConfig
 from poller.errors import ConfigError
 from poller.model import Call
-from poller.recordings.transcode import to_mp3
 from poller.targets.archive.pages import (
     PAGE,
     SUMMARY,
@@ -34,74 +42,6 @@ from poller.targets.archive.pages import (
 from poller.targets.archive.site import INDEX_DAYS, ArchiveSite, build_site
 from poller.targets.archive.target import ArchiveTarget
 from poller.targets.archive.text import STRINGS, clock, long_date
-
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_WAVS = ROOT / "tests" / "data" / "samples" / "recordings" / "2026" / "11" / "26"
-ZONE = ZoneInfo("Europe/Moscow")
-DAY = dt.date(2026, 11, 26)
-HOSTILE = "<script>window.pwned=1</script>"
-ATTRIBUTE_BREAKER = '"><img src=x onerror="window.pwned=2">'
-STATUS_CYCLE = ("answered",) * 6 + ("unanswered", "unanswered", "busy", "impossible")
-
-
-def record(key: str, start: dt.datetime, number: str = "+79161234567", name: str = "",
-           status: str = "answered", duration: int = 60, talk_time: int = 50,
-           answered_by: str = "201", recording: str | None = None,
-           problem: str | None = None) -> dict[str, object]:
-    """A call record in the archive's exact shape (design §8)."""
-    return {"key": key, "start": start.isoformat(), "number": number, "name": name,
-            "did": "74951230001", "duration": duration,
-            "talk_time": talk_time if status == "answered" else 0,
-            "wait_time": duration - talk_time if status == "answered" else duration,
-            "status": status, "answered_by": answered_by if status == "answered" else "",
-            "recording": recording, "recording_problem": problem}
-
-
-def write_record(root: Path, data: dict[str, object], mp3: Path | None = None) -> Path:
-    start = dt.datetime.fromisoformat(str(data["start"]))
-    path = root / f"{start:%Y/%m/%d}" / f"{data['key']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if mp3 is not None:
-        shutil.copyfile(mp3, path.with_suffix(".mp3"))
-        data = {**data, "recording": path.with_suffix(".mp3").name}
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2))
-    return path
-
-
-def synthetic_day(root: Path, day: dt.date, count: int,
-                  mp3s: tuple[Path, ...] = ()) -> list[dict[str, object]]:
-    """`count` calls over one working day: every status, Cyrillic names, a hostile caller
-    name, and the first answered calls carrying real MP3s."""
-    records = []
-    opening = dt.datetime.combine(day, dt.time(8, 0), ZONE)
-    spare = list(mp3s)
-    for i in range(count):
-        status = STATUS_CYCLE[i % len(STATUS_CYCLE)]
-        name = HOSTILE if i == 7 else ATTRIBUTE_BREAKER if i == 17 else (
-            "Кузнецов Пётр" if i % 13 == 0 else f"Client {i}" if i % 3 == 0 else "")
-        data = record(f"{1795640000 + i * 36}.{i}", opening + dt.timedelta(seconds=i * 36),
-                      number=f"+7916{1000000 + i * 7:07d}" if i % 50 else "anonymous",
-                      name=name, status=status, duration=20 + i % 300, talk_time=10 + i % 250,
-                      answered_by=str(201 + i % 5),
-                      problem=None if status == "answered" else "empty")
-        mp3 = spare.pop(0) if spare and status == "answered" else None
-        if mp3 is not None:
-            data["recording"] = f"{data['key']}.mp3"
-        write_record(root, data, mp3)
-        records.append(data)
-    return records
-
-
-def encode_samples(folder: Path, count: int = 3) -> tuple[Path, ...]:
-    """Real MixMonitor WAVs of the sample PBX, encoded by the project's own encoder."""
-    wavs = sorted(p for p in SAMPLE_WAVS.glob("*.wav") if p.stat().st_size > 20_000)[:count]
-    folder.mkdir(parents=True, exist_ok=True)
-    made = []
-    for wav in wavs:
-        mp3 = folder / f"{wav.stem}.mp3"
-        to_mp3([wav], mp3, TranscodeConfig(nice=0))
-        made.append(mp3)
-    return tuple(made)
 
 
 class Rows(HTMLParser):
@@ -141,14 +81,14 @@ def rows_of(page: Path) -> list[tuple[str, list[str]]]:
 
 def site(root: Path, locale: str = "en") -> ArchiveSite:
     return ArchiveSite(root, locale, "Europe/Moscow",
-                       now=dt.datetime.combine(DAY, dt.time(20, 0), ZONE))
+                       now=dt.datetime.combine(DAY, dt.time(20, 0), MSK))
 
 
 def test_a_day_page_lists_its_calls_in_time_order(tmp_path):
-    later = write_record(tmp_path, record("k2", dt.datetime(2026, 11, 26, 11, 5, 9, tzinfo=ZONE),
+    later = write_record(tmp_path, record("k2", dt.datetime(2026, 11, 26, 11, 5, 9, tzinfo=MSK),
                                           status="busy"))
     earlier = write_record(tmp_path, record("k1", dt.datetime(2026, 11, 26, 9, 38, 27,
-                                                              tzinfo=ZONE), name="Sokolov Ivan"))
+                                                              tzinfo=MSK), name="Sokolov Ivan"))
     report = site(tmp_path).build()
     assert (report.days, report.calls, report.index, report.failed) == (1, 2, True, [])
     rows = rows_of(tmp_path / "2026/11/26" / PAGE)
@@ -162,7 +102,7 @@ def test_a_day_page_lists_its_calls_in_time_order(tmp_path):
 
 
 def test_caller_names_from_the_pbx_are_text_not_markup(tmp_path):
-    start = dt.datetime(2026, 11, 26, 9, 0, tzinfo=ZONE)
+    start = dt.datetime(2026, 11, 26, 9, 0, tzinfo=MSK)
     write_record(tmp_path, record("a", start, name=HOSTILE, status="unanswered"))
     write_record(tmp_path, record("b", start + dt.timedelta(minutes=1), name=ATTRIBUTE_BREAKER,
                                   number='"><script>x()</script>', status="unanswered"))
@@ -176,7 +116,7 @@ def test_caller_names_from_the_pbx_are_text_not_markup(tmp_path):
 
 
 def test_a_recording_is_offered_only_when_its_mp3_is_there(tmp_path):
-    start = dt.datetime(2026, 11, 26, 9, 0, tzinfo=ZONE)
+    start = dt.datetime(2026, 11, 26, 9, 0, tzinfo=MSK)
     mp3 = tmp_path / "some.mp3"
     mp3.write_bytes(b"\xff\xfb" + bytes(400))
     write_record(tmp_path / "archive", record("with", start), mp3)
@@ -192,7 +132,7 @@ def test_a_recording_is_offered_only_when_its_mp3_is_there(tmp_path):
 
 
 def test_records_waiting_for_their_mp3_and_broken_files_are_left_out(tmp_path, caplog):
-    start = dt.datetime(2026, 11, 26, 9, 0, tzinfo=ZONE)
+    start = dt.datetime(2026, 11, 26, 9, 0, tzinfo=MSK)
     shown = write_record(tmp_path, record("shown", start))
     folder = shown.parent
     (folder / ".hidden.json.pending").write_text(json.dumps(record("hidden", start)))
@@ -204,10 +144,10 @@ def test_records_waiting_for_their_mp3_and_broken_files_are_left_out(tmp_path, c
 
 def test_runs_rewrite_only_the_days_they_changed(tmp_path):
     for day in (25, 26, 27):
-        write_record(tmp_path, record(f"k{day}", dt.datetime(2026, 11, day, 10, tzinfo=ZONE)))
+        write_record(tmp_path, record(f"k{day}", dt.datetime(2026, 11, day, 10, tzinfo=MSK)))
     site(tmp_path).build()
     before = {day: (tmp_path / f"2026/11/{day}" / PAGE).stat().st_ino for day in (25, 26, 27)}
-    write_record(tmp_path, record("new", dt.datetime(2026, 11, 26, 12, tzinfo=ZONE)))
+    write_record(tmp_path, record("new", dt.datetime(2026, 11, 26, 12, tzinfo=MSK)))
     report = site(tmp_path).update({dt.date(2026, 11, 26)})
     after = {day: (tmp_path / f"2026/11/{day}" / PAGE).stat().st_ino for day in (25, 26, 27)}
     assert (report.days, report.calls, report.index) == (1, 2, True)
@@ -218,7 +158,7 @@ def test_runs_rewrite_only_the_days_they_changed(tmp_path):
 
 
 def test_a_run_that_changed_nothing_writes_nothing(tmp_path):
-    write_record(tmp_path, record("k", dt.datetime(2026, 11, 26, 10, tzinfo=ZONE)))
+    write_record(tmp_path, record("k", dt.datetime(2026, 11, 26, 10, tzinfo=MSK)))
     site(tmp_path).build()
     index = (tmp_path / PAGE).stat().st_ino
     report = site(tmp_path).update(set())
@@ -227,10 +167,10 @@ def test_a_run_that_changed_nothing_writes_nothing(tmp_path):
 
 
 def test_a_day_never_rendered_or_whose_page_failed_is_written_by_the_next_run(tmp_path):
-    write_record(tmp_path, record("a", dt.datetime(2026, 11, 25, 10, tzinfo=ZONE)))
+    write_record(tmp_path, record("a", dt.datetime(2026, 11, 25, 10, tzinfo=MSK)))
     site(tmp_path).build()
     # records copied in by hand, and a day whose last rendering failed (no summary left)
-    write_record(tmp_path, record("b", dt.datetime(2026, 11, 24, 10, tzinfo=ZONE)))
+    write_record(tmp_path, record("b", dt.datetime(2026, 11, 24, 10, tzinfo=MSK)))
     (tmp_path / "2026/11/25" / SUMMARY).unlink()
     report = site(tmp_path).update(set())
     assert (report.days, report.index) == (2, True)
@@ -239,7 +179,7 @@ def test_a_day_never_rendered_or_whose_page_failed_is_written_by_the_next_run(tm
 
 def test_a_failing_day_does_not_stop_the_others_and_is_retried(tmp_path):
     for day in (25, 26):
-        write_record(tmp_path, record(f"k{day}", dt.datetime(2026, 11, day, 10, tzinfo=ZONE)))
+        write_record(tmp_path, record(f"k{day}", dt.datetime(2026, 11, day, 10, tzinfo=MSK)))
     blocked = tmp_path / "2026/11/25" / PAGE
     blocked.mkdir()  # a page that cannot be replaced
     report = site(tmp_path).build()
@@ -251,7 +191,7 @@ def test_a_failing_day_does_not_stop_the_others_and_is_retried(tmp_path):
 
 def test_the_index_forgets_a_pruned_day(tmp_path):
     for day in (25, 26):
-        write_record(tmp_path, record(f"k{day}", dt.datetime(2026, 11, day, 10, tzinfo=ZONE)))
+        write_record(tmp_path, record(f"k{day}", dt.datetime(2026, 11, day, 10, tzinfo=MSK)))
     site(tmp_path).build()
     shutil.rmtree(tmp_path / "2026/11/25")
     report = site(tmp_path).update(set())
@@ -273,7 +213,7 @@ def test_the_index_counts_each_day_by_status(tmp_path):
 
 
 def at(hour: int, minute: int = 0, day: int = 26) -> dt.datetime:
-    return dt.datetime(2026, 11, day, hour, minute, tzinfo=ZONE)
+    return dt.datetime(2026, 11, day, hour, minute, tzinfo=MSK)
 
 
 def test_missed_callers_wait_until_a_later_call_from_them_is_answered(tmp_path):

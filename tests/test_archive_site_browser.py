@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_archive_site import DAY, HOSTILE, encode_samples, synthetic_day
+from support import DAY, HOSTILE, encode_samples, synthetic_day
 
 from poller.recordings.formats import mp3_seconds
 from poller.targets.archive.pages import PAGE

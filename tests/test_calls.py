@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from cdrtable import load_table
-from support import MSK, SAMPLES
+from support import BERLIN, MSK, SAMPLES, leg, local
 
 from poller.calls import build_call, caller, extension, is_incoming, recording_names, talk_seconds
 from poller.config.schema import IncomingRules
@@ -26,11 +26,6 @@ from poller.source.table import decode_text
 TEMPLATE = "{calldate:%Y/%m/%d}/{recordingfile}"
 RULES = IncomingRules()
 LEG_FIELDS = {f.name for f in dataclasses.fields(Leg)}
-
-
-def local(text: str) -> dt.datetime:
-    """A naive wall-clock time in the PBX's zone, as the calldate column holds it."""
-    return dt.datetime.fromisoformat(text)
 
 
 def leg_from_row(row: dict[str, Any]) -> Leg:
@@ -265,39 +260,34 @@ def test_extension_from_destination_channel(channel, ext):
     assert extension(channel) == ext
 
 
-def _leg(**values: Any) -> Leg:
-    base = sample_legs("P1-01")[0]
-    return dataclasses.replace(base, **values)
-
-
 def test_caller_from_quoted_clid():
     """clid `"Name" <num>` with no src/cnum/cnam columns filled gives both number and name."""
-    number, name = caller([_leg(src="", cnum="", cnam="", clid='"Sokolov Ivan" <+79161002301>')])
+    number, name = caller([leg(src="", cnum="", cnam="", clid='"Sokolov Ivan" <+79161002301>')])
     assert (number, name) == ("+79161002301", "Sokolov Ivan")
 
 
 def test_caller_with_empty_name_in_clid():
     """clid `"" <num>` (no caller name sent) gives the number and an empty name."""
-    assert caller([_leg(src="", cnum="", cnam="", clid='"" <89161002302>')]) == (
+    assert caller([leg(src="", cnum="", cnam="", clid='"" <89161002302>')]) == (
         "89161002302", "")
 
 
 def test_caller_prefers_cnam_over_clid_name():
     """FreePBX's cnam column (CID lookup) is preferred over the name in clid."""
-    leg = _leg(cnam="Vega LLC", clid='"OOO Vega" <+79161002305>', src="+79161002305")
-    assert caller([leg]) == ("+79161002305", "Vega LLC")
+    vega = leg(cnam="Vega LLC", clid='"OOO Vega" <+79161002305>', src="+79161002305")
+    assert caller([vega]) == ("+79161002305", "Vega LLC")
 
 
 def test_caller_name_equal_to_number_is_dropped():
     """A clid of `"201" <201>` carries no name: the name is empty, not the number again."""
-    assert caller([_leg(src="201", cnam="", clid='"201" <201>')]) == ("201", "")
+    assert caller([leg(src="201", cnam="", clid='"201" <201>')]) == ("201", "")
 
 
 def test_legacy_encoded_caller_name_is_readable():
     """A cp1251 caller name in a latin1 column, read as bytes, becomes Cyrillic text."""
     raw = '"Иванов" <+79161002301>'.encode("cp1251")
-    leg = _leg(cnam="", clid=decode_text(raw, "cp1251"))
-    assert caller([leg]) == ("+79161002301", "Иванов")
+    named = leg(cnam="", clid=decode_text(raw, "cp1251"))
+    assert caller([named]) == ("+79161002301", "Иванов")
     assert decode_text("Иванов".encode(), "cp1251") == "Иванов"  # UTF-8 stays UTF-8
 
 
@@ -316,7 +306,7 @@ def test_legacy_encoded_caller_name_is_readable():
         "none-match"])
 def test_is_incoming_rules(rules, leg_values, incoming):
     """A call is incoming when its first leg matches any configured rule, else it is not."""
-    assert is_incoming(_leg(**leg_values), rules) is incoming
+    assert is_incoming(leg(**leg_values), rules) is incoming
 
 
 def test_outgoing_and_internal_sample_calls_are_not_incoming_even_with_channel_rules():
@@ -402,15 +392,13 @@ def test_recordingfile_template_expects_the_named_file_even_when_unanswered():
 
 # --- daylight saving time --------------------------------------------------------------------
 
-BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def test_call_spanning_fall_back_ends_duration_seconds_after_it_started():
     """A 20-minute call from 02:50 CEST on the fall-back night ends at 02:10 CET (01:10 UTC)."""
     epoch = int(dt.datetime(2026, 10, 25, 0, 50, tzinfo=dt.UTC).timestamp())
-    leg = _leg(calldate=local("2026-10-25 02:50"), uniqueid=f"{epoch}.7",
-               linkedid=f"{epoch}.7", duration=1200, billsec=1100)
-    call = build([leg], zone=BERLIN)
+    call = build([leg("2026-10-25 02:50", uniqueid=f"{epoch}.7", linkedid=f"{epoch}.7",
+                      duration=1200, billsec=1100)], zone=BERLIN)
     assert call.start.astimezone(dt.UTC) == dt.datetime(2026, 10, 25, 0, 50, tzinfo=dt.UTC)
     assert call.duration == 1200
     assert call.end.astimezone(dt.UTC) == dt.datetime(2026, 10, 25, 1, 10, tzinfo=dt.UTC)
@@ -421,11 +409,10 @@ def test_legs_on_both_sides_of_fall_back_are_ordered_by_instant():
     the call starts at 02:58 CEST (the earlier wall-clock reading is the later leg)."""
     epoch = int(dt.datetime(2026, 10, 25, 0, 58, tzinfo=dt.UTC).timestamp())
     ids = {"uniqueid": f"{epoch}.1", "linkedid": f"{epoch}.1"}
-    rang = _leg(calldate=local("2026-10-25 02:58"), sequence=1, dstchannel="PJSIP/201-00000002",
-                disposition="NO ANSWER", duration=180, billsec=0, **ids)
-    answered = _leg(calldate=local("2026-10-25 02:01"), sequence=2,
-                    dstchannel="PJSIP/202-00000003", disposition="ANSWERED", duration=70,
-                    billsec=60, **ids)
+    rang = leg("2026-10-25 02:58", sequence=1, dstchannel="PJSIP/201-00000002",
+               disposition="NO ANSWER", duration=180, billsec=0, **ids)
+    answered = leg("2026-10-25 02:01", sequence=2, dstchannel="PJSIP/202-00000003",
+                   disposition="ANSWERED", duration=70, billsec=60, **ids)
     call = build([answered, rang], zone=BERLIN)
     assert call.start.astimezone(dt.UTC) == dt.datetime(2026, 10, 25, 0, 58, tzinfo=dt.UTC)
     assert call.first_calldate == local("2026-10-25 02:58")

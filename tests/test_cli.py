@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from support import ROOT
+from support import ROOT, config_keys
 
 from poller.cli.main import main
 from poller.config.schema import Config
@@ -45,22 +44,9 @@ def test_every_command_and_option_is_in_the_readme():
                     assert opt in README, f"{name} {opt} missing from README"
 
 
-def _config_keys(cls: type, prefix: str = "") -> list[str]:
-    keys = []
-    for field in dataclasses.fields(cls):
-        path = f"{prefix}{field.name}"
-        if dataclasses.is_dataclass(field.type) or isinstance(field.default_factory, type):
-            nested = field.default_factory  # type: ignore[misc]
-            if isinstance(nested, type) and dataclasses.is_dataclass(nested):
-                keys += _config_keys(nested, path + ".")
-                continue
-        keys.append(path)
-    return keys
-
-
 def test_readme_documents_every_configuration_key():
     """Every key the config accepts (bar the easla target's own) appears in the README."""
-    keys = [k for k in _config_keys(Config) if not k.startswith("target.easla")]
+    keys = [k for k in config_keys(Config) if not k.startswith("target.easla")]
     assert "source.lookback" in keys and "target.archive.dir" in keys
     for key in keys:
         leaf = key.rsplit(".", 1)[-1]

@@ -6,16 +6,13 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
+from support import local
 
 from poller.clock import parse_local, to_aware, uniqueid_epoch
 
 BERLIN = ZoneInfo("Europe/Berlin")
 MSK = ZoneInfo("Europe/Moscow")
 
-
-def local(text: str) -> dt.datetime:
-    """A naive wall-clock time in the PBX's zone, as the calldate column holds it."""
-    return dt.datetime.fromisoformat(text)
 
 
 def epoch(*utc: int) -> int:

@@ -113,24 +113,3 @@ def test_a_settle_of_zero_is_warned(caplog):
     with caplog.at_level(logging.WARNING, logger="poller"):
         load(source={"settle": "60s"})
     assert caplog.text == ""
-
-
-@pytest.mark.parametrize("quiet", ["5s", "2m"])
-def test_a_recording_still_being_written_is_looked_at_again_after_recordings_quiet(
-        tmp_path, quiet):
-    """The time between looks at a file MixMonitor still writes was a fixed 30 s."""
-    from test_recordings_audio import call_of, day_folder, leg, soon_after
-
-    from poller.config.schema import RecordingsConfig, parse_duration
-    from poller.recordings.files import Wait, plan_recording
-
-    monitor = (tmp_path / "monitor").resolve()
-    call = call_of(leg("in-progress.wav"))
-    # a RIFF header whose sizes MixMonitor has not written yet, and audio behind it
-    (day_folder(monitor) / "in-progress.wav").write_bytes(
-        b"RIFF\0\0\0\0WAVEfmt " + bytes(4000))
-    now = soon_after(call)
-    plan = plan_recording(call, RecordingsConfig(dir=str(monitor), quiet=parse_duration(quiet)),
-                          now)
-    assert isinstance(plan, Wait) and "still being written" in plan.note
-    assert plan.until == now + dt.timedelta(seconds=parse_duration(quiet))

@@ -7,9 +7,11 @@ from urllib.parse import quote
 
 from support import (
     BERLIN,
+    add_cursor_column,
     archived,
     clone_call,
     explain,
+    insert_rows,
     key_of,
     legs_of,
     make_config,
@@ -28,20 +30,11 @@ NOW = msk("2026-11-26 10:00")
 DIRECT = "1795675107.1"  # P1-01, answered
 
 
-def _with_id(cdr_db) -> None:
-    cdr_db.execute("ALTER TABLE cdr ADD COLUMN id INT NOT NULL AUTO_INCREMENT PRIMARY KEY FIRST")
-
-
-def _with_addtime(cdr_db) -> None:
-    cdr_db.execute("ALTER TABLE cdr ADD COLUMN addtime TIMESTAMP NOT NULL "
-                   "DEFAULT CURRENT_TIMESTAMP, ADD INDEX addtime (addtime)")
-
-
-def test_id_cursor_delivers_a_call_longer_than_the_lookback(tmp_path, cdr_db, sample_rows):
+def test_id_cursor_delivers_a_call_longer_than_the_lookback(tmp_path, cdr_url, sample_rows):
     """With an id cursor a row inserted late is found by its id, however old its calldate."""
-    _with_id(cdr_db)
-    cdr_db.insert(sample_rows)
-    config = make_config(tmp_path, cdr_db.url, source={"cursor": "id", "lookback": "1h",
+    add_cursor_column(cdr_url, "id")
+    insert_rows(cdr_url, sample_rows)
+    config = make_config(tmp_path, cdr_url, source={"cursor": "id", "lookback": "1h",
                                                         "start": "2026-11-26 00:00"})
     first = run_once(config, RunOptions(now=NOW))
     assert first.exit_code == ExitCode.OK, first.summary()
@@ -53,7 +46,7 @@ def test_id_cursor_delivers_a_call_longer_than_the_lookback(tmp_path, cdr_db, sa
     # now: its row arrives with the next id (reading by calldate would never look back there)
     long_call = clone_call(legs_of(sample_rows, DIRECT), dt.datetime(2026, 11, 26, 7, 0),
                            duration=8 * 3600 + 5, billsec=8 * 3600)
-    cdr_db.insert(long_call)
+    insert_rows(cdr_url, long_call)
     later = msk("2026-11-26 15:05")
     second = run_once(config, RunOptions(now=later))
     assert second.exit_code == ExitCode.OK, second.summary()
@@ -65,27 +58,27 @@ def test_id_cursor_delivers_a_call_longer_than_the_lookback(tmp_path, cdr_db, sa
         assert ledger.cursor_mark("id") == 45
 
 
-def test_id_committed_out_of_order_within_the_tail_is_not_lost(tmp_path, cdr_db, sample_rows):
+def test_id_committed_out_of_order_within_the_tail_is_not_lost(tmp_path, cdr_url, sample_rows):
     """Concurrent inserts commit ids out of order: a lower id that appears later is still read."""
-    _with_id(cdr_db)
+    add_cursor_column(cdr_url, "id")
     one = clone_call(legs_of(sample_rows, DIRECT), dt.datetime(2026, 11, 26, 9, 10))
     two = clone_call(legs_of(sample_rows, DIRECT), dt.datetime(2026, 11, 26, 9, 11))
-    cdr_db.insert([dict(one[0], id=10)])
-    cdr_db.insert([dict(two[0], id=12)])
-    config = make_config(tmp_path, cdr_db.url, source={"cursor": "id"})
+    insert_rows(cdr_url, [dict(one[0], id=10)])
+    insert_rows(cdr_url, [dict(two[0], id=12)])
+    config = make_config(tmp_path, cdr_url, source={"cursor": "id"})
     assert run_once(config, RunOptions(now=NOW)).new_calls == 2
     late = clone_call(legs_of(sample_rows, DIRECT), dt.datetime(2026, 11, 26, 9, 12))
-    cdr_db.insert([dict(late[0], id=11)])  # its transaction committed after id 12's
+    insert_rows(cdr_url, [dict(late[0], id=11)])  # its transaction committed after id 12's
     report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=1)))
     assert report.new_calls == 1
     assert set(archived(tmp_path)) == {key_of(one), key_of(two), key_of(late)}
 
 
-def test_addtime_cursor(tmp_path, cdr_db, sample_rows):
+def test_addtime_cursor(tmp_path, cdr_url, sample_rows):
     """amoCRM's `addtime TIMESTAMP DEFAULT CURRENT_TIMESTAMP` works as the cursor too."""
-    _with_addtime(cdr_db)
-    cdr_db.insert(sample_rows)
-    config = make_config(tmp_path, cdr_db.url, source={"cursor": "addtime"})
+    add_cursor_column(cdr_url, "addtime")
+    insert_rows(cdr_url, sample_rows)
+    config = make_config(tmp_path, cdr_url, source={"cursor": "addtime"})
     report = run_once(config, RunOptions(now=NOW))
     assert report.exit_code == ExitCode.OK, report.summary()
     assert len(archived(tmp_path)) == 23
@@ -95,12 +88,12 @@ def test_addtime_cursor(tmp_path, cdr_db, sample_rows):
     assert (again.new_calls, sum(again.delivered.values())) == (0, 0)
 
 
-def test_backfill_with_a_cursor_reads_by_calldate_and_delivers_nothing_twice(tmp_path, cdr_db,
+def test_backfill_with_a_cursor_reads_by_calldate_and_delivers_nothing_twice(tmp_path, cdr_url,
                                                                               sample_rows):
     """--since is a date range: it reads calldate windows, and the ledger prevents duplicates."""
-    _with_id(cdr_db)
-    cdr_db.insert(sample_rows)
-    config = make_config(tmp_path, cdr_db.url, source={"cursor": "id"})
+    add_cursor_column(cdr_url, "id")
+    insert_rows(cdr_url, sample_rows)
+    config = make_config(tmp_path, cdr_url, source={"cursor": "id"})
     run_once(config, RunOptions(now=NOW))
     backfill = run_once(config, RunOptions(since=dt.datetime(2026, 11, 26), now=NOW))
     assert backfill.rows == 44 and backfill.new_calls == 0
@@ -111,7 +104,7 @@ def test_backfill_with_a_cursor_reads_by_calldate_and_delivers_nothing_twice(tmp
 
 def test_id_cursor_reads_by_primary_key_range(tmp_path, cdr_db, sample_rows):
     """The cursor window is a range on the id's index, not a scan of the table."""
-    _with_id(cdr_db)
+    add_cursor_column(cdr_db.url, "id")
     rows = []
     for n in range(60):
         rows += clone_call(legs_of(sample_rows, DIRECT),
@@ -126,18 +119,18 @@ def test_id_cursor_reads_by_primary_key_range(tmp_path, cdr_db, sample_rows):
     assert plan["type"] == "range" and plan["key"] == "PRIMARY", plan
 
 
-def test_a_text_column_is_no_cursor(tmp_path, cdr_db, sample_rows):
+def test_a_text_column_is_no_cursor(tmp_path, cdr_url, sample_rows):
     """A cursor column that holds text is a configuration error naming it (exit 2)."""
-    cdr_db.insert(sample_rows)
-    path = write_config(tmp_path, cdr_db.url, source={"cursor": "src"})
+    insert_rows(cdr_url, sample_rows)
+    path = write_config(tmp_path, cdr_url, source={"cursor": "src"})
     result = run_cli("--config", str(path), "run")
     assert result.exit_code == ExitCode.CONFIG, result.output
     assert "source.cursor" in result.output and "'src'" in result.output
 
 
-def test_a_missing_cursor_column_is_named(tmp_path, cdr_db, sample_rows):
+def test_a_missing_cursor_column_is_named(tmp_path, cdr_url, sample_rows):
     """A cursor naming a column the table lacks stops with exit 2 and names it."""
-    path = write_config(tmp_path, cdr_db.url, source={"cursor": "addtime"})
+    path = write_config(tmp_path, cdr_url, source={"cursor": "addtime"})
     result = run_cli("--config", str(path), "run")
     assert result.exit_code == ExitCode.CONFIG, result.output
     assert "'addtime'" in result.output
@@ -150,7 +143,7 @@ def _utc(*fields: int) -> dt.datetime:
 def test_addtime_cursor_across_fall_back_loses_no_call(tmp_path, cdr_db, sample_rows):
     """A TIMESTAMP cursor reads in the server's zone, which repeats 02:00-03:00 in autumn: a call
     inserted at 02:05 CET reads earlier than the mark set at 02:50 CEST, and is still taken."""
-    _with_addtime(cdr_db)
+    add_cursor_column(cdr_db.url, "addtime")
 
     def config_at(offset: str):  # the server's SYSTEM zone before and after the change
         url = cdr_db.url + "?init_command=" + quote(f"SET time_zone='{offset}'")
@@ -172,18 +165,18 @@ def test_addtime_cursor_across_fall_back_loses_no_call(tmp_path, cdr_db, sample_
     assert set(archived(tmp_path)) == {key_of(before), key_of(after)}
 
 
-def test_id_cursor_on_a_quiet_pbx_never_redelivers_forgotten_calls(tmp_path, cdr_db,
+def test_id_cursor_on_a_quiet_pbx_never_redelivers_forgotten_calls(tmp_path, cdr_url,
                                                                     sample_rows):
     """The id tail (a batch of rows) reaches days back on a quiet PBX: pruning keeps what the
     tail still reads, so a later run finds those calls known and delivers nothing twice."""
-    _with_id(cdr_db)
-    cdr_db.insert(sample_rows)
-    config = make_config(tmp_path, cdr_db.url, source={"cursor": "id",
+    add_cursor_column(cdr_url, "id")
+    insert_rows(cdr_url, sample_rows)
+    config = make_config(tmp_path, cdr_url, source={"cursor": "id",
                                                         "start": "2026-11-26 00:00"},
                          state={"retention": "1d"})
     assert sum(run_once(config, RunOptions(now=NOW)).delivered.values()) == 23
     two_days_on = clone_call(legs_of(sample_rows, DIRECT), dt.datetime(2026, 11, 28, 9, 0))
-    cdr_db.insert(two_days_on)
+    insert_rows(cdr_url, two_days_on)
     later = msk("2026-11-28 10:00")
     assert sum(run_once(config, RunOptions(now=later)).delivered.values()) == 1
     again = run_once(config, RunOptions(now=later + dt.timedelta(minutes=5)))
@@ -191,19 +184,19 @@ def test_id_cursor_on_a_quiet_pbx_never_redelivers_forgotten_calls(tmp_path, cdr
     assert len(archived(tmp_path)) == 24
 
 
-def test_switching_to_an_id_cursor_resumes_at_the_watermark(tmp_path, cdr_db, sample_rows):
+def test_switching_to_an_id_cursor_resumes_at_the_watermark(tmp_path, cdr_url, sample_rows):
     """A ledger that read by calldate, then given `cursor = "id"`: the first id run starts where
     a calldate run would resume, not at the origin, so forgotten calls are not sent again."""
-    _with_id(cdr_db)
-    cdr_db.insert(sample_rows)
-    by_calldate = make_config(tmp_path, cdr_db.url, source={"start": "2026-11-26 00:00"},
+    add_cursor_column(cdr_url, "id")
+    insert_rows(cdr_url, sample_rows)
+    by_calldate = make_config(tmp_path, cdr_url, source={"start": "2026-11-26 00:00"},
                               state={"retention": "1d"})
     run_once(by_calldate, RunOptions(now=NOW))
     two_days_on = clone_call(legs_of(sample_rows, DIRECT), dt.datetime(2026, 11, 28, 9, 0))
-    cdr_db.insert(two_days_on)
+    insert_rows(cdr_url, two_days_on)
     run_once(by_calldate, RunOptions(now=msk("2026-11-28 10:00")))
     assert len(archived(tmp_path)) == 24
-    by_id = make_config(tmp_path, cdr_db.url, source={"start": "2026-11-26 00:00",
+    by_id = make_config(tmp_path, cdr_url, source={"start": "2026-11-26 00:00",
                                                        "cursor": "id"},
                         state={"retention": "1d"})
     report = run_once(by_id, RunOptions(now=msk("2026-11-28 10:05")))

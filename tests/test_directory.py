@@ -10,7 +10,7 @@ import os
 import secrets
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -272,22 +272,10 @@ def sqlite_crm(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def mariadb_crm(mysql_server: str) -> Iterator[str]:
+def mariadb_crm(empty_db) -> str:
     """A CRM of its own on the MariaDB server: a throw-away database with a contacts table."""
-    name = f"poller_test_crm_{secrets.token_hex(4)}"
-    admin = sa.create_engine(mysql_server, poolclass=sa.pool.NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    url = f"{mysql_server.rstrip('/')}/{name}"
-    engine = sa.create_engine(url + "?charset=utf8mb4", poolclass=sa.pool.NullPool)
-    try:
-        fill_contacts(engine)
-        yield url
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
+    fill_contacts(empty_db.engine)
+    return empty_db.url
 
 
 def crm(request: pytest.FixtureRequest, kind: str) -> str:

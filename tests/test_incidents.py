@@ -7,6 +7,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
+from support import BERLIN, MSK, local, msk
 
 from poller.callers.incidents import (
     CallFacts,
@@ -20,14 +21,8 @@ from poller.callers.incidents import (
 from poller.config.hours import Hours, parse_hours, within
 from poller.templates import attribute_fields, check_attribute_templates, render_attributes
 
-MSK = ZoneInfo("Europe/Moscow")
-BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 UTC = dt.UTC
-
-
-def local(text: str, zone: ZoneInfo = MSK, fold: int = 0) -> dt.datetime:
-    return dt.datetime.fromisoformat(text).replace(tzinfo=zone, fold=fold)
 
 
 # 2026-11-23 is a Monday
@@ -44,7 +39,7 @@ def local(text: str, zone: ZoneInfo = MSK, fold: int = 0) -> dt.datetime:
 ])
 def test_weekly_hours(moment, expected):
     hours = parse_hours("Mon-Fri 09:00-18:00, Sat 10:00-14:00")
-    assert within(hours, local(moment), MSK) is expected
+    assert within(hours, msk(moment), MSK) is expected
 
 
 @pytest.mark.parametrize(("moment", "expected"), [
@@ -59,15 +54,15 @@ def test_weekly_hours(moment, expected):
 ])
 def test_a_range_across_midnight_belongs_to_the_day_it_starts(moment, expected):
     hours = parse_hours("Fri 22:00-02:00")
-    assert within(hours, local(moment), MSK) is expected
+    assert within(hours, msk(moment), MSK) is expected
 
 
 def test_a_night_range_on_sunday_ends_on_monday_morning():
     hours = parse_hours("Sun 20:00-08:00")
-    assert within(hours, local("2026-11-22 21:00"), MSK)  # Sunday evening
-    assert within(hours, local("2026-11-23 07:59"), MSK)  # Monday morning
-    assert not within(hours, local("2026-11-24 07:00"), MSK)  # Tuesday morning
-    assert not within(hours, local("2026-11-22 07:00"), MSK)  # Sunday morning follows Saturday
+    assert within(hours, msk("2026-11-22 21:00"), MSK)  # Sunday evening
+    assert within(hours, msk("2026-11-23 07:59"), MSK)  # Monday morning
+    assert not within(hours, msk("2026-11-24 07:00"), MSK)  # Tuesday morning
+    assert not within(hours, msk("2026-11-22 07:00"), MSK)  # Sunday morning follows Saturday
 
 
 @pytest.mark.parametrize(("text", "day", "second", "expected"), [
@@ -84,7 +79,7 @@ def test_day_ranges(text, day, second, expected):
 
 def test_empty_hours_mean_always():
     assert parse_hours("").always and parse_hours("  ").always
-    assert within(Hours(), local("2026-11-29 03:00"), MSK)
+    assert within(Hours(), msk("2026-11-29 03:00"), MSK)
 
 
 @pytest.mark.parametrize("text", [
@@ -139,7 +134,7 @@ NUMBER = "+79161234567"
 
 def call(key: str, moment: str, status: str = "unanswered", number: str | None = NUMBER,
          known: bool = True) -> CallFacts:
-    return CallFacts(key, local(moment), status, number, known)
+    return CallFacts(key, msk(moment), status, number, known)
 
 
 @pytest.mark.parametrize(("rule", "facts", "expected"), [
@@ -212,17 +207,17 @@ def test_a_call_met_out_of_start_order_joins_the_incident_it_precedes():
 
 
 def test_the_nearest_of_two_open_incidents_wins():
-    state = (OpenIncident("x", NUMBER, local("2026-11-23 10:00"), local("2026-11-23 10:00")),
-             OpenIncident("y", NUMBER, local("2026-11-23 10:40"), local("2026-11-23 10:40")))
+    state = (OpenIncident("x", NUMBER, msk("2026-11-23 10:00"), msk("2026-11-23 10:00")),
+             OpenIncident("y", NUMBER, msk("2026-11-23 10:40"), msk("2026-11-23 10:40")))
     assert decide(RULE, call("c", "2026-11-23 10:25"), state) == Decision("join", "y")
 
 
 def test_apply_widens_the_joined_incident_only():
-    first = OpenIncident("a", NUMBER, local("2026-11-23 10:00"), local("2026-11-23 10:00"))
-    other = OpenIncident("z", "+74951234567", local("2026-11-23 10:00"),
-                         local("2026-11-23 10:00"))
+    first = OpenIncident("a", NUMBER, msk("2026-11-23 10:00"), msk("2026-11-23 10:00"))
+    other = OpenIncident("z", "+74951234567", msk("2026-11-23 10:00"),
+                         msk("2026-11-23 10:00"))
     after = apply(Decision("join", "a"), call("b", "2026-11-23 10:10"), (first, other))
-    assert after == (OpenIncident("a", NUMBER, first.first_start, local("2026-11-23 10:10")),
+    assert after == (OpenIncident("a", NUMBER, first.first_start, msk("2026-11-23 10:10")),
                      other)
     assert apply(Decision("none"), call("b", "2026-11-23 10:10"), after) == after
 
@@ -230,8 +225,10 @@ def test_apply_widens_the_joined_incident_only():
 def test_folding_across_a_daylight_saving_change_counts_real_time():
     rule = IncidentRule(RULE.statuses, "any", Hours(), dt.timedelta(minutes=30), BERLIN)
     # 02:50 CEST and 02:10 CET on 2026-10-25: twenty minutes apart although the clock went back
-    first = CallFacts("a", local("2026-10-25 02:50", BERLIN, fold=0), "busy", NUMBER, False)
-    second = CallFacts("b", local("2026-10-25 02:10", BERLIN, fold=1), "busy", NUMBER, False)
+    summer = local("2026-10-25 02:50").replace(tzinfo=BERLIN)
+    winter = local("2026-10-25 02:10").replace(tzinfo=BERLIN, fold=1)
+    first = CallFacts("a", summer, "busy", NUMBER, False)
+    second = CallFacts("b", winter, "busy", NUMBER, False)
     assert run_calls(rule, [first, second]) == {"a": "a", "b": "a"}
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from zoneinfo import ZoneInfo
 
 import pytest
 from support import (
+    MSK,
     archived,
     clone_call,
     entry_of,
     key_of,
+    leg,
     legs_of,
     make_config,
     msk,
@@ -21,22 +22,13 @@ from support import (
 
 from poller.calls import plausible
 from poller.errors import ExitCode
-from poller.model import KEY_LENGTH, Leg, fit_key
+from poller.model import KEY_LENGTH, fit_key
 from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
 
-MSK = ZoneInfo("Europe/Moscow")
 NO_ANSWER = "1795675119.5"  # P1-02: nobody answered, one row
 DIRECT_ANSWERED = "1795675107.1"  # P1-01: answered
 SKEW = dt.timedelta(minutes=10)
-
-
-def leg(calldate: str, duration: int, billsec: int) -> Leg:
-    return Leg(calldate=dt.datetime.fromisoformat(calldate), uniqueid="1795675107.1",
-               linkedid="1795675107.1", sequence=1, clid="", src="+79161002301", dst="201",
-               dcontext="ext-local", channel="PJSIP/trunk-00000001",
-               dstchannel="PJSIP/201-00000002", lastapp="Dial", duration=duration,
-               billsec=billsec, disposition="ANSWERED")
 
 
 @pytest.mark.parametrize("calldate, duration, billsec, counted, why", [
@@ -52,8 +44,8 @@ def leg(calldate: str, duration: int, billsec: int) -> Leg:
     ("2026-11-24 12:00:00", 30 * 3600, 30 * 3600, 24 * 3600, "longer than"),
 ])
 def test_plausible(calldate, duration, billsec, counted, why):
-    fixed, said = plausible(leg(calldate, duration, billsec), MSK, msk("2026-11-26 12:00"),
-                            24 * 3600, SKEW)
+    row = leg(calldate, duration=duration, billsec=billsec)
+    fixed, said = plausible(row, MSK, msk("2026-11-26 12:00"), 24 * 3600, SKEW)
     assert fixed.duration == counted and fixed.billsec <= counted
     assert (said is None) == (why is None) and (why is None or why in said)
 

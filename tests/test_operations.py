@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
+from click.testing import Result
 from prometheus_client.parser import text_string_to_metric_families
 from support import (
     DIRECT_ANSWERED,
@@ -45,6 +45,7 @@ from support import (
     archive_files,
     archived,
     clone_call,
+    direct_calls,
     entry_of,
     key_of,
     legs_of,
@@ -52,6 +53,7 @@ from support import (
     make_config,
     msk,
     open_ledger,
+    run_cli,
     watermark_of,
     write_config,
 )
@@ -116,23 +118,6 @@ def refusing(keys: set[str] | None = None, counts: Counter[str] | None = None,
     return factory
 
 
-def cli(*args: str) -> Result:
-    """`poller ARGS` through click's runner. The root logger is put back afterwards and the
-    handlers the CLI added (a syslog socket among them) are closed, so no socket leaks."""
-    from poller.cli.main import main
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-    finally:
-        for handler in root.handlers:
-            if handler not in handlers:
-                handler.close()
-        root.handlers[:] = handlers
-        root.setLevel(level)
-
-
 def check_lines(result: Result) -> list[tuple[str, str, str]]:
     """(outcome, name, detail) of each line `poller check` printed."""
     lines = []
@@ -148,15 +133,6 @@ def now_local() -> dt.datetime:
 
 def stamp(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def direct_calls(cdr_db: Any, sample_rows: list[dict[str, Any]], *starts: dt.datetime,
-                 **options: Any) -> list[list[dict[str, Any]]]:
-    """Answered direct calls (sample P1-01) at the given local times, inserted."""
-    direct = legs_of(sample_rows, DIRECT_ANSWERED)
-    calls = [clone_call(direct, start, **options) for start in starts]
-    cdr_db.insert([row for rows in calls for row in rows])
-    return calls
 
 
 def metrics_of(path: Path) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -225,7 +201,7 @@ def _status_scene(tmp_path: Path, cdr_db: Any, sample_rows: list[dict[str, Any]]
 def test_status_text_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
     """status after a morning's run: lag, calls by stage, a call waiting for its WAV, one parked."""
     _, keys = _status_scene(tmp_path, cdr_db, sample_rows)
-    result = cli("--config", str(tmp_path / "poller.toml"), "status")
+    result = run_cli("--config", str(tmp_path / "poller.toml"), "status")
     assert result.exit_code == 0, result.output
     text = result.stdout
     assert "watermark:   2026-11-26 09:40:00 +03:00\n" in text
@@ -249,7 +225,7 @@ def test_status_text_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
 def test_status_json_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
     """status --json after that run: every README key, lag_seconds, waiting reason, last_error."""
     _, keys = _status_scene(tmp_path, cdr_db, sample_rows)
-    result = cli("--config", str(tmp_path / "poller.toml"), "status", "--json")
+    result = run_cli("--config", str(tmp_path / "poller.toml"), "status", "--json")
     assert result.exit_code == 0, result.output
     status = json.loads(result.stdout)
 
@@ -320,7 +296,7 @@ def test_status_json_lists_every_stage_even_at_zero(tmp_path, cdr_db, sample_row
                                                     recordings_dir):
     """A script reads calls.failed from status --json: all six documented stages, 0 if none."""
     _status_scene(tmp_path, cdr_db, sample_rows)
-    status = json.loads(cli("--config", str(tmp_path / "poller.toml"), "status",
+    status = json.loads(run_cli("--config", str(tmp_path / "poller.toml"), "status",
                             "--json").stdout)
     assert set(readme_status_schema()["calls"]) == {"seen", "created", "attached", "done",
                                                     "failed", "skipped"}
@@ -330,12 +306,12 @@ def test_status_json_lists_every_stage_even_at_zero(tmp_path, cdr_db, sample_row
 
 def test_status_with_the_source_down_still_shows_the_ledger(tmp_path, cdr_db, sample_rows):
     """cdr database down: status still shows the ledger, says unreachable, hides the password."""
-    direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
     report = run_once(make_config(tmp_path, cdr_db.url), RunOptions(now=msk("2026-11-26 10:00")))
     assert report.exit_code == 0, report.summary()
     path = write_config(tmp_path, UNREACHABLE)
 
-    result = cli("--config", str(path), "status")
+    result = run_cli("--config", str(path), "status")
     assert result.exit_code == 0, result.output
     assert "watermark:   2026-11-26 09:30:00 +03:00" in result.stdout
     assert "calls:       done 1" in result.stdout
@@ -343,7 +319,7 @@ def test_status_with_the_source_down_still_shows_the_ledger(tmp_path, cdr_db, sa
         result.stdout
     assert PASSWORD not in result.output
 
-    result = cli("--config", str(path), "status", "--json")
+    result = run_cli("--config", str(path), "status", "--json")
     assert result.exit_code == 0, result.output
     status = json.loads(result.stdout)
     assert "unreachable" in status["source_error"] and PASSWORD not in status["source_error"]
@@ -356,7 +332,7 @@ def test_status_with_the_source_down_still_shows_the_ledger(tmp_path, cdr_db, sa
 def test_status_before_the_first_run(tmp_path, cdr_db):
     """status on a fresh install (no ledger yet) says so, exits 0 and creates nothing."""
     path = write_config(tmp_path, cdr_db.url)
-    result = cli("--config", str(path), "status")
+    result = run_cli("--config", str(path), "status")
     assert result.exit_code == 0, result.output
     assert "watermark:   none yet" in result.stdout
     assert "newest row:  the cdr table is empty" in result.stdout
@@ -369,9 +345,9 @@ def test_status_before_the_first_run(tmp_path, cdr_db):
 def test_check_all_pass_against_mariadb_and_the_archive(tmp_path, cdr_db, sample_rows,
                                                         recordings_dir):
     """check on MariaDB + archive: one line per check, ok/warn (grants warn for root), exit 0."""
-    direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
     path = write_config(tmp_path, cdr_db.url)
-    result = cli("--config", str(path), "check")
+    result = run_cli("--config", str(path), "check")
     assert result.exit_code == 0, result.output
     lines = check_lines(result)
     assert [name for _, name, _ in lines] == CHECK_NAMES, result.stdout
@@ -391,7 +367,7 @@ def test_check_all_pass_against_mariadb_and_the_archive(tmp_path, cdr_db, sample
     assert not (tmp_path / "archive").exists() and not (tmp_path / "state").exists()
 
     (tmp_path / "archive").mkdir()
-    result = cli("--config", str(path), "check")
+    result = run_cli("--config", str(path), "check")
     outcomes = {name: (outcome, detail) for outcome, name, detail in check_lines(result)}
     assert outcomes["target"] == ("ok", f"archive {tmp_path / 'archive'} writable")
     leftovers = [p.name for p in (tmp_path / "archive").iterdir()]
@@ -412,7 +388,7 @@ def test_check_read_only_user_passes_the_grants_check(tmp_path, cdr_db, recordin
             pytest.skip(f"the test server's user cannot create a read-only account: {exc}")
         host = sa.engine.make_url(MYSQL_URL)
         url = f"mysql+pymysql://{user}:{PASSWORD}@{host.host}:{host.port or 3306}/{database}"
-        result = cli("--config", str(write_config(tmp_path, url)), "check")
+        result = run_cli("--config", str(write_config(tmp_path, url)), "check")
         assert result.exit_code == 0, result.output
         outcomes = {name: (outcome, detail) for outcome, name, detail in check_lines(result)}
         assert outcomes["source"][0] == "ok"
@@ -426,7 +402,7 @@ def test_check_read_only_user_passes_the_grants_check(tmp_path, cdr_db, recordin
 
 def test_check_unreachable_source_fails_that_line_only(tmp_path, recordings_dir):
     """check with the cdr database down (port 1): source FAIL, others still printed, exit 1."""
-    result = cli("--config", str(write_config(tmp_path, UNREACHABLE)), "check")
+    result = run_cli("--config", str(write_config(tmp_path, UNREACHABLE)), "check")
     assert result.exit_code == 1, result.output
     lines = check_lines(result)
     outcomes = {name: (outcome, detail) for outcome, name, detail in lines}
@@ -440,7 +416,7 @@ def test_check_unreachable_source_fails_that_line_only(tmp_path, recordings_dir)
 
 def test_check_missing_recordings_folder_fails(tmp_path, cdr_db):
     """check with recordings.dir missing (spool not mounted): recordings FAIL, exit 1."""
-    result = cli("--config", str(write_config(tmp_path, cdr_db.url)), "check")
+    result = run_cli("--config", str(write_config(tmp_path, cdr_db.url)), "check")
     assert result.exit_code == 1, result.output
     lines = check_lines(result)
     assert [name for _, name, _ in lines] == CHECK_NAMES
@@ -452,7 +428,7 @@ def test_check_missing_recordings_folder_fails(tmp_path, cdr_db):
 def test_check_invalid_config_exits_2(tmp_path, cdr_db):
     """check on a config with a misspelt key: exit 2 naming it, no check runs."""
     path = write_config(tmp_path, cdr_db.url, state={"retension": "90d"})
-    result = cli("--config", str(path), "check")
+    result = run_cli("--config", str(path), "check")
     assert result.exit_code == 2, result.output
     assert "unknown key 'state.retension'" in result.output
     assert result.stdout.startswith("FAIL  config          ")
@@ -465,7 +441,7 @@ def _parked(tmp_path: Path, cdr_db: Any, sample_rows: list[dict[str, Any]], coun
             **options: Any) -> tuple[Any, list[str]]:
     """`count` calls parked as failed by a refusing target with retry.max_attempts 1."""
     at = options.pop("at", "create")
-    calls = direct_calls(cdr_db, sample_rows,
+    calls = direct_calls(cdr_db.url, sample_rows,
                          *(local(f"2026-11-26 09:3{i}:00") for i in range(count)), **options)
     config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")),
@@ -478,7 +454,7 @@ def _parked(tmp_path: Path, cdr_db: Any, sample_rows: list[dict[str, Any]], coun
 def test_retry_one_key_then_the_next_run_delivers_it(tmp_path, cdr_db, sample_rows):
     """retry KEY once the target is fixed: back to seen, delivered next run; the other stays."""
     config, (first, second) = _parked(tmp_path, cdr_db, sample_rows)
-    result = cli("--config", str(tmp_path / "poller.toml"), "retry", first)
+    result = run_cli("--config", str(tmp_path / "poller.toml"), "retry", first)
     assert result.exit_code == 0, result.output
     assert "1 call put back in line" in result.stdout
     entry = entry_of(config, first)
@@ -495,7 +471,7 @@ def test_retry_one_key_then_the_next_run_delivers_it(tmp_path, cdr_db, sample_ro
 def test_retry_failed_requeues_every_parked_call(tmp_path, cdr_db, sample_rows):
     """retry --failed requeues all three parked calls and the next run delivers them."""
     config, keys = _parked(tmp_path, cdr_db, sample_rows, count=3)
-    result = cli("--config", str(tmp_path / "poller.toml"), "retry", "--failed")
+    result = run_cli("--config", str(tmp_path / "poller.toml"), "retry", "--failed")
     assert result.exit_code == 0, result.output
     assert "3 calls put back in line" in result.stdout
     with open_ledger(config) as ledger:
@@ -512,7 +488,7 @@ def test_retry_of_a_call_parked_after_its_object_was_made(tmp_path, cdr_db, samp
                              monitor=tmp_path / "monitor", at="attach")
     parked = entry_of(config, key)
     assert parked.stage == "failed" and parked.object_id == f"2026/11/26/{key}.json"
-    result = cli("--config", str(tmp_path / "poller.toml"), "retry", key)
+    result = run_cli("--config", str(tmp_path / "poller.toml"), "retry", key)
     assert result.exit_code == 0, result.output
     assert (entry_of(config, key).stage, entry_of(config, key).attempts) == ("created", 0)
 
@@ -528,7 +504,7 @@ def test_retry_of_a_call_parked_after_its_object_was_made(tmp_path, cdr_db, samp
 def test_retry_unknown_key_exits_2_naming_it(tmp_path, cdr_db, sample_rows):
     """retry with a mistyped key: exit 2 naming it, nothing requeued."""
     config, (first, _) = _parked(tmp_path, cdr_db, sample_rows)
-    result = cli("--config", str(tmp_path / "poller.toml"), "retry", first, "1795675107.999")
+    result = run_cli("--config", str(tmp_path / "poller.toml"), "retry", first, "1795675107.999")
     assert result.exit_code == 2, result.output
     assert "unknown call key(s): 1795675107.999" in result.output
     assert entry_of(config, first).stage == "failed"
@@ -541,7 +517,7 @@ def test_retry_key_and_failed_together_or_neither_exit_2(tmp_path, cdr_db, sampl
     for args, said in ((["retry", first, "--failed"], "name calls by KEY or give --failed, not "
                         "both"), (["retry"], "name the parked calls by KEY (as `poller status` "
                                   "lists them), or give --failed for all of them")):
-        result = cli("--config", path, *args)
+        result = run_cli("--config", path, *args)
         assert result.exit_code == 2, result.output
         assert said in result.output
     assert entry_of(config, first).stage == "failed"
@@ -549,7 +525,7 @@ def test_retry_key_and_failed_together_or_neither_exit_2(tmp_path, cdr_db, sampl
 
 def test_retry_before_the_first_run_exits_2(tmp_path, cdr_db):
     """retry --failed on a fresh install: no ledger yet, exit 2, none created."""
-    result = cli("--config", str(write_config(tmp_path, cdr_db.url)), "retry", "--failed")
+    result = run_cli("--config", str(write_config(tmp_path, cdr_db.url)), "retry", "--failed")
     assert result.exit_code == 2, result.output
     assert "the ledger does not exist yet" in result.output
     assert not (tmp_path / "state" / "state.db").exists()
@@ -559,17 +535,17 @@ def test_retry_works_while_a_run_holds_the_lock(tmp_path, cdr_db, sample_rows):
     """retry while a follow service holds the run lock: requeued without waiting."""
     config, (first, _) = _parked(tmp_path, cdr_db, sample_rows)
     with RunLock(tmp_path / "state"):
-        result = cli("--config", str(tmp_path / "poller.toml"), "retry", first)
+        result = run_cli("--config", str(tmp_path / "poller.toml"), "retry", first)
         assert result.exit_code == 0, result.output
         assert entry_of(config, first).stage == "seen"
 
 
 def test_retry_of_a_call_that_is_not_parked_leaves_it(tmp_path, cdr_db, sample_rows):
     """retry KEY of a call already delivered: a warning, nothing changed, exit 0."""
-    calls = direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    calls = direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
     config = make_config(tmp_path, cdr_db.url)
     run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
-    result = cli("--config", str(write_config(tmp_path, cdr_db.url)), "retry", key_of(calls[0]))
+    result = run_cli("--config", str(write_config(tmp_path, cdr_db.url)), "retry", key_of(calls[0]))
     assert result.exit_code == 0, result.output
     assert "is not waiting nor parked (stage done)" in result.output
     assert "0 calls put back in line" in result.stdout
@@ -582,7 +558,7 @@ def test_retry_key_brings_forward_a_call_backing_off(tmp_path, cdr_db, sample_ro
     failed (0 parked), 0 waiting` while `status` listed it under `waiting:`. Now the run line,
     status and retry all call it waiting, retry brings it forward (its attempts forgotten),
     and the next run delivers it long before its back-off ends."""
-    calls = direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    calls = direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
     key = key_of(calls[0])
     path = write_config(tmp_path, cdr_db.url)
     config = load(path, env={})
@@ -592,11 +568,11 @@ def test_retry_key_brings_forward_a_call_backing_off(tmp_path, cdr_db, sample_ro
     backing_off = entry_of(config, key)
     assert (backing_off.stage, backing_off.attempts) == ("seen", 1)
     assert backing_off.next_attempt_at is not None
-    text = cli("--config", str(path), "status").stdout
+    text = run_cli("--config", str(path), "status").stdout
     assert key in text.split("waiting:\n", 1)[1] and "failed (requeue" not in text
     assert "1 waiting (1 to retry after a failed attempt), 0 failed" in text
 
-    result = cli("--config", str(path), "retry", key)
+    result = run_cli("--config", str(path), "retry", key)
     assert result.exit_code == 0, result.output
     assert "1 call put back in line" in result.stdout
     assert f"call {key} was waiting (after 1 failed attempt: " in result.output
@@ -633,7 +609,7 @@ def test_metrics_file_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir)
     prom = textfile / "poller.prom"
 
     before = time.time()
-    result = cli("--config", str(path), "run", "--metrics-file", str(prom))
+    result = run_cli("--config", str(path), "run", "--metrics-file", str(prom))
     assert result.exit_code == 0, result.output
     after = time.time()
     metrics = metrics_of(prom)
@@ -669,14 +645,14 @@ def test_metrics_leave_out_the_lag_while_the_source_is_down(tmp_path, cdr_db, sa
     start, _ = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
     prom = tmp_path / "poller.prom"
     path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
-    assert cli("--config", str(path), "run", "--metrics-file", str(prom)).exit_code == 0
+    assert run_cli("--config", str(path), "run", "--metrics-file", str(prom)).exit_code == 0
     down = write_config(tmp_path, UNREACHABLE, source={"start": stamp(start)})
-    assert cli("--config", str(down), "run", "--metrics-file", str(prom)).exit_code == 1
+    assert run_cli("--config", str(down), "run", "--metrics-file", str(prom)).exit_code == 1
     metrics = metrics_of(prom)
     assert "poller_watermark_lag_seconds" not in metrics
     assert value(metrics, "poller_last_run_service_unavailable") == 1
     path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
-    assert cli("--config", str(path), "run", "--metrics-file", str(prom)).exit_code == 0
+    assert run_cli("--config", str(path), "run", "--metrics-file", str(prom)).exit_code == 0
     assert value(metrics_of(prom), "poller_watermark_lag_seconds") == 0
 
 
@@ -684,7 +660,7 @@ def test_metrics_lag_when_no_row_was_read_is_zero(tmp_path, cdr_db, sample_rows,
     """The run reads no row at all (here the site purged its cdr table overnight) yet read the
     table: nothing is newer than the watermark, the lag is 0 and present (an `absent()` alert
     is for an unreadable table only)."""
-    direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
     config = make_config(tmp_path, cdr_db.url)
     prom = tmp_path / "poller.prom"
     run_once(config, RunOptions(now=msk("2026-11-26 10:00"), metrics_file=str(prom)))
@@ -705,7 +681,7 @@ def test_metrics_file_is_replaced_atomically(tmp_path, cdr_db, sample_rows, reco
     try:
         inodes = [prom.stat().st_ino]
         for _ in range(2):
-            result = cli("--config", str(path), "run", "--metrics-file", str(prom))
+            result = run_cli("--config", str(path), "run", "--metrics-file", str(prom))
             assert result.exit_code == 0, result.output
             inodes.append(prom.stat().st_ino)
             assert sorted(p.name for p in prom.parent.iterdir()) == ["poller.prom"]
@@ -725,7 +701,7 @@ def test_metrics_file_from_the_config(tmp_path, cdr_db, sample_rows, recordings_
     configured = tmp_path / "poller.prom"
     path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)},
                         metrics={"file": str(configured)})
-    result = cli("--config", str(path), "run")
+    result = run_cli("--config", str(path), "run")
     assert result.exit_code == 0, result.output
     metrics = metrics_of(configured)
     assert value(metrics, "poller_last_run_calls_delivered", status="answered") == 2
@@ -733,14 +709,15 @@ def test_metrics_file_from_the_config(tmp_path, cdr_db, sample_rows, recordings_
 
     configured.unlink()
     other = tmp_path / "other.prom"
-    result = cli("--config", str(path), "run", "--metrics-file", str(other))
+    result = run_cli("--config", str(path), "run", "--metrics-file", str(other))
     assert result.exit_code == 0, result.output
     assert other.is_file() and not configured.exists()
 
 
 def test_metrics_after_a_run_that_parked_calls(tmp_path, cdr_db, sample_rows):
     """Metrics after a run whose target refused both calls: 2 failures, 2 parked."""
-    direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"), local("2026-11-26 09:31:00"))
+    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"),
+                 local("2026-11-26 09:31:00"))
     prom = tmp_path / "poller.prom"
     config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00"), metrics_file=str(prom)),
@@ -756,13 +733,13 @@ def test_metrics_after_a_run_that_parked_calls(tmp_path, cdr_db, sample_rows):
 
 def test_last_success_survives_a_failing_run(tmp_path, cdr_db, sample_rows):
     """After a good run then a failing one, last_success still holds the good run's time."""
-    direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
     prom = tmp_path / "poller.prom"
     config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
     run_once(config, RunOptions(now=msk("2026-11-26 10:00"), metrics_file=str(prom)))
     good = value(metrics_of(prom), "poller_last_success_timestamp_seconds")
 
-    direct_calls(cdr_db, sample_rows, local("2026-11-26 10:01:00"))
+    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 10:01:00"))
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:05"), metrics_file=str(prom)),
                       target_factory=refusing())
     assert report.exit_code == 1, report.summary()
@@ -802,7 +779,7 @@ def test_follow_delivers_calls_inserted_while_it_runs(tmp_path, cdr_db, sample_r
     state = tmp_path / "state"
     with following(config) as (stop, outcome):
         wait_for(lambda: (state / "state.db").is_file(), 10, "the first poll")
-        calls = direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(minutes=2),
+        calls = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=2),
                              now_local() - dt.timedelta(minutes=1))
         keys = {key_of(rows) for rows in calls}
         wait_for(lambda: set(archived(tmp_path)) == keys, 10, "the calls in the archive")
@@ -815,7 +792,7 @@ def test_follow_delivers_calls_inserted_while_it_runs(tmp_path, cdr_db, sample_r
                 return False
 
         wait_for(lock_is_free, 10, "the run lock to be free between polls")
-        later = direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(seconds=30))
+        later = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(seconds=30))
         wait_for(lambda: key_of(later[0]) in archived(tmp_path), 10, "a third call")
         stop.set()
         wait_for(lambda: outcome, 10, "follow() to return")
@@ -827,7 +804,7 @@ def test_follow_delivers_calls_inserted_while_it_runs(tmp_path, cdr_db, sample_r
 def test_follow_polls_again_after_finding_the_lock_held(tmp_path, cdr_db, sample_rows):
     """follow() while a backfill holds the lock: polls give way, then deliver once it is free."""
     config = make_config(tmp_path, cdr_db.url, source={"settle": "0s", "start": ""})
-    calls = direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(minutes=2))
+    calls = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=2))
     backfill = RunLock(tmp_path / "state")
     backfill.__enter__()
     try:
@@ -851,7 +828,7 @@ def test_follow_says_an_outage_when_it_starts_and_when_it_ends(tmp_path, cdr_db,
         config = make_config(tmp_path, cdr_db.url, target=target,
                              source={"settle": "0s", "start": ""})
         receiver.fail_next("http500", count=8)
-        calls = direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(minutes=2))
+        calls = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=2))
         with caplog.at_level(logging.INFO, logger="poller"), \
                 following(config, interval=0.02) as (stop, _):
             wait_for(lambda: key_of(calls[0]) in receiver.calls(), 30, "the call delivered")
@@ -892,7 +869,7 @@ def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_db, sample_rows):
     try:
         wait_for(lambda: b"following the cdr table every 1s" in log_path.read_bytes(), 30,
                  "the follow service to start")
-        calls = direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(minutes=1))
+        calls = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=1))
         wait_for(lambda: key_of(calls[0]) in archived(tmp_path), 15, "the call in the archive")
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=10)
@@ -909,11 +886,11 @@ def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_db, sample_rows):
 def test_follow_with_since_is_a_usage_error(tmp_path, cdr_db):
     """run --follow --since (or a bad --interval) is a usage error: exit 2."""
     path = write_config(tmp_path, cdr_db.url)
-    result = cli("--config", str(path), "run", "--follow", "--since", "2026-11-01")
+    result = run_cli("--config", str(path), "run", "--follow", "--since", "2026-11-01")
     assert result.exit_code == 2, result.output
     assert "--follow cannot be combined with --since" in result.output
     assert not (tmp_path / "state" / "state.db").exists()
-    result = cli("--config", str(path), "run", "--follow", "--interval", "soon")
+    result = run_cli("--config", str(path), "run", "--follow", "--interval", "soon")
     assert result.exit_code == 2 and "--interval: not a duration" in result.output
 
 
@@ -950,7 +927,7 @@ def test_pruning_after_a_quiet_night_delivers_nothing_twice(tmp_path, cdr_db, sa
     """Quiet PBX, retention 8h: the pruned 09:30 call must not come back as new at 18:01."""
     # the day's last call is at 09:30 and nothing follows: the watermark stays at 09:30, so
     # every run re-reads from 05:30, while the 18:00 run forgets calls that began before 10:00
-    calls = direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    calls = direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
     config = make_config(tmp_path, cdr_db.url, state={"retention": "8h"})
     counts: Counter[str] = Counter()
     factory = refusing(set(), counts)
@@ -966,7 +943,7 @@ def test_retention_shorter_than_twice_the_lookback_is_refused(tmp_path, cdr_db):
     """state.retention 7h with lookback 4h: exit 2 naming the key, nothing run."""
     path = write_config(tmp_path, cdr_db.url, state={"dir": str(tmp_path / "state"),
                                                      "retention": "7h"})
-    result = cli("--config", str(path), "run")
+    result = run_cli("--config", str(path), "run")
     assert result.exit_code == 2, result.output
     assert "state.retention must be at least twice source.lookback" in result.output
     assert not (tmp_path / "state").exists()
@@ -999,7 +976,7 @@ def test_archive_keep_days_through_a_run(tmp_path, cdr_db, sample_rows):
     """keep_days = 1: a run on 2026-11-26 drops day folders before the 25th, keeps the rest."""
     root = tmp_path / "archive"
     _day_folders(root, "2026/10/31", "2026/11/20", "2026/11/25")
-    calls = direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    calls = direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
     config = make_config(tmp_path, cdr_db.url, target={"archive": {"keep_days": 1}})
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     assert report.exit_code == 0 and sum(report.delivered.values()) == 1, report.summary()
@@ -1019,7 +996,7 @@ def test_archive_keep_days_through_a_run(tmp_path, cdr_db, sample_rows):
 
 def test_newer_ledger_schema_is_refused(tmp_path, cdr_db, sample_rows):
     """After a downgrade the ledger's schema is newer: run exits 2 saying to upgrade."""
-    direct_calls(cdr_db, sample_rows, now_local() - dt.timedelta(minutes=30))
+    direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=30))
     path = write_config(tmp_path, cdr_db.url, source={"start": stamp(now_local()
                                                                        - dt.timedelta(hours=1))})
     config = make_config(tmp_path, cdr_db.url)
@@ -1029,7 +1006,7 @@ def test_newer_ledger_schema_is_refused(tmp_path, cdr_db, sample_rows):
         ledger.put("schema_version", str(ledger_module.SCHEMA_VERSION + 1))
     finally:
         ledger.close()
-    result = cli("--config", str(path), "run")
+    result = run_cli("--config", str(path), "run")
     assert result.exit_code == 2, result.output
     assert (f"the ledger has schema version {ledger_module.SCHEMA_VERSION + 1}; this poller "
             f"knows {ledger_module.SCHEMA_VERSION}: upgrade the poller") in result.output
@@ -1041,7 +1018,7 @@ def test_newer_ledger_schema_is_refused(tmp_path, cdr_db, sample_rows):
 def test_ledger_migration_runs_once_and_records_the_version(tmp_path, cdr_db, sample_rows,
                                                             monkeypatch):
     """A later poller's migration adds a column once at start and records its version."""
-    direct_calls(cdr_db, sample_rows, local("2026-11-26 09:30:00"))
+    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
     config = make_config(tmp_path, cdr_db.url)
     run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     current = ledger_module.SCHEMA_VERSION
@@ -1074,7 +1051,7 @@ def test_ledger_migration_runs_once_and_records_the_version(tmp_path, cdr_db, sa
 def test_backfill_reports_its_progress(tmp_path, cdr_db, sample_rows):
     """A backfill's progress callback gets positions moving forward and a fraction in 0..1."""
     starts = [local("2026-11-26 09:00:00") + dt.timedelta(minutes=5 * i) for i in range(12)]
-    direct_calls(cdr_db, sample_rows, *starts)
+    direct_calls(cdr_db.url, sample_rows, *starts)
     config = make_config(tmp_path, cdr_db.url)
     seen: list[Progress] = []
     since, until = local("2026-11-26 09:00"), local("2026-11-26 10:00")
@@ -1096,9 +1073,9 @@ def test_backfill_reports_its_progress(tmp_path, cdr_db, sample_rows):
 def test_backfill_draws_no_progress_bar_without_a_terminal(tmp_path, cdr_db, sample_rows):
     """A backfill under cron (no terminal) draws no progress bar, only log lines."""
     base = now_local() - dt.timedelta(hours=1)
-    direct_calls(cdr_db, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(5)))
+    direct_calls(cdr_db.url, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(5)))
     path = write_config(tmp_path, cdr_db.url)
-    result = cli("--config", str(path), "run", "--since", stamp(base - dt.timedelta(minutes=1)),
+    result = run_cli("--config", str(path), "run", "--since", stamp(base - dt.timedelta(minutes=1)),
                  "--until", stamp(base + dt.timedelta(minutes=10)))
     assert result.exit_code == 0, result.output
     assert "delivered 5 calls" in result.output
@@ -1108,7 +1085,7 @@ def test_backfill_draws_no_progress_bar_without_a_terminal(tmp_path, cdr_db, sam
 def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path, cdr_db, sample_rows):
     """The same backfill on a terminal (a pty) draws the bar: the control for the test above."""
     base = now_local() - dt.timedelta(hours=1)
-    direct_calls(cdr_db, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(3)))
+    direct_calls(cdr_db.url, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(3)))
     path = write_config(tmp_path, cdr_db.url)
     master, slave = pty.openpty()
     try:
@@ -1156,12 +1133,12 @@ def test_quiet_suppresses_info_lines(tmp_path, cdr_db, sample_rows):
     """poller -q run (the crontab's form) prints no info line; without -q the summary is INFO."""
     start, _ = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
     path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
-    quiet = cli("-q", "--config", str(path), "run")
+    quiet = run_cli("-q", "--config", str(path), "run")
     assert quiet.exit_code == 0, quiet.output
     assert quiet.output == ""
     assert len(archived(tmp_path)) == 3
 
-    loud = cli("--config", str(path), "run")
+    loud = run_cli("--config", str(path), "run")
     assert loud.exit_code == 0, loud.output
     # the stamp carries its offset: the calls it speaks of may be in another zone
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d INFO run: delivered 0 calls",
@@ -1171,7 +1148,7 @@ def test_quiet_suppresses_info_lines(tmp_path, cdr_db, sample_rows):
 @pytest.mark.skipif(not os.path.exists("/dev/log"), reason="no /dev/log (no syslog daemon here)")
 def test_syslog_option_with_dev_log(tmp_path, cdr_db):
     """poller --syslog status works where /dev/log exists."""
-    result = cli("--syslog", "--config", str(write_config(tmp_path, cdr_db.url)), "status")
+    result = run_cli("--syslog", "--config", str(write_config(tmp_path, cdr_db.url)), "status")
     assert result.exit_code == 0, result.output
     assert "watermark:" in result.stdout
 
@@ -1197,14 +1174,14 @@ def test_syslog_option_sends_daemon_lines(tmp_path, cdr_db, syslog_socket):
     -q sends none."""
     path = str(write_config(tmp_path, cdr_db.url))
     with RunLock(tmp_path / "state"):
-        result = cli("--syslog", "--config", path, "run")
+        result = run_cli("--syslog", "--config", path, "run")
         assert result.exit_code == 0, result.output
         message = syslog_socket.recv(65536).decode()
         # 30 = daemon.info; no "INFO" after the tag: the priority says it
         assert re.match(r"<30>poller\[\d+\]: another run holds .*poller\.lock; "
                         r"nothing to do", message), message
 
-        result = cli("-q", "--syslog", "--config", path, "run")
+        result = run_cli("-q", "--syslog", "--config", path, "run")
         assert result.exit_code == 0 and result.output == "", result.output
         syslog_socket.settimeout(0.5)
         with pytest.raises(TimeoutError):
@@ -1217,7 +1194,7 @@ def test_syslog_without_a_daemon_says_so_once_and_logs_to_stderr(tmp_path, cdr_d
     every line still goes, instead of dropping them all unheard."""
     monkeypatch.setattr("poller.logs.SYSLOG_SOCKET", str(tmp_path / "no-such-log"))
     path = str(write_config(tmp_path, cdr_db.url))
-    result = cli("--syslog", "--config", path, "run")
+    result = run_cli("--syslog", "--config", path, "run")
     assert result.exit_code == 0, result.output
     assert result.stderr.count("no syslog daemon") == 1, result.stderr
     assert "logging to standard error only" in result.stderr

@@ -16,11 +16,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import MSK, SAMPLES, local
+from support import P1_12_LEG, SAMPLES, call_of, leg
 
-from poller.calls import build_call
-from poller.config.schema import IncomingRules, RecordingsConfig, TranscodeConfig
-from poller.model import Call, Leg
+from poller.config.schema import RecordingsConfig, TranscodeConfig
+from poller.model import Call
 from poller.recordings.encoder import RECORDING_MARGIN
 from poller.recordings.files import Plan, plan_recording, siblings
 from poller.recordings.formats import mp3_seconds
@@ -154,14 +153,10 @@ def test_paused_and_resumed_raw_files_are_joined(tmp_path, speech):
 # -- the plan takes raw files like any other
 
 def call_naming(recordingfile: str) -> Call:
-    leg = Leg(calldate=local("2026-11-26 09:40:15"), uniqueid=UNIQUEID, linkedid="1795675215.54",
-              sequence=64, clid='"Volkov Sergey" <+79161002312>', src="+79161002312",
-              dst="201", dcontext="from-did-direct",
-              channel="Local/74951230001@from-pstn-0000001b;2",
-              dstchannel="Local/201@sim-phone-0000001c;1", lastapp="Dial",
-              duration=CALL_SECONDS, billsec=CALL_SECONDS - 2, disposition="ANSWERED",
-              did="74951230001", recordingfile=recordingfile)
-    return build_call([leg], IncomingRules(), MSK, "{calldate:%Y/%m/%d}/{recordingfile}")
+    return call_of(leg("2026-11-26 09:40:15", **{**P1_12_LEG, "uniqueid": UNIQUEID,
+                                                 "duration": CALL_SECONDS,
+                                                 "billsec": CALL_SECONDS - 2,
+                                                 "recordingfile": recordingfile}))
 
 
 def plan_for(monitor: Path, path: Path) -> object:

@@ -48,12 +48,15 @@ from audiotools import (
 from support import (
     DIRECT_ANSWERED,
     MSK,
+    P1_12_LEG,
     ROOT,
     archive_files,
     archived,
+    call_of,
     clone_call,
     entry_of,
     key_of,
+    leg,
     legs_of,
     local,
     make_config,
@@ -61,8 +64,7 @@ from support import (
     write_config,
 )
 
-from poller.calls import build_call
-from poller.config.schema import IncomingRules, RecordingsConfig, Seconds, TranscodeConfig
+from poller.config.schema import RecordingsConfig, Seconds, TranscodeConfig, parse_duration
 from poller.errors import DeliveryError
 from poller.model import Call, Leg
 from poller.recordings.files import (
@@ -95,20 +97,9 @@ def mixmonitor_name(when: dt.datetime, uniqueid: str, ext: str = "wav",
 CALLDATE = local("2026-11-26 09:40:15")  # P1-12's first leg
 
 
-def leg(recordingfile: str, *, calldate: dt.datetime = CALLDATE,
-        uniqueid: str = PAUSE_RESUME, linkedid: str = "1795675215.54", sequence: int = 64,
-        duration: int = 16, billsec: int = 14) -> Leg:
-    """An answered leg of a direct incoming call (P1-12's shape) naming `recordingfile`."""
-    return Leg(calldate=calldate, uniqueid=uniqueid, linkedid=linkedid, sequence=sequence,
-               clid='"Volkov Sergey" <+79161002312>', src="+79161002312", dst="201",
-               dcontext="from-did-direct", channel="Local/74951230001@from-pstn-0000001b;2",
-               dstchannel="Local/201@sim-phone-0000001c;1", lastapp="Dial", duration=duration,
-               billsec=billsec, disposition="ANSWERED", did="74951230001",
-               recordingfile=recordingfile)
-
-
-def call_of(*legs: Leg, template: str = DEFAULT_TEMPLATE) -> Call:
-    return build_call(legs, IncomingRules(), MSK, template)
+def recorded(recordingfile: str, calldate: dt.datetime = CALLDATE, **columns: Any) -> Leg:
+    """A leg of P1-12's shape naming `recordingfile`."""
+    return leg(calldate, **{**P1_12_LEG, "recordingfile": recordingfile, **columns})
 
 
 def day_folder(monitor: Path, when: dt.datetime = CALLDATE) -> Path:
@@ -182,7 +173,7 @@ def test_each_mixmonitor_format_becomes_a_mono_mp3_of_the_same_length(tmp_path, 
     settle(source)
     wanted = probe(source)["duration"]
 
-    plan = plan_of(call_of(leg(name)), monitor)
+    plan = plan_of(call_of(recorded(name)), monitor)
     assert plan == Plan((source,))
     mp3 = tmp_path / "out.mp3"
     encoded = encode(plan, mp3)
@@ -221,7 +212,7 @@ def test_paused_and_resumed_recording_is_joined_oldest_first(tmp_path, monitor):
     settle(newer)
     settle(lookalike)
 
-    plan = plan_of(call_of(leg(newer.name)), monitor)
+    plan = plan_of(call_of(recorded(newer.name)), monitor)
     assert plan == Plan((older, newer))
     mp3 = tmp_path / "joined.mp3"
     encoded = encode(plan, mp3)
@@ -237,10 +228,10 @@ def test_transferred_call_joins_each_legs_file_in_time_order(tmp_path, monitor):
     # A call transferred from 201 to 202: each leg names its own MixMonitor file (different
     # uniqueids). They are joined in the legs' time order, whatever their names sort like.
     folder = day_folder(monitor)
-    first_leg = leg(mixmonitor_name(local("2026-11-26 09:40:15"), "1795675215.55"),
+    first_leg = recorded(mixmonitor_name(local("2026-11-26 09:40:15"), "1795675215.55"),
                     duration=12, billsec=9)
     # named so that it sorts first: the legs' time order must win over the names'
-    second_leg = leg("external-202-+79161002312-20261126-094027-1795675127.60.wav",
+    second_leg = recorded("external-202-+79161002312-20261126-094027-1795675127.60.wav",
                      calldate=local("2026-11-26 09:40:27"), uniqueid="1795675127.60",
                      sequence=70, duration=8, billsec=7)
     write_speech_wav(folder / first_leg.recordingfile, 7.0)
@@ -265,7 +256,7 @@ def test_header_only_file_of_an_unanswered_call_is_empty(monitor):
     target.write_bytes(HEADER_ONLY.read_bytes())
     settle(target)
     assert target.stat().st_size == 44
-    call = call_of(leg(HEADER_ONLY.name, calldate=local("2026-11-26 09:41:22"),
+    call = call_of(recorded(HEADER_ONLY.name, calldate=local("2026-11-26 09:41:22"),
                        uniqueid="1795675282.75", linkedid="1795675282.74", duration=10,
                        billsec=0))
     assert plan_of(call, monitor) == Plan((), "empty")
@@ -279,7 +270,7 @@ def test_file_below_min_bytes_is_empty_and_above_it_a_recording(tmp_path, monito
     name = mixmonitor_name(local("2026-11-26 09:40:15"), PAUSE_RESUME)
     path = settle(write_speech_wav(day_folder(monitor) / name, 0.060))
     assert 44 < path.stat().st_size < 1024
-    call = call_of(leg(name))
+    call = call_of(recorded(name))
     assert plan_of(call, monitor) == Plan((), "empty")
     assert plan_of(call, monitor, min_bytes=512) == Plan((path,))
 
@@ -411,7 +402,7 @@ def _watch_the_writer(writer: subprocess.Popen[str], path: Path,
         stdin.flush()
         return stdout.readline()
 
-    call = call_of(leg(path.name))
+    call = call_of(recorded(path.name))
     assert stdout.readline().strip() == "started"
     time.sleep(0.3)
     first = inspect(path)
@@ -566,7 +557,7 @@ def test_path_leaving_the_directory_is_refused_and_never_opened(tmp_path, monito
     secret = _outside(tmp_path)
     name = _hostile_names(tmp_path, monitor, kind)
     with watched(secret.parent) as watch:
-        plan = plan_of(call_of(leg(name)), monitor)
+        plan = plan_of(call_of(recorded(name)), monitor)
         touched = watch.touched()
         assert plan == Plan((), "refused_path")
         assert touched == set(), f"opened: {touched}"
@@ -584,7 +575,7 @@ def test_sibling_symlink_pointing_outside_is_not_joined(tmp_path, monitor):
                                                             PAUSE_RESUME), 4.0))
     os.symlink(secret, folder / mixmonitor_name(local("2026-11-26 09:40:15"), PAUSE_RESUME))
     with watched(secret.parent) as watch:
-        plan = plan_of(call_of(leg(real.name)), monitor)
+        plan = plan_of(call_of(recorded(real.name)), monitor)
         assert plan == Plan((real,))
         encode(plan, tmp_path / "out.mp3")
         assert watch.touched() == set()
@@ -788,3 +779,19 @@ def test_stuck_decoder_is_killed_with_the_encoder(tmp_path):
         if decoder is not None and decoder in processes_with(str(source), program="ffmpeg"):
             os.kill(decoder, signal.SIGKILL)
         job.join(timeout=30)
+
+
+@pytest.mark.parametrize("quiet", ["5s", "2m"])
+def test_a_recording_still_being_written_is_looked_at_again_after_recordings_quiet(
+        tmp_path, quiet):
+    """The time between looks at a file MixMonitor still writes is recordings.quiet."""
+    monitor = (tmp_path / "monitor").resolve()
+    call = call_of(recorded("in-progress.wav"))
+    # a RIFF header whose sizes MixMonitor has not written yet, and audio behind it
+    (day_folder(monitor) / "in-progress.wav").write_bytes(
+        b"RIFF\0\0\0\0WAVEfmt " + bytes(4000))
+    now = soon_after(call)
+    plan = plan_recording(call, RecordingsConfig(dir=str(monitor), quiet=parse_duration(quiet)),
+                          now)
+    assert isinstance(plan, Wait) and "still being written" in plan.note
+    assert plan.until == now + dt.timedelta(seconds=parse_duration(quiet))

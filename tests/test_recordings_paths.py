@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import leg
 
 from poller.model import Leg
 from poller.recordings.files import RefusedPath, resolve_inside, siblings
@@ -16,24 +16,6 @@ from poller.templates import recording_fields, render_recording_name
 
 DEFAULT = "{calldate:%Y/%m/%d}/{recordingfile}"
 FILE = "in-74951230001-+79161002301-20261126-093827-1795675107.1.wav"
-
-
-def local(text: str) -> dt.datetime:
-    """A naive wall-clock time in the PBX's zone, as the calldate column holds it."""
-    return dt.datetime.fromisoformat(text)
-
-
-P1_01 = Leg(calldate=local("2026-11-26 09:38:27"), uniqueid="1795675107.1",
-            linkedid="1795675107.0", sequence=2, clid='"Sokolov Ivan" <+79161002301>',
-            src="+79161002301", dst="201", dcontext="from-did-direct",
-            channel="Local/74951230001@from-pstn-00000000;2",
-            dstchannel="Local/201@sim-phone-00000001;1", lastapp="Dial", duration=9,
-            billsec=6, disposition="ANSWERED", did="74951230001", recordingfile=FILE)
-
-
-def sample_leg(**values: Any) -> Leg:
-    """P1-01's leg (answered direct call, recorded by FreePBX), with some columns changed."""
-    return dataclasses.replace(P1_01, **values)
 
 
 @pytest.fixture
@@ -150,30 +132,30 @@ def test_recordings_dir_itself_a_symlink_is_fine(monitor, tmp_path):
 
 def test_default_template_gives_freepbx_date_folder():
     """FreePBX's layout: the call's local date as YYYY/MM/DD, then the recordingfile column."""
-    assert render_recording_name(DEFAULT, sample_leg()) == f"2026/11/26/{FILE}"
+    assert render_recording_name(DEFAULT, leg()) == f"2026/11/26/{FILE}"
 
 
 def test_default_template_passes_absolute_recordingfile_through():
     """An absolute recordingfile (older FreePBX) is used as it is, without the date folder."""
     absolute = f"/var/spool/asterisk/monitor/2026/11/26/{FILE}"
-    assert render_recording_name(DEFAULT, sample_leg(recordingfile=absolute)) == absolute
+    assert render_recording_name(DEFAULT, leg(recordingfile=absolute)) == absolute
 
 
 @pytest.mark.parametrize("empty", ["", "   "])
 def test_empty_recordingfile_names_nothing(empty):
     """A route that does not record leaves recordingfile empty: no name at all."""
-    assert render_recording_name(DEFAULT, sample_leg(recordingfile=empty)) is None
+    assert render_recording_name(DEFAULT, leg(recordingfile=empty)) is None
 
 
 def test_uniqueid_template():
     """A plain MixMonitor folder named by uniqueid."""
-    name = render_recording_name("{uniqueid}.wav", sample_leg(recordingfile=""))
+    name = render_recording_name("{uniqueid}.wav", leg(recordingfile=""))
     assert name == "1795675107.1.wav"
 
 
 def test_dot_dot_recordingfile_with_default_template_is_refused(monitor):
     """The column value `../../etc/shadow` under the FreePBX template is refused."""
-    name = render_recording_name(DEFAULT, sample_leg(recordingfile="../../etc/shadow"))
+    name = render_recording_name(DEFAULT, leg(recordingfile="../../etc/shadow"))
     assert name is not None
     with pytest.raises(RefusedPath):
         resolve_inside(monitor, name)
@@ -240,13 +222,13 @@ def test_the_file_named_after_the_linkedid_is_found(monitor):
     """MixMonitor started on the trunk channel, whose own row Asterisk did not write: the
     file is named after the call's linkedid, the last place looked at."""
     wav = _settled(monitor / "1795675107.0.wav", SAMPLE_DAY / FILE)
-    plan = _plan(monitor, [sample_leg(recordingfile="")], "{uniqueid}.wav")
+    plan = _plan(monitor, [leg(recordingfile="")], "{uniqueid}.wav")
     assert plan.files == (wav.resolve(),) and plan.problem is None
 
 
 def test_no_file_anywhere_once_settled_is_no_recording_without_waiting(monitor):
     """An answered call whose channels left no file: no recording, no problem, no wait."""
-    plan = _plan(monitor, [sample_leg(recordingfile="")], "{uniqueid}.wav")
+    plan = _plan(monitor, [leg(recordingfile="")], "{uniqueid}.wav")
     assert plan.files == () and plan.problem is None
 
 
@@ -256,20 +238,19 @@ def test_a_pattern_finds_both_halves_of_a_paused_recording(monitor):
     paused = sorted(SAMPLE_DAY.glob("*-1795675215.55.wav"))
     for wav in paused:
         _settled(monitor / "2026/11/26" / wav.name, wav)
-    leg = sample_leg(uniqueid="1795675215.55", linkedid="1795675215.54", recordingfile="")
-    plan = _plan(monitor, [leg], PATTERN)
+    paused_leg = leg(uniqueid="1795675215.55", linkedid="1795675215.54", recordingfile="")
+    plan = _plan(monitor, [paused_leg], PATTERN)
     assert [p.name for p in plan.files] == [p.name for p in paused]
     header = next(SAMPLE_DAY.glob("*-1795675119.5.wav"))
     _settled(monitor / "2026/11/26" / header.name, header)
-    empty = _plan(monitor, [sample_leg(uniqueid="1795675119.5", recordingfile="")], PATTERN)
+    empty = _plan(monitor, [leg(uniqueid="1795675119.5", recordingfile="")], PATTERN)
     assert empty.files == () and empty.problem == "empty"
 
 
 def test_a_pattern_match_outside_the_folder_is_no_match(monitor, tmp_path):
     """A symbolic link matching the pattern but pointing out of recordings.dir is not read."""
     (monitor / "2026/11/26" / "x-1795675999.1.wav").symlink_to(tmp_path / "outside" / "shadow")
-    leg = sample_leg(uniqueid="1795675999.1", linkedid="", recordingfile="")
-    plan = _plan(monitor, [leg], PATTERN)
+    plan = _plan(monitor, [leg(uniqueid="1795675999.1", linkedid="", recordingfile="")], PATTERN)
     assert plan.files == () and plan.problem is None
 
 

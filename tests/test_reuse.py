@@ -4,14 +4,13 @@ pure table tests of the decision, the split of one key's legs, and the keys assi
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 import pytest
+from support import MSK, leg
 
 from poller.model import Leg
 from poller.run.reuse import Limits, Span, assign_keys, same_call, split
 
-MSK = ZoneInfo("Europe/Moscow")
 LIMITS = Limits(longest=dt.timedelta(hours=24), patience=dt.timedelta(hours=4))
 T0 = dt.datetime(2026, 11, 26, 10, 0, 0)
 CALLER, OTHER, AGENT = "+79161002301", "+79169998877", "201"
@@ -60,29 +59,35 @@ def test_a_long_call_is_never_apart_from_its_own_legs():
     assert same_call(span("4:30", 60, AGENT), long, LIMITS)
 
 
-def leg(at: str, duration: int, src: str = CALLER, uniqueid: str = "1795675156.25",
-        disposition: str = "NO ANSWER", dstchannel: str = "Local/221@from-queue-1;1") -> Leg:
+# P1-06's shape: a queue's member leg, unanswered
+QUEUE_LEG = {"uniqueid": "1795675156.25", "linkedid": "1795675156.24", "sequence": 1,
+             "dst": "270", "dcontext": "ext-queues",
+             "channel": "Local/74951230004@from-pstn-0000000c;2",
+             "dstchannel": "Local/221@from-queue-1;1", "lastapp": "Queue", "billsec": 0,
+             "disposition": "NO ANSWER", "did": "", "cnum": "", "cnam": "", "recordingfile": ""}
+
+
+def queued(at: str, duration: int, src: str = CALLER, **columns: str) -> Leg:
+    """A leg of P1-06's queue call from `src`, `at` (h:mm:ss) after T0, lasting `duration`."""
     hours, minutes, seconds = (int(part) for part in at.split(":"))
     calldate = T0 + dt.timedelta(hours=hours, minutes=minutes, seconds=seconds)
-    return Leg(calldate=calldate, uniqueid=uniqueid, linkedid="1795675156.24", sequence=1,
-               clid=f'"" <{src}>', src=src, dst="270", dcontext="ext-queues",
-               channel="Local/74951230004@from-pstn-0000000c;2", dstchannel=dstchannel,
-               lastapp="Queue", duration=duration, billsec=0, disposition=disposition)
+    return leg(calldate, **{**QUEUE_LEG, "src": src, "clid": f'"" <{src}>',
+                            "duration": duration, **columns})
 
 
 @pytest.mark.parametrize(("legs", "parts", "why"), [
-    ([leg("0:00:00", 9), leg("0:00:00", 3)], [2], "a queue round: one call"),
-    ([leg("0:00:00", 12), leg("0:00:05", 8), leg("0:00:13", 0, dstchannel="")], [3],
+    ([queued("0:00:00", 9), queued("0:00:00", 3)], [2], "a queue round: one call"),
+    ([queued("0:00:00", 12), queued("0:00:05", 8), queued("0:00:13", 0, dstchannel="")], [3],
      "a ring group and its Hangup row"),
-    ([leg("0:00:00", 20), leg("0:12:00", 15)], [2],
+    ([queued("0:00:00", 20), queued("0:12:00", 15)], [2],
      "two rounds twelve minutes apart from the same caller: a busy queue"),
-    ([leg("0:00:00", 20), leg("0:12:00", 15, src=OTHER)], [1, 1],
+    ([queued("0:00:00", 20), queued("0:12:00", 15, src=OTHER)], [1, 1],
      "another caller twelve minutes later: the key was used again"),
-    ([leg("0:00:00", 20), leg("2:00:00", 15, src=OTHER), leg("2:00:10", 5, src=OTHER)],
+    ([queued("0:00:00", 20), queued("2:00:00", 15, src=OTHER), queued("2:00:10", 5, src=OTHER)],
      [1, 2], "another call of two legs two hours later"),
-    ([leg("0:00:00", 7200), leg("1:30:00", 60, src=AGENT)], [2],
+    ([queued("0:00:00", 7200), queued("1:30:00", 60, src=AGENT)], [2],
      "a transfer leg within a two-hour call"),
-    ([leg("0:12:00", 15, src=OTHER), leg("0:00:00", 20)], [1, 1], "read in any order"),
+    ([queued("0:12:00", 15, src=OTHER), queued("0:00:00", 20)], [1, 1], "read in any order"),
 ])
 def test_the_legs_of_one_key_are_split_into_the_calls_they_make(legs, parts, why):
     assert [len(part) for part in split(legs, MSK, LIMITS)] == parts, why

@@ -9,7 +9,6 @@ import os
 import sqlite3
 import wave
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -18,9 +17,11 @@ from support import (
     DIRECT_ANSWERED,
     QUEUE_ANSWERED,
     archived,
+    call_of,
     clone_call,
     entry_of,
     key_of,
+    leg,
     legs_of,
     make_config,
     msk,
@@ -29,12 +30,11 @@ from support import (
     write_config,
 )
 
-from poller.calls import build_call, recording_names
-from poller.config.schema import IncomingRules, TranscodeConfig
+from poller.calls import recording_names
+from poller.config.schema import TranscodeConfig
 from poller.errors import ExitCode
 from poller.ledger.schema import SCHEMA_VERSION
 from poller.ledger.store import Ledger
-from poller.model import Leg
 from poller.recordings.files import RefusedPath, resolve_inside
 from poller.recordings.transcode import TranscodeError, Unreadable, to_mp3
 from poller.run.options import RunOptions
@@ -102,21 +102,12 @@ def _mono_wav(path: Path, rate: int, frames: int) -> Path:
     return path
 
 
-def _leg(calldate: str, **values: object) -> Leg:
-    base = dict(uniqueid="1795675107.1", linkedid="1795675107.0", sequence=1, clid="",
-                src="+79161002301", dst="201", dcontext="from-did-direct",
-                channel="PJSIP/provider-00000001", dstchannel="PJSIP/201-00000002",
-                lastapp="Dial", duration=10, billsec=5, disposition="ANSWERED",
-                did="74951230001", recordingfile="in-1795675107.1.wav")
-    base.update(values)
-    return Leg(calldate=dt.datetime.fromisoformat(calldate), **base)  # type: ignore[arg-type]
-
-
 def test_a_call_crossing_midnight_keeps_its_recording_in_its_start_date_folder():
     """The Hangup row after midnight names the same file: the folder is the call's date."""
-    legs = [_leg("2026-11-26 23:59:50", duration=15),
-            _leg("2026-11-27 00:00:05", sequence=2, dstchannel="", lastapp="Hangup",
-                 duration=0, billsec=0, disposition="NO ANSWER")]
+    legs = [leg("2026-11-26 23:59:50", duration=15, recordingfile="in-1795675107.1.wav"),
+            leg("2026-11-27 00:00:05", sequence=2, dstchannel="", lastapp="Hangup",
+                duration=0, billsec=0, disposition="NO ANSWER",
+                recordingfile="in-1795675107.1.wav")]
     names = recording_names(legs, "{calldate:%Y/%m/%d}/{recordingfile}")
     assert names == ("2026/11/26/in-1795675107.1.wav",)
 
@@ -298,9 +289,7 @@ def test_state_database_refusing_the_login_is_a_config_error(tmp_path, cdr_db):
 
 def test_call_record_uses_the_zone_of_its_source():
     """A Hangup-after-midnight call still starts on its own day in its own zone."""
-    legs = [_leg("2026-11-26 23:59:50", duration=15)]
-    call = build_call(legs, IncomingRules(), ZoneInfo("Europe/Moscow"),
-                      "{calldate:%Y/%m/%d}/{recordingfile}")
+    call = call_of(leg("2026-11-26 23:59:50", duration=15))
     assert call.start.isoformat() == "2026-11-26T23:59:50+03:00"
     assert Path(call.recordings[0]).parts[:3] == ("2026", "11", "26")
 
@@ -352,8 +341,7 @@ def test_archive_clears_the_part_file_a_killed_write_left(tmp_path):
     record writes over it (only one run writes, under the lock) and leaves others alone."""
     from poller.config.schema import ArchiveConfig
 
-    call = build_call([_leg("2026-11-26 09:30:00", duration=15)], IncomingRules(),
-                      ZoneInfo("Europe/Moscow"), "{uniqueid}.wav")
+    call = call_of(leg("2026-11-26 09:30:00", duration=15), template="{uniqueid}.wav")
     target = ArchiveTarget(ArchiveConfig(dir=str(tmp_path / "archive")), "Europe/Moscow")
     folder = target.folder(call)
     folder.mkdir(parents=True)
@@ -374,8 +362,7 @@ def test_a_record_without_recording_supersedes_a_hidden_pending_one(tmp_path):
     again without one (its MP3 could no longer be made), the stale hidden record goes."""
     from poller.config.schema import ArchiveConfig
 
-    call = build_call([_leg("2026-11-26 09:30:00", duration=15)], IncomingRules(),
-                      ZoneInfo("Europe/Moscow"), "{uniqueid}.wav")
+    call = call_of(leg("2026-11-26 09:30:00", duration=15), template="{uniqueid}.wav")
     target = ArchiveTarget(ArchiveConfig(dir=str(tmp_path / "archive")), "Europe/Moscow")
     folder = target.folder(call)
     target.create(call, call.record(f"{call.key}.mp3", None))

@@ -6,24 +6,19 @@ import bisect
 import datetime as dt
 from dataclasses import dataclass, field
 
+from support import leg, local
+
 from poller.model import Leg
 from poller.source.walk import Group, Walk
-
-
-def local(text: str) -> dt.datetime:
-    """A naive wall-clock time in the PBX's zone, as the calldate column holds it."""
-    return dt.datetime.fromisoformat(text)
 
 T0 = local("2026-11-26 10:00")
 LOOKBACK = dt.timedelta(hours=4)
 
 
-def leg(key: str, calldate: dt.datetime, sequence: int = 1, uniqueid: str | None = None) -> Leg:
-    return Leg(calldate=calldate, uniqueid=uniqueid or key, linkedid=key, sequence=sequence,
-               clid='"" <89161002302>', src="89161002302", dst="201",
-               dcontext="from-did-direct", channel="PJSIP/provider-00000001",
-               dstchannel=f"PJSIP/2{sequence:02d}-00000002", lastapp="Dial", duration=10,
-               billsec=5, disposition="ANSWERED", did="74951230001")
+def of_call(key: str, calldate: dt.datetime, sequence: int = 1) -> Leg:
+    """A leg of call `key` (its linkedid and uniqueid) at `calldate`."""
+    return leg(calldate, uniqueid=key, linkedid=key, sequence=sequence,
+               dstchannel=f"PJSIP/2{sequence:02d}-00000002")
 
 
 @dataclass
@@ -63,8 +58,8 @@ def keys(groups: list[Group]) -> list[str]:
 
 def test_call_straddling_a_window_boundary_is_one_group():
     """A call at 10:59:50 whose second leg (queue round) is at 11:00:05 is not cut in two."""
-    a1 = leg("A", T0.replace(minute=59, second=50), 1)
-    a2 = leg("A", T0 + dt.timedelta(hours=1, seconds=5), 2)
+    a1 = of_call("A", T0.replace(minute=59, second=50), 1)
+    a2 = of_call("A", T0 + dt.timedelta(hours=1, seconds=5), 2)
     table = FakeTable([a1, a2])
     groups = list(walk(table, T0, T0 + dt.timedelta(hours=2)).groups())
     # the walk really did read the two legs in different windows
@@ -76,7 +71,7 @@ def test_call_straddling_a_window_boundary_is_one_group():
 def test_legs_tied_on_calldate_are_all_kept():
     """A ring group writes 3 legs with the same calldate second: all three reach the call."""
     same = T0 + dt.timedelta(minutes=5)
-    legs = [leg("RG", same, seq) for seq in (1, 2, 3)] + [leg("B", same, 4)]
+    legs = [of_call("RG", same, seq) for seq in (1, 2, 3)] + [of_call("B", same, 4)]
     groups = list(walk(FakeTable(legs), T0, T0 + dt.timedelta(hours=1)).groups())
     by_key = {g.key: g for g in groups}
     assert len(by_key["RG"].legs) == 3
@@ -86,7 +81,7 @@ def test_legs_tied_on_calldate_are_all_kept():
 def test_ties_kept_even_with_a_tiny_batch_size():
     """More tied legs than batch_size: the window shrinks to a second but drops none."""
     same = T0 + dt.timedelta(minutes=5)
-    legs = [leg(f"C{i}", same, i) for i in range(50)]
+    legs = [of_call(f"C{i}", same, i) for i in range(50)]
     groups = list(walk(FakeTable(legs), T0, T0 + dt.timedelta(hours=1), batch_size=4).groups())
     assert sorted(keys(groups)) == sorted(f"C{i}" for i in range(50))
 
@@ -94,12 +89,12 @@ def test_ties_kept_even_with_a_tiny_batch_size():
 def test_groups_come_out_in_order_of_their_first_leg():
     """A 40-minute call started before a 1-minute call comes out first, with all its legs."""
     legs = [
-        leg("long", T0, 1), leg("long", T0 + dt.timedelta(minutes=30), 2),
-        leg("short", T0 + dt.timedelta(minutes=5), 1),
-        leg("later", T0 + dt.timedelta(hours=3), 1),
-        leg("much-later", T0 + dt.timedelta(hours=9), 1),
-        leg("late-leg", T0 + dt.timedelta(hours=8, minutes=59), 1),
-        leg("late-leg", T0 + dt.timedelta(hours=10), 2),
+        of_call("long", T0, 1), of_call("long", T0 + dt.timedelta(minutes=30), 2),
+        of_call("short", T0 + dt.timedelta(minutes=5), 1),
+        of_call("later", T0 + dt.timedelta(hours=3), 1),
+        of_call("much-later", T0 + dt.timedelta(hours=9), 1),
+        of_call("late-leg", T0 + dt.timedelta(hours=8, minutes=59), 1),
+        of_call("late-leg", T0 + dt.timedelta(hours=10), 2),
     ]
     groups = list(walk(FakeTable(legs), T0, T0 + dt.timedelta(hours=12)).groups())
     assert keys(groups) == ["long", "short", "later", "late-leg", "much-later"]
@@ -111,11 +106,11 @@ def test_groups_come_out_in_order_of_their_first_leg():
 def test_stop_ends_the_range_but_calls_before_it_keep_later_legs():
     """A call starting just before `stop` keeps legs after it; a call starting at `stop` waits."""
     stop = T0 + dt.timedelta(hours=1)
-    before = [leg("before", stop - dt.timedelta(seconds=10), 1),
-              leg("before", stop + dt.timedelta(minutes=20), 2)]
-    at_stop = leg("at-stop", stop, 1)
-    after = leg("after", stop + dt.timedelta(minutes=1), 1)
-    beyond = leg("before", stop + LOOKBACK + dt.timedelta(minutes=1), 3)  # after the horizon
+    before = [of_call("before", stop - dt.timedelta(seconds=10), 1),
+              of_call("before", stop + dt.timedelta(minutes=20), 2)]
+    at_stop = of_call("at-stop", stop, 1)
+    after = of_call("after", stop + dt.timedelta(minutes=1), 1)
+    beyond = of_call("before", stop + LOOKBACK + dt.timedelta(minutes=1), 3)  # after the horizon
     table = FakeTable([*before, at_stop, after, beyond])
     groups = list(walk(table, T0, stop).groups())
     assert keys(groups) == ["before"]
@@ -126,8 +121,8 @@ def test_stop_ends_the_range_but_calls_before_it_keep_later_legs():
 def test_walk_does_not_read_into_the_next_range_when_no_call_is_open():
     """With nothing open past `stop`, the walk ends there: the next range's calls are not read."""
     stop = T0 + dt.timedelta(hours=6)
-    nxt = leg("next", stop + dt.timedelta(hours=2), 1)
-    table = FakeTable([leg("A", T0, 1), nxt])
+    nxt = of_call("next", stop + dt.timedelta(hours=2), 1)
+    table = FakeTable([of_call("A", T0, 1), nxt])
     groups = list(walk(table, T0, stop).groups())
     assert keys(groups) == ["A"]
     assert not any(lo <= nxt.calldate < hi for lo, hi in table.windows)
@@ -139,7 +134,8 @@ def _busy_days(count: int = 5000) -> list[Leg]:
     legs = []
     for i in range(count):
         start = T0 + dt.timedelta(minutes=i)
-        legs += [leg(f"K{i:05d}", start, 1), leg(f"K{i:05d}", start + dt.timedelta(seconds=90), 2)]
+        legs += [of_call(f"K{i:05d}", start, 1),
+                 of_call(f"K{i:05d}", start + dt.timedelta(seconds=90), 2)]
     return legs
 
 
@@ -188,9 +184,9 @@ def test_empty_stretches_are_skipped():
     """A year-long backfill holding two calls takes a handful of queries, not 8,760 hours."""
     start = local("2026-01-01")
     stop = local("2027-01-01")
-    march = leg("march", local("2026-03-01 10:00"), 1)
-    sept = [leg("sept", local("2026-09-01 10:00"), 1),
-            leg("sept", local("2026-09-01 10:02"), 2)]
+    march = of_call("march", local("2026-03-01 10:00"), 1)
+    sept = [of_call("sept", local("2026-09-01 10:00"), 1),
+            of_call("sept", local("2026-09-01 10:02"), 2)]
     table = FakeTable([march, *sept])
     groups = list(walk(table, start, stop).groups())
     assert keys(groups) == ["march", "sept"]
@@ -200,7 +196,7 @@ def test_empty_stretches_are_skipped():
 
 def test_empty_range_yields_nothing_cheaply():
     """No rows at all in the range: no groups, and only a couple of queries."""
-    table = FakeTable([leg("old", local("2025-01-01"), 1)])
+    table = FakeTable([of_call("old", local("2025-01-01"), 1)])
     groups = list(walk(table, local("2026-01-01"), local("2026-02-01")).groups())
     assert groups == []
     assert len(table.windows) <= 2

@@ -1,6 +1,8 @@
-"""End-to-end runs on a real MariaDB cdr table: the CDR pitfalls and the ledger's
-"nothing lost, nothing twice" of §4. The edge cases paste their cdr rows beside the
-assertions, as `mysql -t` prints them; the others copy the real sample rows.
+"""End-to-end runs on a cdr table (a SQLite file, and the same test again on MariaDB): the CDR
+pitfalls and the ledger's "nothing lost, nothing twice" of §4. What only a MariaDB server
+shows (column charsets, the index plan, Asterisk's minimal schema) runs there alone. The edge
+cases paste their cdr rows beside the assertions, as `mysql -t` prints them; the others copy
+the real sample rows.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from support import (
     archive_files,
     archived,
     clone_call,
+    direct_calls,
     entry_of,
     explain,
+    insert_rows,
     is_mp3,
     key_of,
     legs_of,
@@ -48,12 +52,13 @@ from poller.targets.archive.target import ArchiveTarget
 P1_01_RECORDING = (SAMPLES / "recordings/2026/11/26"
                    / "in-74951230001-+79161002301-20261126-093827-1795675107.1.wav")
 
+THREE = [local(f"2026-11-26 09:{minute}:00") for minute in (30, 35, 40)]
 MINIMAL_COLUMNS = ("calldate", "clid", "src", "dst", "dcontext", "channel", "dstchannel",
                    "lastapp", "lastdata", "duration", "billsec", "disposition", "amaflags",
                    "accountcode", "uniqueid", "userfield")
 
 
-def test_long_call_inserted_after_the_watermark_passed_its_start(tmp_path, cdr_db):
+def test_long_call_inserted_after_the_watermark_passed_its_start(tmp_path, cdr_url):
     """A 40-minute call starts at 09:20; its row is inserted only when it ends at 10:00, after
     a run at 10:00 already took the short calls of 09:30 and 09:40 and moved the watermark
     past 09:20. The lookback re-read finds it: delivered once, never twice."""
@@ -65,8 +70,8 @@ def test_long_call_inserted_after_the_watermark_passed_its_start(tmp_path, cdr_d
     | 2026-11-26 09:40:00 | "" <89161002309>                | 89161002309  | 201 | from-did-direct | Local/74951230001@from-pstn-00000040;2 | Local/201@sim-phone-00000041;1 | Dial    | Local/201@sim-phone,15,tT |        9 |       6 | ANSWERED    |        3 | 1795675200.129 | 74951230001 |               | 89161002309  |                | 1795675200.128 |      129 |
     +---------------------+---------------------------------+--------------+-----+-----------------+----------------------------------------+--------------------------------+---------+---------------------------+----------+---------+-------------+----------+----------------+-------------+---------------+--------------+----------------+----------------+----------+
     """)  # noqa: E501
-    cdr_db.insert(short)
-    config = make_config(tmp_path, cdr_db.url)
+    insert_rows(cdr_url, short)
+    config = make_config(tmp_path, cdr_url)
 
     first = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     assert first.exit_code == 0, first.summary()
@@ -82,7 +87,7 @@ def test_long_call_inserted_after_the_watermark_passed_its_start(tmp_path, cdr_d
     +---------------------+-------------------------------+--------------+-----+-----------------+----------------------------------------+--------------------------------+---------+---------------------------+----------+---------+-------------+----------+----------------+-------------+----------------------------------------------------------------+--------------+--------------+----------------+----------+
     """)  # noqa: E501
     place_wav(P1_01_RECORDING, tmp_path / "monitor/2026/11/26" / long_call[0]["recordingfile"])
-    cdr_db.insert(long_call)  # Asterisk writes the row when the call hangs up
+    insert_rows(cdr_url, long_call)  # Asterisk writes the row when the call hangs up
     second = run_once(config, RunOptions(now=msk("2026-11-26 10:45")))
     assert second.exit_code == 0, second.summary()
     assert sum(second.delivered.values()) == 1
@@ -103,7 +108,7 @@ def test_long_call_inserted_after_the_watermark_passed_its_start(tmp_path, cdr_d
         assert ledger.counts() == {"done": 3}
 
 
-def test_daylight_saving_fall_back_hour_keeps_both_calls(tmp_path, cdr_db):
+def test_daylight_saving_fall_back_hour_keeps_both_calls(tmp_path, cdr_url):
     """Berlin, 25 Oct 2026: clocks go back from 03:00 CEST to 02:00 CET, so local 02:30 happens
     twice. One call at each 02:30: the calldate is the same, the epoch that starts the
     uniqueid tells the instants apart (1792888200 is 00:30 UTC, 1792891800 is 01:30 UTC);
@@ -116,8 +121,8 @@ def test_daylight_saving_fall_back_hour_keeps_both_calls(tmp_path, cdr_db):
     | 2026-10-25 02:30:00 | "" <+4930987654321>             | +4930987654321 | 201 | from-did-direct | PJSIP/sipgate-0000002e | PJSIP/201-0000002f | Dial    | PJSIP/201,20,tT |        9 |       6 | ANSWERED    |        3 | 1792891800.47 | 493012345670 |               | +4930987654321 |              | 1792891800.46 |       47 |
     +---------------------+---------------------------------+----------------+-----+-----------------+------------------------+--------------------+---------+-----------------+----------+---------+-------------+----------+---------------+--------------+---------------+----------------+--------------+---------------+----------+
     """)  # noqa: E501
-    cdr_db.insert(rows)
-    config = make_config(tmp_path, cdr_db.url,
+    insert_rows(cdr_url, rows)
+    config = make_config(tmp_path, cdr_url,
                          source={"timezone": "Europe/Berlin", "start": "2026-10-25 00:00"})
 
     report = run_once(config, RunOptions(now=dt.datetime(2026, 10, 25, 3, 0, tzinfo=dt.UTC)))
@@ -132,7 +137,7 @@ def test_daylight_saving_fall_back_hour_keeps_both_calls(tmp_path, cdr_db):
                for p in archive_files(tmp_path, ".json"))
 
 
-def test_call_running_across_the_fall_back_keeps_its_duration(tmp_path, cdr_db, sample_rows):
+def test_call_running_across_the_fall_back_keeps_its_duration(tmp_path, cdr_url, sample_rows):
     """A 20-second call starting at 02:59:50 CEST, 10 s before the clocks go back, ends at
     02:00:10 CET (03:00:10 by calldate + duration). It keeps its summer start offset and
     lasts 20 s, not 20 s plus or minus the repeated hour."""
@@ -140,8 +145,8 @@ def test_call_running_across_the_fall_back_keeps_its_duration(tmp_path, cdr_db, 
     epoch = int(dt.datetime(2026, 10, 25, 0, 59, 50, tzinfo=dt.UTC).timestamp())
     rows = clone_call(direct, local("2026-10-25 02:59:50"), zone=BERLIN, epoch=epoch,
                       duration=20, billsec=17)
-    cdr_db.insert(rows)
-    config = make_config(tmp_path, cdr_db.url,
+    insert_rows(cdr_url, rows)
+    config = make_config(tmp_path, cdr_url,
                          source={"timezone": "Europe/Berlin", "start": "2026-10-25 00:00"})
 
     report = run_once(config, RunOptions(now=dt.datetime(2026, 10, 25, 3, 0, tzinfo=dt.UTC)))
@@ -151,22 +156,22 @@ def test_call_running_across_the_fall_back_keeps_its_duration(tmp_path, cdr_db, 
     assert record["duration"] == 20
 
 
-def test_fall_back_hour_with_a_short_lookback_loses_nothing(tmp_path, cdr_db, sample_rows):
+def test_fall_back_hour_with_a_short_lookback_loses_nothing(tmp_path, cdr_url, sample_rows):
     """A site with short calls sets lookback = "30m". A run at 02:58 CEST takes a call of
     02:50 CEST (watermark 02:50). The clocks go back; a call at 02:05 CET (an hour later in
     real time) must still be delivered by the runs that follow."""
     direct = legs_of(sample_rows, DIRECT_ANSWERED)
     summer = clone_call(direct, local("2026-10-25 02:50:00"), zone=BERLIN,
                         epoch=int(dt.datetime(2026, 10, 25, 0, 50, tzinfo=dt.UTC).timestamp()))
-    cdr_db.insert(summer)
-    config = make_config(tmp_path, cdr_db.url, source={
+    insert_rows(cdr_url, summer)
+    config = make_config(tmp_path, cdr_url, source={
         "timezone": "Europe/Berlin", "start": "2026-10-25 00:00", "lookback": "30m"})
     run_once(config, RunOptions(now=dt.datetime(2026, 10, 25, 0, 58, tzinfo=dt.UTC)))
     assert set(archived(tmp_path)) == {key_of(summer)}
 
     winter = clone_call(direct, local("2026-10-25 02:05:00"), zone=BERLIN,
                         epoch=int(dt.datetime(2026, 10, 25, 1, 5, tzinfo=dt.UTC).timestamp()))
-    cdr_db.insert(winter)
+    insert_rows(cdr_url, winter)
     for hour, minute in ((1, 20), (1, 40), (2, 30), (4, 0)):  # 02:20 CET … 05:00 CET
         run_once(config, RunOptions(now=dt.datetime(2026, 10, 25, hour, minute, tzinfo=dt.UTC)))
     records = archived(tmp_path)
@@ -211,14 +216,14 @@ def test_cp1251_caller_name_in_a_latin1_column(tmp_path, cdr_db):
     assert records["1795674660.140"]["number"] == "+79161002302"
 
 
-def test_utf8mb4_caller_name(tmp_path, cdr_db, sample_rows):
+def test_utf8mb4_caller_name(tmp_path, cdr_url, sample_rows):
     """A current FreePBX stores caller names as utf8mb4: "Сидорова Анна" arrives unchanged."""
     direct = legs_of(sample_rows, DIRECT_ANSWERED)
     number = direct[0]["src"]
     rows = clone_call(direct, local("2026-11-26 09:30:00"), cnam="Сидорова Анна",
                       clid=f'"Сидорова Анна" <{number}>')
-    cdr_db.insert(rows)
-    config = make_config(tmp_path, cdr_db.url)
+    insert_rows(cdr_url, rows)
+    config = make_config(tmp_path, cdr_url)
 
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     assert report.exit_code == 0, report.summary()
@@ -227,7 +232,7 @@ def test_utf8mb4_caller_name(tmp_path, cdr_db, sample_rows):
     assert record["number"] == number
 
 
-def test_ring_group_ivr_queue_outgoing_and_internal(tmp_path, cdr_db, sample_rows):
+def test_ring_group_ivr_queue_outgoing_and_internal(tmp_path, cdr_url, sample_rows):
     """A morning's mix: a three-leg ring group where 212 answers (211 rang, 213 was busy), an
     IVR that answered itself but no agent picked up, a caller who gave up in the queue, an
     outgoing and an internal call. Incoming calls are delivered with the right outcome; the
@@ -241,8 +246,8 @@ def test_ring_group_ivr_queue_outgoing_and_internal(tmp_path, cdr_db, sample_row
                           monitor=monitor)
     internal = clone_call(legs_of(sample_rows, INTERNAL), local("2026-11-26 09:34:00"))
     assert len(ring) == 3 and len(ivr) == 3 and len(abandon) == 2
-    cdr_db.insert(ring + ivr + abandon + outgoing + internal)
-    config = make_config(tmp_path, cdr_db.url)
+    insert_rows(cdr_url, ring + ivr + abandon + outgoing + internal)
+    config = make_config(tmp_path, cdr_url)
 
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     assert report.exit_code == 0, report.summary()
@@ -274,7 +279,7 @@ def test_ring_group_ivr_queue_outgoing_and_internal(tmp_path, cdr_db, sample_row
         assert ledger.counts() == {"done": 3, "skipped": 2}
 
 
-def test_call_whose_legs_straddle_a_read_window(tmp_path, cdr_db, sample_rows, monkeypatch):
+def test_call_whose_legs_straddle_a_read_window(tmp_path, cdr_url, sample_rows, monkeypatch):
     """A busy PBX makes the windows narrow (batch_size 2 here, an outgoing call every 10 s
     around it). A queue call whose first round rang 222 for 25 s and whose second round,
     30 s later, 221 answered has legs in two windows; it still comes out as one call with
@@ -301,9 +306,9 @@ def test_call_whose_legs_straddle_a_read_window(tmp_path, cdr_db, sample_rows, m
     +---------------------+------------------+-------------+-----+------------+----------------------------------------+--------------------------------+---------+-------------+----------+---------+-------------+----------+---------------+-------------+---------------+-------------+------+---------------+----------+
     """)  # noqa: E501
     t0 = split[0]["calldate"]
-    cdr_db.insert([row for rows in filler for row in rows])
-    cdr_db.insert(split)
-    config = make_config(tmp_path, cdr_db.url,
+    insert_rows(cdr_url, [row for rows in filler for row in rows])
+    insert_rows(cdr_url, split)
+    config = make_config(tmp_path, cdr_url,
                          source={"batch_size": 2, "lookback": "2m"})
 
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
@@ -323,7 +328,7 @@ def test_call_whose_legs_straddle_a_read_window(tmp_path, cdr_db, sample_rows, m
         assert ledger.counts() == {"done": 1, "skipped": 72}
 
 
-def test_tied_legs_written_twice_by_two_backends_make_one_call(tmp_path, cdr_db, monkeypatch):
+def test_tied_legs_written_twice_by_two_backends_make_one_call(tmp_path, cdr_url, monkeypatch):
     """A ring group's three legs share their calldate second, and a second CDR back-end
     (cdr_mysql beside cdr_adaptive_odbc) wrote every row again. With windows of 2 rows, six
     rows tied on one second are all read, once; the copies are dropped, and one call of three
@@ -340,7 +345,7 @@ def test_tied_legs_written_twice_by_two_backends_make_one_call(tmp_path, cdr_db,
     | 2026-11-26 09:39:02 | "OOO Vega" <+79161002305> | +79161002305 | 260 | ext-group | Local/74951230003@from-pstn-00000008;2 | Local/213@sim-phone-0000000b;1 | Dial    | Local/211@sim-phone&Local/212@sim-phone&Local/213@sim-phone,20,tT |        0 |       0 | BUSY        |        3 | 1795675142.17 | 74951230003 | in-74951230003-+79161002305-20261126-093902-1795675142.17.wav | +79161002305 | OOO Vega | 1795675142.16 |       27 |
     +---------------------+---------------------------+--------------+-----+-----------+----------------------------------------+--------------------------------+---------+-------------------------------------------------------------------+----------+---------+-------------+----------+---------------+-------------+---------------------------------------------------------------+--------------+----------+---------------+----------+
     """)  # noqa: E501
-    cdr_db.insert(rows)
+    insert_rows(cdr_url, rows)
     delivered: list[Any] = []
     create = ArchiveTarget.create
 
@@ -351,7 +356,7 @@ def test_tied_legs_written_twice_by_two_backends_make_one_call(tmp_path, cdr_db,
     monkeypatch.setattr(ArchiveTarget, "create", spy)
     name = rows[0]["recordingfile"]
     place_wav(SAMPLES / "recordings/2026/11/26" / name, tmp_path / "monitor/2026/11/26" / name)
-    config = make_config(tmp_path, cdr_db.url, source={"batch_size": 2})
+    config = make_config(tmp_path, cdr_url, source={"batch_size": 2})
 
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     assert report.exit_code == 0, report.summary()
@@ -369,18 +374,11 @@ def test_tied_legs_written_twice_by_two_backends_make_one_call(tmp_path, cdr_db,
         assert ledger.counts() == {"done": 1}
 
 
-def _three_calls(cdr_db: Any, sample_rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    direct = legs_of(sample_rows, DIRECT_ANSWERED)
-    calls = [clone_call(direct, local(f"2026-11-26 09:{minute}:00")) for minute in (30, 35, 40)]
-    cdr_db.insert([row for rows in calls for row in rows])
-    return calls
-
-
-def test_rerun_delivers_nothing_twice(tmp_path, cdr_db, sample_rows):
+def test_rerun_delivers_nothing_twice(tmp_path, cdr_url, sample_rows):
     """Cron starts the poller every minute; the same rows are re-read through the lookback
     each time, and none of them is delivered again."""
-    calls = _three_calls(cdr_db, sample_rows)
-    config = make_config(tmp_path, cdr_db.url)
+    calls = direct_calls(cdr_url, sample_rows, *THREE)
+    config = make_config(tmp_path, cdr_url)
     first = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     assert sum(first.delivered.values()) == 3
     before = snapshot(tmp_path)
@@ -394,11 +392,11 @@ def test_rerun_delivers_nothing_twice(tmp_path, cdr_db, sample_rows):
     assert set(archived(tmp_path)) == {key_of(rows) for rows in calls}
 
 
-def test_overlapping_backfill_delivers_nothing_twice(tmp_path, cdr_db, sample_rows):
+def test_overlapping_backfill_delivers_nothing_twice(tmp_path, cdr_url, sample_rows):
     """An administrator runs `poller run --since 09:00 --until 10:00` over a range the minutely
     runs already delivered: nothing is delivered again and the watermark stays where it is."""
-    _three_calls(cdr_db, sample_rows)
-    config = make_config(tmp_path, cdr_db.url)
+    direct_calls(cdr_url, sample_rows, *THREE)
+    config = make_config(tmp_path, cdr_url)
     run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     before, mark = snapshot(tmp_path), watermark_of(config)
     assert len(before) == 3 and mark == local("2026-11-26 09:40:00")
@@ -412,15 +410,15 @@ def test_overlapping_backfill_delivers_nothing_twice(tmp_path, cdr_db, sample_ro
     assert watermark_of(config) == mark
 
 
-def test_backfill_of_history_before_source_start(tmp_path, cdr_db, sample_rows):
+def test_backfill_of_history_before_source_start(tmp_path, cdr_url, sample_rows):
     """A new install starts at source.start (09:00); the calls of 08:00–08:59 are history,
     fetched on purpose with `run --since 08:00 --until 09:00`: delivered once, watermark
     untouched, and a repeated backfill delivers nothing."""
     direct = legs_of(sample_rows, DIRECT_ANSWERED)
     old = [clone_call(direct, local(f"2026-11-26 08:{minute}:00")) for minute in (10, 50)]
-    cdr_db.insert([row for rows in old for row in rows])
-    recent = _three_calls(cdr_db, sample_rows)
-    config = make_config(tmp_path, cdr_db.url)
+    insert_rows(cdr_url, [row for rows in old for row in rows])
+    recent = direct_calls(cdr_url, sample_rows, *THREE)
+    config = make_config(tmp_path, cdr_url)
 
     run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     assert set(archived(tmp_path)) == {key_of(rows) for rows in recent}
