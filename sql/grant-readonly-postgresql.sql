@@ -1,7 +1,7 @@
 -- A read-only role for the poller on the PBX's PostgreSQL CDR database. Run as a superuser
 -- connected to that database (`psql -d asterisk -f sql/grant-readonly-postgresql.sql`); replace
--- the password (then keep it in /etc/poller/poller.toml, mode 0600, or in POLLER_SOURCE_URL:
--- postgresql+psycopg://poller:…@127.0.0.1/asterisk). The poller never writes to the cdr table,
+-- the password (then keep it in /etc/poller/poller.toml, mode 0640 root:poller, or in
+-- POLLER_SOURCE_URL: postgresql+psycopg://poller:…@127.0.0.1/asterisk). The poller never writes to the cdr table,
 -- and its sessions are read-only besides.
 --
 -- pg_hba.conf must let the role in over TCP from the poller's host (127.0.0.1 on the PBX

@@ -1,7 +1,7 @@
 -- A read-only account for the poller on the PBX's CDR database. Run as a MySQL/MariaDB admin
 -- (`mariadb < sql/grant-readonly.sql`); replace the password (then keep it in
--- /etc/poller/poller.toml, mode 0600, or in POLLER_SOURCE_URL). The poller never writes to the
--- cdr table.
+-- /etc/poller/poller.toml, mode 0640 root:poller, or in POLLER_SOURCE_URL). The poller never
+-- writes to the cdr table.
 --
 -- 'localhost' is a connection over the server's socket, '127.0.0.1' one over TCP: the example
 -- source.url (mysql+pymysql://poller:…@127.0.0.1/asteriskcdrdb) connects over TCP, and a server

@@ -186,3 +186,54 @@ def test_force_without_a_backfill_is_refused(tmp_path):
     result = CliRunner().invoke(main, ["--config", str(tmp_path / "x.toml"), "run", "--force"])
     assert result.exit_code == ExitCode.CONFIG
     assert "--force only applies to a backfill" in result.output
+
+
+# -- the global options, anywhere on the line
+
+def test_global_options_work_after_the_command_too(demo_copy):
+    """`poller status --config X` and `poller run -q` (as a cron line may be written) mean
+    what `poller --config X status` and `poller -q run` mean."""
+    config = str(demo_copy.folder / "poller.toml")
+    after = CliRunner().invoke(main, ["status", "--config", config])
+    assert after.exit_code == 0, after.output
+    before = CliRunner().invoke(main, ["--config", config, "status"])
+    assert after.stdout.splitlines()[1:] == before.stdout.splitlines()[1:]  # bar `now:`
+    quiet = CliRunner().invoke(main, ["run", "-q", "--config", config])
+    assert quiet.exit_code == 0 and quiet.output == "", quiet.output
+    loud = CliRunner().invoke(main, ["run", "--config", config])
+    assert "INFO run: delivered 0 calls" in loud.output
+    both = CliRunner().invoke(main, ["-v", "run", "-q", "--config", config])
+    assert both.exit_code == 2 and "-v and -q contradict" in both.output
+
+
+def test_the_config_given_after_the_command_wins_over_the_environment(demo_copy):
+    config = str(demo_copy.folder / "poller.toml")
+    result = CliRunner().invoke(main, ["status", "--config", config],
+                                env={"POLLER_CONFIG": "/nonexistent/poller.toml"})
+    assert result.exit_code == 0, result.output
+
+
+def test_version_has_a_short_option():
+    for flag in ("-V", "--version"):
+        result = CliRunner().invoke(main, [flag])
+        assert result.exit_code == 0 and re.match(r"poller, version \d", result.output), flag
+
+
+def test_the_command_list_does_not_cut_descriptions():
+    """`poller --help` lists each command with its help's whole first paragraph."""
+    text = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    assert "..." not in text.split("Commands:")[1]
+    for command in main.commands.values():
+        first = " ".join((command.help or "").split("\n\n")[0].split())
+        assert first in text, command.name
+
+
+def test_shell_completion_works_and_is_documented():
+    program = Path(sys.executable).with_name("poller")  # the installed entry point
+    result = subprocess.run([str(program)], capture_output=True, text=True, cwd=ROOT,
+                            env={"_POLLER_COMPLETE": "bash_source", "PATH": "/usr/bin:/bin"},
+                            timeout=60)
+    assert result.returncode == 0 and "_poller_completion" in result.stdout, result.stderr
+    assert "_POLLER_COMPLETE=bash_source poller > /etc/bash_completion.d/poller" in README
+    page = (ROOT / "man" / "poller.1").read_text(encoding="utf-8")
+    assert "SHELL COMPLETION" in page and "bash_source" in page

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import click
 
+from poller.cli.common import PollerCommand, PollerGroup
 from poller.cli.guard import guarded, load_config
 from poller.errors import ExitCode
 from poller.ops.privileges import invoked_as, refuse_root_on_foreign_state
 
 
-@click.command()
+@click.command(cls=PollerCommand)
 @click.argument("directory", default="poller-demo", type=click.Path(file_okay=False))
 @click.option("--webhook", metavar="URL", default="",
               help="Also deliver the sample to this webhook receiver (its secret from "
@@ -46,7 +47,7 @@ def demo(ctx: click.Context, directory: str, webhook: str, kind: str) -> None:
     guarded(work)
 
 
-@click.group()
+@click.group(cls=PollerGroup)
 def archive() -> None:
     """Work on the local archive target's folder."""
 

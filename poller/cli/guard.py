@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
+from poller.cli.common import Globals
 from poller.config.load import load
 from poller.errors import ConfigError, ExitCode, LockHeld, PollerError
 from poller.ops.privileges import refuse_root_on_foreign_state
@@ -25,7 +26,8 @@ def load_config(ctx: click.Context, writes: bool = True) -> Any:
     command that `writes` (or checks what the runs write) refuses root on the poller's
     state.dir."""
 
-    config = load(ctx.obj)
+    given = ctx.find_object(Globals)
+    config = load(given.config_path if given is not None else None)
     if writes:
         refuse_root_on_foreign_state(config.state.dir)
     return config

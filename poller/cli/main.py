@@ -13,13 +13,14 @@ from typing import Any
 
 import click
 
+from poller.cli.common import PollerGroup, global_params
 from poller.cli.extras import archive, demo
 from poller.cli.guard import guarded, load_config
 from poller.cli.progress import progress_bar
 from poller.clock import parse_local
 from poller.config.schema import parse_duration
 from poller.errors import ConfigError, ExitCode, PollerError
-from poller.logs import escape_controls, setup_logging
+from poller.logs import escape_controls
 from poller.recordings.files import RecordingDenied, Wait, plan_recording
 from poller.run.options import RunOptions
 from poller.run.report import plural
@@ -42,26 +43,18 @@ class LocalDateTime(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", metavar="PATH", envvar="POLLER_CONFIG",
-              help="TOML configuration file [env POLLER_CONFIG; default /etc/poller/poller.toml].")
-@click.option("-v", "--verbose", count=True, help="Log debug detail.")
-@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
-@click.option("--syslog", is_flag=True, help="Also log to syslog (facility daemon).")
-@click.version_option(package_name="asterisk-cdr-poller")
-@click.pass_context
-def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool,
-         syslog: bool) -> None:
+@click.group(cls=PollerGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             params=global_params(envvar=True))
+@click.version_option(None, "-V", "--version", package_name="asterisk-cdr-poller",
+                      prog_name="poller")
+def main() -> None:
     """Deliver incoming calls from Asterisk's cdr table, with their recordings, to a target.
 
     Run `poller run` every minute from cron or a systemd timer; try `poller demo` first.
+    The global options may also follow the command (`poller run -q`).
     Exit codes: 0 done (also nothing new, or another run busy), 1 some calls failed or a
     service was unreachable (retried next run), 2 bad usage or configuration.
     """
-    if verbose and quiet:
-        raise click.UsageError("-v and -q contradict each other: give one")
-    setup_logging(verbose, quiet, syslog)
-    ctx.obj = config_path
 
 
 @main.command()

@@ -8,11 +8,17 @@ import sys
 import click
 
 from poller import __version__
+from poller.cli.common import GlobalOption
 
 SEE_ALSO = ("The README of asterisk-cdr-poller: installing on a PBX, daily operation, "
-            "troubleshooting, and every configuration key.")
+            "troubleshooting.")
+COMPLETION = (
+    "Completion of commands and options comes from poller itself. For bash: "
+    "_POLLER_COMPLETE=bash_source poller > /etc/bash_completion.d/poller (zsh: zsh_source into "
+    "a file on $fpath; fish: fish_source > ~/.config/fish/completions/poller.fish).")
 FILES = (
-    ("/etc/poller/poller.toml", "the configuration (mode 0600 or 0640: it may hold passwords)"),
+    ("/etc/poller/poller.toml", "the configuration (poller.toml(5)); it holds passwords: mode "
+                                "0640, owner root, group poller"),
     ("/var/lib/poller", "state.dir: the lock, the SQLite ledger state.db, temporary files"),
     ("/var/lib/poller/archive", "the archive target's JSON and MP3 files and HTML pages"),
 )
@@ -31,7 +37,7 @@ EXIT_STATUS = (
 )
 
 
-def _roff(text: str) -> str:
+def roff(text: str) -> str:
     """Text safe in a roff line: backslashes doubled, a leading dot or quote guarded."""
     text = text.replace("\\", "\\e").replace("-", "\\-")
     return "\\&" + text if text[:1] in (".", "'") else text
@@ -48,15 +54,17 @@ def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Com
     return found
 
 
-def _options(command: click.Command) -> list[str]:
+def _options(command: click.Command, shown_once: bool = True) -> list[str]:
     ctx = click.Context(command, info_name=command.name, help_option_names=["-h", "--help"])
     lines = []
     for param in command.get_params(ctx):
+        if shown_once and isinstance(param, GlobalOption):
+            continue  # under OPTIONS once, not under every command
         record = param.get_help_record(ctx)
         if record is None:
             continue
         name, help_text = record
-        lines += [".TP", f"\\fB{_roff(name)}\\fR", _roff(help_text or "")]
+        lines += [".TP", f"\\fB{roff(name)}\\fR", roff(help_text or "")]
     return lines
 
 
@@ -65,25 +73,26 @@ def render(main: click.Group) -> str:
     ctx = click.Context(main, info_name="poller", help_option_names=["-h", "--help"])
     summary = (main.help or "").strip().split("\n\n")
     lines = [f'.TH POLLER 1 "" "asterisk-cdr-poller {__version__}" "User Commands"',
-             ".SH NAME", "poller \\- " + _roff(summary[0].rstrip(".")),
+             ".SH NAME", "poller \\- " + roff(summary[0].rstrip(".")),
              ".SH SYNOPSIS", "\\fBpoller\\fR [\\fIOPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]",
              ".SH DESCRIPTION"]
     for paragraph in summary[1:]:
-        lines += [".PP", _roff(" ".join(paragraph.split()))]
-    lines += [".SH OPTIONS", *_options(main)]
+        lines += [".PP", roff(" ".join(paragraph.split()))]
+    lines += [".SH OPTIONS", *_options(main, shown_once=False)]
     lines.append(".SH COMMANDS")
     for name, command in _commands(main):
         usage = " ".join(command.collect_usage_pieces(ctx))
-        lines += [".SS " + _roff(f"poller {name} {usage}".strip())]
+        lines += [".SS " + roff(f"poller {name} {usage}".strip())]
         for paragraph in (command.help or "").strip().split("\n\n"):
-            lines += [".PP", _roff(" ".join(paragraph.split()))]
+            lines += [".PP", roff(" ".join(paragraph.split()))]
         lines += _options(command)
     for title, rows in (("EXIT STATUS", EXIT_STATUS), ("ENVIRONMENT", ENVIRONMENT),
                         ("FILES", FILES)):
         lines.append(f".SH {title}")
         for term, text in rows:
-            lines += [".TP", f"\\fB{_roff(term)}\\fR", _roff(text)]
-    lines += [".SH SEE ALSO", _roff(SEE_ALSO)]
+            lines += [".TP", f"\\fB{roff(term)}\\fR", roff(text)]
+    lines += [".SH SHELL COMPLETION", ".PP", roff(COMPLETION)]
+    lines += [".SH SEE ALSO", "\\fBpoller.toml\\fR(5)", ".PP", roff(SEE_ALSO)]
     return "\n".join(lines) + "\n"
 
 
