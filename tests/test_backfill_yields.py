@@ -8,7 +8,16 @@ import io
 import logging
 import re
 
-from support import archived, clone_call, key_of, legs_of, make_config, msk, open_ledger
+from support import (
+    archived,
+    clone_call,
+    entry_of,
+    key_of,
+    legs_of,
+    make_config,
+    msk,
+    open_ledger,
+)
 
 from poller.cli.progress import ProgressBar
 from poller.errors import LockHeld
@@ -74,8 +83,9 @@ def test_a_backfill_limit_counts_over_its_days(tmp_path, cdr_db, sample_rows):
 def test_a_month_of_backfill_logs_a_short_line_per_day_with_calls(tmp_path, cdr_db,
                                                                    sample_rows, caplog):
     """A month holding calls on two days: a line saying the plan, one short line for each of
-    the two days, nothing for the 29 empty ones (a short line each at -v); the progress runs
-    over the whole month by time, empty days included, and ends at 100 %."""
+    the two days, nothing for the 29 empty ones, which are read with the next day that has
+    rows (one short line at -v for the empty days left at the end); the progress runs over the
+    whole month by time, empty days included, and ends at 100 %."""
     template = legs_of(sample_rows, NO_ANSWER)
     calls = [clone_call(template, dt.datetime(2026, 10, day, 14, 0)) for day in (5, 20)]
     cdr_db.insert([row for call in calls for row in call])
@@ -91,17 +101,17 @@ def test_a_month_of_backfill_logs_a_short_line_per_day_with_calls(tmp_path, cdr_
     assert said == [
         "backfill: 2026-10-01 to 2026-11-01, 31 days, a day at a time: the lock is free between "
         "days, for cron runs to deliver live calls",
-        "backfill 2026-10-05: 1 new call, 1 delivered (2 rows read)",
-        "backfill 2026-10-20: 1 new call, 1 delivered (2 rows read)"], said
+        "backfill 2026-10-01 to 2026-10-05: 1 new call, 1 delivered (2 rows read)",
+        "backfill 2026-10-06 to 2026-10-20: 1 new call, 1 delivered (2 rows read)"], said
     quiet = [r.getMessage() for r in backfill if r.levelno < logging.INFO]
-    assert len(quiet) == 29 and all(len(line) <= 50 for line in quiet), quiet
-    # at -v an empty day is that one line, no more
-    assert len([r for r in caplog.records if r.levelno < logging.INFO]) <= 29 + 2 * 5, \
+    assert quiet == ["backfill 2026-10-21 to 2026-10-31: no calls (0 rows read)"], quiet
+    # at -v the empty days are that one line, no more
+    assert len([r for r in caplog.records if r.levelno < logging.INFO]) <= 1 + 3 * 5, \
         [r.getMessage() for r in caplog.records]
-    assert "backfill 2026-10-06: no calls (0 rows read)" in quiet
-    # by time over the whole month: after the 1st, 1/31 done (not 40 %); at the end, 100 %
-    first_day = next(p for p in shown if p.position == dt.datetime(2026, 10, 2))
-    assert abs(first_day.fraction - 1 / 31) < 0.001, first_day.fraction
+    # by time over the whole month: after the first five days, 5/31 done (not 40 %); at the
+    # end, 100 %
+    first_days = next(p for p in shown if p.position == dt.datetime(2026, 10, 6))
+    assert abs(first_days.fraction - 5 / 31) < 0.001, first_days.fraction
     assert shown[-1].fraction == 1.0 and shown[-1].new_calls == 2
     # the count of new calls is current: the day's call counted as soon as its day is read
     after_5th = next(p for p in shown if p.position == dt.datetime(2026, 10, 6))
@@ -141,3 +151,60 @@ def test_the_progress_bar_keeps_log_lines_above_it_and_never_goes_back():
     percents = [int(p) for p in re.findall(r"\] +(\d+)%", text)]
     assert percents == sorted(percents) and percents[-1] == 100, percents
     assert text.endswith("31 new calls\nINFO backfill done\n"), text
+
+
+def test_a_backfill_over_empty_months_works_only_the_days_with_rows(tmp_path, cdr_db,
+                                                                     sample_rows, monkeypatch,
+                                                                     caplog):
+    """Eleven months with calls on two days: one index probe finds each next row, the empty
+    days are joined to the day of that row, and the backfill is three batches (lock, ledger
+    bookkeeping, last-run record) instead of 330; every call is delivered."""
+    from poller.run import pipeline
+
+    template = legs_of(sample_rows, NO_ANSWER)
+    calls = [clone_call(template, dt.datetime(2026, 1, 10, 9, 0)),
+             clone_call(template, dt.datetime(2026, 11, 24, 23, 59))]
+    cdr_db.insert([row for call in calls for row in call])
+    config = make_config(tmp_path, cdr_db.url)
+    batches: list[tuple[dt.datetime | None, dt.datetime | None]] = []
+    real = pipeline._batch
+
+    def counted(config, options, *args, **kwargs):
+        batches.append((options.since, options.until))
+        return real(config, options, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_batch", counted)
+    with caplog.at_level(logging.INFO, logger="poller"):
+        report = run_once(config, RunOptions(since=dt.datetime(2026, 1, 1),
+                                             until=dt.datetime(2026, 11, 26), now=NOW))
+    assert report.exit_code == 0 and report.delivered_count == 2, report.summary()
+    assert set(archived(tmp_path)) == {key_of(call) for call in calls}
+    assert batches == [(dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 11)),
+                       (dt.datetime(2026, 1, 11), dt.datetime(2026, 11, 25)),
+                       (dt.datetime(2026, 11, 25), dt.datetime(2026, 11, 26))]
+    assert "backfill 2026-01-11 to 2026-11-24: 1 new call, 1 delivered (2 rows read)" in \
+        caplog.text
+
+
+def test_a_parked_call_on_a_day_without_rows_is_still_retried_by_a_backfill(
+        tmp_path, cdr_db, sample_rows):
+    """The ledger holds a parked call whose cdr rows the PBX has since purged: a backfill over
+    its day has nothing to read there, and still puts the call back in line and delivers it,
+    as it did when every day was a batch of its own."""
+    template = legs_of(sample_rows, NO_ANSWER)
+    purged = clone_call(template, dt.datetime(2026, 11, 20, 10, 0))
+    later = clone_call(template, dt.datetime(2026, 11, 24, 10, 0))
+    cdr_db.insert([row for call in (purged, later) for row in call])
+    config = make_config(tmp_path, cdr_db.url)
+    # read into the ledger, nothing delivered yet; then parked, as after max_attempts failures
+    first = run_once(config, RunOptions(since=dt.datetime(2026, 11, 20), now=NOW, limit=0))
+    assert first.new_calls == 2, first.summary()
+    with open_ledger(config) as ledger:
+        entry = ledger.entry(key_of(purged))
+        assert entry is not None
+        ledger.record_failure(entry, "the target refused it", None)
+    assert entry_of(config, key_of(purged)).stage == "failed"
+    cdr_db.execute("DELETE FROM cdr WHERE calldate < '2026-11-21'")
+    report = run_once(config, RunOptions(since=dt.datetime(2026, 11, 18), now=NOW))
+    assert report.exit_code == 0, report.summary()
+    assert set(archived(tmp_path)) == {key_of(purged), key_of(later)}

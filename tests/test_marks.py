@@ -18,6 +18,7 @@ from poller.run.marks import (
     FROM_CALLDATE,
     Moment,
     backfill_range,
+    backfill_slice,
     backfill_slices,
     calldate_axis,
     cursor_axis,
@@ -271,6 +272,55 @@ def test_calldate_axis_starts_narrow():
 def test_backfill_slices(since, until, now, slices):
     got = backfill_slices(t(since), t(until) if until else None, at(now))
     assert got == [(t(a), t(b) if b else None) for a, b in slices]
+
+
+@pytest.mark.parametrize("start, until, next_row, now, expected", [
+    # a row on the first day: that day alone, as backfill_slices cuts it
+    ("2026-11-24 12:00", None, "2026-11-24 15:00", "2026-11-26 10:00",
+     ("2026-11-24 12:00", "2026-11-25 00:00")),
+    # a row at the very start
+    ("2026-11-24 00:00", None, "2026-11-24 00:00", "2026-11-26 10:00",
+     ("2026-11-24 00:00", "2026-11-25 00:00")),
+    # eleven empty months: joined to the day of the next row, read in one slice
+    ("2026-01-01 00:00", "2026-11-27 00:00", "2026-11-24 23:59:59", "2026-11-26 10:00",
+     ("2026-01-01 00:00", "2026-11-25 00:00")),
+    # a row on a midnight is that day's, not the day before's
+    ("2026-11-20 00:00", None, "2026-11-24 00:00", "2026-11-26 10:00",
+     ("2026-11-20 00:00", "2026-11-25 00:00")),
+    # no row left in the range: the rest is one last slice with the range's own end
+    ("2026-11-20 00:00", "2026-11-25 00:00", None, "2026-11-26 10:00",
+     ("2026-11-20 00:00", "2026-11-25 00:00")),
+    ("2026-11-20 00:00", None, None, "2026-11-26 10:00", ("2026-11-20 00:00", None)),
+    # the next row lies past the range's end: likewise
+    ("2026-11-20 00:00", "2026-11-22 00:00", "2026-11-23 09:00", "2026-11-26 10:00",
+     ("2026-11-20 00:00", "2026-11-22 00:00")),
+    # the next row's day reaches the end (now): the last slice, up to now
+    ("2026-11-20 00:00", None, "2026-11-26 09:00", "2026-11-26 10:00",
+     ("2026-11-20 00:00", None)),
+    # the range ends at the midnight after the row: its own end, no empty slice after it
+    ("2026-11-20 00:00", "2026-11-25 00:00", "2026-11-24 10:00", "2026-11-27 10:00",
+     ("2026-11-20 00:00", "2026-11-25 00:00")),
+    # a row before the start cannot come from the index probe; the day of the start is taken
+    ("2026-11-24 12:00", None, "2026-11-20 10:00", "2026-11-26 10:00",
+     ("2026-11-24 12:00", "2026-11-25 00:00")),
+])
+def test_backfill_slice_joins_days_without_rows(start, until, next_row, now, expected):
+    got = backfill_slice(t(start), t(until) if until else None,
+                         t(next_row) if next_row else None, at(now))
+    assert got == (t(expected[0]), t(expected[1]) if expected[1] else None)
+
+
+def test_backfill_slices_and_slice_agree_where_every_day_has_rows():
+    """With a row at the start of every day, the slices are the days backfill_slices cuts."""
+    since, now = t("2026-11-20 06:00"), at("2026-11-26 10:00")
+    got, start = [], since
+    while True:
+        piece = backfill_slice(start, None, start, now)
+        got.append(piece)
+        if piece[1] is None:
+            break
+        start = piece[1]
+    assert got == backfill_slices(since, None, now)
 
 
 # -- which calls are still settling (left for the next run, the marks held before them)

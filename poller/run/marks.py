@@ -173,6 +173,27 @@ def backfill_slices(since: dt.datetime, until: dt.datetime | None,
         start = midnight
 
 
+def backfill_slice(start: dt.datetime, until: dt.datetime | None, next_row: dt.datetime | None,
+                   moment: Moment) -> tuple[dt.datetime, dt.datetime | None]:
+    """The next slice of a backfill, from `start`: up to the local midnight after the first
+    row at or after it (`next_row`, one probe of the calldate index), so the days before that
+    row — which hold no rows, hence begin no call — are read and delivered with it rather than
+    each as a batch of its own. Without a row after `start` the rest of the range is one last
+    slice, which keeps the range's own end (None: up to now); so does the day that reaches it.
+
+    Nothing is lost: a call belongs to the slice its first leg lies in, and no leg lies in the
+    days joined; their ledger calls (parked ones to retry) are the joined slice's to deliver.
+    """
+    end = backfill_end(until, moment)
+    if next_row is None:
+        return start, until
+    day = max(start, next_row)
+    midnight = dt.datetime.combine(day.date() + dt.timedelta(days=1), dt.time())
+    if midnight >= end:
+        return start, until
+    return start, midnight
+
+
 class _FromCalldate:
     def __repr__(self) -> str:
         return "FROM_CALLDATE"

@@ -34,13 +34,21 @@ from poller.run.dryrun import DryRunLedger
 from poller.run.enrich import Enricher
 from poller.run.incident_delivery import deliver_incidents
 from poller.run.lock import RunLock
-from poller.run.marks import Moment, backfill_end, backfill_slices, forget_before, lowest
+from poller.run.marks import (
+    Moment,
+    backfill_end,
+    backfill_slice,
+    backfill_slices,
+    forget_before,
+    lowest,
+)
 from poller.run.metrics import LedgerFigures, write_metrics
 from poller.run.options import Progress, RunOptions
 from poller.run.read import Builder, ReadLedger, ReadPhase
 from poller.run.reconcile import reconcile
 from poller.run.report import RunReport, plural
 from poller.run.schedule import due_before
+from poller.source.interface import Source
 from poller.source.kinds import open_source, reconcile_source
 from poller.targets.interface import LazyTarget, Target
 from poller.targets.kinds import open_target, upkeep
@@ -85,32 +93,73 @@ def _backfill(config: Config, options: RunOptions, moment: Moment,
         # from the ledger's origin, or over Master.csv and its copies (a day's slice would
         # read every file again): one batch
         return _batch(config, options, moment, target_factory, encoder)
-    slices = backfill_slices(options.since, options.until, moment)
-    end = backfill_end(options.until, moment)
+    since, until = options.since, options.until
+    end = backfill_end(until, moment)
     log.info("backfill: %s to %s, %s, a day at a time: the lock is free between days, for "
-             "cron runs to deliver live calls", options.since.date().isoformat(),
-             end.date().isoformat(), plural(len(slices), "day"))
+             "cron runs to deliver live calls", since.date().isoformat(),
+             end.date().isoformat(), plural(len(backfill_slices(since, until, moment)), "day"))
     started = time.monotonic()
     total = RunReport()
-    show = _Overall(options.progress, options.since, end, total)
-    for start, stop in slices:
-        # a limit reached still reads the remaining days into the ledger, as one batch would
-        limit = None if options.limit is None else max(options.limit - total.delivered_count, 0)
-        if options.should_stop():
-            break
-        part = dataclasses.replace(options, since=start, until=stop, limit=limit,
-                                   progress=show.day if options.progress else None)
-        report = _batch(config, part, _moment(config, options), target_factory, encoder,
-                        so_far=total)
-        total.add(report)
-        show.reached(stop or end)
-        if report.new_calls or report.delivered_count or report.failures:
-            log.info("backfill %s: %s", start.date().isoformat(), report.brief())
-        else:
-            log.debug("backfill %s: no calls (%s read)", start.date().isoformat(),
-                      plural(report.rows, "row"))
+    show = _Overall(options.progress, since, end, total)
+    probe = _NextRow(config)
+    try:
+        start: dt.datetime | None = since
+        while start is not None and not options.should_stop():
+            # the days before the next row hold no call: read and delivered with its day
+            start, stop = backfill_slice(start, until, probe.at_or_after(start), moment)
+            # a limit reached still reads the remaining days into the ledger, as one batch would
+            limit = None if options.limit is None else max(
+                options.limit - total.delivered_count, 0)
+            part = dataclasses.replace(options, since=start, until=stop, limit=limit,
+                                       progress=show.day if options.progress else None)
+            report = _batch(config, part, _moment(config, options), target_factory, encoder,
+                            so_far=total)
+            total.add(report)
+            show.reached(stop or end)
+            days = _days(start, stop or end)
+            if report.new_calls or report.delivered_count or report.failures:
+                log.info("backfill %s: %s", days, report.brief())
+            else:
+                log.debug("backfill %s: no calls (%s read)", days, plural(report.rows, "row"))
+            start = None if stop == until else stop
+    finally:
+        probe.close()
     total.seconds = time.monotonic() - started
     return total
+
+
+def _days(start: dt.datetime, stop: dt.datetime) -> str:
+    """`2026-11-22`, or `2026-01-01 to 2026-11-22` for empty days joined to one with rows."""
+    last = max((stop - dt.timedelta(microseconds=1)).date(), start.date())
+    return start.date().isoformat() + ("" if last == start.date() else f" to {last}")
+
+
+class _NextRow:
+    """Where the next cdr row of a backfill lies: one probe of the calldate index, so that
+    days without rows cost no batch (no lock, no ledger writes) of their own. A source that
+    cannot be asked is asked no more: every day then gets its batch, which says why."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.source: Source | None = None
+        self.failed = False
+
+    def at_or_after(self, start: dt.datetime) -> dt.datetime | None:
+        if self.failed:
+            return start
+        try:
+            if self.source is None:
+                self.source = open_source(self.config.source, backfill=True)
+            found: dt.datetime | None = self.source.next_position(start, "calldate")
+            return found
+        except Exception as exc:  # noqa: BLE001 - the day's own batch reports the source
+            log.debug("backfill: where the next row lies could not be asked: %s", exc)
+            self.failed = True
+            return start
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
 
 
 @dataclass
