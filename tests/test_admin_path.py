@@ -42,7 +42,7 @@ from support import (
 
 from poller.config.load import load
 from poller.config.schema import Config
-from poller.errors import ExitCode, TargetUnavailable
+from poller.errors import ConfigError, ExitCode, TargetUnavailable
 from poller.ledger.store import Ledger
 from poller.run.lock import RunLock
 from poller.run.options import RunOptions
@@ -162,7 +162,9 @@ def test_a_newest_row_hours_ahead_is_said_by_check_run_and_status(tmp_path, samp
 
     checked = run_cli("--config", str(path), "check")
     clock = [line for line in checked.stdout.splitlines() if "source clock" in line]
-    assert clock and clock[0].startswith("warn") and "UTC+03:00" in clock[0], checked.stdout
+    # no call is taken until the hours have passed: a failure, not a warning (exit 1)
+    assert clock and clock[0].startswith("FAIL") and "UTC+03:00" in clock[0], checked.stdout
+    assert checked.exit_code == ExitCode.PARTIAL, checked.stdout
 
     ran = run_cli("--config", str(path), "run")
     assert ran.exit_code == 0
@@ -495,3 +497,60 @@ def test_the_developer_section_says_what_ci_run_does_to_a_machine():
     development = README.split("\n## Development\n", 1)[1]
     for said in ("poller_test", "never", "/tmp/poller-ci-venv", "apt"):
         assert said in development, said
+
+
+# -- check: every problem once, in its table, blamed on where it comes from
+
+def test_check_puts_a_world_readable_config_in_its_table_and_says_each_error_once(
+        tmp_path, sample_rows):
+    """The world-readable-config warning went to standard error, not into the table; a bad
+    configuration was printed twice (the table's FAIL line, then the log's ERROR)."""
+    url = cdr_table(tmp_path, calls_at(sample_rows, local("2026-11-26 09:30:00")))
+    path = write_config(tmp_path, url, target={"kind": "easla", "easla": {
+        "url": "http://127.0.0.1:9/user/soap", "login": "poller", "password": "Zq7-secret"}})
+    path.chmod(0o644)
+    (tmp_path / "monitor").mkdir()
+    checked = run_cli("--config", str(path), "check")
+    rows = [line for line in checked.stdout.splitlines() if line.split()[1:2] == ["config"]]
+    assert rows[0].startswith("ok") and rows[1].startswith("warn"), checked.stdout
+    assert "readable by every user" in rows[1]
+    assert "readable by every user" not in checked.stderr
+
+    bad = write_config(tmp_path, url, state={"retension": "90d"})
+    result = run_cli("--config", str(bad), "check")
+    assert result.exit_code == ExitCode.CONFIG
+    assert result.output.count("unknown key 'state.retension'") == 1, result.output
+
+
+def test_a_bad_source_url_from_the_environment_is_blamed_on_the_variable(tmp_path):
+    """A bad POLLER_SOURCE_URL was reported as the file's `source.url`, which was fine."""
+    path = write_config(tmp_path, "sqlite:///cdr.db")
+    env = {"POLLER_SOURCE_URL": "mysql+pymysql://poller:Zq7@Xw9@127.0.0.1/asteriskcdrdb"}
+    with pytest.raises(ConfigError) as caught:
+        load(path, env=env)
+    said = str(caught.value)
+    assert said.startswith("POLLER_SOURCE_URL (in the environment, it overrides source.url): "
+                           "the password holds a raw"), said
+    assert str(path) not in said and "Zq7" not in said
+
+
+def test_check_fails_when_no_call_could_be_taken_as_incoming(tmp_path, sample_rows):
+    """incoming.did_set alone on a table without a did column: no call would ever be
+    delivered, and check said only `warn` (exit 0)."""
+    import sqlalchemy as sa
+
+    url = cdr_table(tmp_path, calls_at(sample_rows, local("2026-11-26 09:30:00")))
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE cdr DROP COLUMN did")
+    engine.dispose()
+    (tmp_path / "monitor").mkdir()
+    blind = write_config(tmp_path, url, source={"incoming": {"contexts": [], "channels": []}})
+    result = run_cli("--config", str(blind), "check")
+    columns = [line for line in result.stdout.splitlines() if "source columns" in line]
+    assert columns and columns[0].startswith("FAIL"), result.stdout
+    assert result.exit_code == ExitCode.PARTIAL
+    seeing = write_config(tmp_path, url)  # the stock contexts still recognise calls
+    result = run_cli("--config", str(seeing), "check")
+    columns = [line for line in result.stdout.splitlines() if "source columns" in line]
+    assert columns and columns[0].startswith("warn"), result.stdout

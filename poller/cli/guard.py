@@ -21,13 +21,13 @@ from poller.ops.privileges import refuse_root_on_foreign_state
 log = logging.getLogger("poller")
 
 
-def load_config(ctx: click.Context, writes: bool = True) -> Any:
+def load_config(ctx: click.Context, writes: bool = True, warn_exposed: bool = True) -> Any:
     """The configuration the command line names (`--config`, else the environment's). A
     command that `writes` (or checks what the runs write) refuses root on the poller's
     state.dir."""
 
     given = ctx.find_object(Globals)
-    config = load(given.config_path if given is not None else None)
+    config = load(given.config_path if given is not None else None, warn_exposed=warn_exposed)
     if writes:
         refuse_root_on_foreign_state(config.state.dir)
     return config

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from poller.cli.common import PollerGroup, global_params
+from poller.cli.common import Globals, PollerGroup, global_params
 from poller.cli.extras import archive, demo
 from poller.cli.guard import guarded, load_config
 from poller.cli.progress import progress_bar
@@ -219,15 +219,24 @@ def check(ctx: click.Context) -> None:
     """
 
     def work() -> ExitCode:
+        from poller.config.load import exposure
         from poller.logs import escape_controls
-        from poller.ops.check import FAIL, run_checks
+        from poller.ops.check import FAIL, WARN, Result, run_checks
+        from poller.ops.privileges import refuse_root_on_foreign_state
 
         try:
-            config = load_config(ctx)
+            config = load_config(ctx, writes=False, warn_exposed=False)
         except ConfigError as exc:
+            # said once, in the table: not again on standard error
             click.echo(escape_controls(f"{FAIL:<4}  {'config':<15} {exc}"))
-            raise
+            return ExitCode.CONFIG
+        # root on the service user's state.dir: refused with the runuser line, on stderr
+        refuse_root_on_foreign_state(config.state.dir)
         results = run_checks(config)
+        given = ctx.find_object(Globals)
+        exposed = exposure(given.config_path if given is not None else None)
+        if exposed:
+            results.insert(1, Result("config", WARN, exposed))
         for result in results:
             # a value from a file (a directory's header) must not forge a line of the table
             click.echo(escape_controls(f"{result.outcome:<4}  {result.name:<15} "

@@ -29,8 +29,10 @@ ENV_OVERRIDES = {
 
 
 def load(path: str | os.PathLike[str] | None = None,
-         env: Mapping[str, str] | None = None) -> Config:
-    """Read, override from the environment and validate the configuration file."""
+         env: Mapping[str, str] | None = None, warn_exposed: bool = True) -> Config:
+    """Read, override from the environment and validate the configuration file. A file
+    holding a secret that every user may read is warned about in the log, unless the caller
+    says it (`check` shows it in its table: `exposure`)."""
     env = os.environ if env is None else env
     chosen = Path(path or env.get(ENV_CONFIG) or DEFAULT_PATH)
     try:
@@ -45,11 +47,25 @@ def load(path: str | os.PathLike[str] | None = None,
     except OSError as exc:
         raise ConfigError(f"config file {chosen}: {exc.strerror}") from None
     config = from_mapping(data, env=env, origin=str(chosen))
-    _warn_if_exposed(chosen, data)
+    said = _exposure(chosen, data)
+    if said and warn_exposed:
+        logging.getLogger("poller").warning("%s", said)
     return config
 
 
-def _warn_if_exposed(path: Path, data: Mapping[str, Any]) -> None:
+def exposure(path: str | os.PathLike[str] | None = None,
+             env: Mapping[str, str] | None = None) -> str | None:
+    """What is wrong with the mode of the configuration file (read again), or None."""
+    env = os.environ if env is None else env
+    chosen = Path(path or env.get(ENV_CONFIG) or DEFAULT_PATH)
+    try:
+        with open(chosen, "rb") as handle:
+            return _exposure(chosen, tomllib.load(handle))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None  # load() said what is wrong with it
+
+
+def _exposure(path: Path, data: Mapping[str, Any]) -> str | None:
     """A file holding a password (or the webhook's secret, or a credential among its headers)
     should be readable by the poller's user only (0600/0640)."""
     easla_password = data.get("target", {}).get("easla", {}).get("password", "")
@@ -66,24 +82,42 @@ def _warn_if_exposed(path: Path, data: Mapping[str, Any]) -> None:
     try:
         mode = path.stat().st_mode
     except OSError:
-        return
+        return None
     if has_secret and mode & 0o004:
-        logging.getLogger("poller").warning(
-            "%s holds a password and is readable by every user: chmod 0600 (or 0640)", path)
+        return f"{path} holds a password and is readable by every user: chmod 0600 (or 0640)"
+    return None
 
 
 def from_mapping(
     data: Mapping[str, Any], env: Mapping[str, str] | None = None, origin: str = "config"
 ) -> Config:
     """Validate a parsed TOML document (plus environment overrides) into a `Config`."""
-    merged = _apply_env(data, os.environ if env is None else env)
+    env = os.environ if env is None else env
+    merged = _apply_env(data, env)
     problems: list[str] = []
     config = build(Config, merged, "", problems)
     if not problems:
         check_semantics(config, problems)
     if problems:
-        raise ConfigError(f"{origin}: " + "; ".join(problems))
+        raise ConfigError(blame(problems, origin, env))
     return config
+
+
+def blame(problems: list[str], origin: str, env: Mapping[str, str]) -> str:
+    """The problems as one message, each blamed on where its value came from: a key the
+    environment overrides is the variable's fault, not the file's."""
+    overridden = {".".join(keys): variable for keys, variable in ENV_OVERRIDES.items()
+                  if env.get(variable)}
+    from_file, from_env = [], []
+    for problem in problems:
+        key = next((key for key in overridden if problem.startswith(f"{key}:")), None)
+        if key is None:
+            from_file.append(problem)
+        else:
+            rest = problem[len(key) + 1:]
+            from_env.append(f"{overridden[key]} (in the environment, it overrides {key}):{rest}")
+    said = [f"{origin}: " + "; ".join(from_file)] if from_file else []
+    return "; ".join(said + from_env)
 
 
 def _apply_env(data: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
