@@ -298,8 +298,50 @@ def directory_load(work: dict[str, Any]) -> dict[str, Any]:
     return box
 
 
-CASES = {"run": run, "directory": directory_load, "follow": follow, "floor": delivery_floor,
-         "upload": upload, "webhook_upload": webhook_upload, "encode": encode}
+def site_update(work: dict[str, Any]) -> dict[str, Any]:
+    """The archive pages of one day: built whole, written again whole, or one new record
+    appended."""
+    from poller.targets.archive.site import ArchiveSite
+
+    root, day = Path(work["root"]), dt.date.fromisoformat(work["day"])
+    site = ArchiveSite(root, "en", "Europe/Moscow")
+
+    def once() -> dict[str, Any]:
+        if work["mode"] == "append":
+            report = site.update({day}, {day: {Path(work["record"])}})
+        else:
+            report = site.update({day})
+        return {"calls": report.calls, "failed": len(report.failed)}
+
+    return _measure(once)
+
+
+def page_open(work: dict[str, Any]) -> dict[str, Any]:
+    """Seconds until Chromium has opened a page (its load event: every script run), the
+    median of a few fresh tabs; the browser's start is not counted."""
+    import statistics
+
+    from playwright.sync_api import sync_playwright
+
+    times = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
+                                             args=["--headless", "--no-sandbox", "--disable-gpu"])
+        for _ in range(int(work["times"])):
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            started = time.perf_counter()
+            page.goto(work["url"])
+            times.append(time.perf_counter() - started)
+            rows = page.eval_on_selector_all("#calls tbody tr", "rows => rows.length")
+            context.close()
+        browser.close()
+    return {"wall": statistics.median(times), "cpu": 0.0, "rows": rows}
+
+
+CASES = {"run": run, "directory": directory_load, "site": site_update, "open": page_open,
+         "follow": follow, "floor": delivery_floor, "upload": upload,
+         "webhook_upload": webhook_upload, "encode": encode}
 
 
 def main(case: str, text: str) -> None:

@@ -106,6 +106,7 @@ class Sizes:
     directory_size: int = 100_000  # known callers in the directory of row 6
     directory_big: int = 1_000_000  # subscribers of row 9's directory CSV
     directory_read: int = 150_000  # the largest CSV a run reads whole (row 9)
+    day_calls: int = 50_000  # calls of row 10's archive day
 
 
 FULL = Sizes(pairs=5, rows=1_000_000, rows_small=100_000, tail=10_000, new_rows=1000,
@@ -115,7 +116,7 @@ FULL = Sizes(pairs=5, rows=1_000_000, rows_small=100_000, tail=10_000, new_rows=
 QUICK = Sizes(pairs=1, rows=2000, rows_small=200, tail=500, new_rows=100, deliver=20,
               lengths=(2, 5, 10), rss_lengths=(5, 60), contention=10, uploads=(0.1, 0.5, 1),
               e2e_calls=6, talk=2, catchup=12, backfill=12, follow_polls=10, directory_size=500,
-              directory_big=3000, directory_read=1000)
+              directory_big=3000, directory_read=1000, day_calls=2500)
 
 
 @dataclass
@@ -895,6 +896,78 @@ def big_directory(bench: Bench) -> None:
                 break
 
 
+# -- row 10: an archive day of 50,000 calls
+
+def write_day(root: Path, day: dt.date, count: int, first: int = 0) -> list[Path]:
+    """`count` call records spread over `day` in the archive's shape: every status, names,
+    no recordings."""
+    from zoneinfo import ZoneInfo
+
+    statuses = ("answered",) * 6 + ("unanswered", "unanswered", "busy", "impossible")
+    opening = dt.datetime.combine(day, dt.time(0, 0, 30), ZoneInfo(ZONE))
+    folder = root / f"{day:%Y/%m/%d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(first, first + count):
+        status = statuses[i % len(statuses)]
+        start = opening + dt.timedelta(seconds=i * 86_000 / max(count, 1))
+        key = f"{1795600000 + i}.{i}"
+        data = {"key": key, "start": start.isoformat(), "number": f"+7916{1000000 + i:07d}",
+                "name": f"Client {i}" if i % 3 == 0 else "", "did": "74951230001",
+                "duration": 20 + i % 300, "talk_time": 10 + i % 250 if status == "answered"
+                else 0, "wait_time": 10, "status": status,
+                "answered_by": str(201 + i % 5) if status == "answered" else "",
+                "recording": None, "recording_problem": None if status == "answered"
+                else "empty"}
+        path = folder / f"{key}.json"
+        path.write_text(json.dumps(data, ensure_ascii=False, indent=2))
+        paths.append(path)
+    return paths
+
+
+def day_page(bench: Bench) -> None:
+    count = bench.sizes.day_calls
+    day = dt.date(2026, 11, 26)
+    costs = {}
+    for calls in (count, 1000):
+        root = bench.folder("day")
+        write_day(root, day, calls)
+        work = {"root": str(root), "day": day.isoformat()}
+        built = child("site", **work, mode="build")
+        folder = root / f"{day:%Y/%m/%d}"
+        appended = []
+        for n in range(max(3, bench.sizes.pairs)):  # one new call at the end of the day
+            (record,) = write_day(root, day, 1, first=calls + n)
+            # the new record sorts last: its start is moved past the day's last call
+            data = json.loads(record.read_text())
+            data["start"] = f"{day}T23:59:{n:02d}+03:00"
+            record.write_text(json.dumps(data))
+            appended.append(child("site", **work, mode="append", record=str(record)))
+        costs[calls] = (built, median(appended), folder)
+    built, appended, folder = costs[count]
+    page = (folder / "index.html").stat().st_size
+    parts = sum(path.stat().st_size for path in folder.glob("calls-*.js"))
+    bench.add("10", f"day page of {count:,} calls, size", f"{page / 2**20:.2f} MB",
+              "2 MB", page / 2**20 / 2, "< 2 MB", page < 2 * 2**20,
+              f"{len(list(folder.glob('calls-*.js')))} parts beside it, {parts / 2**20:.1f} MB; "
+              f"the whole day written in {built.wall:.1f} s (peak RSS "
+              f"{built.rss_kb / 1024:.0f} MB)")
+    try:
+        opened = child("open", url=(folder / "index.html").as_uri(), times=3)
+    except Exception as exc:  # no Chromium or Playwright here: the row says so
+        print(f"row 10: the page was not opened: {exc}", file=sys.stderr)
+    else:
+        bench.add("10", f"day page of {count:,} calls, opened in Chromium", f"{opened.wall:.2f} s",
+                  "2 s", opened.wall / 2, "< 2 s", opened.wall < 2,
+                  f"{(opened.extra or {}).get('rows')} rows on screen; median of 3 fresh tabs")
+    small = costs[1000][1]
+    bench.add("10", f"one new call: day of {count:,} vs 1,000 calls", f"{appended.wall:.3f} s",
+              f"{small.wall:.3f} s", appended.wall / small.wall, "<= 1.5x",
+              appended.wall / small.wall <= 1.5,
+              f"CPU {appended.cpu:.3f} s vs {small.cpu:.3f} s; peak RSS "
+              f"{appended.rss_kb / 1024:.0f} vs {small.rss_kb / 1024:.0f} MB")
+
+
 def table(rows: list[Row]) -> str:
     header = ("#", "measure", "poller", "reference (same run)", "ratio", "goal", "met")
     lines = [[r.number, r.what, r.ours, r.reference,
@@ -911,7 +984,8 @@ def table(rows: list[Row]) -> str:
 
 STEPS = (("1", idle), ("2", reading), ("2b", delivery), ("2c", master_csv), ("3", transcoding),
          ("4", contention), ("5", upload), ("5b", webhook_upload), ("6", callers_cost),
-         ("6", end_to_end), ("7", catch_up), ("8", backfill_year), ("9", big_directory))
+         ("6", end_to_end), ("7", catch_up), ("8", backfill_year), ("9", big_directory),
+         ("10", day_page))
 
 
 def main() -> int:

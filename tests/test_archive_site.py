@@ -389,3 +389,88 @@ def test_a_thousand_call_day_renders_well_under_a_second(tmp_path):
           f"{len(style) / 1024:.1f} KiB CSS inline); {os.cpu_count()} CPUs")
     assert report.calls == 1000 and len(rows_of(folder / PAGE)) == 1000
     assert elapsed < 5  # the target is well under one second: see the printed figure
+
+
+# ---- a day in parts: the page holds the first, scripts beside it the others
+
+
+@pytest.fixture
+def small_parts(monkeypatch):
+    """Parts of three calls, so that a few records make a day of several parts."""
+    from poller.targets.archive import site as site_module
+
+    monkeypatch.setattr(site_module, "PART_ROWS", 3)
+
+
+def day_records(root: Path, minutes: range, status: str = "answered") -> list[Path]:
+    return [write_record(root, record(f"k{m:03d}", at(9, m), status=status,
+                                      number=f"+7916000{m:04d}")) for m in minutes]
+
+
+def part_keys(folder: Path) -> list[list[str]]:
+    from poller.targets.archive.pages import read_part
+
+    return [[row.key for row in read_part(path)] for path in sorted(folder.glob("calls-*.js"))]
+
+
+def test_a_big_day_keeps_its_first_part_in_the_page_and_the_rest_beside_it(tmp_path,
+                                                                             small_parts):
+    day_records(tmp_path, range(7))
+    report = site(tmp_path).build()
+    folder = tmp_path / "2026/11/26"
+    assert (report.days, report.calls) == (1, 7)
+    assert [row_id for row_id, _ in rows_of(folder / PAGE)] == ["c-k000", "c-k001", "c-k002"]
+    assert part_keys(folder) == [["k000", "k001", "k002"], ["k003", "k004", "k005"], ["k006"]]
+    page = (folder / PAGE).read_text()
+    assert '<script src="calls-0002.js?n=3">' in page and 'src="calls-0003.js?n=1"' in page
+    assert "calls-0001.js" not in page  # its calls are in the page itself
+    assert "7 calls" in page and 'id="pager"' in page
+    index = (tmp_path / PAGE).read_text()
+    assert "2026/11/26/index.html" in index
+
+
+def test_new_calls_are_appended_to_the_last_part_not_the_day_read_again(tmp_path, small_parts,
+                                                                        monkeypatch):
+    day_records(tmp_path, range(7))
+    site(tmp_path).build()
+    folder = tmp_path / "2026/11/26"
+    before = {path.name: path.stat().st_ino for path in folder.glob("calls-*.js")}
+    added = day_records(tmp_path, range(7, 10), status="unanswered")
+    # the day's other records are not read again
+    monkeypatch.setattr("poller.targets.archive.site.read_day", None)
+    report = site(tmp_path).update({DAY}, {DAY: set(added)})
+    assert (report.days, report.calls, report.failed) == (1, 3, [])
+    assert part_keys(folder) == [["k000", "k001", "k002"], ["k003", "k004", "k005"],
+                                 ["k006", "k007", "k008"], ["k009"]]
+    after = {path.name: path.stat().st_ino for path in folder.glob("calls-*.js")}
+    assert after["calls-0001.js"] == before["calls-0001.js"]
+    assert after["calls-0002.js"] == before["calls-0002.js"]
+    assert after["calls-0003.js"] != before["calls-0003.js"]
+    summary = DaySummary.from_json(json.loads((folder / SUMMARY).read_text()))
+    assert (summary.total, summary.counts["unanswered"], len(summary.missed)) == (10, 3, 3)
+    assert summary.parts[-1] == ("calls-0004.js", 1) and summary.last[1] == "k009"
+    page = (folder / PAGE).read_text()
+    assert "10 calls" in page and 'src="calls-0004.js?n=1"' in page
+    assert "+79160000009" in (tmp_path / PAGE).read_text()  # a missed caller to call back
+
+
+def test_a_call_among_the_others_or_a_part_that_disagrees_makes_the_day_written_whole(
+        tmp_path, small_parts):
+    day_records(tmp_path, range(0, 14, 2))
+    site(tmp_path).build()
+    folder = tmp_path / "2026/11/26"
+    (inside,) = day_records(tmp_path, range(5, 6))
+    report = site(tmp_path).update({DAY}, {DAY: {inside}})
+    assert report.calls == 8  # the day read again
+    assert part_keys(folder)[1] == ["k005", "k006", "k008"]
+    (folder / "calls-0003.js").write_text("damaged")
+    (late,) = day_records(tmp_path, range(30, 31))
+    report = site(tmp_path).update({DAY}, {DAY: {late}})
+    assert (report.calls, report.failed) == (9, [])
+    assert part_keys(folder)[-1] == ["k010", "k012", "k030"]
+    for path in folder.glob("*.json"):  # fewer calls: the parts past the last are removed
+        if path.stem not in ("k000", "k002"):
+            path.unlink()
+    site(tmp_path).update({DAY})
+    assert part_keys(folder) == [["k000", "k002"]]
+    assert "calls-0002.js" not in (folder / PAGE).read_text()

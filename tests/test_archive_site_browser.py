@@ -8,6 +8,7 @@ kept in $POLLER_TEST_ARTIFACTS (else the test's temporary folder) and its path p
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -241,3 +242,68 @@ def test_a_thousand_call_day_is_usable_and_kept_as_a_screenshot(site, page, tmp_
           f"({(site.big_day / PAGE).stat().st_size / 1024:.0f} KiB)")
     assert shot.stat().st_size > 10_000
     assert loaded < 10 and filtered < 5
+
+
+@pytest.fixture(scope="module")
+def paged(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """A day of 1,581 calls (one every 36 s from 8:00): its page holds the first thousand, a
+    script beside it the rest; the last call, in that part, has a hostile name."""
+    from test_archive_site import HOSTILE as NAME
+    from test_archive_site import record, write_record
+
+    archive = tmp_path_factory.mktemp("paged")
+    day = DAY + dt.timedelta(days=1)
+    records = synthetic_day(archive, day, 1580)
+    last = dt.datetime.fromisoformat(str(records[-1]["start"])) + dt.timedelta(minutes=1)
+    hostile = record("zz.1", last, number="+79165550101", name=NAME, status="unanswered")
+    write_record(archive, hostile)
+    report = build_site(archive, "en", "Europe/Moscow")
+    assert not report.failed and report.calls == 1581
+    return Site(archive, archive / f"{day:%Y/%m/%d}", [*records, hostile])
+
+
+def test_a_day_in_parts_shows_a_screenful_and_finds_every_call(paged, page):
+    keys = [str(r["key"]) for r in paged.records]
+    started = time.perf_counter()
+    page.goto(paged.url(paged.big_day))
+    loaded = time.perf_counter() - started
+    assert visible_keys(page) == keys[:1000]
+    assert page.locator("#window").inner_text() == "calls 1–1000 of 1581"
+    assert page.locator("#shown").inner_text() == "1581 of 1581 calls shown"
+    assert page.is_disabled("#earlier")
+    page.click("#later")
+    assert visible_keys(page) == keys[1000:] and page.is_disabled("#later")
+    page.click("#earlier")
+    assert visible_keys(page) == keys[:1000]
+    page.click("#later")
+    # a row made from a part reads as one of the page's own
+    made = page.locator('tr[id="c-zz.1"]')
+    cells = made.locator("td").all_inner_texts()
+    assert cells[0] == str(paged.records[-1]["start"])[11:19]
+    assert cells[1] == f"+79165550101 {HOSTILE}" and cells[2].endswith("missed")
+    assert page.evaluate("typeof window.pwned") == "undefined"
+    assert page.locator("#calls script, #calls img").count() == 0
+    # the filter and the search see every part
+    page.select_option("#status", "busy")
+    busy = [str(r["key"]) for r in paged.records if r["status"] == "busy"]
+    assert visible_keys(page) == busy and len(busy) == 158
+    assert page.locator("#pager").is_hidden()
+    page.select_option("#status", "")
+    wanted = paged.records[1345]
+    page.fill("#q", re.sub(r"\D", "", str(wanted["number"]))[-7:])
+    assert visible_keys(page) == [wanted["key"]]
+    page.fill("#q", "")
+    # sorting orders all of them, a screenful at a time
+    page.click("th:nth-child(4) button")
+    shown = page.eval_on_selector_all("#calls tbody tr td:nth-child(4)",
+                                      "cells => cells.map(c => Number(c.dataset.v))")
+    assert shown == sorted(int(r["duration"]) for r in paged.records)[:1000]
+    # a link to a call of a later part (as the index's call-back list makes) shows it
+    target = keys[1222]
+    page.goto(paged.url(paged.big_day, f"#c-{target}"))
+    assert target in visible_keys(page)
+    assert page.locator(f'tr[id="c-{target}"]').is_visible()
+    assert page.evaluate(f"document.getElementById('c-{target}').getBoundingClientRect().top"
+                         " < window.innerHeight")
+    size = (paged.big_day / PAGE).stat().st_size
+    print(f"\n1581-call day: page {size / 1024:.0f} KiB, opened in {loaded * 1000:.0f} ms")

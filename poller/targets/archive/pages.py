@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,15 @@ log = logging.getLogger("poller")
 
 PAGE = "index.html"
 SUMMARY = ".summary"  # not *.json: readers of the archive take every *.json for a call record
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
+# A day page holds its first part of calls as HTML; each part after it is a script beside the
+# page (`<script src>` works from file://, where a fetch() does not) that the page's JS shows a
+# screenful at a time: 50,000 calls as one table were 25 MB that a browser took 99 s to open.
+# New calls are appended to the last part, so a run rewrites a part, not the day.
+PART_ROWS = 1000
+PART_GLOB = "calls-[0-9][0-9][0-9][0-9].js"
+_PART_HEAD = b"(window.archiveParts = window.archiveParts || []).push("
+_PART_TAIL = b");\n"
 MISSED = tuple(status for status in STATUSES if status != Status.ANSWERED)
 FOLLOW_UP_DAYS = 30  # how far back a missed call still asks to be returned
 FOLLOW_UP_SHOWN = 200
@@ -59,6 +68,27 @@ class CallRow:
             recording_problem=data.get("recording_problem") or None,
             caller_name=data.get("caller_name") or None, incident=data.get("incident") or None,
             number_e164=data.get("number_e164") or None)
+
+    def to_data(self) -> list[Any]:
+        """The row as a part file holds it (and the page's JS reads it)."""
+        return [self.key, self.start.isoformat(), self.number, self.shown_name, self.status,
+                self.duration, self.talk_time, self.answered_by, self.anchor, self.mp3,
+                self.recording_problem, self.incident]
+
+    @classmethod
+    def from_data(cls, data: Sequence[Any]) -> CallRow:
+        """A row read back from a part file; TypeError or ValueError when it is not one."""
+        key, start, number, name, status, duration, talk, by, anchor, mp3, problem, incident = \
+            data
+        return cls(key=str(key), start=dt.datetime.fromisoformat(start), number=str(number),
+                   name=str(name), status=str(status), duration=int(duration),
+                   talk_time=int(talk), answered_by=str(by), anchor=str(anchor), mp3=mp3,
+                   recording_problem=problem, incident=incident)
+
+    @property
+    def order(self) -> tuple[dt.datetime, str]:
+        """Where the row sorts in its day."""
+        return self.start, self.key
 
     @property
     def time(self) -> str:
@@ -118,6 +148,8 @@ class DaySummary:
     counts: Mapping[str, int]
     missed: tuple[Missed, ...] = ()
     answered: Mapping[str, str] = field(default_factory=dict)  # callback -> its last answer
+    parts: tuple[tuple[str, int], ...] = ()  # the part files of the page and their calls
+    last: tuple[str, str] | None = None  # the start and key of the day's last call
 
     @property
     def total(self) -> int:
@@ -140,17 +172,48 @@ class DaySummary:
                                      row.status, row.anchor, callback))
         return cls(day, counts, tuple(missed), answered)
 
+    def merged(self, later: DaySummary) -> DaySummary:
+        """This day's summary with the calls of `later` (all after this one's) added."""
+        counts = dict(self.counts)
+        for status, number in later.counts.items():
+            counts[status] = counts.get(status, 0) + number
+        answered = dict(self.answered)
+        for callback, when in later.answered.items():
+            answered[callback] = max(answered.get(callback, ""), when)
+        return dataclasses.replace(self, counts=counts, missed=self.missed + later.missed,
+                                   answered=answered)
+
+    def placed(self, parts: Sequence[tuple[str, int]], last: CallRow | None) -> DaySummary:
+        """The summary with where the page's calls are."""
+        return dataclasses.replace(self, parts=tuple(parts), last=None if last is None else (
+            last.start.isoformat(), last.key))
+
+    def follows(self, row: CallRow) -> bool:
+        """Whether `row` sorts after every call of the day: a new call to append."""
+        if self.last is None:
+            return not self.parts
+        return row.order > (dt.datetime.fromisoformat(self.last[0]), self.last[1])
+
     def to_json(self) -> dict[str, Any]:
         return {"version": SUMMARY_VERSION, "day": self.day.isoformat(),
                 "counts": dict(self.counts), "answered": dict(self.answered),
-                "missed": [vars(item) for item in self.missed]}
+                "missed": [vars(item) for item in self.missed],
+                "parts": [list(part) for part in self.parts],
+                "last": None if self.last is None else list(self.last)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DaySummary:
         if data.get("version") != SUMMARY_VERSION:
-            raise ValueError(f"summary version {data.get('version')!r}")
+            raise OldSummary(f"summary version {data.get('version')!r}")
+        last = data["last"]
         return cls(dt.date.fromisoformat(data["day"]), dict(data["counts"]),
-                   tuple(Missed(**item) for item in data["missed"]), dict(data["answered"]))
+                   tuple(Missed(**item) for item in data["missed"]), dict(data["answered"]),
+                   tuple((str(name), int(count)) for name, count in data["parts"]),
+                   None if last is None else (str(last[0]), str(last[1])))
+
+
+class OldSummary(ValueError):
+    """A summary an earlier version wrote: the day is rendered again, without a warning."""
 
 
 @dataclass(frozen=True)
@@ -199,15 +262,48 @@ def _follow_up(calls: list[Missed]) -> FollowUp:
 
 def read_day(folder: Path) -> list[CallRow]:
     """The call records of a day folder in time order; one that cannot be read is skipped."""
+    return read_records(folder.glob("*.json"))
+
+
+def read_records(paths: Iterable[Path]) -> list[CallRow]:
+    """The call records among `paths` in time order; one that cannot be read, or is gone,
+    is skipped."""
     rows = []
-    for path in folder.glob("*.json"):
-        if path.name.startswith(".") or path.name.endswith(".incident.json"):
+    for path in paths:
+        if path.name.startswith(".") or not path.name.endswith(".json") or \
+                path.name.endswith(".incident.json"):
             continue  # a record waiting for its MP3, a write in progress, or an incident
         try:
             rows.append(CallRow.from_record(json.loads(path.read_bytes()), path))
+        except FileNotFoundError:
+            continue
         except (OSError, KeyError, TypeError, ValueError) as exc:
             log.warning("archive pages: skipping %s: %s", path, exc)
-    return sorted(rows, key=lambda row: (row.start, row.key))
+    return sorted(rows, key=lambda row: row.order)
+
+
+def part_name(number: int) -> str:
+    """The file name of a day page's part `number` (from 1)."""
+    return f"calls-{number:04d}.js"
+
+
+def part_script(rows: Sequence[CallRow]) -> bytes:
+    """A part file: a script adding its rows to the page's list."""
+    data = json.dumps([row.to_data() for row in rows], ensure_ascii=False,
+                      separators=(",", ":")).encode()
+    return _PART_HEAD + data + _PART_TAIL
+
+
+def read_part(path: Path) -> list[CallRow]:
+    """The rows of a part file; ValueError when it is not one of ours."""
+    data = path.read_bytes()
+    if not (data.startswith(_PART_HEAD) and data.endswith(_PART_TAIL)):
+        raise ValueError(f"{path.name} is not a part of a day page")
+    try:
+        return [CallRow.from_data(item)
+                for item in json.loads(data[len(_PART_HEAD):-len(_PART_TAIL)])]
+    except TypeError as exc:
+        raise ValueError(f"{path.name}: {exc}") from None
 
 
 def read_summary(folder: Path) -> DaySummary | None:
@@ -215,6 +311,8 @@ def read_summary(folder: Path) -> DaySummary | None:
         return DaySummary.from_json(json.loads((folder / SUMMARY).read_bytes()))
     except FileNotFoundError:
         return None
+    except OldSummary:
+        return None  # written by an earlier version: the day is rendered again
     except (OSError, KeyError, TypeError, ValueError) as exc:
         log.warning("archive pages: %s: rebuilding its summary (%s)", folder, exc)
         return None

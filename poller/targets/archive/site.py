@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,13 +29,19 @@ from poller.targets.archive.pages import (
     FOLLOW_UP_DAYS,
     FOLLOW_UP_SHOWN,
     PAGE,
+    PART_GLOB,
+    PART_ROWS,
     STATUSES,
     SUMMARY,
     CallRow,
     DaySummary,
     callback_key,
     follow_ups,
+    part_name,
+    part_script,
     read_day,
+    read_part,
+    read_records,
     read_summary,
 )
 from poller.targets.archive.text import STRINGS, clock, long_date, month_title, short_date
@@ -85,16 +91,20 @@ class ArchiveSite:
                 found[day] = folder
         return found
 
-    def update(self, changed: Iterable[dt.date]) -> SiteReport:
+    def update(self, changed: Iterable[dt.date],
+               records: Mapping[dt.date, Collection[Path]] | None = None) -> SiteReport:
         """Write the pages of the `changed` days and of days never rendered (or whose last
-        rendering failed), then the index when any day page was written or a day went."""
+        rendering failed), then the index when any day page was written or a day went.
+
+        `records` names the records written in a changed day: when they all come after the
+        day's last call, they are appended to its last part, and the day is not read again."""
         started = time.monotonic()
         report = SiteReport()
         on_disk = self.days_on_disk()
         due = {day for day in changed if day in on_disk}
         due |= {day for day, folder in on_disk.items() if not (folder / SUMMARY).exists()}
         for day in sorted(due):
-            self._write_day(day, on_disk[day], report)
+            self._write_day(day, on_disk[day], report, (records or {}).get(day))
         if due or self._indexed_days() != set(on_disk) or not (self.root / PAGE).exists():
             self._write_index(on_disk, due, report)
         report.seconds = time.monotonic() - started
@@ -104,13 +114,16 @@ class ArchiveSite:
         """Write every day page and the index."""
         return self.update(self.days_on_disk())
 
-    def render_day(self, day: dt.date, rows: list[CallRow]) -> str:
-        """The day page's HTML."""
-        counts = DaySummary.of(day, rows).counts
+    def render_day(self, summary: DaySummary, first: Sequence[CallRow]) -> str:
+        """The day page's HTML: its counts, the calls of its first part, the later parts'
+        files."""
+        counts = summary.counts
+        later = [(name, count) for name, count in summary.parts[1:]]
         return self.env.get_template("day.html.j2").render(
-            self._common(), title=long_date(day, self.locale), day=day, rows=rows,
-            counts=counts, total=len(rows), others=sum(
-                n for status, n in counts.items() if status not in STATUSES))
+            self._common(), title=long_date(summary.day, self.locale), day=summary.day,
+            rows=first, later=later, counts=counts, total=summary.total, others=sum(
+                n for status, n in counts.items() if status not in STATUSES),
+            view=PART_ROWS)
 
     def render_index(self, summaries: list[DaySummary]) -> str:
         """The index page's HTML, newest month first."""
@@ -133,21 +146,61 @@ class ArchiveSite:
                 "short_date": lambda day: short_date(day, self.locale),
                 "month_title": lambda year, month: month_title(year, month, self.locale)}
 
-    def _write_day(self, day: dt.date, folder: Path, report: SiteReport) -> None:
+    def _write_day(self, day: dt.date, folder: Path, report: SiteReport,
+                   added: Collection[Path] | None = None) -> None:
         try:
-            rows = read_day(folder)
-            page = self.render_day(day, rows)
-            write_atomically(folder / PAGE, page.encode())
-            summary = json.dumps(DaySummary.of(day, rows).to_json(), ensure_ascii=False)
-            write_atomically(folder / SUMMARY, summary.encode())
-        except (OSError, PollerError) as exc:
+            written = self._append(day, folder, added) if added else None
+            if written is None:
+                written = self._rewrite(day, folder)
+        except (OSError, ValueError, PollerError) as exc:
             # no summary makes the next run try this day again
             (folder / SUMMARY).unlink(missing_ok=True)
             log.error("archive pages: %s: %s", day, exc)
             report.failed.append(f"{day}: {exc}")
             return
         report.days += 1
-        report.calls += len(rows)
+        report.calls += written
+
+    def _rewrite(self, day: dt.date, folder: Path) -> int:
+        """The whole day from its records: every part, the page, the summary."""
+        rows = read_day(folder)
+        parts = _write_parts(folder, rows, 1)
+        for stale in sorted(folder.glob(PART_GLOB))[len(parts):]:
+            stale.unlink(missing_ok=True)
+        summary = DaySummary.of(day, rows).placed(parts, rows[-1] if rows else None)
+        self._write_page(folder, summary, rows[:PART_ROWS])
+        return len(rows)
+
+    def _append(self, day: dt.date, folder: Path, added: Collection[Path]) -> int | None:
+        """New calls after the day's last one, added to its last part (and the parts after
+        it): the count of them, or None when the day must be rewritten whole (a call that
+        sorts among the others, or a summary or last part that does not agree)."""
+        summary = read_summary(folder)
+        rows = read_records(added)
+        if summary is None or not summary.parts or not rows or not summary.follows(rows[0]):
+            return None
+        name, count = summary.parts[-1]
+        number = len(summary.parts)
+        try:
+            kept = read_part(folder / name)
+            first = [] if number == 1 else read_part(folder / summary.parts[0][0])
+        except (OSError, ValueError) as exc:
+            log.warning("archive pages: %s: written again whole (%s)", day, exc)
+            return None
+        if len(kept) != count:  # a run stopped between the part and the summary
+            return None
+        tail = kept + rows
+        parts = [*summary.parts[:-1], *_write_parts(folder, tail, number)]
+        first = first or tail[:PART_ROWS]
+        self._write_page(folder, summary.merged(DaySummary.of(day, rows)).placed(
+            parts, rows[-1]), first)
+        return len(rows)
+
+    def _write_page(self, folder: Path, summary: DaySummary, first: Sequence[CallRow]) -> None:
+        # the summary last: it says what the parts and the page hold
+        write_atomically(folder / PAGE, self.render_day(summary, first).encode())
+        write_atomically(folder / SUMMARY,
+                         json.dumps(summary.to_json(), ensure_ascii=False).encode())
 
     def _write_index(self, on_disk: Mapping[dt.date, Path], tried: set[dt.date],
                      report: SiteReport) -> None:
@@ -175,6 +228,17 @@ class ArchiveSite:
                     for day in json.loads((self.root / INDEX_DAYS).read_text())}
         except (OSError, ValueError, TypeError):
             return None
+
+
+def _write_parts(folder: Path, rows: Sequence[CallRow], first: int) -> list[tuple[str, int]]:
+    """`rows` as part files numbered from `first`: their names and sizes."""
+    parts = []
+    for start in range(0, len(rows), PART_ROWS):
+        name = part_name(first + start // PART_ROWS)
+        chunk = rows[start:start + PART_ROWS]
+        write_atomically(folder / name, part_script(chunk))
+        parts.append((name, len(chunk)))
+    return parts
 
 
 def _environment() -> jinja2.Environment:

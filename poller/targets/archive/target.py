@@ -46,6 +46,9 @@ class ArchiveTarget:
         self.locale = config.locale
         self.timezone = timezone
         self.changed_days: set[dt.date] = set()
+        # the records a reader can see that this run wrote: new calls are appended to their
+        # day's page instead of the day being read again
+        self.changed_records: dict[dt.date, set[Path]] = {}
 
     def folder(self, call: Call) -> Path:
         return self.root / call.start.strftime("%Y/%m/%d")
@@ -60,6 +63,7 @@ class ArchiveTarget:
         atomic_write(final, lambda handle: handle.write(data))
         self.changed_days.add(call.start.date())
         if final == path:
+            self._shown(call, path)
             _pending(path).unlink(missing_ok=True)  # an earlier try's, now superseded
         return str(path.relative_to(self.root))
 
@@ -75,6 +79,7 @@ class ArchiveTarget:
             except OSError as exc:
                 raise write_error(f"archive: cannot write {record}: {exc}", exc) from None
         self.changed_days.add(call.start.date())
+        self._shown(call, record)
 
     def ensure(self, object_id: str, call: Call, record: dict[str, Any]) -> None:
         path = self.root / object_id
@@ -88,6 +93,10 @@ class ArchiveTarget:
         atomic_write(path, lambda handle: handle.write(data))
         _pending(path).unlink(missing_ok=True)
         self.changed_days.add(call.start.date())
+        self._shown(call, path)
+
+    def _shown(self, call: Call, record: Path) -> None:
+        self.changed_records.setdefault(call.start.date(), set()).add(record)
 
     def create_incident(self, call: Call, parent: str, attributes: dict[str, str],
                         joined: list[str]) -> str:
@@ -115,8 +124,10 @@ class ArchiveTarget:
         are delivered whatever becomes of their pages.
         """
 
-        report = ArchiveSite(self.root, self.locale, self.timezone).update(self.changed_days)
+        report = ArchiveSite(self.root, self.locale, self.timezone).update(
+            self.changed_days, self.changed_records)
         self.changed_days.clear()
+        self.changed_records.clear()
         if report.days or report.index:
             log.debug("archive pages: %s", report.summary())
 
