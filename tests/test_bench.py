@@ -10,7 +10,7 @@ import sys
 import pytest
 from support import ROOT
 
-ROWS = ("1", "2", "2b", "2c", "3", "4", "5", "5b", "6", "7", "8")
+ROWS = ("1", "2", "2b", "2c", "3", "4", "5", "5b", "6", "7", "8", "9", "10")
 
 pytestmark = pytest.mark.slow
 

@@ -82,6 +82,7 @@ class ArchiveSite:
         self.zone = ZoneInfo(timezone)
         self.now = (now or dt.datetime.now(self.zone)).astimezone(self.zone)
         self.env = _environment()
+        self.written: dict[dt.date, DaySummary] = {}  # this pass's: the index reads no copy
 
     def days_on_disk(self) -> dict[dt.date, Path]:
         found = {}
@@ -201,15 +202,16 @@ class ArchiveSite:
         write_atomically(folder / PAGE, self.render_day(summary, first).encode())
         write_atomically(folder / SUMMARY,
                          json.dumps(summary.to_json(), ensure_ascii=False).encode())
+        self.written[summary.day] = summary
 
     def _write_index(self, on_disk: Mapping[dt.date, Path], tried: set[dt.date],
                      report: SiteReport) -> None:
         summaries = []
         for day, folder in sorted(on_disk.items()):
-            summary = read_summary(folder)
+            summary = self.written.get(day) or read_summary(folder)
             if summary is None and day not in tried:  # a summary damaged since
                 self._write_day(day, folder, report)
-                summary = read_summary(folder)
+                summary = self.written.get(day) or read_summary(folder)
             if summary is not None:
                 summaries.append(summary)
         try:
