@@ -2,7 +2,7 @@
 -- (state.url = "mysql+pymysql://poller_state:...@host/poller"). The poller creates these
 -- tables itself when its user may; a DBA who prefers to create them by hand runs this file
 -- and grants SELECT, INSERT, UPDATE, DELETE on the schema to the poller's state user.
--- Schema version 3.
+-- Schema version 4.
 CREATE TABLE poller_calls (
 	call_key VARCHAR(96) NOT NULL,
 	first_calldate DATETIME NOT NULL,
@@ -18,12 +18,14 @@ CREATE TABLE poller_calls (
 	next_attempt_at DATETIME,
 	updated_at DATETIME NOT NULL,
 	legs INTEGER NOT NULL DEFAULT '0',
+	source VARCHAR(16) NOT NULL DEFAULT '',
 	PRIMARY KEY (call_key)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 CREATE INDEX ix_poller_calls_stage ON poller_calls (stage);
 CREATE INDEX ix_poller_calls_first_calldate ON poller_calls (first_calldate);
+CREATE INDEX ix_poller_calls_source ON poller_calls (source);
 CREATE TABLE poller_meta (
-	name VARCHAR(64) NOT NULL,
+	name VARCHAR(128) NOT NULL,
 	value TEXT NOT NULL,
 	PRIMARY KEY (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
@@ -45,4 +47,4 @@ CREATE TABLE poller_incidents (
 CREATE INDEX ix_poller_incidents_last_start ON poller_incidents (last_start);
 CREATE INDEX ix_poller_incidents_number ON poller_incidents (number);
 CREATE INDEX ix_poller_incidents_stage ON poller_incidents (stage);
-INSERT INTO poller_meta (name, value) VALUES ('schema_version', '3');
+INSERT INTO poller_meta (name, value) VALUES ('schema_version', '4');

@@ -451,7 +451,7 @@ def test_a_version_2_ledger_is_upgraded_and_makes_incidents(tmp_path, cdr_db, em
     report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=1)))
     assert report.exit_code == ExitCode.OK, report.summary()
     with open_ledger(config) as opened:
-        assert opened.get("schema_version") == "3"
+        assert opened.get("schema_version") == "4"
         assert opened.counts() == {"done": 2}
         assert opened.incident(key_of(new))["stage"] == "done"
     assert archived(tmp_path)[key_of(old)]["caller_name"] is None  # recorded before: as it was

@@ -161,7 +161,7 @@ def test_a_first_version_ledger_is_upgraded_in_place(tmp_path, cdr_db, sample_ro
     assert report.exit_code == ExitCode.OK, report.summary()
     ledger = Ledger(config.state.database_url)
     try:
-        assert ledger.get("schema_version") == str(SCHEMA_VERSION) == "3"
+        assert ledger.get("schema_version") == str(SCHEMA_VERSION) == "4"
         assert ledger.counts() == {"done": 1}
     finally:
         ledger.close()

@@ -190,16 +190,25 @@ def reconcile(ctx: click.Context, since: dt.datetime, until: dt.datetime | None,
     guarded(work)
 
 
+SOURCE_OPTION = click.option(
+    "--source", "source_name", metavar="NAME",
+    help="Another source's part of a shared ledger (its source.name; \"\" for the unnamed).")
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema in the README).")
+@SOURCE_OPTION
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, as_json: bool, source_name: str | None) -> None:
     """Show the watermark and lag, waiting and failed calls, and the last run."""
 
     def work() -> ExitCode:
+        from poller.config.checks import with_source
         from poller.ops.status import collect, render, to_json
 
-        current = collect(load_config(ctx, writes=False))
+        config = load_config(ctx, writes=False)
+        current = collect(with_source(config, source_name),
+                          own_source=source_name in (None, config.source.name))
         if as_json:
             click.echo(json.dumps(to_json(current), indent=2, ensure_ascii=False))
         else:
@@ -249,8 +258,10 @@ def check(ctx: click.Context) -> None:
 @main.command()
 @click.argument("keys", nargs=-1)
 @click.option("--failed", "all_failed", is_flag=True, help="Requeue every parked call.")
+@SOURCE_OPTION
 @click.pass_context
-def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
+def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool,
+          source_name: str | None) -> None:
     """Put parked (failed) calls back in line for the next run.
 
     Name the calls by KEY (as `poller status` lists them) or give --failed for all parked
@@ -260,6 +271,7 @@ def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
     """
 
     def work() -> ExitCode:
+        from poller.config.checks import with_source
         from poller.model import PENDING
         from poller.ops.retry import requeue
 
@@ -267,7 +279,7 @@ def retry(ctx: click.Context, keys: tuple[str, ...], all_failed: bool) -> None:
             raise ConfigError("name the parked calls by KEY (as `poller status` lists them), "
                               "or give --failed for all of them" if not keys else
                               "name calls by KEY or give --failed, not both")
-        done = requeue(load_config(ctx), keys or None)
+        done = requeue(with_source(load_config(ctx), source_name), keys or None)
         for key, why in done.brought_forward.items():
             log.info("call %s was waiting (%s): due at the next run", key, why)
         for key, stage in done.not_parked.items():

@@ -3,6 +3,7 @@ the keys say about each other. Each broken rule is one problem naming its key.""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -26,6 +27,7 @@ from poller.config.schema import (
     signing_key,
 )
 from poller.databases import query_parameters, url_problem
+from poller.errors import ConfigError
 from poller.model import STATUSES
 from poller.templates import (
     RECORDING_COLUMNS,
@@ -39,6 +41,17 @@ from poller.templates import (
 )
 
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,15}")
+
+
+def with_source(config: Config, name: str | None) -> Config:
+    """The configuration seen as the source `name`'s (`status --source`, `retry --source`:
+    another PBX's part of a shared ledger); the configuration itself when None."""
+    if name is None or name == config.source.name:
+        return config
+    if name and not SOURCE_NAME.fullmatch(name):
+        raise ConfigError(f"--source: {name!r} is not a source name (1 to 16 letters, "
+                          "digits, \"-\" or \"_\"; \"\" for the unnamed one)")
+    return dataclasses.replace(config, source=dataclasses.replace(config.source, name=name))
 
 
 def check_semantics(config: Config, problems: list[str]) -> None:

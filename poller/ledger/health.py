@@ -70,9 +70,11 @@ def _settings(ledger: Any) -> Iterator[str]:
     }
     with ledger.engine.connect() as conn:
         cursors = [row[0] for row in conn.execute(
-            sa.select(meta_table.c.name).where(meta_table.c.name.like("cursor:%")))]
+            sa.select(meta_table.c.name).where(meta_table.c.name.startswith(
+                ledger.setting("cursor:"), autoescape=True)))]
     for name in cursors:
-        readers[name] = functools.partial(ledger.cursor_mark, name.removeprefix("cursor:"))
+        column = name.removeprefix(ledger.setting("cursor:"))
+        readers[f"cursor:{column}"] = functools.partial(ledger.cursor_mark, column)
     for name, read in readers.items():
         try:
             read()

@@ -17,7 +17,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from poller.callers.incidents import OpenIncident
-from poller.ledger.schema import Entry, calls_table, entry_of, incidents_table, utcnow
+from poller.ledger.schema import (
+    Entry,
+    calls_table,
+    entry_of,
+    incidents_of,
+    incidents_table,
+    of_source,
+    utcnow,
+)
 from poller.model import IncidentStage
 
 INCIDENT_PENDING = (IncidentStage.PENDING, IncidentStage.CREATED)
@@ -97,6 +105,7 @@ class Incidents:
     """The incident half of the ledger (a mixin of Ledger)."""
 
     engine: sa.engine.Engine
+    source: str
 
     def open_incidents(self, numbers: Iterable[str], earliest: dt.datetime,
                        latest: dt.datetime) -> list[OpenIncident]:
@@ -110,7 +119,7 @@ class Incidents:
             for i in range(0, len(wanted), 500):
                 query = sa.select(table.c.incident_key, table.c.number, table.c.first_start,
                                   table.c.last_start).where(
-                    table.c.number.in_(wanted[i:i + 500]),
+                    table.c.number.in_(wanted[i:i + 500]), incidents_of(self.source),
                     table.c.last_start >= naive_utc(earliest),
                     table.c.first_start <= naive_utc(latest))
                 found.extend(OpenIncident(row.incident_key, row.number,
@@ -129,7 +138,8 @@ class Incidents:
                           table.c.stage.label("i_stage"), table.c.object_id.label("i_object"),
                           table.c.attempts.label("i_attempts")).join(
             calls_table, calls_table.c.call_key == table.c.incident_key).where(
-            table.c.stage.in_(INCIDENT_PENDING), calls_table.c.object_id.is_not(None))
+            table.c.stage.in_(INCIDENT_PENDING), calls_table.c.object_id.is_not(None),
+            of_source(self.source))
         if now is not None:
             query = query.where(sa.or_(table.c.next_attempt_at.is_(None),
                                        table.c.next_attempt_at <= now))
@@ -187,7 +197,8 @@ class Incidents:
                                  until: dt.datetime | None = None) -> int:
         """Put parked incidents back in line, at the stage their object id says."""
         table = incidents_table
-        query = table.update().where(table.c.stage == IncidentStage.FAILED)
+        query = table.update().where(table.c.stage == IncidentStage.FAILED,
+                                     incidents_of(self.source))
         if keys is not None:
             query = query.where(table.c.incident_key.in_(list(keys)))
         if since is not None:
@@ -204,7 +215,8 @@ class Incidents:
         """Incidents by stage; none for a ledger no run has upgraded yet (status reads it
         as it is)."""
         table = incidents_table
-        query = sa.select(table.c.stage, sa.func.count()).group_by(table.c.stage)
+        query = sa.select(table.c.stage, sa.func.count()).where(
+            incidents_of(self.source)).group_by(table.c.stage)
         try:
             with self.engine.connect() as conn:
                 return {IncidentStage(stage): count for stage, count in conn.execute(query)}
@@ -214,7 +226,8 @@ class Incidents:
     def failed_incidents(self, limit: int = 50) -> list[dict[str, Any]]:
         table = incidents_table
         query = sa.select(table.c.incident_key, table.c.attempts, table.c.last_error).where(
-            table.c.stage == IncidentStage.FAILED).order_by(table.c.first_calldate).limit(limit)
+            table.c.stage == IncidentStage.FAILED, incidents_of(self.source)).order_by(
+            table.c.first_calldate).limit(limit)
         try:
             with self.engine.connect() as conn:
                 return [dict(row._mapping) for row in conn.execute(query)]
@@ -223,12 +236,12 @@ class Incidents:
 
 
 
-def prune_incidents(conn: sa.Connection, before: dt.datetime) -> int:
-    """Forget finished incidents opened before `before` (naive local), as their calls go,
-    within the caller's transaction."""
+def prune_incidents(conn: sa.Connection, before: dt.datetime, source: str) -> int:
+    """Forget finished incidents of `source` opened before `before` (naive local), as their
+    calls go, within the caller's transaction."""
     table = incidents_table
     query = table.delete().where(table.c.stage == IncidentStage.DONE,
-                                 table.c.first_calldate < before)
+                                 table.c.first_calldate < before, incidents_of(source))
     return conn.execute(query).rowcount
 
 

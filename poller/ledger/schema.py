@@ -13,13 +13,14 @@ import sqlalchemy as sa
 from poller.errors import ConfigError
 from poller.model import Call, Stage
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
 meta_table = sa.Table(
     "poller_meta", metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
+    # a named source's settings are kept as `<source>/<name>` (Settings.setting)
+    sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
 
@@ -40,6 +41,8 @@ calls_table = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
     # how many cdr rows the call was built from: more rows later means a late leg arrived
     sa.Column("legs", sa.Integer, nullable=False, server_default="0"),
+    # source.name of the PBX the call came through: several share one server ledger
+    sa.Column("source", sa.String(16), nullable=False, server_default="", index=True),
 )
 
 # one row per incident (design §10), keyed by the call that opened it; the calls that joined
@@ -63,7 +66,8 @@ incidents_table = sa.Table(
 
 # upgrades of the ledger's own schema, applied in order at start: version -> step
 def _add_legs_column(conn: Any) -> None:
-    conn.exec_driver_sql("ALTER TABLE poller_calls ADD COLUMN legs INTEGER NOT NULL DEFAULT 0")
+    if not has_column(conn, "poller_calls", "legs"):
+        conn.exec_driver_sql("ALTER TABLE poller_calls ADD COLUMN legs INTEGER NOT NULL DEFAULT 0")
 
 
 def _add_incidents_table(conn: Any) -> None:
@@ -71,7 +75,29 @@ def _add_incidents_table(conn: Any) -> None:
     incidents_table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: dict[int, Callable[[Any], None]] = {2: _add_legs_column, 3: _add_incidents_table}
+def has_column(conn: Any, table: str, column: str) -> bool:
+    return column in {found["name"] for found in sa.inspect(conn).get_columns(table)}
+
+
+def _add_source_column(conn: Any) -> None:
+    # each step looks before it changes: MySQL commits DDL at once, so a run killed after the
+    # ALTER but before the version moved (or a second host upgrading at the same moment) must
+    # find the step done, not fail on it
+    if not has_column(conn, "poller_calls", "source"):
+        conn.exec_driver_sql("ALTER TABLE poller_calls ADD COLUMN source VARCHAR(16) NOT NULL "
+                             "DEFAULT ''")
+    index = next(i for i in calls_table.indexes if i.name == "ix_poller_calls_source")
+    if index.name not in {i["name"] for i in sa.inspect(conn).get_indexes("poller_calls")}:
+        index.create(conn)
+    # a named source's settings carry its name: room for it
+    if conn.dialect.name == "mysql":
+        conn.exec_driver_sql("ALTER TABLE poller_meta MODIFY name VARCHAR(128) NOT NULL")
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ALTER TABLE poller_meta ALTER COLUMN name TYPE VARCHAR(128)")
+
+
+MIGRATIONS: dict[int, Callable[[Any], None]] = {2: _add_legs_column, 3: _add_incidents_table,
+                                                4: _add_source_column}
 
 
 def utcnow() -> dt.datetime:
@@ -120,6 +146,17 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def of_source(source: str) -> Any:
+    """The calls of one source (source.name; "" for an unnamed one)."""
+    return calls_table.c.source == source
+
+
+def incidents_of(source: str) -> Any:
+    """The incidents one source's calls opened (an incident is keyed by its opening call)."""
+    return incidents_table.c.incident_key.in_(
+        sa.select(calls_table.c.call_key).where(of_source(source)))
 
 
 def in_range(query: Any, since: dt.datetime | None, until: dt.datetime | None) -> Any:

@@ -31,18 +31,34 @@ class TargetOutage:
     until: dt.datetime | None = None  # naive UTC: the target asked for no request before
 
 
+# what belongs to the ledger as a whole, not to one of the sources sharing it
+LEDGER_WIDE = frozenset({"schema_version"})
+
+
 class Settings:
-    """Watermark, marks and what the runs leave for `status`, kept in `poller_meta`."""
+    """Watermark, marks and what the runs leave for `status`, kept in `poller_meta`: a named
+    source's under its name, so several sources share one ledger without meeting."""
 
     engine: sa.engine.Engine
+    source: str = ""
+
+    def setting(self, name: str) -> str:
+        """The row a setting of this source is kept in: `<source>/<name>` when the source is
+        named ("/" is in no setting's own name), the name alone when not (as ledgers made
+        before names existed hold it)."""
+        return f"{self.source}/{name}" if self.source and name not in LEDGER_WIDE else name
 
     def get(self, name: str) -> str | None:
         with self.engine.connect() as conn:
-            return read_setting(conn, name)
+            return read_setting(conn, self.setting(name))
 
     def put(self, name: str, value: str) -> None:
         with self.engine.begin() as conn:
-            write_setting(conn, name, value)
+            write_setting(conn, self.setting(name), value)
+
+    def forget(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(meta_table.delete().where(meta_table.c.name == self.setting(name)))
 
     def watermark(self) -> dt.datetime | None:
         """The calldate (naive local, full precision) up to which calls have been taken."""
@@ -138,8 +154,7 @@ class Settings:
         self.put("target_down", json.dumps(data))
 
     def clear_target_down(self) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(meta_table.delete().where(meta_table.c.name == "target_down"))
+        self.forget("target_down")
 
     def directory_loaded(self) -> dt.datetime | None:
         """When a caller directory was first read whole (later, an unreadable one is an
@@ -164,8 +179,7 @@ class Settings:
                                                "error": outage.error[:500]}))
 
     def clear_directory_outage(self) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(meta_table.delete().where(meta_table.c.name == "directory_down"))
+        self.forget("directory_down")
 
 
 def read_setting(conn: sa.Connection, name: str) -> str | None:

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from poller.ledger.schema import (
     in_range,
     meta_table,
     metadata,
+    of_source,
     sqlite_pragmas,
     utcnow,
 )
@@ -42,6 +44,20 @@ from poller.ledger.settings import Settings, TargetOutage, read_setting, write_s
 from poller.model import KEY_LENGTH, PENDING, Call, Stage, Status
 
 __all__ = ["Entry", "Known", "Ledger", "TargetOutage", "utcnow"]
+
+
+# how long to wait before looking again when another first run was creating the ledger too
+CREATOR_WAITS = (0.2, 0.5, 1.0)
+
+
+def made_meanwhile(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the database refused a create because another creator just made it: a table,
+    index or column that already exists, or the schema_version row inserted twice (PostgreSQL
+    also says so as a duplicate in its own catalogue)."""
+    if isinstance(exc, sa.exc.IntegrityError):
+        return True
+    text = str(getattr(exc, "orig", exc)).lower()
+    return any(words in text for words in ("already exists", "duplicate"))
 
 
 def _pool_for(url: sa.engine.URL) -> type[sa.pool.Pool]:
@@ -83,7 +99,9 @@ def _update_statement(names: tuple[str, ...]) -> sa.Update:
 class Ledger(Settings, Incidents):
     """The state database (any SQLAlchemy URL; SQLite in state.dir by default)."""
 
-    def __init__(self, url: str, create: bool = True, read_only: bool = False):
+    def __init__(self, url: str, create: bool = True, read_only: bool = False,
+                 source: str = ""):
+        self.source = source  # source.name: this ledger's calls and settings among others'
         try:
             parsed = sa.engine.make_url(url)
             if create:
@@ -117,12 +135,23 @@ class Ledger(Settings, Incidents):
                 raise
 
     def _prepare(self) -> None:
-        if self._current():  # the minutely run: one query, not a look at every table
-            return
-        try:
-            metadata.create_all(self.engine, checkfirst=True)
-        except sa.exc.OperationalError as exc:
-            raise database_error(exc, self.url, "state") from None
+        for wait in (*CREATOR_WAITS, None):
+            if self._current():  # the minutely run: one query, not a look at every table
+                return
+            try:
+                self._create_or_upgrade()
+                return
+            except sa.exc.DBAPIError as exc:
+                # another host's first run made the same table or row a moment before:
+                # look again, and find the ledger made
+                if wait is None or not made_meanwhile(exc):
+                    if isinstance(exc, sa.exc.OperationalError):
+                        raise database_error(exc, self.url, "state") from None
+                    raise
+                time.sleep(wait)
+
+    def _create_or_upgrade(self) -> None:
+        metadata.create_all(self.engine, checkfirst=True)
         version = self.get("schema_version")
         if version is None:
             self.put("schema_version", str(schema.SCHEMA_VERSION))
@@ -147,7 +176,8 @@ class Ledger(Settings, Incidents):
             return False  # anything else: the full look of _prepare reports it
 
     @classmethod
-    def open_existing(cls, url: str, read_only: bool = False) -> Ledger | None:
+    def open_existing(cls, url: str, read_only: bool = False,
+                      source: str = "") -> Ledger | None:
         """The ledger if it has been created, without creating anything (dry runs, status);
         `read_only` opens it so (status, check: a monitoring user may only read it)."""
         try:
@@ -158,7 +188,7 @@ class Ledger(Settings, Incidents):
         if path is not None:
             if not Path(path).is_file():
                 return None
-        ledger = cls(url, create=False, read_only=read_only)
+        ledger = cls(url, create=False, read_only=read_only, source=source)
         try:
             if ledger.exists():
                 version = ledger.get("schema_version")
@@ -205,7 +235,7 @@ class Ledger(Settings, Incidents):
         now = utcnow()
         rows = [{"call_key": call.key, "first_calldate": call.first_calldate, "stage": stage,
                  "status": call.status, "payload": json.dumps(call.to_json()), "attempts": 0,
-                 "note": note, "updated_at": now, "legs": call.legs}
+                 "note": note, "updated_at": now, "legs": call.legs, "source": self.source}
                 for call, stage, note in calls]
         try:
             with self.engine.begin() as conn:
@@ -255,7 +285,7 @@ class Ledger(Settings, Incidents):
                "stage": Stage.FAILED,
                "status": call.status, "payload": json.dumps(call.to_json()), "attempts": 1,
                "last_error": error[:2000], "note": "could not be built", "updated_at": utcnow(),
-               "legs": 0}
+               "legs": 0, "source": self.source}
         try:
             with self.engine.begin() as conn:
                 conn.execute(calls_table.insert(), [row])
@@ -297,7 +327,8 @@ class Ledger(Settings, Incidents):
             after: Entry | None = None) -> list[Entry]:
         """Pending calls whose next attempt is due (all of them when `now` is None), oldest
         first; `after` pages on from the last one of the previous page."""
-        query = sa.select(calls_table).where(calls_table.c.stage.in_(PENDING))
+        query = sa.select(calls_table).where(calls_table.c.stage.in_(PENDING),
+                                             of_source(self.source))
         if now is not None:
             query = query.where(sa.or_(calls_table.c.next_attempt_at.is_(None),
                                        calls_table.c.next_attempt_at <= now))
@@ -322,7 +353,7 @@ class Ledger(Settings, Incidents):
         A stand-in for a call that could not be built stays parked: only reading its rows again
         (and building them) replaces it."""
         condition = ((calls_table.c.stage == Stage.FAILED)
-                     & (calls_table.c.status != Status.UNBUILT))
+                     & (calls_table.c.status != Status.UNBUILT) & of_source(self.source))
         if keys is not None:
             condition = condition & calls_table.c.call_key.in_(list(keys))
         stage = sa.case((calls_table.c.object_id.is_(None), Stage.SEEN), else_=Stage.CREATED)
@@ -385,26 +416,29 @@ class Ledger(Settings, Incidents):
         The ledger remembers how far it forgot: a backfill there would deliver them again.
         """
         finished = calls_table.c.stage.in_([Stage.DONE, Stage.SKIPPED])
-        query = calls_table.delete().where(finished).where(
+        query = calls_table.delete().where(finished, of_source(self.source)).where(
             calls_table.c.first_calldate < before,
             calls_table.c.call_key.not_in(unfinished_openers()))
         # one transaction: calls forgotten without the guard would let a later backfill
         # deliver them again
         with self.engine.begin() as conn:
+            # the incidents first: their source is told by their opening calls' rows
+            prune_incidents(conn, before, self.source)
             count = conn.execute(query).rowcount
-            prune_incidents(conn, before)
-            previous = read_setting(conn, "pruned_before")
+            previous = read_setting(conn, self.setting("pruned_before"))
             if count and (previous is None or before > dt.datetime.fromisoformat(previous)):
-                write_setting(conn, "pruned_before", before.isoformat())
+                write_setting(conn, self.setting("pruned_before"), before.isoformat())
         return count
 
     def counts(self) -> dict[Stage, int]:
-        query = sa.select(calls_table.c.stage, sa.func.count()).group_by(calls_table.c.stage)
+        query = sa.select(calls_table.c.stage, sa.func.count()).where(
+            of_source(self.source)).group_by(calls_table.c.stage)
         with self.engine.connect() as conn:
             return {Stage(stage): count for stage, count in conn.execute(query)}
 
     def entries(self, stages: Sequence[Stage], limit: int = 50) -> list[Entry]:
-        query = sa.select(calls_table).where(calls_table.c.stage.in_(list(stages))).order_by(
+        query = sa.select(calls_table).where(calls_table.c.stage.in_(list(stages)),
+                                             of_source(self.source)).order_by(
             calls_table.c.first_calldate).limit(limit)
         with self.engine.connect() as conn:
             return [entry_of(row) for row in conn.execute(query)]

@@ -193,7 +193,8 @@ def _state(config: Config) -> Iterator[Result]:
         _writable_file(state_dir / name)
     yield Result("state.dir", OK, detail)
     try:
-        ledger = Ledger.open_existing(config.state.database_url, read_only=True)
+        ledger = Ledger.open_existing(config.state.database_url, read_only=True,
+                                       source=config.source.name)
     except (sa.exc.SQLAlchemyError, PollerError) as exc:  # no database, a newer one
         yield Result("state database", FAIL, f"cannot be read: {error_text(exc)}")
         return

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from poller.config.schema import Config
 from poller.errors import ConfigError
 from poller.ledger.store import Ledger
-from poller.model import PENDING, Stage, Status
+from poller.model import PENDING, Stage, Status, source_key
 
 
 @dataclass
@@ -30,12 +30,16 @@ class Requeued:
 
 def requeue(config: Config, keys: Sequence[str] | None) -> Requeued:
     """Put the parked calls named by `keys` (None: every parked call) back in line."""
-    ledger = Ledger.open_existing(config.state.database_url)
+    ledger = Ledger.open_existing(config.state.database_url, source=config.source.name)
     if ledger is None:
         raise ConfigError("the ledger does not exist yet: nothing to retry")
     try:
         done = Requeued()
         if keys:
+            # a named source's key may be given as the PBX wrote it
+            name = config.source.name
+            keys = [key if not name or key.startswith(f"{name}:") else source_key(name, key)
+                    for key in keys]
             known = ledger.known(keys)
             unknown = [key for key in keys if key not in known]
             if unknown:

@@ -83,12 +83,15 @@ class Overview:
         return naive_utc.replace(tzinfo=dt.UTC).astimezone(self.zone)
 
 
-def collect(config: Config, now: dt.datetime | None = None) -> Overview:
+def collect(config: Config, now: dt.datetime | None = None, own_source: bool = True) -> Overview:
+    """What status shows; `own_source` False: the ledger's part of another source (another
+    PBX's config names its cdr table, so none is read)."""
     zone = ZoneInfo(config.source.timezone)
     status = Overview(None, None, None, {}, now=now or dt.datetime.now(dt.UTC), zone=zone,
                       run_pid=held_by(config.state.dir), source=config.source.name)
     ledger = _read(status, lambda: Ledger.open_existing(config.state.database_url,
-                                                        read_only=True), None)
+                                                        read_only=True,
+                                                        source=config.source.name), None)
     if ledger is not None:
         try:
             # each part on its own: a damaged one is said, the others still shown
@@ -105,6 +108,9 @@ def collect(config: Config, now: dt.datetime | None = None) -> Overview:
             status.reconciled_total = _read(status, ledger.reconciled_total, 0)
         finally:
             ledger.close()
+    if not own_source:
+        status.source_error = "another PBX's (its own config's status shows its cdr table)"
+        return status
     try:
         source = open_source(config.source)
         try:

@@ -196,7 +196,7 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
     # a backfill waits for the lock; the minutely run gives way at once
     with RunLock(config.state.dir, wait=options.backfill):
         _clear_leftovers(config.state.dir)
-        ledger = Ledger(config.state.database_url)
+        ledger = Ledger(config.state.database_url, source=config.source.name)
         try:
             journal = Journal(config.state.dir)
         except BaseException:
@@ -329,7 +329,7 @@ def _encode(files: list[Path], mp3: Path, call_seconds: int,
 
 def _dry_run(config: Config, options: RunOptions, moment: Moment, report: RunReport) -> None:
     """Read as a real run would and list what it would deliver; no lock, nothing written."""
-    existing = Ledger.open_existing(config.state.database_url)
+    existing = Ledger.open_existing(config.state.database_url, source=config.source.name)
     ledger = DryRunLedger(existing)
     try:
         _read(config, options, moment, ledger, report)
