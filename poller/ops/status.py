@@ -21,6 +21,7 @@ from poller.ledger.settings import TargetOutage
 from poller.ledger.store import Ledger
 from poller.logs import escape_controls
 from poller.model import PENDING, UNBUILT, IncidentStage, Stage
+from poller.run.ledgerlock import held_in_ledger, is_server
 from poller.run.lock import held_by
 from poller.run.report import waiting_phrase
 from poller.source.kinds import open_source
@@ -45,6 +46,7 @@ class Overview:
     target_down: TargetOutage | None = None
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     run_pid: int | None = None  # the run working now (it holds the lock), if any
+    run_host: str | None = None  # ... and its host, when the lock is the server ledger's
     clock_warning: str | None = None
     incidents: dict[IncidentStage, int] = field(default_factory=dict)
     failed_incidents: list[dict[str, Any]] = field(default_factory=list)
@@ -89,6 +91,10 @@ def collect(config: Config, now: dt.datetime | None = None, own_source: bool = T
     zone = ZoneInfo(config.source.timezone)
     status = Overview(None, None, None, {}, now=now or dt.datetime.now(dt.UTC), zone=zone,
                       run_pid=held_by(config.state.dir), source=config.source.name)
+    if is_server(config.state.database_url):  # the lock that counts is the ledger's
+        holder = held_in_ledger(config.state.database_url, config.source.name)
+        if holder is not None:
+            status.run_pid, status.run_host = holder.pid, holder.host
     ledger = _read(status, lambda: Ledger.open_existing(config.state.database_url,
                                                         read_only=True,
                                                         source=config.source.name), None)
@@ -172,6 +178,7 @@ def to_json(status: Overview) -> dict[str, Any]:
         "source_error": status.source_error,
         "clock_warning": status.clock_warning,
         "run_in_progress": status.run_pid,
+        "run_host": status.run_host,
         "calls": {stage: status.counts.get(stage, 0) for stage in Stage},
         "target": ({"up": False, "down_since": utc(down.since), "error": down.error,
                     "not_before": utc(down.until)} if down
@@ -251,7 +258,8 @@ def render(status: Overview) -> str:
         lines.append(f"reconciled:  {_count(status.reconciled_total, 'call')} taken from "
                      f"Master.csv because the cdr table lacked them ({last} in the last run)")
     if status.run_pid is not None:
-        lines.append(f"run:         in progress (pid {status.run_pid})")
+        where = f" on host {status.run_host}" if status.run_host else ""
+        lines.append(f"run:         in progress{where} (pid {status.run_pid})")
     if status.target_down is not None:
         down = status.target_down
         again = ("the next run tries again" if down.until is None else

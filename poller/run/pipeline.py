@@ -33,6 +33,7 @@ from poller.run.delivery import Courier, deliver_due
 from poller.run.dryrun import DryRunLedger
 from poller.run.enrich import Enricher
 from poller.run.incident_delivery import deliver_incidents
+from poller.run.ledgerlock import ledger_lock
 from poller.run.lock import RunLock
 from poller.run.marks import (
     Moment,
@@ -50,7 +51,7 @@ from poller.run.report import RunReport, plural
 from poller.run.schedule import due_before
 from poller.source.interface import Source
 from poller.source.kinds import open_source, reconcile_source
-from poller.targets.interface import LazyTarget, Target
+from poller.targets.interface import GuardedTarget, LazyTarget, Target
 from poller.targets.kinds import open_target, upkeep
 from poller.templates import recording_fields
 
@@ -193,16 +194,21 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
     report = RunReport()
     figures: LedgerFigures | None = None
     metrics_file = options.metrics_file or config.metrics.file
-    # a backfill waits for the lock; the minutely run gives way at once
-    with RunLock(config.state.dir, wait=options.backfill):
+    # a backfill waits for the lock; the minutely run gives way at once. A server ledger
+    # has its own lock besides: the standby host's state.dir is not this one's.
+    url, source = config.state.database_url, config.source.name
+    with RunLock(config.state.dir, wait=options.backfill), \
+            ledger_lock(url, source, options.backfill) as held:
         _clear_leftovers(config.state.dir)
-        ledger = Ledger(config.state.database_url, source=config.source.name)
+        ledger = Ledger(url, source=source)
         try:
+            held.announce(ledger)
             journal = Journal(config.state.dir)
         except BaseException:
             ledger.close()
             raise
-        target = LazyTarget(functools.partial(target_factory or open_target, config))
+        target = LazyTarget(functools.partial(_open_target, config, target_factory or open_target,
+                                              held.alive))
         try:
             journal.open(ledger)  # steps a killed or refused run could not record, first
             enrich = Enricher.build(config.callers, config.incidents, config.state.dir,
@@ -238,6 +244,11 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
     if metrics_file:
         write_metrics(metrics_file, report, figures, config.source.name)
     return report
+
+
+def _open_target(config: Config, factory: Callable[[Config], Target],
+                 check: Callable[[], None]) -> Target:
+    return GuardedTarget(factory(config), check)
 
 
 def _read(config: Config, options: RunOptions, moment: Moment, ledger: ReadLedger,

@@ -101,3 +101,44 @@ class LazyTarget:
                 self.opened.finish()
             finally:
                 self.opened.close()
+
+
+class GuardedTarget:
+    """A target that asks `check` before every side effect (it raises to stop the run): a run
+    that lost the ledger's lock must not create what another host's run is creating."""
+
+    def __init__(self, target: Target, check: Callable[[], None]):
+        self.target = target
+        self.check = check
+        self.sends_recording_with_call = target.sends_recording_with_call
+
+    def create(self, call: Call, record: dict[str, Any], mp3: Path | None = None) -> str:
+        self.check()
+        return self.target.create(call, record, mp3)
+
+    def attach(self, object_id: str, call: Call, mp3: Path) -> None:
+        self.check()
+        self.target.attach(object_id, call, mp3)
+
+    def create_incident(self, call: Call, parent: str, attributes: dict[str, str],
+                        joined: list[str]) -> str:
+        self.check()
+        return self.target.create_incident(call, parent, attributes, joined)
+
+    def update_incident(self, object_id: str, call: Call, attributes: dict[str, str],
+                        joined: list[str]) -> None:
+        self.check()
+        self.target.update_incident(object_id, call, attributes, joined)
+
+    def ensure(self, object_id: str, call: Call, record: dict[str, Any]) -> None:
+        self.check()
+        self.target.ensure(object_id, call, record)
+
+    def answers(self) -> bool:
+        return self.target.answers()
+
+    def finish(self) -> None:
+        self.target.finish()
+
+    def close(self) -> None:
+        self.target.close()
