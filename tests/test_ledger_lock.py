@@ -42,6 +42,11 @@ def three_calls(sample_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for row in clone_call(direct, local(start))]
 
 
+# the servers' marks by hand: the fixture is asked for by name, which the marks cannot see
+SERVERS = [pytest.param("mysql", marks=pytest.mark.mariadb),
+           pytest.param("postgresql", marks=pytest.mark.postgresql)]
+
+
 def server_url(request: Any, kind: str) -> str:
     database = request.getfixturevalue("empty_db" if kind == "mysql" else "pg_db")
     return database.url + ("?charset=utf8mb4" if kind == "mysql" else "")
@@ -73,7 +78,7 @@ def kill_the_lock_holder(url: str, source: str) -> None:
     engine.dispose()
 
 
-@pytest.mark.parametrize("kind", ["mysql", "postgresql"])
+@pytest.mark.parametrize("kind", SERVERS)
 def test_a_second_hosts_run_exits_0_at_once_naming_the_host_that_works(
         tmp_path, sample_rows, request, kind):
     url = server_url(request, kind)
@@ -105,7 +110,7 @@ def test_a_second_hosts_run_exits_0_at_once_naming_the_host_that_works(
     assert report.exit_code == ExitCode.OK and sum(report.delivered.values()) == 3
 
 
-@pytest.mark.parametrize("kind", ["mysql", "postgresql"])
+@pytest.mark.parametrize("kind", SERVERS)
 def test_a_run_that_lost_its_lock_stops_before_the_next_side_effect(
         tmp_path, sample_rows, request, kind):
     """The lock connection dies after the first call's object was made: nothing more is sent,
@@ -134,7 +139,7 @@ def test_a_run_that_lost_its_lock_stops_before_the_next_side_effect(
     assert len(archived(tmp_path)) == 1
     with open_ledger(config) as ledger:
         ledger.source = "kiev"
-        assert ledger.counts() == {Stage.CREATED: 1, Stage.SEEN: 2}
+        assert ledger.counts() == {Stage.DONE: 1, Stage.SEEN: 2}
         assert all(e.attempts == 0 for e in ledger.entries(list(Stage)))
     report = run_once(config, RunOptions(now=NOW))
     assert report.exit_code == ExitCode.OK, report.summary()

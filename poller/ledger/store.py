@@ -47,7 +47,7 @@ __all__ = ["Entry", "Known", "Ledger", "TargetOutage", "utcnow"]
 
 
 # how long to wait before looking again when another first run was creating the ledger too
-CREATOR_WAITS = (0.2, 0.5, 1.0)
+CREATOR_WAITS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 def made_meanwhile(exc: sa.exc.DBAPIError) -> bool:
