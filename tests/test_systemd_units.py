@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import ROOT
@@ -127,3 +128,88 @@ def test_timer_service_and_follow_service_run_the_right_commands():
     assert follow["KillSignal"] == ["SIGTERM"]
     assert follow["Restart"] == ["on-failure"]
     assert follow["WantedBy"] == ["multi-user.target"]
+
+
+# -- hardening: systemd's own rating, and the restrictions tried on the real work
+
+EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+\.\d)")
+
+
+@needs_analyze
+@pytest.mark.parametrize("name", SERVICES)
+def test_systemd_rates_the_services_below_5(tmp_path, name):
+    """`systemd-analyze security` rated both 8.2 EXPOSED; hardened they rate under 5.0 (OK)."""
+    copies(tmp_path)
+    result = subprocess.run([ANALYZE, "security", "--offline=true", str(tmp_path / name)],
+                            capture_output=True, text=True, timeout=120)
+    match = EXPOSURE.search(result.stdout)
+    if match is None:
+        pytest.skip(f"this systemd-analyze cannot rate a unit file: {result.stderr.strip()}")
+    assert float(match.group(1)) < 5.0, result.stdout
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_hardening_leaves_what_the_poller_needs(name):
+    """The network (a target, a database over TCP), the database's socket, state.dir and the
+    recordings' folder (read, through the asterisk group) stay reachable."""
+    found = directives(name)
+    assert found["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+    assert "PrivateNetwork" not in found and "IPAddressDeny" not in found
+    assert "/var/lib/poller" in found["ReadWritePaths"]
+    assert found["SupplementaryGroups"] == ["asterisk"]
+    assert found["ProtectSystem"] == ["strict"]  # reads everywhere, the spool included
+    assert found["SystemCallFilter"] == ["@system-service"]
+    assert found["CapabilityBoundingSet"] == [""] and found["MemoryDenyWriteExecute"] == ["yes"]
+    for key in ("PrivateDevices", "ProtectClock", "ProtectKernelModules", "ProtectKernelLogs",
+                "RestrictNamespaces", "LockPersonality"):
+        assert found[key] == ["yes"], key
+
+
+def _under_the_units_filters(args: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
+    """`args` run under the seccomp filters the units ask systemd for."""
+    try:
+        from seccomp_filter import loader, syscall_set
+
+        load = loader(syscall_set("@system-service"))
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        pytest.skip(str(exc))
+    return subprocess.run(args, preexec_fn=load, capture_output=True, text=True, timeout=300,
+                          **options)
+
+
+@needs_analyze
+def test_the_filters_refuse_what_the_units_forbid():
+    """The control: under the filters a packet socket and W+X memory are refused."""
+    probe = ("import socket, mmap, errno\n"
+             "try:\n    socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
+             "except OSError as exc:\n    print('packet', errno.errorcode[exc.errno])\n"
+             "try:\n    mmap.mmap(-1, 4096, prot=mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+             "except OSError as exc:\n    print('wx', errno.errorcode[exc.errno])\n")
+    result = _under_the_units_filters([sys.executable, "-c", probe])
+    assert result.returncode == 0, result.stderr
+    assert "packet EPERM" in result.stdout and "wx EPERM" in result.stdout, result.stdout
+
+
+@needs_analyze
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_the_real_work_runs_under_the_units_filters(tmp_path, mysql_server):
+    """The demo's whole pipeline (SQLite, LAME, the encoder child lowering its priority, the
+    archive and its pages), ffmpeg decoding GSM, and a MariaDB connection over TCP, all under
+    SystemCallFilter=@system-service, MemoryDenyWriteExecute and RestrictAddressFamilies."""
+    demo = _under_the_units_filters([installed_poller(), "demo", str(tmp_path / "demo")])
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "delivered 12 calls" in demo.stdout + demo.stderr and "7 recordings" in demo.stdout
+    gsm = tmp_path / "call.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+                    "-ar", "8000", "-ac", "1", "-c:a", "gsm_ms", str(gsm)], check=True,
+                   timeout=60)
+    pcm = tmp_path / "call.raw"
+    decoded = _under_the_units_filters(["ffmpeg", "-v", "error", "-i", str(gsm), "-f", "s16le",
+                                        "-ac", "1", "-ar", "8000", str(pcm)])
+    assert decoded.returncode == 0, decoded.stderr
+    assert pcm.stat().st_size > 2 * 8000, pcm.stat().st_size  # two seconds of 16-bit samples
+    connect = ("import sqlalchemy as sa, sys\n"
+               "with sa.create_engine(sys.argv[1]).connect() as c:\n"
+               "    print(c.execute(sa.text('select 41 + 1')).scalar())\n")
+    query = _under_the_units_filters([sys.executable, "-c", connect, mysql_server])
+    assert query.returncode == 0 and query.stdout.strip() == "42", query.stderr
