@@ -486,3 +486,33 @@ def test_check_reads_the_directory(tmp_path, cdr_db):
     result = run_cli("--config", str(path), "check")
     assert "cannot read the directory" in result.output and result.exit_code != 0
     assert not (tmp_path / "state" / "callers.json").exists()
+
+
+def test_a_missed_call_outside_the_hours_says_why_it_opens_no_incident(tmp_path, cdr_db,
+                                                                       sample_rows, caplog):
+    """A missed call outside incidents.hours opened no incident and nothing said why, not
+    even with -v; check did not show the rule at all. The run now says why at INFO (as it
+    does for a caller not in the directory), and check shows the rule in words."""
+    import logging
+
+    evening = call_from(sample_rows, IVR_NOBODY, "2026-11-26 20:15:00", "89161234567")
+    stranger = call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:15:00", "+74951112233")
+    cdr_db.insert(evening + stranger)
+    sections = {"callers": callers_section(tmp_path),
+                "incidents": INCIDENTS | {"hours": "Mon-Fri 09:00-18:00"},
+                "source": {"start": "2026-11-26 09:00"}}
+    config = make_config(tmp_path, cdr_db.url, **sections)
+    with caplog.at_level(logging.INFO, logger="poller"):
+        report = run_once(config, RunOptions(now=msk("2026-11-26 21:00")))
+    assert report.exit_code == ExitCode.OK and report.incidents_opened == 0, report.summary()
+    assert (f"call {key_of(evening)} from 89161234567 (unanswered): no incident: it came at "
+            "Thu 20:15, outside incidents.hours (Mon-Fri 09:00-18:00, Europe/Moscow)"
+            in caplog.text), caplog.text
+    assert (f"call {key_of(stranger)} from +74951112233 (unanswered): no incident: the caller "
+            "is not in the directory" in caplog.text), caplog.text
+
+    result = run_cli("--config", str(write_config(tmp_path, cdr_db.url, **sections)), "check")
+    rule = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["incidents"]]
+    assert rule and rule[0].startswith("ok"), result.stdout
+    assert "a call " in rule[0] and "unanswered" in rule[0] and "known caller" in rule[0]
+    assert "within Mon-Fri 09:00-18:00 (Europe/Moscow)" in rule[0], rule[0]

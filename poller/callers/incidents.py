@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 from zoneinfo import ZoneInfo
 
-from poller.config.hours import Hours, within
+from poller.config.hours import Hours, parse_hours, within
+from poller.config.schema import IncidentsConfig
 
 # ---------------------------------------------------------------------------------------------
 # which calls open an incident, and folding
@@ -28,6 +29,17 @@ class IncidentRule:
     hours: Hours
     fold: dt.timedelta
     zone: ZoneInfo
+    hours_text: str = ""  # `incidents.hours` as written, for messages
+
+
+def rule_of(incidents: IncidentsConfig, zone: ZoneInfo) -> IncidentRule | None:
+    """The rule `[incidents]` sets, or None when no call opens an incident."""
+    if not incidents.enabled:
+        return None
+    return IncidentRule(frozenset(incidents.statuses),
+                        cast(Literal["known", "any"], incidents.callers),
+                        parse_hours(incidents.hours), dt.timedelta(seconds=incidents.fold),
+                        zone, incidents.hours)
 
 
 @dataclass(frozen=True)
@@ -68,15 +80,42 @@ NONE = Decision("none")
 
 
 def selects(rule: IncidentRule, call: CallFacts) -> bool:
-    """Whether the call would open an incident of its own (status, caller, working hours).
+    """Whether the call would open an incident of its own (status, caller, working hours)."""
+    return call.status in rule.statuses and passed_over(rule, call) is None
+
+
+def passed_over(rule: IncidentRule, call: CallFacts) -> str | None:
+    """Why a call of one of the rule's statuses opens no incident, or None when it does not
+    fail the rule: said to the administrator, who otherwise cannot tell a rule from a bug.
 
     "any" caller still needs a normalised number: an anonymous or unparsable caller cannot be
     called back, and folding needs a number to compare."""
-    if call.status not in rule.statuses or call.number_e164 is None:
-        return False
+    if call.number_e164 is None:
+        return "no incident: the caller's number is hidden or not a phone number"
     if rule.callers == "known" and not call.known:
-        return False
-    return within(rule.hours, call.start, rule.zone)
+        return ("no incident: the caller is not in the directory (incidents.callers = "
+                "\"known\")")
+    if not within(rule.hours, call.start, rule.zone):
+        local = call.start.astimezone(rule.zone)
+        return (f"no incident: it came at {local:%a %H:%M}, outside incidents.hours "
+                f"({rule.hours_text}, {rule.zone.key})")
+    return None
+
+
+def describe(rule: IncidentRule) -> str:
+    """The rule in one line, for `check`."""
+    statuses = " or ".join(sorted(rule.statuses))
+    who = "a known caller" if rule.callers == "known" else "any caller with a number"
+    when = (f"within {rule.hours_text} ({rule.zone.key})" if not rule.hours.always
+            else "at any hour")
+    fold = (f"; later calls of the number within {_span(rule.fold)} join it"
+            if rule.fold > dt.timedelta(0) else "")
+    return f"a call {statuses} from {who}, {when}, opens an incident{fold}"
+
+
+def _span(span: dt.timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
 
 
 def decide(rule: IncidentRule, call: CallFacts, open_incidents: Iterable[OpenIncident]

@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from poller.callers.directory import describe, verify
+from poller.callers.incidents import describe as describe_rule
+from poller.callers.incidents import rule_of
 from poller.config.schema import Config
 from poller.errors import PollerError
 from poller.ledger.health import error_text, problems
@@ -343,8 +345,15 @@ def _callers(config: Config) -> Iterator[Result]:
         yield Result("callers rows", WARN, problem)
 
 
+def _incidents(config: Config) -> Iterator[Result]:
+    """The incident rule in words: a missed call that opens none is otherwise a mystery."""
+    rule = rule_of(config.incidents, ZoneInfo(config.source.timezone))
+    if rule is not None:
+        yield Result("incidents", OK, describe_rule(rule))
+
+
 CHECKS: list[tuple[str, Callable[[Config], Iterator[Result]]]] = [
     ("source", _source), ("reconcile", _reconcile), ("state", _state), ("journal", _journal),
     ("target", _target), ("encoder", _encoder), ("recordings", _recordings),
-    ("metrics", _metrics), ("callers", _callers),
+    ("metrics", _metrics), ("callers", _callers), ("incidents", _incidents),
 ]

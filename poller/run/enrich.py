@@ -12,11 +12,18 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
-from poller.callers.incidents import CallFacts, IncidentRule, OpenIncident, apply, decide
-from poller.config.hours import parse_hours
+from poller.callers.incidents import (
+    CallFacts,
+    IncidentRule,
+    OpenIncident,
+    apply,
+    decide,
+    passed_over,
+    rule_of,
+)
 from poller.config.schema import CallersConfig, IncidentsConfig
 from poller.ledger.incidents import IncidentChanges
 from poller.ledger.settings import DirectoryOutage
@@ -174,13 +181,8 @@ class Enricher:
     @classmethod
     def build(cls, callers: CallersConfig, incidents: IncidentsConfig, state_dir: str,
               zone: ZoneInfo, now: dt.datetime, report: RunReport) -> Enricher:
-        rule = None
-        if incidents.enabled:
-            rule = IncidentRule(frozenset(incidents.statuses),
-                                cast(Literal["known", "any"], incidents.callers),
-                                parse_hours(incidents.hours), dt.timedelta(seconds=incidents.fold),
-                                zone)
-        return cls(CallerLookup(callers, state_dir, now, report), callers, rule, report)
+        return cls(CallerLookup(callers, state_dir, now, report), callers,
+                   rule_of(incidents, zone), report)
 
     def __call__(self, calls: Sequence[Call], ledger: EnrichLedger
                  ) -> tuple[list[Call], IncidentChanges]:
@@ -228,6 +230,9 @@ class Enricher:
             open_now = apply(decision, facts, open_now)
             if decision.incident is not None:
                 self._note(decision.action, decision.incident, call, open_now, changes)
+            elif facts.status in rule.statuses:
+                log.info("call %s from %s (%s): %s", call.key, call.number or "unknown",
+                         facts.status, passed_over(rule, facts))
             decided[call.key] = replace(call, incident=decision.incident)
         return [decided[call.key] for call in calls], changes
 
