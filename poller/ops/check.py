@@ -27,6 +27,7 @@ from poller.ledger.health import error_text, problems
 from poller.ledger.store import Ledger
 from poller.localfiles import user
 from poller.recordings.files import RecordingDenied, unreadable_sample
+from poller.run.owner import OWNER_FILE, conflict, owner_of
 from poller.run.report import plural
 from poller.source.kinds import open_source, reconcile_source
 from poller.source.skew import rows_ahead
@@ -191,9 +192,11 @@ def _state(config: Config) -> Iterator[Result]:
     for name in ("tmp", "directory"):
         if (state_dir / name).is_dir():
             _writable_folder(state_dir / name)
-    for name in ("poller.lock", "journal", "state.db", "state.db-wal", "state.db-shm"):
+    for name in ("poller.lock", "journal", "state.db", "state.db-wal", "state.db-shm",
+                 OWNER_FILE):
         _writable_file(state_dir / name)
-    yield Result("state.dir", OK, detail)
+    shared = conflict(state_dir, owner_of(config.state.database_url, config.source.name))
+    yield Result("state.dir", FAIL, shared) if shared else Result("state.dir", OK, detail)
     try:
         ledger = Ledger.open_existing(config.state.database_url, read_only=True,
                                        source=config.source.name)

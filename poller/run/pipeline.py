@@ -45,6 +45,7 @@ from poller.run.marks import (
 )
 from poller.run.metrics import LedgerFigures, write_metrics
 from poller.run.options import Progress, RunOptions
+from poller.run.owner import claim, owner_of
 from poller.run.read import Builder, ReadLedger, ReadPhase
 from poller.run.reconcile import reconcile
 from poller.run.report import RunReport, plural
@@ -199,6 +200,8 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
     url, source = config.state.database_url, config.source.name
     with RunLock(config.state.dir, wait=options.backfill), \
             ledger_lock(url, source, options.backfill) as held:
+        # before anything in state.dir is touched: another config's journal and files
+        claim(config.state.dir, owner_of(url, source))
         _clear_leftovers(config.state.dir)
         ledger = Ledger(url, source=source)
         try:
