@@ -30,7 +30,7 @@ from poller.cli.main import main
 from poller.config.load import from_mapping
 from poller.config.schema import ARCHIVE_LOCALES, ArchiveConfig
 from poller.errors import ConfigError
-from poller.model import Call
+from poller.model import STATUSES, Call
 from poller.targets.archive.pages import (
     PAGE,
     SUMMARY,
@@ -122,13 +122,18 @@ def test_a_recording_is_offered_only_when_its_mp3_is_there(tmp_path):
     write_record(tmp_path / "archive", record("with", start), mp3)
     gone = write_record(tmp_path / "archive", record("gone", start), mp3)
     gone.with_suffix(".mp3").unlink()
-    write_record(tmp_path / "archive", record("empty", start, status="unanswered",
+    write_record(tmp_path / "archive", record("empty", start, status="answered",
+                                               problem="empty"))
+    # nobody answered: nothing to record, and MixMonitor's header-only file is no news
+    write_record(tmp_path / "archive", record("missed", start, status="unanswered",
                                                problem="empty"))
     site(tmp_path / "archive").build()
     page = (tmp_path / "archive/2026/11/26" / PAGE).read_text()
     assert 'data-src="with.mp3"' in page and 'href="with.mp3"' in page
     assert "gone.mp3" not in page
-    assert "empty recording" in page
+    rows = dict(rows_of(tmp_path / "archive/2026/11/26" / PAGE))
+    assert rows["c-empty"][6] == "empty recording"
+    assert rows["c-missed"][6] == ""
 
 
 def test_records_waiting_for_their_mp3_and_broken_files_are_left_out(tmp_path, caplog):
@@ -244,7 +249,46 @@ def test_missed_callers_wait_until_a_later_call_from_them_is_answered(tmp_path):
     ("anonymous", None), ("", None), ("Anonymous", None)])
 def test_callers_are_matched_on_their_last_ten_digits(number, key):
     assert callback_key(number) == key
-    assert callback_key(number, "+79161234567") == "+79161234567"
+    assert callback_key(number, "+79161234567") == "9161234567"
+
+
+def test_a_caller_is_listed_once_whether_or_not_the_records_have_number_e164(tmp_path):
+    """Calls delivered before callers.country was set have no number_e164; the later ones
+    have it: one caller to call back, with both missed calls counted."""
+    early = record("m1", at(9), number="89161234567", status="unanswered")
+    later = record("m2", at(11), number="89161234567", status="busy")
+    later["number_e164"] = "+79161234567"
+    for data in (early, later):
+        write_record(tmp_path, data)
+    site(tmp_path).build()
+    summary = DaySummary.of(DAY, read_day(tmp_path / "2026/11/26"))
+    waiting = follow_ups([summary], at(0))
+    assert [(item.last.key, item.attempts) for item in waiting] == [("m2", 2)]
+    index = (tmp_path / PAGE).read_text()
+    assert "To call back (1)" in index and index.count('href="2026/11/26/index.html#c-m') == 1
+
+
+def test_the_incident_badge_says_who_opened_it_not_a_key(tmp_path):
+    """Keys begin with the epoch of the call's start (Asterisk's uniqueid): the badge of a
+    call that joined an incident gives the time of the call that opened it."""
+    first, second = f"{int(at(9).timestamp())}.10", f"{int(at(9, 15).timestamp())}.14"
+    opened = record(first, at(9), number="+79161234567", status="unanswered")
+    joined = record(second, at(9, 15), number="+79161234567", status="unanswered")
+    elsewhere = record("pbx2:1795000000.3", at(10), status="busy")  # opened on another day
+    for data in (opened, joined, elsewhere):
+        data["incident"] = first if data is not elsewhere else "pbx2:1795000000.3x"
+        write_record(tmp_path, data)
+    site(tmp_path).build()
+    rows = dict(rows_of(tmp_path / "2026/11/26" / PAGE))
+    assert rows[f"c-{first}"][1].endswith("opened an incident")
+    assert rows[f"c-{second}"][1].endswith("in the incident of the 09:00 call"), rows
+    assert rows["c-pbx2:1795000000.3"][1].endswith("in an incident")  # no epoch to read
+    assert f">incident {first}<" not in (tmp_path / "2026/11/26" / PAGE).read_text()
+
+
+def test_the_pages_use_the_command_lines_words_for_statuses():
+    """`unanswered` and `impossible`, as `poller run --dry-run` and the records say them."""
+    assert STRINGS["en"]["statuses"] == {status: status for status in STATUSES}
 
 
 def test_russian_pages(tmp_path):
@@ -253,7 +297,7 @@ def test_russian_pages(tmp_path):
     day = (tmp_path / "2026/11/26" / PAGE).read_text()
     index = (tmp_path / PAGE).read_text()
     assert '<html lang="ru"' in day and '<html lang="ru"' in index
-    assert "четверг, 26 ноября 2026" in day and "пропущен" in day and "Кузнецов Пётр" in day
+    assert "четверг, 26 ноября 2026" in day and "без ответа" in day and "Кузнецов Пётр" in day
     assert "Ноябрь 2026" in index and "Перезвонить (1)" in index
     assert long_date(DAY, "en") == "Thursday, 26 November 2026"
 

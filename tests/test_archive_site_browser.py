@@ -103,6 +103,7 @@ def test_the_demo_days_show_the_calls_the_pipeline_delivered(site, page):
     days = page.eval_on_selector_all("table.days tbody th a", "links => links.map(a => a.href)")
     demo_days = [link for link in days if f"{DAY:%Y/%m/%d}" not in link]
     assert demo_days
+    seen_incident: list[str] = []
     for link in demo_days:
         page.goto(link)
         folder = Path(link.removeprefix("file://")).parent
@@ -113,10 +114,18 @@ def test_the_demo_days_show_the_calls_the_pipeline_delivered(site, page):
         for record in records:
             row = page.locator(f'tr[id="c-{record["key"]}"]')
             assert row.locator("td").nth(1).inner_text().startswith(record["number"])
-            assert row.locator(".s").inner_text().endswith(
-                {"unanswered": "missed", "impossible": "not connected"}.get(
-                    record["status"], record["status"]))
+            # the command line's words for the statuses
+            assert row.locator(".s").inner_text() == record["status"]
             assert row.locator("button.play").count() == (1 if record["recording"] else 0)
+            cells = row.locator("td").all_inner_texts()
+            if record["status"] != "answered":
+                assert "recording" not in cells[6], cells  # not "empty recording"
+            if record.get("incident"):
+                assert record["incident"] not in cells[1], cells  # a sentence, not a key
+                assert re.search(r"(opened an incident|in the incident of the \d\d:\d\d "
+                                 r"call)$", cells[1]), cells
+                seen_incident.append(record["key"])
+    assert len(seen_incident) == 2  # the demo's incident: the call that opened it, one joined
 
 
 def test_the_status_filter_and_the_number_search(site, page):
@@ -255,7 +264,11 @@ def paged(tmp_path_factory: pytest.TempPathFactory) -> Site:
     day = DAY + dt.timedelta(days=1)
     records = synthetic_day(archive, day, 1580)
     last = dt.datetime.fromisoformat(str(records[-1]["start"])) + dt.timedelta(minutes=1)
-    hostile = record("zz.1", last, number="+79165550101", name=NAME, status="unanswered")
+    hostile = record("zz.1", last, number="+79165550101", name=NAME, status="unanswered",
+                     problem="empty")
+    # it joined the incident the day's first call opened (keys begin with the start's epoch)
+    first = dt.datetime.fromisoformat(str(records[0]["start"]))
+    hostile["incident"] = f"{int(first.timestamp())}.1"
     write_record(archive, hostile)
     report = build_site(archive, "en", "Europe/Moscow")
     assert not report.failed and report.calls == 1581
@@ -280,7 +293,8 @@ def test_a_day_in_parts_shows_a_screenful_and_finds_every_call(paged, page):
     made = page.locator('tr[id="c-zz.1"]')
     cells = made.locator("td").all_inner_texts()
     assert cells[0] == str(paged.records[-1]["start"])[11:19]
-    assert cells[1] == f"+79165550101 {HOSTILE}" and cells[2].endswith("missed")
+    assert cells[1] == f"+79165550101 {HOSTILE} in the incident of the 08:00 call", cells
+    assert cells[2] == "unanswered" and cells[6] == ""  # nobody answered: nothing recorded
     assert page.evaluate("typeof window.pwned") == "undefined"
     assert page.locator("#calls script, #calls img").count() == 0
     # the filter and the search see every part

@@ -18,7 +18,7 @@ log = logging.getLogger("poller")
 
 PAGE = "index.html"
 SUMMARY = ".summary"  # not *.json: readers of the archive take every *.json for a call record
-SUMMARY_VERSION = 2
+SUMMARY_VERSION = 3  # 3: callers matched on the last ten digits, number_e164 or not
 # A day page holds its first part of calls as HTML; each part after it is a script beside the
 # page (`<script src>` works from file://, where a fetch() does not) that the page's JS shows a
 # screenful at a time: 50,000 calls as one table were 25 MB that a browser took 99 s to open.
@@ -30,6 +30,9 @@ _PART_TAIL = b");\n"
 MISSED = tuple(status for status in STATUSES if status != Status.ANSWERED)
 FOLLOW_UP_DAYS = 30  # how far back a missed call still asks to be returned
 FOLLOW_UP_SHOWN = 200
+# a call key's epoch: Asterisk's uniqueid (and linkedid) is `<epoch>.<sequence>`, after a
+# `systemname-` or a `source.name:` when there is one
+_EPOCH_KEY = re.compile(r"(?:^|[^\d])(\d{9,10})\.\d+$")
 _NO_CALLER = {"", "anonymous", "unknown", "private", "restricted", "unavailable"}
 
 
@@ -107,6 +110,28 @@ class CallRow:
         return self.caller_name or self.name
 
     @property
+    def shown_problem(self) -> str | None:
+        """The recording problem worth a word: a call nobody answered has nothing to record,
+        and its header-only file (MixMonitor writes one) is no news. site.js does the same."""
+        if self.recording_problem == "empty" and self.status != "answered":
+            return None
+        return self.recording_problem
+
+    def incident_label(self, words: Mapping[str, Any]) -> str:
+        """The incident badge: whether this call opened it, else the time of the call that
+        did (a call key begins with the epoch Asterisk's uniqueid starts with), never the raw
+        key. site.js does the same for the rows it makes."""
+        if self.incident == self.key:
+            return str(words["incident_opened"])
+        match = _EPOCH_KEY.search(self.incident or "")
+        if match is None:
+            return str(words["incident_joined"])
+        opened = dt.datetime.fromtimestamp(int(match.group(1)), self.start.tzinfo)
+        when = f"{opened:%H:%M}" if opened.date() == self.start.date() else \
+            f"{opened:%Y-%m-%d %H:%M}"
+        return str(words["incident_of"]).format(when=when)
+
+    @property
     def callback(self) -> str | None:
         """What makes two calls "the same caller", or None for a caller nobody can ring back."""
         return callback_key(self.number, self.number_e164)
@@ -117,13 +142,12 @@ def _text(value: Any) -> str:
 
 
 def callback_key(number: str, e164: str | None = None) -> str | None:
-    """The normalised number when caller identification gave one, else the last ten digits:
-    `89161234567` and `+79161234567` are one caller."""
-    if e164:
-        return e164
-    if number.strip().lower() in _NO_CALLER:
+    """The last ten digits of the number (of its normalised form when caller identification
+    gave one): `89161234567` and `+79161234567` are one caller, whether or not the record was
+    written before `callers.country` was set and so lacks `number_e164`."""
+    if not e164 and number.strip().lower() in _NO_CALLER:
         return None
-    digits = re.sub(r"\D+", "", number)
+    digits = re.sub(r"\D+", "", e164 or number)
     return digits[-10:] or None
 
 

@@ -62,6 +62,19 @@
                      String(data[5]), String(data[6]), data[7]]};
   }
 
+  function incidentLabel(data, words) {
+    // as CallRow.incident_label: who opened the incident, by the time its key begins with
+    if (data[11] === data[0]) return words.incident_opened;
+    var epoch = /(?:^|[^\d])(\d{9,10})\.\d+$/.exec(data[11]);
+    var offset = /([+-])(\d\d):(\d\d)$/.exec(data[1]);
+    if (!epoch || !offset) return words.incident_joined;
+    var minutes = (offset[1] === "-" ? -1 : 1) * (Number(offset[2]) * 60 + Number(offset[3]));
+    var local = new Date((Number(epoch[1]) + minutes * 60) * 1000).toISOString();
+    var when = local.slice(0, 10) === data[1].slice(0, 10) ? local.slice(11, 16)
+                                                           : local.slice(0, 10) + " " + local.slice(11, 16);
+    return fill(words.incident_of, {when: when});
+  }
+
   function makeRow(item, words) {
     var data = item.data, number = data[2] || words.anonymous, time = data[1].slice(11, 19);
     var row = element("tr");
@@ -86,7 +99,9 @@
     }
     if (data[11]) {
       caller.appendChild(document.createTextNode(" "));
-      caller.appendChild(element("span", "incident", words.incident + " " + data[11]));
+      var badge = element("span", "incident", incidentLabel(data, words));
+      badge.title = words.incident + " " + data[11];
+      caller.appendChild(badge);
     }
     cell(item.values[2]).appendChild(element("span", "s s-" + item.status,
                                              words.labels[item.status] || item.status));
@@ -104,7 +119,8 @@
       recording.appendChild(play);
       recording.appendChild(document.createTextNode(" "));
       recording.appendChild(download);
-    } else if (data[10]) {
+    } else if (data[10] && !(data[10] === "empty" && item.status !== "answered")) {
+      // a call nobody answered has nothing to record: its header-only file is no news
       recording.appendChild(element("span", "problem", words.problems[data[10]] || data[10]));
     }
     var link = element("a", "", words.record);
