@@ -554,3 +554,52 @@ def test_check_fails_when_no_call_could_be_taken_as_incoming(tmp_path, sample_ro
     result = run_cli("--config", str(seeing), "check")
     columns = [line for line in result.stdout.splitlines() if "source columns" in line]
     assert columns and columns[0].startswith("warn"), result.stdout
+
+
+# -- the first run: what it did not read, and where the pages are
+
+def test_the_first_run_and_status_say_what_was_not_read_and_the_backfill_for_it(
+        tmp_path, sample_rows, caplog):
+    """The first run delivered only the last 4 hours (6 of the day's 20 calls) and nothing
+    said so — not the run, not status — nor suggested `run --since`; a run did not say where
+    the archive pages are. Now the first run and status say how many rows were left, since
+    when, and the backfill that delivers them, until a backfill covers them."""
+    import logging
+
+    rows = calls_at(sample_rows, local("2026-11-26 02:30:00"), local("2026-11-26 05:10:00"),
+                    local("2026-11-26 10:15:00"))
+    url = cdr_table(tmp_path, rows)
+    path = write_config(tmp_path, url, source={"start": ""})
+    config = load(path, env={})
+    (tmp_path / "monitor").mkdir()
+    with caplog.at_level(logging.INFO, logger="poller"):
+        report = run_once(config, RunOptions(now=msk("2026-11-26 12:00")))
+    assert report.delivered_count == 1, report.summary()
+    backfill = "poller run --since 2026-11-26 --until '2026-11-26 08:00'"
+    said = [r.getMessage() for r in caplog.records if "first run" in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    assert "from 2026-11-26 08:00 on" in said[0] and "2 cdr rows before then" in said[0]
+    assert "back to 2026-11-26 02:30" in said[0] and f"`{backfill}` delivers them" in said[0]
+    pages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("archive pages")]
+    assert pages and str(tmp_path / "archive" / "index.html") in pages[0], caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="poller"):
+        run_once(config, RunOptions(now=msk("2026-11-26 12:05")))
+    assert "first run" not in caplog.text and "archive pages" not in caplog.text
+
+    text = run_cli("--config", str(path), "status").stdout
+    history = [line for line in text.splitlines() if line.startswith("history:")]
+    assert history and "2 cdr rows before 2026-11-26 08:00:00 +03:00" in history[0], text
+    assert backfill in history[0]
+    assert f"pages:       {tmp_path / 'archive' / 'index.html'}" in text
+    data = json.loads(run_cli("--config", str(path), "status", "--json").stdout)
+    assert data["unread_history"] == {"before": "2026-11-26T08:00:00+03:00",
+                                      "oldest": "2026-11-26T02:30:00+03:00", "rows": 2,
+                                      "backfill": backfill}
+
+    run_once(config, RunOptions(since=local("2026-11-26 00:00"), until=local("2026-11-26 08:00"),
+                                now=msk("2026-11-26 12:10")))
+    assert "history:" not in run_cli("--config", str(path), "status").stdout
+    assert json.loads(run_cli("--config", str(path), "status", "--json").stdout)[
+        "unread_history"] is None

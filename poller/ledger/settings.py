@@ -124,6 +124,16 @@ class Settings:
     def set_origin(self, origin: dt.datetime) -> None:
         self.put("origin", origin.isoformat())
 
+    def unread_history(self) -> str | None:
+        """The note of the rows before the origin that no run read (poller.run.history)."""
+        return self.get("unread_history")
+
+    def set_unread_history(self, note: str | None) -> None:
+        if note is None:
+            self.forget("unread_history")
+        else:
+            self.put("unread_history", note)
+
     def warned_on(self) -> dt.date | None:
         """The day configuration warnings were last logged (they are logged once a day)."""
         value = self.get("warned_on")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,7 @@ from poller.ledger.settings import TargetOutage
 from poller.ledger.store import Ledger
 from poller.logs import escape_controls
 from poller.model import PENDING, UNBUILT, IncidentStage, Stage
+from poller.run.history import UnreadHistory
 from poller.run.ledgerlock import held_in_ledger, is_server
 from poller.run.lock import held_by
 from poller.run.report import waiting_phrase
@@ -53,6 +55,8 @@ class Overview:
     reconciled_total: int = 0  # calls taken from Master.csv: the cdr table lacked them
     ledger_error: str | None = None  # the ledger, or a part of it, could not be read
     source: str = ""  # source.name: the PBX whose part of the ledger this is
+    unread: UnreadHistory | None = None  # rows before the origin no run has read
+    pages: str | None = None  # the archive's index.html, with the archive target
 
     @property
     def failing(self) -> bool:
@@ -91,6 +95,8 @@ def collect(config: Config, now: dt.datetime | None = None, own_source: bool = T
     zone = ZoneInfo(config.source.timezone)
     status = Overview(None, None, None, {}, now=now or dt.datetime.now(dt.UTC), zone=zone,
                       run_pid=held_by(config.state.dir), source=config.source.name)
+    if config.target.kind == "archive":
+        status.pages = str(Path(config.target.archive.dir) / "index.html")
     if is_server(config.state.database_url):  # the lock that counts is the ledger's
         holder = held_in_ledger(config.state.database_url, config.source.name)
         if holder is not None:
@@ -112,6 +118,8 @@ def collect(config: Config, now: dt.datetime | None = None, own_source: bool = T
             status.failed_incidents = _read(
                 status, lambda: ledger.failed_incidents(limit=SHOWN), [])
             status.reconciled_total = _read(status, ledger.reconciled_total, 0)
+            status.unread = UnreadHistory.from_setting(_read(status, ledger.unread_history,
+                                                             None))
         finally:
             ledger.close()
     if not own_source:
@@ -193,6 +201,11 @@ def to_json(status: Overview) -> dict[str, Any]:
         "reconciled_total": status.reconciled_total,
         "last_run": _last_run_json(status),
         "ledger_error": status.ledger_error,
+        "unread_history": None if status.unread is None else {
+            "before": _iso(status.local(status.unread.before)),
+            "oldest": _iso(status.local(status.unread.oldest)),
+            "rows": status.unread.rows, "backfill": status.unread.backfill()},
+        "pages": status.pages,
     }
 
 
@@ -250,8 +263,12 @@ def render(status: Overview) -> str:
         lines.append(f"lag:         the oldest call waiting started "
                      f"{_duration(status.now - oldest.call.start)} ago "
                      f"({_at(oldest.call.start.astimezone(status.zone))}, {oldest.key})")
+    if status.unread is not None:
+        lines.append(f"history:     {status.unread.said(_at(status.local(status.unread.before)))}")
     counts = ", ".join(f"{stage} {n}" for stage, n in sorted(status.counts.items())) or "none"
     lines.append(f"calls:       {counts}")
+    if status.pages:
+        lines.append(f"pages:       {status.pages}")
     lines.extend(_callers_and_incidents(status))
     if status.reconciled_total:
         last = (status.last_run or {}).get("reconciled", 0)

@@ -50,6 +50,9 @@ class DryRunLedger:
     def set_origin(self, origin: dt.datetime) -> None:
         self.marks["origin"] = origin
 
+    def set_unread_history(self, note: str | None) -> None:
+        self.marks["unread_history"] = note
+
     def warned_on(self) -> dt.date | None:
         return self._mark("warned_on", lambda b: b.warned_on())
 

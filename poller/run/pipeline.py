@@ -32,6 +32,7 @@ from poller.recordings.transcode import Encoded, EncoderProcess
 from poller.run.delivery import Courier, deliver_due
 from poller.run.dryrun import DryRunLedger
 from poller.run.enrich import Enricher
+from poller.run.history import UnreadHistory, after_backfill
 from poller.run.incident_delivery import deliver_incidents
 from poller.run.ledgerlock import ledger_lock
 from poller.run.lock import RunLock
@@ -76,8 +77,27 @@ def run_once(config: Config, options: RunOptions | None = None,
     # one encoder child for the whole run (started by the first recording, if any)
     with EncoderProcess(config.transcode) as encoder:
         if options.backfill:
-            return _backfill(config, options, moment, target_factory, encoder)
+            report = _backfill(config, options, moment, target_factory, encoder)
+            if options.since is not None and not report.unavailable and \
+                    not options.should_stop():
+                _backfilled(config, options.since, options.until)
+            return report
         return _batch(config, options, moment, target_factory, encoder)
+
+
+def _backfilled(config: Config, since: dt.datetime, until: dt.datetime | None) -> None:
+    """A backfill that read the rows a fresh ledger left unread takes them off its note."""
+    ledger = Ledger.open_existing(config.state.database_url, source=config.source.name)
+    if ledger is None:
+        return
+    try:
+        history = UnreadHistory.from_setting(ledger.unread_history())
+        if history is not None:
+            left = after_backfill(history, since, until)
+            if left != history:
+                ledger.set_unread_history(left.to_setting() if left is not None else None)
+    finally:
+        ledger.close()
 
 
 def _moment(config: Config, options: RunOptions) -> Moment:

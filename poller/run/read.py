@@ -25,6 +25,7 @@ from poller.config.schema import IncomingRules, SourceConfig
 from poller.ledger.incidents import IncidentChanges
 from poller.ledger.schema import Known
 from poller.model import Call, Leg, Stage, Status
+from poller.run.history import UnreadHistory
 from poller.run.marks import (
     CLOCK_SKEW,
     FROM_CALLDATE,
@@ -76,6 +77,8 @@ class ReadLedger(Protocol):
     def origin(self) -> dt.datetime | None: ...
 
     def set_origin(self, origin: dt.datetime) -> None: ...
+
+    def set_unread_history(self, note: str | None) -> None: ...
 
     def warned_on(self) -> dt.date | None: ...
 
@@ -222,7 +225,21 @@ class ReadPhase:
         start = parse_local(self.config.start) if self.config.start else None
         origin = first_origin(start, self.lookback, self.moment)
         self.ledger.set_origin(origin)
+        self.note_history(origin)
         return origin
+
+    def note_history(self, origin: dt.datetime) -> None:
+        """The first run: say what it leaves unread before its origin, and keep it for
+        `status` (a source that cannot count its rows says nothing)."""
+        count = getattr(self.source, "rows_before", None)
+        rows, oldest = count(origin) if count is not None else (0, None)
+        if not rows or oldest is None:
+            return
+        history = UnreadHistory(origin, oldest, rows)
+        self.ledger.set_unread_history(history.to_setting())
+        log.info("first run of this ledger: it reads the calls from %s on (source.start: by "
+                 "default the lookback before now); %s", f"{origin:%Y-%m-%d %H:%M}",
+                 history.said("then"))
 
     def move_marks(self, axis: Axis) -> None:
         reach = self.reach

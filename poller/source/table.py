@@ -186,6 +186,17 @@ class CdrSource:
         return _to_datetime(self._scalar(sa.select(sa.func.max(self.table.c.calldate))),
                             self.zone)
 
+    def rows_before(self, calldate: dt.datetime) -> tuple[int, dt.datetime | None]:
+        """How many rows began before `calldate`, and the oldest one's calldate: what a fresh
+        ledger's first run does not read (asked once, by that run)."""
+        query = sa.select(sa.func.count(), sa.func.min(self.table.c.calldate)).where(
+            self.table.c.calldate < self._bound(calldate))
+        try:
+            count, oldest = self._connection().execute(query).one()
+        except sa.exc.OperationalError as exc:
+            raise _classify(exc, self.config.url) from None
+        return int(count or 0), _to_datetime(oldest, self.zone)
+
     def newest_position(self, column: str) -> Any:
         return self._position(self._scalar(sa.select(sa.func.max(self.table.c[column]))))
 

@@ -124,11 +124,17 @@ class ArchiveTarget:
         are delivered whatever becomes of their pages.
         """
 
+        index = self.root / "index.html"
+        first = not index.exists()
         report = ArchiveSite(self.root, self.locale, self.timezone).update(
             self.changed_days, self.changed_records)
         self.changed_days.clear()
         self.changed_records.clear()
-        if report.days or report.index:
+        if report.index and first:
+            # the first pages of this archive: say where they are (later runs: -v)
+            log.info("archive pages: %s (open it in a browser; `poller status` shows it)",
+                     index)
+        elif report.days or report.index:
             log.debug("archive pages: %s", report.summary())
 
     def close(self) -> None:
