@@ -1,10 +1,12 @@
-"""What an administrator touches every day, on a real MariaDB cdr table: `poller status` (text
-and JSON), `poller check`, `poller retry`, the Prometheus metrics file, follow mode, upkeep of
-the ledger and the archive, the ledger's own schema version, backfill progress and the logs.
+"""What an administrator touches every day: `poller status` (text and JSON), `poller check`,
+`poller retry`, the Prometheus metrics file, follow mode, upkeep of the ledger and the archive,
+the ledger's own schema version, backfill progress and the logs. Each runs on a cdr table in a
+SQLite file and again on MariaDB (the cdr_url fixture); what only a server shows (its grants)
+on MariaDB alone.
 
 Calls are copies of the real sample calls (tests/data/samples) moved to new times by the
-helpers of test_pipeline_mariadb.py. Runs through the library pin the clock; runs through the
-command line use the real clock, so their calls are placed relative to now.
+helpers of support.py. Runs through the library pin the clock; runs through the command line
+use the real clock, so their calls are placed relative to now.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from support import (
     clone_call,
     direct_calls,
     entry_of,
+    execute_sql,
+    insert_rows,
     key_of,
     legs_of,
     local,
@@ -176,7 +180,7 @@ def readme_status_schema() -> dict[str, list[str]]:
 
 # -- status
 
-def _status_scene(tmp_path: Path, cdr_db: Any, sample_rows: list[dict[str, Any]]
+def _status_scene(tmp_path: Path, cdr_url: Any, sample_rows: list[dict[str, Any]]
                   ) -> tuple[Any, dict[str, str]]:
     """A morning at 10:00: one call delivered, one parked by a refusing target (max_attempts 1),
     one waiting for its recording, and an outgoing call that ended seconds ago (unsettled)."""
@@ -185,22 +189,22 @@ def _status_scene(tmp_path: Path, cdr_db: Any, sample_rows: list[dict[str, Any]]
     parked = clone_call(direct, local("2026-11-26 09:35:00"))
     waiting = clone_call(direct, local("2026-11-26 09:40:00"), keep_name=True)
     recent = clone_call(legs_of(sample_rows, OUTGOING), local("2026-11-26 09:59:40"))
-    cdr_db.insert(delivered + parked + waiting + recent)
+    insert_rows(cdr_url, delivered + parked + waiting + recent)
     sections = {"retry": {"max_attempts": 1}, "recordings": {"wait": "1h"}}
-    config = make_config(tmp_path, cdr_db.url, **sections)
+    config = make_config(tmp_path, cdr_url, **sections)
     keys = {"delivered": key_of(delivered), "parked": key_of(parked),
             "waiting": key_of(waiting), "recording": waiting[0]["recordingfile"]}
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")),
                       target_factory=refusing({keys["parked"]}))
     assert report.exit_code == 1, report.summary()
     assert (sum(report.delivered.values()), report.parked, report.waiting) == (1, 1, 1)
-    write_config(tmp_path, cdr_db.url, **sections)
+    write_config(tmp_path, cdr_url, **sections)
     return config, keys
 
 
-def test_status_text_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
+def test_status_text_after_a_run(tmp_path, cdr_url, sample_rows, recordings_dir):
     """status after a morning's run: lag, calls by stage, a call waiting for its WAV, one parked."""
-    _, keys = _status_scene(tmp_path, cdr_db, sample_rows)
+    _, keys = _status_scene(tmp_path, cdr_url, sample_rows)
     result = run_cli("--config", str(tmp_path / "poller.toml"), "status")
     assert result.exit_code == 0, result.output
     text = result.stdout
@@ -222,9 +226,9 @@ def test_status_text_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
                      r"1 waiting, 1 failed, 4 rows read, [\d.]+s$", text, re.M), text
 
 
-def test_status_json_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
+def test_status_json_after_a_run(tmp_path, cdr_url, sample_rows, recordings_dir):
     """status --json after that run: every README key, lag_seconds, waiting reason, last_error."""
-    _, keys = _status_scene(tmp_path, cdr_db, sample_rows)
+    _, keys = _status_scene(tmp_path, cdr_url, sample_rows)
     result = run_cli("--config", str(tmp_path / "poller.toml"), "status", "--json")
     assert result.exit_code == 0, result.output
     status = json.loads(result.stdout)
@@ -292,10 +296,10 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-def test_status_json_lists_every_stage_even_at_zero(tmp_path, cdr_db, sample_rows,
+def test_status_json_lists_every_stage_even_at_zero(tmp_path, cdr_url, sample_rows,
                                                     recordings_dir):
     """A script reads calls.failed from status --json: all six documented stages, 0 if none."""
-    _status_scene(tmp_path, cdr_db, sample_rows)
+    _status_scene(tmp_path, cdr_url, sample_rows)
     status = json.loads(run_cli("--config", str(tmp_path / "poller.toml"), "status",
                             "--json").stdout)
     assert set(readme_status_schema()["calls"]) == {"seen", "created", "attached", "done",
@@ -304,10 +308,10 @@ def test_status_json_lists_every_stage_even_at_zero(tmp_path, cdr_db, sample_row
                                "skipped": 0}
 
 
-def test_status_with_the_source_down_still_shows_the_ledger(tmp_path, cdr_db, sample_rows):
+def test_status_with_the_source_down_still_shows_the_ledger(tmp_path, cdr_url, sample_rows):
     """cdr database down: status still shows the ledger, says unreachable, hides the password."""
-    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
-    report = run_once(make_config(tmp_path, cdr_db.url), RunOptions(now=msk("2026-11-26 10:00")))
+    direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"))
+    report = run_once(make_config(tmp_path, cdr_url), RunOptions(now=msk("2026-11-26 10:00")))
     assert report.exit_code == 0, report.summary()
     path = write_config(tmp_path, UNREACHABLE)
 
@@ -329,9 +333,9 @@ def test_status_with_the_source_down_still_shows_the_ledger(tmp_path, cdr_db, sa
     assert PASSWORD not in result.output
 
 
-def test_status_before_the_first_run(tmp_path, cdr_db):
+def test_status_before_the_first_run(tmp_path, cdr_url):
     """status on a fresh install (no ledger yet) says so, exits 0 and creates nothing."""
-    path = write_config(tmp_path, cdr_db.url)
+    path = write_config(tmp_path, cdr_url)
     result = run_cli("--config", str(path), "status")
     assert result.exit_code == 0, result.output
     assert "watermark:   none yet" in result.stdout
@@ -414,9 +418,9 @@ def test_check_unreachable_source_fails_that_line_only(tmp_path, recordings_dir)
     assert PASSWORD not in result.output
 
 
-def test_check_missing_recordings_folder_fails(tmp_path, cdr_db):
+def test_check_missing_recordings_folder_fails(tmp_path, cdr_url):
     """check with recordings.dir missing (spool not mounted): recordings FAIL, exit 1."""
-    result = run_cli("--config", str(write_config(tmp_path, cdr_db.url)), "check")
+    result = run_cli("--config", str(write_config(tmp_path, cdr_url)), "check")
     assert result.exit_code == 1, result.output
     lines = check_lines(result)
     assert [name for _, name, _ in lines] == CHECK_NAMES
@@ -425,9 +429,9 @@ def test_check_missing_recordings_folder_fails(tmp_path, cdr_db):
     assert [name for outcome, name, _ in lines if outcome == "FAIL"] == ["recordings"]
 
 
-def test_check_invalid_config_exits_2(tmp_path, cdr_db):
+def test_check_invalid_config_exits_2(tmp_path, cdr_url):
     """check on a config with a misspelt key: exit 2 naming it, no check runs."""
-    path = write_config(tmp_path, cdr_db.url, state={"retension": "90d"})
+    path = write_config(tmp_path, cdr_url, state={"retension": "90d"})
     result = run_cli("--config", str(path), "check")
     assert result.exit_code == 2, result.output
     assert "unknown key 'state.retension'" in result.output
@@ -437,23 +441,23 @@ def test_check_invalid_config_exits_2(tmp_path, cdr_db):
 
 # -- retry
 
-def _parked(tmp_path: Path, cdr_db: Any, sample_rows: list[dict[str, Any]], count: int = 2,
+def _parked(tmp_path: Path, cdr_url: Any, sample_rows: list[dict[str, Any]], count: int = 2,
             **options: Any) -> tuple[Any, list[str]]:
     """`count` calls parked as failed by a refusing target with retry.max_attempts 1."""
     at = options.pop("at", "create")
-    calls = direct_calls(cdr_db.url, sample_rows,
+    calls = direct_calls(cdr_url, sample_rows,
                          *(local(f"2026-11-26 09:3{i}:00") for i in range(count)), **options)
-    config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
+    config = make_config(tmp_path, cdr_url, retry={"max_attempts": 1})
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")),
                       target_factory=refusing(at=at))
     assert report.exit_code == 1 and report.parked == count, report.summary()
-    write_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
+    write_config(tmp_path, cdr_url, retry={"max_attempts": 1})
     return config, [key_of(rows) for rows in calls]
 
 
-def test_retry_one_key_then_the_next_run_delivers_it(tmp_path, cdr_db, sample_rows):
+def test_retry_one_key_then_the_next_run_delivers_it(tmp_path, cdr_url, sample_rows):
     """retry KEY once the target is fixed: back to seen, delivered next run; the other stays."""
-    config, (first, second) = _parked(tmp_path, cdr_db, sample_rows)
+    config, (first, second) = _parked(tmp_path, cdr_url, sample_rows)
     result = run_cli("--config", str(tmp_path / "poller.toml"), "retry", first)
     assert result.exit_code == 0, result.output
     assert "1 call put back in line" in result.stdout
@@ -468,9 +472,9 @@ def test_retry_one_key_then_the_next_run_delivers_it(tmp_path, cdr_db, sample_ro
     assert entry_of(config, second).stage == "failed"
 
 
-def test_retry_failed_requeues_every_parked_call(tmp_path, cdr_db, sample_rows):
+def test_retry_failed_requeues_every_parked_call(tmp_path, cdr_url, sample_rows):
     """retry --failed requeues all three parked calls and the next run delivers them."""
-    config, keys = _parked(tmp_path, cdr_db, sample_rows, count=3)
+    config, keys = _parked(tmp_path, cdr_url, sample_rows, count=3)
     result = run_cli("--config", str(tmp_path / "poller.toml"), "retry", "--failed")
     assert result.exit_code == 0, result.output
     assert "3 calls put back in line" in result.stdout
@@ -481,10 +485,10 @@ def test_retry_failed_requeues_every_parked_call(tmp_path, cdr_db, sample_rows):
     assert set(archived(tmp_path)) == set(keys)
 
 
-def test_retry_of_a_call_parked_after_its_object_was_made(tmp_path, cdr_db, sample_rows,
+def test_retry_of_a_call_parked_after_its_object_was_made(tmp_path, cdr_url, sample_rows,
                                                           recordings_dir):
     """Parked after create (attach refused): retry puts it at created; next run only attaches."""
-    config, (key,) = _parked(tmp_path, cdr_db, sample_rows, count=1,
+    config, (key,) = _parked(tmp_path, cdr_url, sample_rows, count=1,
                              monitor=tmp_path / "monitor", at="attach")
     parked = entry_of(config, key)
     assert parked.stage == "failed" and parked.object_id == f"2026/11/26/{key}.json"
@@ -501,18 +505,18 @@ def test_retry_of_a_call_parked_after_its_object_was_made(tmp_path, cdr_db, samp
     assert entry_of(config, key).stage == "done"
 
 
-def test_retry_unknown_key_exits_2_naming_it(tmp_path, cdr_db, sample_rows):
+def test_retry_unknown_key_exits_2_naming_it(tmp_path, cdr_url, sample_rows):
     """retry with a mistyped key: exit 2 naming it, nothing requeued."""
-    config, (first, _) = _parked(tmp_path, cdr_db, sample_rows)
+    config, (first, _) = _parked(tmp_path, cdr_url, sample_rows)
     result = run_cli("--config", str(tmp_path / "poller.toml"), "retry", first, "1795675107.999")
     assert result.exit_code == 2, result.output
     assert "unknown call key(s): 1795675107.999" in result.output
     assert entry_of(config, first).stage == "failed"
 
 
-def test_retry_key_and_failed_together_or_neither_exit_2(tmp_path, cdr_db, sample_rows):
+def test_retry_key_and_failed_together_or_neither_exit_2(tmp_path, cdr_url, sample_rows):
     """retry KEY --failed, or a bare retry, is a usage error: exit 2."""
-    config, (first, _) = _parked(tmp_path, cdr_db, sample_rows)
+    config, (first, _) = _parked(tmp_path, cdr_url, sample_rows)
     path = str(tmp_path / "poller.toml")
     for args, said in ((["retry", first, "--failed"], "name calls by KEY or give --failed, not "
                         "both"), (["retry"], "name the parked calls by KEY (as `poller status` "
@@ -523,44 +527,44 @@ def test_retry_key_and_failed_together_or_neither_exit_2(tmp_path, cdr_db, sampl
     assert entry_of(config, first).stage == "failed"
 
 
-def test_retry_before_the_first_run_exits_2(tmp_path, cdr_db):
+def test_retry_before_the_first_run_exits_2(tmp_path, cdr_url):
     """retry --failed on a fresh install: no ledger yet, exit 2, none created."""
-    result = run_cli("--config", str(write_config(tmp_path, cdr_db.url)), "retry", "--failed")
+    result = run_cli("--config", str(write_config(tmp_path, cdr_url)), "retry", "--failed")
     assert result.exit_code == 2, result.output
     assert "the ledger does not exist yet" in result.output
     assert not (tmp_path / "state" / "state.db").exists()
 
 
-def test_retry_works_while_a_run_holds_the_lock(tmp_path, cdr_db, sample_rows):
+def test_retry_works_while_a_run_holds_the_lock(tmp_path, cdr_url, sample_rows):
     """retry while a follow service holds the run lock: requeued without waiting."""
-    config, (first, _) = _parked(tmp_path, cdr_db, sample_rows)
+    config, (first, _) = _parked(tmp_path, cdr_url, sample_rows)
     with RunLock(tmp_path / "state"):
         result = run_cli("--config", str(tmp_path / "poller.toml"), "retry", first)
         assert result.exit_code == 0, result.output
         assert entry_of(config, first).stage == "seen"
 
 
-def test_retry_of_a_call_that_is_not_parked_leaves_it(tmp_path, cdr_db, sample_rows):
+def test_retry_of_a_call_that_is_not_parked_leaves_it(tmp_path, cdr_url, sample_rows):
     """retry KEY of a call already delivered: a warning, nothing changed, exit 0."""
-    calls = direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
-    config = make_config(tmp_path, cdr_db.url)
+    calls = direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"))
+    config = make_config(tmp_path, cdr_url)
     run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
-    result = run_cli("--config", str(write_config(tmp_path, cdr_db.url)), "retry", key_of(calls[0]))
+    result = run_cli("--config", str(write_config(tmp_path, cdr_url)), "retry", key_of(calls[0]))
     assert result.exit_code == 0, result.output
     assert "is not waiting nor parked (stage done)" in result.output
     assert "0 calls put back in line" in result.stdout
     assert entry_of(config, key_of(calls[0])).stage == "done"
 
 
-def test_retry_key_brings_forward_a_call_backing_off(tmp_path, cdr_db, sample_rows, caplog):
+def test_retry_key_brings_forward_a_call_backing_off(tmp_path, cdr_url, sample_rows, caplog):
     """A call backing off after a failed attempt: `retry KEY` said `is not parked (stage
     seen): left as it is` and `0 calls put back in line`, and the run line counted it `1
     failed (0 parked), 0 waiting` while `status` listed it under `waiting:`. Now the run line,
     status and retry all call it waiting, retry brings it forward (its attempts forgotten),
     and the next run delivers it long before its back-off ends."""
-    calls = direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
+    calls = direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"))
     key = key_of(calls[0])
-    path = write_config(tmp_path, cdr_db.url)
+    path = write_config(tmp_path, cdr_url)
     config = load(path, env={})
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")),
                       target_factory=refusing())
@@ -586,7 +590,7 @@ def test_retry_key_brings_forward_a_call_backing_off(tmp_path, cdr_db, sample_ro
 
 # -- metrics
 
-def _recent_morning(cdr_db: Any, sample_rows: list[dict[str, Any]], monitor: Path
+def _recent_morning(cdr_url: Any, sample_rows: list[dict[str, Any]], monitor: Path
                     ) -> tuple[dt.datetime, list[list[dict[str, Any]]]]:
     """Half an hour ago (real clock): two answered calls (one recorded), a caller who gave up
     in the queue and an outgoing call; returns a source.start before them, and the calls."""
@@ -596,14 +600,14 @@ def _recent_morning(cdr_db: Any, sample_rows: list[dict[str, Any]], monitor: Pat
              clone_call(direct, base + dt.timedelta(minutes=1), monitor=monitor),
              clone_call(legs_of(sample_rows, QUEUE_ABANDON), base + dt.timedelta(minutes=2)),
              clone_call(legs_of(sample_rows, OUTGOING), base + dt.timedelta(minutes=3))]
-    cdr_db.insert([row for rows in calls for row in rows])
+    insert_rows(cdr_url, [row for rows in calls for row in rows])
     return base - dt.timedelta(minutes=30), calls
 
 
-def test_metrics_file_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
+def test_metrics_file_after_a_run(tmp_path, cdr_url, sample_rows, recordings_dir):
     """run --metrics-file after a morning's calls: each README metric with this run's numbers."""
-    start, calls = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
-    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
+    start, calls = _recent_morning(cdr_url, sample_rows, tmp_path / "monitor")
+    path = write_config(tmp_path, cdr_url, source={"start": stamp(start)})
     textfile = tmp_path / "textfile"
     textfile.mkdir()
     prom = textfile / "poller.prom"
@@ -631,49 +635,49 @@ def test_metrics_file_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir)
     assert value(metrics, "poller_ledger_calls", stage="done") == 3
     assert value(metrics, "poller_ledger_calls", stage="skipped") == 1
     assert value(metrics, "poller_calls_parked") == 0
-    mark = watermark_of(make_config(tmp_path, cdr_db.url))
+    mark = watermark_of(make_config(tmp_path, cdr_url))
     assert mark == calls[-1][-1]["calldate"]
     # the run read up to the watermark's own row: nothing newer waits
     assert value(metrics, "poller_watermark_lag_seconds") == 0
     assert sorted(p.name for p in textfile.iterdir()) == ["poller.prom"]
 
 
-def test_metrics_leave_out_the_lag_while_the_source_is_down(tmp_path, cdr_db, sample_rows,
+def test_metrics_leave_out_the_lag_while_the_source_is_down(tmp_path, cdr_url, sample_rows,
                                                              recordings_dir):
     """A run that cannot read the cdr table writes no lag (a 0 would silence a lag alert); the
     next run that reads it, quiet or not, writes one again."""
-    start, _ = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
+    start, _ = _recent_morning(cdr_url, sample_rows, tmp_path / "monitor")
     prom = tmp_path / "poller.prom"
-    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
+    path = write_config(tmp_path, cdr_url, source={"start": stamp(start)})
     assert run_cli("--config", str(path), "run", "--metrics-file", str(prom)).exit_code == 0
     down = write_config(tmp_path, UNREACHABLE, source={"start": stamp(start)})
     assert run_cli("--config", str(down), "run", "--metrics-file", str(prom)).exit_code == 1
     metrics = metrics_of(prom)
     assert "poller_watermark_lag_seconds" not in metrics
     assert value(metrics, "poller_last_run_service_unavailable") == 1
-    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
+    path = write_config(tmp_path, cdr_url, source={"start": stamp(start)})
     assert run_cli("--config", str(path), "run", "--metrics-file", str(prom)).exit_code == 0
     assert value(metrics_of(prom), "poller_watermark_lag_seconds") == 0
 
 
-def test_metrics_lag_when_no_row_was_read_is_zero(tmp_path, cdr_db, sample_rows, recordings_dir):
+def test_metrics_lag_when_no_row_was_read_is_zero(tmp_path, cdr_url, sample_rows, recordings_dir):
     """The run reads no row at all (here the site purged its cdr table overnight) yet read the
     table: nothing is newer than the watermark, the lag is 0 and present (an `absent()` alert
     is for an unreadable table only)."""
-    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
-    config = make_config(tmp_path, cdr_db.url)
+    direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"))
+    config = make_config(tmp_path, cdr_url)
     prom = tmp_path / "poller.prom"
     run_once(config, RunOptions(now=msk("2026-11-26 10:00"), metrics_file=str(prom)))
-    cdr_db.execute("DELETE FROM cdr")
+    execute_sql(cdr_url, "DELETE FROM cdr")
     night = run_once(config, RunOptions(now=msk("2026-11-26 23:00"), metrics_file=str(prom)))
     assert night.rows == 0 and night.newest_row is None, night.summary()
     assert value(metrics_of(prom), "poller_watermark_lag_seconds") == 0
 
 
-def test_metrics_file_is_replaced_atomically(tmp_path, cdr_db, sample_rows, recordings_dir):
+def test_metrics_file_is_replaced_atomically(tmp_path, cdr_url, sample_rows, recordings_dir):
     """Each run renames a new metrics file into place (new inode), no temporary file left."""
-    start, _ = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
-    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
+    start, _ = _recent_morning(cdr_url, sample_rows, tmp_path / "monitor")
+    path = write_config(tmp_path, cdr_url, source={"start": stamp(start)})
     prom = tmp_path / "textfile" / "poller.prom"
     prom.parent.mkdir()
     prom.write_text("# a scrape in progress holds this inode\n")
@@ -695,11 +699,11 @@ def test_metrics_file_is_replaced_atomically(tmp_path, cdr_db, sample_rows, reco
     assert value(metrics, "poller_ledger_calls", stage="done") == 3
 
 
-def test_metrics_file_from_the_config(tmp_path, cdr_db, sample_rows, recordings_dir):
+def test_metrics_file_from_the_config(tmp_path, cdr_url, sample_rows, recordings_dir):
     """[metrics] file makes a plain run write it; --metrics-file wins over it."""
-    start, _ = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
+    start, _ = _recent_morning(cdr_url, sample_rows, tmp_path / "monitor")
     configured = tmp_path / "poller.prom"
-    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)},
+    path = write_config(tmp_path, cdr_url, source={"start": stamp(start)},
                         metrics={"file": str(configured)})
     result = run_cli("--config", str(path), "run")
     assert result.exit_code == 0, result.output
@@ -714,12 +718,12 @@ def test_metrics_file_from_the_config(tmp_path, cdr_db, sample_rows, recordings_
     assert other.is_file() and not configured.exists()
 
 
-def test_metrics_after_a_run_that_parked_calls(tmp_path, cdr_db, sample_rows):
+def test_metrics_after_a_run_that_parked_calls(tmp_path, cdr_url, sample_rows):
     """Metrics after a run whose target refused both calls: 2 failures, 2 parked."""
-    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"),
+    direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"),
                  local("2026-11-26 09:31:00"))
     prom = tmp_path / "poller.prom"
-    config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
+    config = make_config(tmp_path, cdr_url, retry={"max_attempts": 1})
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00"), metrics_file=str(prom)),
                       target_factory=refusing())
     assert report.exit_code == 1, report.summary()
@@ -731,15 +735,15 @@ def test_metrics_after_a_run_that_parked_calls(tmp_path, cdr_db, sample_rows):
     assert value(metrics, "poller_last_run_calls_new") == 2
 
 
-def test_last_success_survives_a_failing_run(tmp_path, cdr_db, sample_rows):
+def test_last_success_survives_a_failing_run(tmp_path, cdr_url, sample_rows):
     """After a good run then a failing one, last_success still holds the good run's time."""
-    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
+    direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"))
     prom = tmp_path / "poller.prom"
-    config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
+    config = make_config(tmp_path, cdr_url, retry={"max_attempts": 1})
     run_once(config, RunOptions(now=msk("2026-11-26 10:00"), metrics_file=str(prom)))
     good = value(metrics_of(prom), "poller_last_success_timestamp_seconds")
 
-    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 10:01:00"))
+    direct_calls(cdr_url, sample_rows, local("2026-11-26 10:01:00"))
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:05"), metrics_file=str(prom)),
                       target_factory=refusing())
     assert report.exit_code == 1, report.summary()
@@ -773,13 +777,13 @@ def following(config: Any, interval: float = 0.05) -> Iterator[tuple[threading.E
         assert not thread.is_alive(), "follow() did not stop within 10 s of the stop event"
 
 
-def test_follow_delivers_calls_inserted_while_it_runs(tmp_path, cdr_db, sample_rows):
+def test_follow_delivers_calls_inserted_while_it_runs(tmp_path, cdr_url, sample_rows):
     """follow(): calls written while it runs are delivered, lock freed between polls, stops."""
-    config = make_config(tmp_path, cdr_db.url, source={"settle": "0s", "start": ""})
+    config = make_config(tmp_path, cdr_url, source={"settle": "0s", "start": ""})
     state = tmp_path / "state"
     with following(config) as (stop, outcome):
         wait_for(lambda: (state / "state.db").is_file(), 10, "the first poll")
-        calls = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=2),
+        calls = direct_calls(cdr_url, sample_rows, now_local() - dt.timedelta(minutes=2),
                              now_local() - dt.timedelta(minutes=1))
         keys = {key_of(rows) for rows in calls}
         wait_for(lambda: set(archived(tmp_path)) == keys, 10, "the calls in the archive")
@@ -792,7 +796,7 @@ def test_follow_delivers_calls_inserted_while_it_runs(tmp_path, cdr_db, sample_r
                 return False
 
         wait_for(lock_is_free, 10, "the run lock to be free between polls")
-        later = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(seconds=30))
+        later = direct_calls(cdr_url, sample_rows, now_local() - dt.timedelta(seconds=30))
         wait_for(lambda: key_of(later[0]) in archived(tmp_path), 10, "a third call")
         stop.set()
         wait_for(lambda: outcome, 10, "follow() to return")
@@ -801,10 +805,10 @@ def test_follow_delivers_calls_inserted_while_it_runs(tmp_path, cdr_db, sample_r
         assert ledger.counts() == {"done": 3}
 
 
-def test_follow_polls_again_after_finding_the_lock_held(tmp_path, cdr_db, sample_rows):
+def test_follow_polls_again_after_finding_the_lock_held(tmp_path, cdr_url, sample_rows):
     """follow() while a backfill holds the lock: polls give way, then deliver once it is free."""
-    config = make_config(tmp_path, cdr_db.url, source={"settle": "0s", "start": ""})
-    calls = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=2))
+    config = make_config(tmp_path, cdr_url, source={"settle": "0s", "start": ""})
+    calls = direct_calls(cdr_url, sample_rows, now_local() - dt.timedelta(minutes=2))
     backfill = RunLock(tmp_path / "state")
     backfill.__enter__()
     try:
@@ -818,17 +822,17 @@ def test_follow_polls_again_after_finding_the_lock_held(tmp_path, cdr_db, sample
         backfill.__exit__(None, None, None)
 
 
-def test_follow_says_an_outage_when_it_starts_and_when_it_ends(tmp_path, cdr_db, sample_rows,
+def test_follow_says_an_outage_when_it_starts_and_when_it_ends(tmp_path, cdr_url, sample_rows,
                                                               caplog):
     """A receiver answering 500 for a while: one line when the outage starts, one when it
     ends (with its length), not an ERROR per poll; then the call is delivered."""
     with WebhookReceiver() as receiver:
         target = {"kind": "webhook", "webhook": {"url": receiver.url, "secret": receiver.secret,
                                                  "timeout": "1s"}}
-        config = make_config(tmp_path, cdr_db.url, target=target,
+        config = make_config(tmp_path, cdr_url, target=target,
                              source={"settle": "0s", "start": ""})
         receiver.fail_next("http500", count=8)
-        calls = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=2))
+        calls = direct_calls(cdr_url, sample_rows, now_local() - dt.timedelta(minutes=2))
         with caplog.at_level(logging.INFO, logger="poller"), \
                 following(config, interval=0.02) as (stop, _):
             wait_for(lambda: key_of(calls[0]) in receiver.calls(), 30, "the call delivered")
@@ -858,9 +862,9 @@ def test_an_outage_is_said_again_every_hour_while_it_lasts():
 
 
 @pytest.mark.slow
-def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_db, sample_rows):
+def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_url, sample_rows):
     """run --follow as systemd runs it: delivers a new call, and SIGTERM ends it with exit 0."""
-    path = write_config(tmp_path, cdr_db.url, source={"settle": "0s", "start": ""})
+    path = write_config(tmp_path, cdr_url, source={"settle": "0s", "start": ""})
     log_path = tmp_path / "follow.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -869,7 +873,7 @@ def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_db, sample_rows):
     try:
         wait_for(lambda: b"following the cdr table every 1s" in log_path.read_bytes(), 30,
                  "the follow service to start")
-        calls = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=1))
+        calls = direct_calls(cdr_url, sample_rows, now_local() - dt.timedelta(minutes=1))
         wait_for(lambda: key_of(calls[0]) in archived(tmp_path), 15, "the call in the archive")
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=10)
@@ -883,9 +887,9 @@ def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_db, sample_rows):
     assert "interrupted" not in output and "Traceback" not in output
 
 
-def test_follow_with_since_is_a_usage_error(tmp_path, cdr_db):
+def test_follow_with_since_is_a_usage_error(tmp_path, cdr_url):
     """run --follow --since (or a bad --interval) is a usage error: exit 2."""
-    path = write_config(tmp_path, cdr_db.url)
+    path = write_config(tmp_path, cdr_url)
     result = run_cli("--config", str(path), "run", "--follow", "--since", "2026-11-01")
     assert result.exit_code == 2, result.output
     assert "--follow cannot be combined with --since" in result.output
@@ -896,15 +900,15 @@ def test_follow_with_since_is_a_usage_error(tmp_path, cdr_db):
 
 # -- upkeep
 
-def test_ledger_prunes_old_delivered_calls_only(tmp_path, cdr_db, sample_rows):
+def test_ledger_prunes_old_delivered_calls_only(tmp_path, cdr_url, sample_rows):
     """retention 8h: old done/skipped calls forgotten; parked, waiting and recent ones kept."""
     direct = legs_of(sample_rows, DIRECT_ANSWERED)
     done = clone_call(direct, local("2026-11-26 09:30:00"))
     skipped = clone_call(legs_of(sample_rows, OUTGOING), local("2026-11-26 09:31:00"))
     parked = clone_call(direct, local("2026-11-26 09:32:00"))
     waiting = clone_call(direct, local("2026-11-26 09:33:00"), keep_name=True)
-    cdr_db.insert(done + skipped + parked + waiting)
-    config = make_config(tmp_path, cdr_db.url, state={"retention": "8h"},
+    insert_rows(cdr_url, done + skipped + parked + waiting)
+    config = make_config(tmp_path, cdr_url, state={"retention": "8h"},
                          retry={"max_attempts": 1}, recordings={"wait": "2d"})
     factory = refusing({key_of(parked)})
     run_once(config, RunOptions(now=msk("2026-11-26 10:00")), target_factory=factory)
@@ -912,7 +916,7 @@ def test_ledger_prunes_old_delivered_calls_only(tmp_path, cdr_db, sample_rows):
         assert ledger.counts() == {"done": 1, "skipped": 1, "failed": 1, "seen": 1}
 
     recent = clone_call(direct, local("2026-11-26 18:00:00"))
-    cdr_db.insert(recent)
+    insert_rows(cdr_url, recent)
     report = run_once(config, RunOptions(now=msk("2026-11-26 18:30")), target_factory=factory)
     assert sum(report.delivered.values()) == 1, report.summary()
     with open_ledger(config) as ledger:
@@ -923,12 +927,12 @@ def test_ledger_prunes_old_delivered_calls_only(tmp_path, cdr_db, sample_rows):
     assert (again.new_calls, sum(again.delivered.values())) == (0, 0), again.summary()
 
 
-def test_pruning_after_a_quiet_night_delivers_nothing_twice(tmp_path, cdr_db, sample_rows):
+def test_pruning_after_a_quiet_night_delivers_nothing_twice(tmp_path, cdr_url, sample_rows):
     """Quiet PBX, retention 8h: the pruned 09:30 call must not come back as new at 18:01."""
     # the day's last call is at 09:30 and nothing follows: the watermark stays at 09:30, so
     # every run re-reads from 05:30, while the 18:00 run forgets calls that began before 10:00
-    calls = direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
-    config = make_config(tmp_path, cdr_db.url, state={"retention": "8h"})
+    calls = direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"))
+    config = make_config(tmp_path, cdr_url, state={"retention": "8h"})
     counts: Counter[str] = Counter()
     factory = refusing(set(), counts)
     run_once(config, RunOptions(now=msk("2026-11-26 10:00")), target_factory=factory)
@@ -939,9 +943,9 @@ def test_pruning_after_a_quiet_night_delivers_nothing_twice(tmp_path, cdr_db, sa
     assert counts["create"] == 1, f"call {key_of(calls[0])} was delivered {counts['create']} times"
 
 
-def test_retention_shorter_than_twice_the_lookback_is_refused(tmp_path, cdr_db):
+def test_retention_shorter_than_twice_the_lookback_is_refused(tmp_path, cdr_url):
     """state.retention 7h with lookback 4h: exit 2 naming the key, nothing run."""
-    path = write_config(tmp_path, cdr_db.url, state={"dir": str(tmp_path / "state"),
+    path = write_config(tmp_path, cdr_url, state={"dir": str(tmp_path / "state"),
                                                      "retention": "7h"})
     result = run_cli("--config", str(path), "run")
     assert result.exit_code == 2, result.output
@@ -972,12 +976,12 @@ def test_prune_archive_removes_only_older_day_folders(tmp_path):
     assert prune_archive(root, dt.date(2026, 11, 25)) == 0
 
 
-def test_archive_keep_days_through_a_run(tmp_path, cdr_db, sample_rows):
+def test_archive_keep_days_through_a_run(tmp_path, cdr_url, sample_rows):
     """keep_days = 1: a run on 2026-11-26 drops day folders before the 25th, keeps the rest."""
     root = tmp_path / "archive"
     _day_folders(root, "2026/10/31", "2026/11/20", "2026/11/25")
-    calls = direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
-    config = make_config(tmp_path, cdr_db.url, target={"archive": {"keep_days": 1}})
+    calls = direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"))
+    config = make_config(tmp_path, cdr_url, target={"archive": {"keep_days": 1}})
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     assert report.exit_code == 0 and sum(report.delivered.values()) == 1, report.summary()
     days = sorted(str(p.relative_to(root)) for p in root.glob("*/*/*"))
@@ -994,12 +998,12 @@ def test_archive_keep_days_through_a_run(tmp_path, cdr_db, sample_rows):
 
 # -- the ledger's own schema
 
-def test_newer_ledger_schema_is_refused(tmp_path, cdr_db, sample_rows):
+def test_newer_ledger_schema_is_refused(tmp_path, cdr_url, sample_rows):
     """After a downgrade the ledger's schema is newer: run exits 2 saying to upgrade."""
-    direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=30))
-    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(now_local()
+    direct_calls(cdr_url, sample_rows, now_local() - dt.timedelta(minutes=30))
+    path = write_config(tmp_path, cdr_url, source={"start": stamp(now_local()
                                                                        - dt.timedelta(hours=1))})
-    config = make_config(tmp_path, cdr_db.url)
+    config = make_config(tmp_path, cdr_url)
     (tmp_path / "state").mkdir()
     ledger = Ledger(config.state.database_url)
     try:
@@ -1015,11 +1019,11 @@ def test_newer_ledger_schema_is_refused(tmp_path, cdr_db, sample_rows):
         assert ledger.counts() == {} and ledger.watermark() is None
 
 
-def test_ledger_migration_runs_once_and_records_the_version(tmp_path, cdr_db, sample_rows,
+def test_ledger_migration_runs_once_and_records_the_version(tmp_path, cdr_url, sample_rows,
                                                             monkeypatch):
     """A later poller's migration adds a column once at start and records its version."""
-    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
-    config = make_config(tmp_path, cdr_db.url)
+    direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"))
+    config = make_config(tmp_path, cdr_url)
     run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
     current = ledger_module.SCHEMA_VERSION
     with open_ledger(config) as ledger:
@@ -1048,11 +1052,11 @@ def test_ledger_migration_runs_once_and_records_the_version(tmp_path, cdr_db, sa
 
 # -- progress
 
-def test_backfill_reports_its_progress(tmp_path, cdr_db, sample_rows):
+def test_backfill_reports_its_progress(tmp_path, cdr_url, sample_rows):
     """A backfill's progress callback gets positions moving forward and a fraction in 0..1."""
     starts = [local("2026-11-26 09:00:00") + dt.timedelta(minutes=5 * i) for i in range(12)]
-    direct_calls(cdr_db.url, sample_rows, *starts)
-    config = make_config(tmp_path, cdr_db.url)
+    direct_calls(cdr_url, sample_rows, *starts)
+    config = make_config(tmp_path, cdr_url)
     seen: list[Progress] = []
     since, until = local("2026-11-26 09:00"), local("2026-11-26 10:00")
     report = run_once(config, RunOptions(since=since, until=until, now=msk("2026-11-26 10:30"),
@@ -1070,11 +1074,11 @@ def test_backfill_reports_its_progress(tmp_path, cdr_db, sample_rows):
     assert all(0 <= p.new_calls <= 12 for p in seen)
 
 
-def test_backfill_draws_no_progress_bar_without_a_terminal(tmp_path, cdr_db, sample_rows):
+def test_backfill_draws_no_progress_bar_without_a_terminal(tmp_path, cdr_url, sample_rows):
     """A backfill under cron (no terminal) draws no progress bar, only log lines."""
     base = now_local() - dt.timedelta(hours=1)
-    direct_calls(cdr_db.url, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(5)))
-    path = write_config(tmp_path, cdr_db.url)
+    direct_calls(cdr_url, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(5)))
+    path = write_config(tmp_path, cdr_url)
     result = run_cli("--config", str(path), "run", "--since", stamp(base - dt.timedelta(minutes=1)),
                  "--until", stamp(base + dt.timedelta(minutes=10)))
     assert result.exit_code == 0, result.output
@@ -1082,11 +1086,11 @@ def test_backfill_draws_no_progress_bar_without_a_terminal(tmp_path, cdr_db, sam
     assert "\r" not in result.output and "\r[" not in result.output
 
 
-def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path, cdr_db, sample_rows):
+def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path, cdr_url, sample_rows):
     """The same backfill on a terminal (a pty) draws the bar: the control for the test above."""
     base = now_local() - dt.timedelta(hours=1)
-    direct_calls(cdr_db.url, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(3)))
-    path = write_config(tmp_path, cdr_db.url)
+    direct_calls(cdr_url, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(3)))
+    path = write_config(tmp_path, cdr_url)
     master, slave = pty.openpty()
     try:
         process = subprocess.Popen(
@@ -1129,10 +1133,10 @@ def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path, cdr_db, sample_ro
 
 # -- logs
 
-def test_quiet_suppresses_info_lines(tmp_path, cdr_db, sample_rows):
+def test_quiet_suppresses_info_lines(tmp_path, cdr_url, sample_rows):
     """poller -q run (the crontab's form) prints no info line; without -q the summary is INFO."""
-    start, _ = _recent_morning(cdr_db, sample_rows, tmp_path / "monitor")
-    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
+    start, _ = _recent_morning(cdr_url, sample_rows, tmp_path / "monitor")
+    path = write_config(tmp_path, cdr_url, source={"start": stamp(start)})
     quiet = run_cli("-q", "--config", str(path), "run")
     assert quiet.exit_code == 0, quiet.output
     assert quiet.output == ""
@@ -1146,9 +1150,9 @@ def test_quiet_suppresses_info_lines(tmp_path, cdr_db, sample_rows):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/log"), reason="no /dev/log (no syslog daemon here)")
-def test_syslog_option_with_dev_log(tmp_path, cdr_db):
+def test_syslog_option_with_dev_log(tmp_path, cdr_url):
     """poller --syslog status works where /dev/log exists."""
-    result = run_cli("--syslog", "--config", str(write_config(tmp_path, cdr_db.url)), "status")
+    result = run_cli("--syslog", "--config", str(write_config(tmp_path, cdr_url)), "status")
     assert result.exit_code == 0, result.output
     assert "watermark:" in result.stdout
 
@@ -1169,10 +1173,10 @@ def syslog_socket(monkeypatch):
         shutil.rmtree(folder)
 
 
-def test_syslog_option_sends_daemon_lines(tmp_path, cdr_db, syslog_socket):
+def test_syslog_option_sends_daemon_lines(tmp_path, cdr_url, syslog_socket):
     """--syslog sends daemon.info lines to the local socket, the level in the priority only;
     -q sends none."""
-    path = str(write_config(tmp_path, cdr_db.url))
+    path = str(write_config(tmp_path, cdr_url))
     with RunLock(tmp_path / "state"):
         result = run_cli("--syslog", "--config", path, "run")
         assert result.exit_code == 0, result.output
@@ -1188,12 +1192,12 @@ def test_syslog_option_sends_daemon_lines(tmp_path, cdr_db, syslog_socket):
             syslog_socket.recv(65536)
 
 
-def test_syslog_without_a_daemon_says_so_once_and_logs_to_stderr(tmp_path, cdr_db,
+def test_syslog_without_a_daemon_says_so_once_and_logs_to_stderr(tmp_path, cdr_url,
                                                                   monkeypatch):
     """No /dev/log (a container, a chroot): --syslog says so once on standard error, where
     every line still goes, instead of dropping them all unheard."""
     monkeypatch.setattr("poller.logs.SYSLOG_SOCKET", str(tmp_path / "no-such-log"))
-    path = str(write_config(tmp_path, cdr_db.url))
+    path = str(write_config(tmp_path, cdr_url))
     result = run_cli("--syslog", "--config", path, "run")
     assert result.exit_code == 0, result.output
     assert result.stderr.count("no syslog daemon") == 1, result.stderr
