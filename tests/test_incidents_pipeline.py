@@ -1,5 +1,5 @@
-"""Callers and incidents through whole runs: a MariaDB cdr table, a directory (CSV, or a CRM
-query on a second MariaDB database), the archive and the loopback easla server."""
+"""Callers and incidents through whole runs: a cdr table (SQLite, then MariaDB), a directory
+(CSV, or a CRM query on a second MariaDB database), the archive and the loopback easla server."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from support import (
     archived,
     clone_call,
     entry_of,
+    insert_rows,
     key_of,
     legs_of,
     local,
@@ -94,7 +95,7 @@ INCIDENTS = {"statuses": ["unanswered", "busy"], "callers": "known",
 # -- who called
 
 
-def test_numbers_in_every_form_match_the_caller(tmp_path, cdr_db, sample_rows):
+def test_numbers_in_every_form_match_the_caller(tmp_path, cdr_url, sample_rows):
     """Every way a trunk writes the customer's number finds the same caller; an unknown,
     an anonymous and an unparsable caller keep their raw number and null caller fields."""
     known = [call_from(sample_rows, DIRECT_ANSWERED, f"2026-11-26 10:{10 * i:02d}", number)
@@ -102,8 +103,8 @@ def test_numbers_in_every_form_match_the_caller(tmp_path, cdr_db, sample_rows):
     others = {number: call_from(sample_rows, DIRECT_ANSWERED, f"2026-11-26 11:{10 * i:02d}",
                                 number)
               for i, number in enumerate(["+79990001122", "anonymous", "", "12-AB-34"])}
-    cdr_db.insert([row for rows in [*known, *others.values()] for row in rows])
-    config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path))
+    insert_rows(cdr_url, [row for rows in [*known, *others.values()] for row in rows])
+    config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path))
     report = run_once(config, RunOptions(now=NOW))
     assert report.exit_code == ExitCode.OK, report.summary()
     assert (report.callers_matched, report.callers_unmatched) == (5, 4)
@@ -121,7 +122,7 @@ def test_numbers_in_every_form_match_the_caller(tmp_path, cdr_db, sample_rows):
         record = records[key_of(others[raw])]
         assert record["number"] == raw and record["number_e164"] is None
         assert record["caller_id"] is record["caller_name"] is record["caller_inn"] is None
-    status = run_cli("--config", str(write_config(tmp_path, cdr_db.url,
+    status = run_cli("--config", str(write_config(tmp_path, cdr_url,
                                                   callers=callers_section(tmp_path))), "status")
     assert "callers:     5 matched, 4 unmatched in the last run" in status.output, status.output
 
@@ -158,7 +159,7 @@ def test_a_crm_query_with_numbers_on_a_second_database(tmp_path, cdr_db, empty_d
 # -- incidents in easla
 
 
-def test_incidents_exactly_for_the_selected_calls_with_parent(tmp_path, cdr_db, sample_rows):
+def test_incidents_exactly_for_the_selected_calls_with_parent(tmp_path, cdr_url, sample_rows):
     """Missed calls of a known customer in working hours open an incident under the call's
     object; answered, unknown, anonymous and after-hours calls do not; a call back within the
     fold joins the open incident instead of opening another."""
@@ -170,9 +171,9 @@ def test_incidents_exactly_for_the_selected_calls_with_parent(tmp_path, cdr_db, 
     after_hours = call_from(sample_rows, IVR_NOBODY, "2026-11-26 08:10", "+74955550102")
     later = call_from(sample_rows, IVR_NOBODY, "2026-11-26 11:00", "9161234567")  # fold over
     everything = [opens, joins, answered, unknown, anonymous, after_hours, later]
-    cdr_db.insert([row for rows in everything for row in rows])
+    insert_rows(cdr_url, [row for rows in everything for row in rows])
     with EaslaServer(objectdefs=INCIDENT_DEFS) as server:
-        config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
+        config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
                              incidents=INCIDENTS, target=easla_section(server),
                              source={"start": "2026-11-26 08:00"})
         report = run_once(config, RunOptions(now=NOW))
@@ -229,19 +230,19 @@ KILLED_BEFORE_INCIDENT = textwrap.dedent("""
 """)
 
 
-def test_sigkill_between_the_call_and_its_incident(tmp_path, cdr_db, sample_rows):
+def test_sigkill_between_the_call_and_its_incident(tmp_path, cdr_url, sample_rows):
     """The process dies after easla made the call's object and before the incident: the next
     run makes the incident once, under that object, and never the call again."""
     rows = call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:00", "89161234567")
-    cdr_db.insert(rows)
+    insert_rows(cdr_url, rows)
     with EaslaServer(objectdefs=INCIDENT_DEFS) as server:
-        path = write_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
+        path = write_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
                             incidents=INCIDENTS, target=easla_section(server))
         killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_INCIDENT, str(path),
                                  NOW.isoformat()], capture_output=True, text=True, timeout=120)
         assert killed.returncode == 9, killed.stderr
         assert len(calls_of(server)) == 1 and not incidents_of(server)
-        config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
+        config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
                              incidents=INCIDENTS, target=easla_section(server))
         for minutes in (1, 2):
             report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=minutes)))
@@ -252,15 +253,15 @@ def test_sigkill_between_the_call_and_its_incident(tmp_path, cdr_db, sample_rows
     assert entry_of(config, key_of(rows)).stage == "done"
 
 
-def test_lost_reply_of_the_call_makes_one_incident_under_the_kept_object(tmp_path, cdr_db,
+def test_lost_reply_of_the_call_makes_one_incident_under_the_kept_object(tmp_path, cdr_url,
                                                                         sample_rows):
     """easla made the call's object but its reply was lost: the call is made again (the one
     duplicate a lost reply can make, recognisable by its key); its incident is made once,
     under the object the ledger kept."""
     rows = call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:00", "89161234567")
-    cdr_db.insert(rows)
+    insert_rows(cdr_url, rows)
     with EaslaServer(objectdefs=INCIDENT_DEFS) as server:
-        config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
+        config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
                              incidents=INCIDENTS, target=easla_section(server),
                              retry={"backoff": "1s", "max_backoff": "1s"})
         server.fail_next("createObjectref", "lost_reply")
@@ -273,15 +274,15 @@ def test_lost_reply_of_the_call_makes_one_incident_under_the_kept_object(tmp_pat
         assert str(incident["parent"]) == entry_of(config, key_of(rows)).object_id
 
 
-def test_a_failing_incident_is_charged_alone_and_retried(tmp_path, cdr_db, sample_rows):
+def test_a_failing_incident_is_charged_alone_and_retried(tmp_path, cdr_url, sample_rows):
     """An incident easla cannot take never touches its call: an unknown attribute stops the
     run (exit 2, nothing charged), a fault about a value charges the incident alone, and the
     next run makes it once."""
     rows = call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:00", "89161234567")
-    cdr_db.insert(rows)
+    insert_rows(cdr_url, rows)
     with EaslaServer(objectdefs=INCIDENT_DEFS,
                      attributes=set(easla_section_attributes().values())) as server:
-        config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
+        config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
                              incidents=INCIDENTS, target=easla_section(server),
                              retry={"backoff": "1s", "max_backoff": "1s"})
         with pytest.raises(ConfigError, match="Unknown attribute incident_title"):
@@ -302,15 +303,15 @@ def test_a_failing_incident_is_charged_alone_and_retried(tmp_path, cdr_db, sampl
         assert len(calls_of(server)) == 1 and len(incidents_of(server)) == 1
 
 
-def test_a_lost_reply_of_the_incident_itself_is_a_recognisable_duplicate(tmp_path, cdr_db,
+def test_a_lost_reply_of_the_incident_itself_is_a_recognisable_duplicate(tmp_path, cdr_url,
                                                                        sample_rows):
     """easla's operations hold no lookup, so an incident whose reply was lost is made again:
     the one way to a second incident, under the same call object, with the same opening key."""
     rows = call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:00", "89161234567")
-    cdr_db.insert(rows)
+    insert_rows(cdr_url, rows)
     with EaslaServer(objectdefs=INCIDENT_DEFS,
                      attributes=set(easla_section_attributes().values())) as server:
-        config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
+        config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
                              incidents=INCIDENTS, target=easla_section(server),
                              retry={"backoff": "1s", "max_backoff": "1s"})
         with pytest.raises(ConfigError):
@@ -330,7 +331,7 @@ def test_a_lost_reply_of_the_incident_itself_is_a_recognisable_duplicate(tmp_pat
 # -- the archive, the hours across midnight and a daylight-saving change
 
 
-def test_hours_across_midnight_and_the_autumn_change_with_folding(tmp_path, cdr_db,
+def test_hours_across_midnight_and_the_autumn_change_with_folding(tmp_path, cdr_url,
                                                                   sample_rows):
     """Berlin, the night of 24/25 October 2026, clocks back at 03:00: working hours
     "Sat 22:00-04:00" cover the repeated hour too; two calls of the repeated hour twenty real
@@ -347,8 +348,8 @@ def test_hours_across_midnight_and_the_autumn_change_with_folding(tmp_path, cdr_
     winter = night("2026-10-25 02:10", "+74955550102", cet_0210)  # 20 min later: joins
     over = night("2026-10-25 04:10", "89161234567")  # the hours ended
     calls = [before, late, summer, winter, over]
-    cdr_db.insert([row for rows in calls for row in rows])
-    config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
+    insert_rows(cdr_url, [row for rows in calls for row in rows])
+    config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
                          incidents=INCIDENTS | {"hours": "Sat 22:00-04:00"},
                          source={"timezone": "Europe/Berlin", "start": "2026-10-24 20:00"})
     report = run_once(config, RunOptions(now=dt.datetime(2026, 10, 25, 6, 0, tzinfo=dt.UTC)))
@@ -365,18 +366,18 @@ def test_hours_across_midnight_and_the_autumn_change_with_folding(tmp_path, cdr_
             == archive_files(tmp_path, f"{key_of(summer)}.json")[0].parent)
 
 
-def test_a_call_joining_later_rewrites_the_incident_file(tmp_path, cdr_db, sample_rows):
+def test_a_call_joining_later_rewrites_the_incident_file(tmp_path, cdr_url, sample_rows):
     """The customer calls again in the next run: the incident file lists the call that joined,
     rewritten whole; a backfill over the same hours changes nothing."""
     first = call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:00", "89161234567")
-    cdr_db.insert(first)
-    config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
+    insert_rows(cdr_url, first)
+    config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
                          incidents=INCIDENTS)
     assert run_once(config, RunOptions(now=NOW)).exit_code == ExitCode.OK
     (path,) = archive_files(tmp_path, ".incident.json")
     assert json.loads(path.read_text())["joined"] == []
     second = call_from(sample_rows, QUEUE_ABANDON, "2026-11-26 10:25", "+79161234567")
-    cdr_db.insert(second)
+    insert_rows(cdr_url, second)
     report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=1)))
     assert (report.incidents_joined, report.incidents_created) == (1, 0), report.summary()
     assert json.loads(path.read_text())["joined"] == [key_of(second)]
@@ -387,16 +388,16 @@ def test_a_call_joining_later_rewrites_the_incident_file(tmp_path, cdr_db, sampl
     assert {p: p.read_bytes() for p in archive_files(tmp_path, ".json")} == before
 
 
-def test_backfill_applies_the_rules_as_the_live_run_would(tmp_path, cdr_db, sample_rows):
+def test_backfill_applies_the_rules_as_the_live_run_would(tmp_path, cdr_url, sample_rows):
     """History the ledger never saw (before its first run) is decided by a backfill exactly
     as one live run over all of it decides: same incidents, same joins, none twice."""
     times = ["09:10", "09:25", "09:50", "10:40", "11:05"]
     numbers = ["89161234567", "+79161234567", "+74955550102", "9161234567", "+74955550102"]
     calls = [call_from(sample_rows, IVR_NOBODY, f"2026-11-26 {when}", number)
              for when, number in zip(times, numbers, strict=True)]
-    cdr_db.insert([row for rows in calls for row in rows])
+    insert_rows(cdr_url, [row for rows in calls for row in rows])
     sections = {"callers": callers_section(tmp_path), "incidents": INCIDENTS}
-    live = make_config(tmp_path / "live", cdr_db.url, **sections,
+    live = make_config(tmp_path / "live", cdr_url, **sections,
                        source={"start": "2026-11-26 09:00"})
     assert run_once(live, RunOptions(now=NOW)).exit_code == ExitCode.OK
     expected = {key: record["incident"] for key, record in archived(tmp_path / "live").items()}
@@ -404,7 +405,7 @@ def test_backfill_applies_the_rules_as_the_live_run_would(tmp_path, cdr_db, samp
     # their folds ended and open their own
     assert len(set(expected.values()) - {None}) == 4
     # a second install starting at 10:00 sees the last two calls live, then backfills the rest
-    late = make_config(tmp_path / "late", cdr_db.url, **sections,
+    late = make_config(tmp_path / "late", cdr_url, **sections,
                        source={"start": "2026-11-26 10:00", "lookback": "10m"})
     assert run_once(late, RunOptions(now=NOW)).exit_code == ExitCode.OK
     for minutes in (1, 2):  # twice: the second decides nothing anew
@@ -417,9 +418,9 @@ def test_backfill_applies_the_rules_as_the_live_run_would(tmp_path, cdr_db, samp
     assert len(archive_files(tmp_path / "late", ".incident.json")) == 4
 
 
-def test_dry_run_with_a_directory_and_incidents_writes_nothing(tmp_path, cdr_db, sample_rows):
-    cdr_db.insert(call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:00", "89161234567"))
-    path = write_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
+def test_dry_run_with_a_directory_and_incidents_writes_nothing(tmp_path, cdr_url, sample_rows):
+    insert_rows(cdr_url, call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:00", "89161234567"))
+    path = write_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
                         incidents=INCIDENTS)
     result = run_cli("--config", str(path), "run", "--dry-run")
     assert result.exit_code == ExitCode.OK, result.output
@@ -475,10 +476,10 @@ def test_the_mysql_ledger_sql_matches_the_schema(tmp_path, cdr_db, empty_db, sam
     assert report.exit_code == ExitCode.OK and report.incidents_created == 1, report.summary()
 
 
-def test_check_reads_the_directory(tmp_path, cdr_db):
+def test_check_reads_the_directory(tmp_path, cdr_url):
     """`poller check` reads the directory once and says how many known callers it holds; one it
     cannot read is a failed check."""
-    path = write_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path))
+    path = write_config(tmp_path, cdr_url, callers=callers_section(tmp_path))
     result = run_cli("--config", str(path), "check")
     assert f"callers.csv {tmp_path / 'callers.csv'}: 2 known callers" in result.output, \
         result.output
