@@ -101,6 +101,17 @@ def pairs(ours: Callable[[], Cost], reference: Callable[[], Cost],
     return median(mine), median(theirs)
 
 
+def rotated(works: list[Callable[[], Cost]], count: int) -> list[Cost]:
+    """Each measured `count` times in turn, the first of a round moving on each round (a
+    neighbour's load falls on all alike); the median of each figure, in the order given."""
+    results: list[list[Cost]] = [[] for _ in works]
+    for index in range(count):
+        for offset in range(len(works)):
+            which = (index + offset) % len(works)
+            results[which].append(works[which]())
+    return [median(costs) for costs in results]
+
+
 def median(costs: list[Cost]) -> Cost:
     return Cost(statistics.median(c.wall for c in costs), statistics.median(c.cpu for c in costs),
                 int(statistics.median(c.rss_kb for c in costs)), costs[len(costs) // 2].extra)
