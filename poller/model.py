@@ -111,6 +111,15 @@ class Leg:
     cursor: Any = None  # the value of source.cursor when that is not calldate
     pbx: str = ""  # source.name of the PBX that wrote the row
 
+    @classmethod
+    def of_values(cls, values: dict[str, Any]) -> Leg:
+        """A leg from a value for every field, made without the frozen __init__ (a backfill
+        makes millions of legs, and its 22 object.__setattr__ calls a leg cost more than
+        reading the row). `values` must name every field; it becomes the leg's own."""
+        leg = object.__new__(cls)
+        leg.__dict__.update(values)
+        return leg
+
     @property
     def key(self) -> str:
         """The call this leg belongs to: linkedid, else its own uniqueid; a row with neither

@@ -56,7 +56,7 @@ from poller.source.walk import Group, Walk
 
 log = logging.getLogger("poller")
 
-KNOWN_BATCH = 200  # calls looked up in the ledger at a time
+KNOWN_BATCH = 1000  # calls looked up in the ledger, and recorded in one transaction, at a time
 PROGRESS_EVERY = 10.0  # seconds between progress lines on long reads
 # new incoming calls → the same calls with their caller fields and incident, and what that did
 # to the ledger's incidents (enrich.Enricher)

@@ -90,8 +90,11 @@ def split(legs: Sequence[Leg], zone: ZoneInfo, limits: Limits) -> list[list[Leg]
     (the rule above). A leg joins the first call it is a leg of."""
     if len(legs) < 2:
         return [list(legs)]
+    ordered = sorted(legs, key=lambda leg: leg_times(leg, zone)[0])
+    if _one_chain(ordered, zone, limits):
+        return [ordered]
     parts: list[tuple[Span, list[Leg]]] = []
-    for leg in sorted(legs, key=lambda leg: leg_times(leg, zone)[0]):
+    for leg in ordered:
         mine = Span.of_legs([leg], zone)
         for number, (span, part) in enumerate(parts):
             if same_call(mine, span, limits):
@@ -102,6 +105,20 @@ def split(legs: Sequence[Leg], zone: ZoneInfo, limits: Limits) -> list[list[Leg]
         else:
             parts.append((mine, [leg]))
     return [part for _, part in parts]
+
+
+def _one_chain(ordered: Sequence[Leg], zone: ZoneInfo, limits: Limits) -> bool:
+    """Whether legs in time order are one call by the rule's first two tests alone: each
+    begins within SLACK of the span before it and within `limits.longest` of the first. The
+    common case (every key holds one call), decided without a Span per leg."""
+    first = ordered[0].calldate
+    reach = leg_times(ordered[0], zone)[1]
+    for leg in ordered[1:]:
+        begin, end = leg_times(leg, zone)
+        if begin > reach + SLACK or abs(leg.calldate - first) > limits.longest:
+            return False
+        reach = max(reach, end)
+    return True
 
 
 def assign_keys(raw: str, reads: Sequence[Span], held: Mapping[str, Span],
