@@ -40,8 +40,12 @@ class UnreadHistory:
             return None  # a note only: a damaged one is dropped, never a failed run
 
     def backfill(self) -> str:
-        """The command that delivers them."""
-        until = self.before.strftime("%Y-%m-%d %H:%M" if self.before.time() else "%Y-%m-%d")
+        """The command that delivers them: up to the minute after `before` (the origin has
+        seconds; a backfill reaching into what the runs read delivers nothing twice)."""
+        end = self.before
+        if end.second or end.microsecond:
+            end = end.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        until = end.strftime("%Y-%m-%d %H:%M" if end.time() else "%Y-%m-%d")
         return f"poller run --since {self.oldest:%Y-%m-%d} --until '{until}'"
 
     def said(self, shown: str) -> str:
