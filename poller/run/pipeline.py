@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -24,16 +25,13 @@ import sqlalchemy as sa
 from poller.config.schema import Config
 from poller.databases import database_error
 from poller.errors import ConfigError, LedgerUnavailable, ServiceUnavailable, TargetUnavailable
-from poller.ledger.health import problems
 from poller.ledger.journal import Journal
 from poller.ledger.schema import utcnow
 from poller.ledger.store import Ledger
 from poller.recordings.transcode import Encoded, EncoderProcess
 from poller.run.delivery import Courier, deliver_due
-from poller.run.dryrun import DryRunLedger
 from poller.run.enrich import Enricher
 from poller.run.history import UnreadHistory, after_backfill
-from poller.run.incident_delivery import deliver_incidents
 from poller.run.ledgerlock import ledger_lock
 from poller.run.lock import RunLock
 from poller.run.marks import (
@@ -44,11 +42,9 @@ from poller.run.marks import (
     forget_before,
     lowest,
 )
-from poller.run.metrics import LedgerFigures, write_metrics
 from poller.run.options import Progress, RunOptions
 from poller.run.owner import claim, owner_of
 from poller.run.read import Builder, ReadLedger, ReadPhase
-from poller.run.reconcile import reconcile
 from poller.run.report import RunReport, plural
 from poller.run.schedule import due_before
 from poller.source.interface import Source
@@ -56,6 +52,9 @@ from poller.source.kinds import open_source, reconcile_source
 from poller.targets.interface import GuardedTarget, LazyTarget, Target
 from poller.targets.kinds import open_target, upkeep
 from poller.templates import recording_fields
+
+if TYPE_CHECKING:
+    from poller.run.metrics import LedgerFigures
 
 __all__ = ["Progress", "RunOptions", "RunReport", "run_once"]
 
@@ -265,6 +264,8 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
                 figures = _figures(ledger, report)
             ledger.close()
     if metrics_file:
+        from poller.run.metrics import write_metrics  # only with metrics on
+
         write_metrics(metrics_file, report, figures, config.source.name)
     return report
 
@@ -291,6 +292,8 @@ def _read(config: Config, options: RunOptions, moment: Moment, ledger: ReadLedge
                 oldest = ReadPhase(source, ledger, config.source, builder, report,
                                    enrich).execute(options)
             if config.source.reconcile.enabled:
+                from poller.run.reconcile import reconcile  # only with [source.reconcile]
+
                 lost = reconcile_source(config.source, backfill=options.backfill)
                 try:
                     oldest = lowest(oldest, reconcile(lost, source, ledger, config.source,
@@ -329,6 +332,8 @@ def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger
     try:
         deliver_due(courier, options)
         if config.incidents.enabled:
+            from poller.run.incident_delivery import deliver_incidents  # only with incidents
+
             deliver_incidents(courier, config.incidents.attributes, options)
     except TargetUnavailable as exc:
         since = down.since if down is not None else moment.utc
@@ -364,6 +369,8 @@ def _encode(files: list[Path], mp3: Path, call_seconds: int,
 def _dry_run(config: Config, options: RunOptions, moment: Moment, report: RunReport) -> None:
     """Read as a real run would and list what it would deliver; no lock, nothing written."""
     existing = Ledger.open_existing(config.state.database_url, source=config.source.name)
+    from poller.run.dryrun import DryRunLedger  # a cron run never needs it
+
     ledger = DryRunLedger(existing)
     try:
         _read(config, options, moment, ledger, report)
@@ -406,6 +413,8 @@ def _damage(ledger: Ledger) -> str | None:
     """What a damaged ledger holds that stopped the run, or None (then it was something
     else). Looked at only when a run stopped on an error it did not foresee."""
     try:
+        from poller.ledger.health import problems  # only after an unforeseen error
+
         found = problems(ledger)
     except Exception:  # noqa: BLE001 - the run's own error is reported instead
         return None
@@ -424,6 +433,8 @@ def _save_last_run(ledger: Ledger, report: RunReport) -> None:
 
 
 def _figures(ledger: Ledger, report: RunReport) -> LedgerFigures | None:
+    from poller.run.metrics import LedgerFigures  # only with metrics on
+
     try:
         if report.exit_code == 0:
             ledger.set_last_success(dt.datetime.now(dt.UTC).timestamp())
