@@ -223,7 +223,10 @@ def idle(bench: Bench) -> None:
               f"{reference * 1e3:.1f} ms warm loop", polled.cpu / reference, "<= 2x",
               polled.cpu / reference <= 2,
               f"RSS {((polled.extra or {}).get('rss_growth_kb', 0)) / 1024:+.1f} MB over "
-              f"{bench.sizes.follow_polls * max(2, bench.sizes.pairs)} polls")
+              f"{(polled.extra or {}).get('polls')} polls at 15 s, "
+              f"{(polled.extra or {}).get('full_polls')} of them full (one a minute): "
+              f"{(polled.extra or {}).get('full_ms', 0):.1f} ms each, a quiet one "
+              f"{(polled.extra or {}).get('quiet_ms', 0):.1f} ms")
 
 
 def reading(bench: Bench) -> None:

@@ -1203,3 +1203,71 @@ def test_syslog_without_a_daemon_says_so_once_and_logs_to_stderr(tmp_path, cdr_u
     assert result.stderr.count("no syslog daemon") == 1, result.stderr
     assert "logging to standard error only" in result.stderr
     assert re.search(r"INFO run: delivered", result.stderr), result.stderr
+
+
+def test_a_poll_with_nothing_to_do_ends_without_a_full_one():
+    """The quiet poll's decision, on plain data."""
+    from poller.run.probe import FULL_EVERY, Seen, nothing_to_do
+
+    ten = dt.datetime(2026, 11, 26, 10, 0)
+    seen = Seen(ten - dt.timedelta(hours=4), 12, ten, at=100.0)
+    assert nothing_to_do(seen, 12, ten, ten, False, 110.0)
+    assert not nothing_to_do(None, 12, ten, ten, False, 110.0)  # no full poll yet
+    assert not nothing_to_do(seen, 13, ten, ten, False, 110.0)  # a row came
+    later = ten + dt.timedelta(seconds=5)
+    assert not nothing_to_do(seen, 12, later, ten, False, 110.0)  # one replaced by a later one
+    assert not nothing_to_do(seen, 12, ten, ten - dt.timedelta(minutes=1), False, 110.0)  # held
+    assert not nothing_to_do(seen, 12, ten, None, False, 110.0)
+    assert not nothing_to_do(seen, 12, ten, ten, True, 110.0)  # a call or incident due
+    assert not nothing_to_do(seen, 12, ten, ten, False, 100.0 + FULL_EVERY)  # a minute on
+    assert not nothing_to_do(Seen(seen.since, 0, None, 100.0), 0, None, None, False, 110.0)
+
+
+class Polls(threading.Event):
+    """follow()'s stop event that ends the loop after `count` polls, moving a clock 15 s at
+    each wait, and runs `between(poll)` before each next poll."""
+
+    def __init__(self, count: int, between: Any = None):
+        super().__init__()
+        self.count, self.done, self.clock, self.between = count, 0, 0.0, between
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.done += 1
+        self.clock += 15.0
+        if self.done >= self.count:
+            self.set()
+        elif self.between is not None:
+            self.between(self.done)
+        return self.is_set()
+
+
+def test_follow_runs_a_full_poll_only_when_a_row_came_or_a_minute_passed(
+        tmp_path, cdr_db, sample_rows, monkeypatch):
+    """Idle polls between full ones cost a query on a kept connection: a new call's row makes
+    the next poll a full one that delivers it; with nothing new, one full poll a minute."""
+    import poller.run.follow as following_module
+
+    config = make_config(tmp_path, cdr_db.url, source={"settle": "0s", "start": ""})
+    direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=3))
+    full: list[int] = []
+    real = following_module.run_once
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        full.append(polls.done)
+        return real(*args, **kwargs)
+
+    later: list[list[dict[str, Any]]] = []
+
+    def between(poll: int) -> None:
+        if poll == 6:  # a call ends while the loop waits
+            later.extend(direct_calls(cdr_db.url, sample_rows,
+                                      now_local() - dt.timedelta(minutes=2)))
+
+    polls = Polls(12, between)
+    monkeypatch.setattr(following_module, "run_once", counted)
+    assert follow(config, 0.0, stop=polls, clock=lambda: polls.clock) == 0
+    # polls 0 (the first), 4 (a minute on), 6 (the new row), 10 (a minute after that)
+    assert full == [0, 4, 6, 10], full
+    assert key_of(later[0]) in archived(tmp_path)
+    with open_ledger(config) as ledger:
+        assert ledger.counts() == {"done": 2}

@@ -23,6 +23,7 @@ from poller.config.schema import Config
 from poller.errors import ExitCode, LockHeld, ServiceUnavailable
 from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
+from poller.run.probe import Probe
 
 log = logging.getLogger("poller")
 
@@ -80,25 +81,42 @@ def follow(config: Config, interval: float, metrics_file: str | None = None,
     log.info("following the cdr table every %gs", interval)
     code = ExitCode.OK
     outage = OutageLog()
-    while not stop.is_set():
-        problems: Sequence[str]
-        try:
-            report = run_once(config, RunOptions(should_stop=stop.is_set,
-                                                 metrics_file=metrics_file, follow=True))
-        except LockHeld as exc:
-            log.info("%s; polling again later", exc)
-            stop.wait(interval)  # that poll learnt nothing of an outage
-            continue
-        except ServiceUnavailable as exc:  # a local outage (ledger, state.dir): poll on
-            code, problems = ExitCode.PARTIAL, [str(exc)]
+    probe = Probe(config) if Probe.applies(config) else None
+    try:
+        while not stop.is_set():
+            if probe is not None and probe.quiet(clock()):
+                stop.wait(interval)  # nothing new, nothing due: no full poll
+                continue
+            if probe is not None:
+                probe.before_full(clock())
+            code = _poll(config, interval, metrics_file, stop, clock, outage, code)
+    finally:
+        if probe is not None:
+            probe.close()
+    return code
+
+
+def _poll(config: Config, interval: float, metrics_file: str | None, stop: threading.Event,
+          clock: Callable[[], float], outage: OutageLog, code: ExitCode) -> ExitCode:
+    """One full poll, then the wait for the next; the exit code it leaves."""
+    problems: Sequence[str]
+    try:
+        report = run_once(config, RunOptions(should_stop=stop.is_set,
+                                             metrics_file=metrics_file, follow=True))
+    except LockHeld as exc:
+        log.info("%s; polling again later", exc)
+        stop.wait(interval)  # that poll learnt nothing of an outage
+        return code
+    except ServiceUnavailable as exc:  # a local outage (ledger, state.dir): poll on
+        code, problems = ExitCode.PARTIAL, [str(exc)]
+    else:
+        code, problems = report.exit_code, report.unavailable
+        if report.new_calls or report.delivered_count or report.failures:
+            log.info("run: %s", report.summary())
         else:
-            code, problems = report.exit_code, report.unavailable
-            if report.new_calls or report.delivered_count or report.failures:
-                log.info("run: %s", report.summary())
-            else:
-                log.debug("run: %s", report.summary())
-        said = outage.after_poll(problems, clock())
-        if said is not None:
-            log.log(*said)
-        stop.wait(interval)
+            log.debug("run: %s", report.summary())
+    said = outage.after_poll(problems, clock())
+    if said is not None:
+        log.log(*said)
+    stop.wait(interval)
     return code

@@ -242,13 +242,21 @@ class CdrSource:
     def rows_before(self, calldate: dt.datetime) -> tuple[int, dt.datetime | None]:
         """How many rows began before `calldate`, and the oldest one's calldate: what a fresh
         ledger's first run does not read (asked once, by that run)."""
-        query = sa.select(sa.func.count(), sa.func.min(self.table.c.calldate)).where(
-            self.table.c.calldate < self._bound(calldate))
+        return self._count(self.table.c.calldate < self._bound(calldate), sa.func.min)
+
+    def rows_since(self, calldate: dt.datetime) -> tuple[int, dt.datetime | None]:
+        """How many rows have a calldate from `calldate` on, and the newest of them: what
+        follow mode compares between polls to know that no row came (one index range)."""
+        return self._count(self.table.c.calldate >= self._bound(calldate), sa.func.max)
+
+    def _count(self, where: Any, edge: Any) -> tuple[int, dt.datetime | None]:
+        """How many rows match `where`, and their calldate `edge` (sa.func.min or max)."""
+        query = sa.select(sa.func.count(), edge(self.table.c.calldate)).where(where)
         try:
-            count, oldest = self._connection().execute(query).one()
+            count, found = self._connection().execute(query).one()
         except sa.exc.OperationalError as exc:
             raise _classify(exc, self.config.url) from None
-        return int(count or 0), _to_datetime(oldest, self.zone)
+        return int(count or 0), _to_datetime(found, self.zone)
 
     def newest_position(self, column: str) -> Any:
         return self._position(self._scalar(sa.select(sa.func.max(self.table.c[column]))))
