@@ -101,7 +101,8 @@ class Probe:
 
     def _ledger(self) -> Ledger:
         if self.ledger is None:
-            self.ledger = Ledger(self.config.state.database_url, create=False)
+            self.ledger = Ledger(self.config.state.database_url, create=False,
+                                 source=self.config.source.name)
         return self.ledger
 
     def close(self) -> None:
