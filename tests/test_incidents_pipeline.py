@@ -517,3 +517,25 @@ def test_a_missed_call_outside_the_hours_says_why_it_opens_no_incident(tmp_path,
     assert rule and rule[0].startswith("ok"), result.stdout
     assert "a call " in rule[0] and "unanswered" in rule[0] and "known caller" in rule[0]
     assert "within Mon-Fri 09:00-18:00 (Europe/Moscow)" in rule[0], rule[0]
+
+
+def test_any_caller_without_a_country_says_why_a_national_number_opens_nothing(
+        tmp_path, cdr_db, sample_rows, caplog):
+    """Found in a walk-through: `callers = "any"` without a [callers] country read
+    `89161234567` as no number at all, so no missed call ever opened an incident, and the run
+    said the number was hidden. The run and check now name callers.country."""
+    import logging
+
+    missed = call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:15:00", "89161234567")
+    cdr_db.insert(missed)
+    sections = {"incidents": INCIDENTS | {"callers": "any", "attributes": {
+                    "incident_title": "Missed call from {number}"}},
+                "source": {"start": "2026-11-26 09:00"}}
+    config = make_config(tmp_path, cdr_db.url, **sections)
+    with caplog.at_level(logging.INFO, logger="poller"):
+        report = run_once(config, RunOptions(now=NOW))
+    assert report.incidents_opened == 0, report.summary()
+    assert "callers.country is not set" in caplog.text and "hidden" not in caplog.text
+    result = run_cli("--config", str(write_config(tmp_path, cdr_db.url, **sections)), "check")
+    rule = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["incidents"]]
+    assert rule and rule[0].startswith("warn") and "callers.country" in rule[0], result.stdout

@@ -33,6 +33,7 @@ from support import (
 )
 
 from poller.config.load import load
+from poller.errors import PollerError
 from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
 
@@ -198,6 +199,18 @@ def test_the_metrics_recipe_passes_check_and_node_exporter_reads_the_file(site):
     folder = site / "node-exporter"
     folder.mkdir(mode=0o755)
     staff = grp.getgrnam("staff").gr_gid
+    prom = folder / "poller.prom"
+    config = make_config(site, "sqlite:///unused.db", metrics={"file": str(prom)})
+    check = dict(CHECKS)["metrics"]
+
+    def before_the_recipe() -> str:
+        try:
+            list(check(config))
+        except PollerError as exc:
+            return str(exc)
+        return "ok"
+    said = as_user(NOBODY.pw_uid, NOBODY.pw_gid, [staff], before_the_recipe)
+    assert "group write" in said and "chown" not in said, said  # not node_exporter's folder
     for line in lines_of(shell_blocks(text)[0]):
         if line.startswith(("chgrp", "chmod")):
             subprocess.run(line.replace("/var/lib/prometheus/node-exporter", str(folder))
@@ -205,9 +218,6 @@ def test_the_metrics_recipe_passes_check_and_node_exporter_reads_the_file(site):
                            timeout=30)
     assert any(line.startswith("usermod -a -G prometheus poller")
                for line in lines_of(shell_blocks(text)[0]))
-    prom = folder / "poller.prom"
-    config = make_config(site, "sqlite:///unused.db", metrics={"file": str(prom)})
-    check = dict(CHECKS)["metrics"]
 
     def as_service_user() -> str:
         result, = check(config)

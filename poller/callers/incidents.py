@@ -30,16 +30,18 @@ class IncidentRule:
     fold: dt.timedelta
     zone: ZoneInfo
     hours_text: str = ""  # `incidents.hours` as written, for messages
+    region: str = ""  # callers.country: without it a national number is no number to call
 
 
-def rule_of(incidents: IncidentsConfig, zone: ZoneInfo) -> IncidentRule | None:
+def rule_of(incidents: IncidentsConfig, zone: ZoneInfo, region: str = ""
+            ) -> IncidentRule | None:
     """The rule `[incidents]` sets, or None when no call opens an incident."""
     if not incidents.enabled:
         return None
     return IncidentRule(frozenset(incidents.statuses),
                         cast(Literal["known", "any"], incidents.callers),
                         parse_hours(incidents.hours), dt.timedelta(seconds=incidents.fold),
-                        zone, incidents.hours)
+                        zone, incidents.hours, region)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class CallFacts:
     status: str
     number_e164: str | None
     known: bool  # the caller was found in the directory
+    number: str | None = None  # as the PBX wrote it
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,9 @@ def passed_over(rule: IncidentRule, call: CallFacts) -> str | None:
     "any" caller still needs a normalised number: an anonymous or unparsable caller cannot be
     called back, and folding needs a number to compare."""
     if call.number_e164 is None:
+        if call.number and not rule.region and any(c.isdigit() for c in call.number):
+            return ("no incident: its number has no country code and callers.country is not "
+                    "set (e.g. \"RU\"), so it cannot be read as a number to call back")
         return "no incident: the caller's number is hidden or not a phone number"
     if rule.callers == "known" and not call.known:
         return ("no incident: the caller is not in the directory (incidents.callers = "
@@ -110,7 +116,9 @@ def describe(rule: IncidentRule) -> str:
             else "at any hour")
     fold = (f"; later calls of the number within {_span(rule.fold)} join it"
             if rule.fold > dt.timedelta(0) else "")
-    return f"a call {statuses} from {who}, {when}, opens an incident{fold}"
+    numbers = ("" if rule.region else "; numbers count only with their country code "
+               "(+…): set callers.country to read national ones")
+    return f"a call {statuses} from {who}, {when}, opens an incident{fold}{numbers}"
 
 
 def _span(span: dt.timedelta) -> str:

@@ -331,7 +331,15 @@ def _metrics(config: Config) -> Iterator[Result]:
     if config.metrics.file:
         path = Path(config.metrics.file)
         _writable_file(path)
-        yield Result("metrics", OK, f"{path.name} in " + _writable_folder(path.parent))
+        try:
+            where = _writable_folder(path.parent)
+        except PollerError as exc:
+            # node_exporter's folder is not the poller's to take: a group that may write
+            raise PollerError(str(exc).replace(
+                "chown it to the poller's user",
+                "give the poller's user group write there (README: Metrics and alerts), or "
+                "put the file in state.dir")) from None
+        yield Result("metrics", OK, f"{path.name} in {where}")
 
 
 def _callers(config: Config) -> Iterator[Result]:
@@ -350,9 +358,10 @@ def _callers(config: Config) -> Iterator[Result]:
 
 def _incidents(config: Config) -> Iterator[Result]:
     """The incident rule in words: a missed call that opens none is otherwise a mystery."""
-    rule = rule_of(config.incidents, ZoneInfo(config.source.timezone))
+    rule = rule_of(config.incidents, ZoneInfo(config.source.timezone), config.callers.country)
     if rule is not None:
-        yield Result("incidents", OK, describe_rule(rule))
+        # without a country, a number written the national way (8916…) opens nothing
+        yield Result("incidents", OK if rule.region else WARN, describe_rule(rule))
 
 
 CHECKS: list[tuple[str, Callable[[Config], Iterator[Result]]]] = [

@@ -182,7 +182,7 @@ class Enricher:
     def build(cls, callers: CallersConfig, incidents: IncidentsConfig, state_dir: str,
               zone: ZoneInfo, now: dt.datetime, report: RunReport) -> Enricher:
         return cls(CallerLookup(callers, state_dir, now, report), callers,
-                   rule_of(incidents, zone), report)
+                   rule_of(incidents, zone, callers.country), report)
 
     def __call__(self, calls: Sequence[Call], ledger: EnrichLedger
                  ) -> tuple[list[Call], IncidentChanges]:
@@ -225,7 +225,7 @@ class Enricher:
         decided: dict[str, Call] = {}
         for call in ordered:
             facts = CallFacts(call.key, call.start, str(call.status), call.number_e164,
-                              call.number_e164 in found)
+                              call.number_e164 in found, call.number)
             decision = decide(rule, facts, open_now)
             open_now = apply(decision, facts, open_now)
             if decision.incident is not None:
