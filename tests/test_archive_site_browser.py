@@ -321,3 +321,23 @@ def test_a_day_in_parts_shows_a_screenful_and_finds_every_call(paged, page):
                          " < window.innerHeight")
     size = (paged.big_day / PAGE).stat().st_size
     print(f"\n1581-call day: page {size / 1024:.0f} KiB, opened in {loaded * 1000:.0f} ms")
+
+
+def test_the_pbx_filter_of_a_day_of_two_pbxs_reaches_its_later_parts(tmp_path, page):
+    """Two PBXs' calls in one archive: the PBX column and filter, on the calls of the page's
+    HTML and of the parts its script shows."""
+    from test_pbx_names import two_pbx_day
+
+    records = two_pbx_day(tmp_path, 1200)
+    assert not build_site(tmp_path, "en", "Europe/Moscow").failed
+    page.goto((tmp_path / "2026/11/26" / PAGE).as_uri())
+    page.select_option("#pbx", "lviv")
+    lviv = [r for r in records if r["pbx"] == "lviv"]
+    assert page.locator("#shown").inner_text() == f"{len(lviv)} of 1200 calls shown"
+    assert page.evaluate("location.hash") == "#pbx=lviv"
+    cells = page.eval_on_selector_all("#calls tbody tr", "rows => rows.map(r => "
+                                      "r.cells[r.cells.length - 1].textContent)")
+    assert cells == ["lviv"] * len(lviv)
+    page.select_option("#pbx", "kiev")
+    page.fill("#q", "no such caller")
+    assert page.locator("#none").is_visible()

@@ -3,6 +3,7 @@ Two PBXs write the same uniqueids; named, their calls never mix."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from support import (
     DIRECT_ANSWERED,
     IVR_NOBODY,
+    MSK,
     archived,
     clone_call,
     key_of,
@@ -99,3 +101,47 @@ def test_an_unnamed_source_keeps_its_keys(tmp_path, sample_rows):
     assert key_of(rows[:1]) in records
     assert {record["pbx"] for record in records.values()} == {""}
     assert "pbx=" not in (tmp_path / "poller.prom").read_text()
+
+
+# -- the archive's pages: which PBX, when it holds calls of more than one
+
+def two_pbx_day(root: Path, count: int = 3) -> list[dict[str, Any]]:
+    from support import record, write_record
+
+    opening = dt.datetime(2026, 11, 26, 9, 0, tzinfo=MSK)
+    records = []
+    for i in range(count):
+        pbx = "lviv" if i % 3 == 1 else "kiev"
+        data = {**record(f"{pbx}:{1795640000 + i}.{i}", opening + dt.timedelta(seconds=i * 7)),
+                "pbx": pbx}
+        write_record(root, data)
+        records.append(data)
+    return records
+
+
+def test_a_day_of_two_pbxs_has_a_pbx_column_and_filter_and_the_index_lists_them(tmp_path):
+    from poller.targets.archive.site import build_site
+
+    two_pbx_day(tmp_path)
+    assert not build_site(tmp_path, "en", "Europe/Moscow").failed
+    page = (tmp_path / "2026/11/26" / "index.html").read_text()
+    assert '<select id="pbx">' in page
+    assert '<option value="kiev">kiev (2)</option>' in page
+    assert '<option value="lviv">lviv (1)</option>' in page
+    assert '<th scope="col">PBX</th>' in page and "<td>lviv</td>" in page
+    index = (tmp_path / "index.html").read_text()
+    assert '<p class="meta" id="pbxs">PBX: kiev 2 · lviv 1</p>' in index
+
+
+def test_a_one_pbx_archive_looks_as_it_did(tmp_path):
+    from support import record, write_record
+
+    from poller.targets.archive.site import build_site
+
+    write_record(tmp_path, {**record("kiev:1795640000.1",
+                                     dt.datetime(2026, 11, 26, 9, 0, tzinfo=MSK)),
+                            "pbx": "kiev"})
+    assert not build_site(tmp_path, "en", "Europe/Moscow").failed
+    page = (tmp_path / "2026/11/26" / "index.html").read_text()
+    assert 'id="pbx"' not in page and ">PBX<" not in page
+    assert 'id="pbxs"' not in (tmp_path / "index.html").read_text()

@@ -18,7 +18,7 @@ log = logging.getLogger("poller")
 
 PAGE = "index.html"
 SUMMARY = ".summary"  # not *.json: readers of the archive take every *.json for a call record
-SUMMARY_VERSION = 3  # 3: callers matched on the last ten digits, number_e164 or not
+SUMMARY_VERSION = 4  # 3: callers matched on the last ten digits; 4: calls per PBX
 # A day page holds its first part of calls as HTML; each part after it is a script beside the
 # page (`<script src>` works from file://, where a fetch() does not) that the page's JS shows a
 # screenful at a time: 50,000 calls as one table were 25 MB that a browser took 99 s to open.
@@ -54,6 +54,7 @@ class CallRow:
     caller_name: str | None = None
     incident: str | None = None
     number_e164: str | None = None
+    pbx: str = ""  # source.name of the PBX the call came through
 
     @classmethod
     def from_record(cls, data: Mapping[str, Any], record: Path) -> CallRow:
@@ -70,23 +71,23 @@ class CallRow:
             mp3=mp3.name if data.get("recording") and mp3.is_file() else None,
             recording_problem=data.get("recording_problem") or None,
             caller_name=data.get("caller_name") or None, incident=data.get("incident") or None,
-            number_e164=data.get("number_e164") or None)
+            number_e164=data.get("number_e164") or None, pbx=_text(data.get("pbx")))
 
     def to_data(self) -> list[Any]:
         """The row as a part file holds it (and the page's JS reads it)."""
         return [self.key, self.start.isoformat(), self.number, self.shown_name, self.status,
                 self.duration, self.talk_time, self.answered_by, self.anchor, self.mp3,
-                self.recording_problem, self.incident]
+                self.recording_problem, self.incident, self.pbx]
 
     @classmethod
     def from_data(cls, data: Sequence[Any]) -> CallRow:
         """A row read back from a part file; TypeError or ValueError when it is not one."""
-        key, start, number, name, status, duration, talk, by, anchor, mp3, problem, incident = \
-            data
+        key, start, number, name, status, duration, talk, by, anchor, mp3, problem, incident, \
+            pbx = data
         return cls(key=str(key), start=dt.datetime.fromisoformat(start), number=str(number),
                    name=str(name), status=str(status), duration=int(duration),
                    talk_time=int(talk), answered_by=str(by), anchor=str(anchor), mp3=mp3,
-                   recording_problem=problem, incident=incident)
+                   recording_problem=problem, incident=incident, pbx=str(pbx))
 
     @property
     def order(self) -> tuple[dt.datetime, str]:
@@ -174,6 +175,7 @@ class DaySummary:
     answered: Mapping[str, str] = field(default_factory=dict)  # callback -> its last answer
     parts: tuple[tuple[str, int], ...] = ()  # the part files of the page and their calls
     last: tuple[str, str] | None = None  # the start and key of the day's last call
+    pbxs: Mapping[str, int] = field(default_factory=dict)  # calls per PBX ("": unnamed)
 
     @property
     def total(self) -> int:
@@ -184,8 +186,10 @@ class DaySummary:
         counts: dict[str, int] = {str(status): 0 for status in STATUSES}
         answered: dict[str, str] = {}
         missed = []
+        pbxs: dict[str, int] = {}
         for row in rows:
             counts[row.status] = counts.get(row.status, 0) + 1
+            pbxs[row.pbx] = pbxs.get(row.pbx, 0) + 1
             callback = row.callback
             if callback is None:
                 continue
@@ -194,7 +198,7 @@ class DaySummary:
             elif row.status in MISSED:
                 missed.append(Missed(row.key, row.start.isoformat(), row.number, row.shown_name,
                                      row.status, row.anchor, callback))
-        return cls(day, counts, tuple(missed), answered)
+        return cls(day, counts, tuple(missed), answered, pbxs=pbxs)
 
     def merged(self, later: DaySummary) -> DaySummary:
         """This day's summary with the calls of `later` (all after this one's) added."""
@@ -204,8 +208,11 @@ class DaySummary:
         answered = dict(self.answered)
         for callback, when in later.answered.items():
             answered[callback] = max(answered.get(callback, ""), when)
+        pbxs = dict(self.pbxs)
+        for pbx, number in later.pbxs.items():
+            pbxs[pbx] = pbxs.get(pbx, 0) + number
         return dataclasses.replace(self, counts=counts, missed=self.missed + later.missed,
-                                   answered=answered)
+                                   answered=answered, pbxs=pbxs)
 
     def placed(self, parts: Sequence[tuple[str, int]], last: CallRow | None) -> DaySummary:
         """The summary with where the page's calls are."""
@@ -223,7 +230,8 @@ class DaySummary:
                 "counts": dict(self.counts), "answered": dict(self.answered),
                 "missed": [vars(item) for item in self.missed],
                 "parts": [list(part) for part in self.parts],
-                "last": None if self.last is None else list(self.last)}
+                "last": None if self.last is None else list(self.last),
+                "pbxs": dict(self.pbxs)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DaySummary:
@@ -233,7 +241,8 @@ class DaySummary:
         return cls(dt.date.fromisoformat(data["day"]), dict(data["counts"]),
                    tuple(Missed(**item) for item in data["missed"]), dict(data["answered"]),
                    tuple((str(name), int(count)) for name, count in data["parts"]),
-                   None if last is None else (str(last[0]), str(last[1])))
+                   None if last is None else (str(last[0]), str(last[1])),
+                   {str(name): int(count) for name, count in data["pbxs"].items()})
 
 
 class OldSummary(ValueError):

@@ -72,6 +72,21 @@ class SiteReport:
                        if self.failed else "")
 
 
+def archive_pbxs(summaries: Iterable[DaySummary]) -> dict[str, int]:
+    """Calls per PBX over the whole archive."""
+    total: dict[str, int] = {}
+    for summary in summaries:
+        for pbx, count in summary.pbxs.items():
+            total[pbx] = total.get(pbx, 0) + count
+    return total
+
+
+def shown_pbxs(pbxs: Mapping[str, int]) -> list[tuple[str, int]]:
+    """The PBXs a page names, with their calls: none unless the calls came through more than
+    one (one PBX's archive looks as it always did)."""
+    return sorted(pbxs.items()) if len(pbxs) > 1 else []
+
+
 class ArchiveSite:
     """Renders the pages of one archive folder."""
 
@@ -124,7 +139,7 @@ class ArchiveSite:
             self._common(), title=long_date(summary.day, self.locale), day=summary.day,
             rows=first, later=later, counts=counts, total=summary.total, others=sum(
                 n for status, n in counts.items() if status not in STATUSES),
-            view=PART_ROWS)
+            view=PART_ROWS, pbxs=shown_pbxs(summary.pbxs))
 
     def render_index(self, summaries: list[DaySummary]) -> str:
         """The index page's HTML, newest month first."""
@@ -136,7 +151,7 @@ class ArchiveSite:
         return self.env.get_template("index.html.j2").render(
             self._common(), title=STRINGS[self.locale]["archive"], months=months,
             waiting=waiting[:FOLLOW_UP_SHOWN], waiting_total=len(waiting),
-            follow_up_days=FOLLOW_UP_DAYS)
+            follow_up_days=FOLLOW_UP_DAYS, pbxs=shown_pbxs(archive_pbxs(summaries)))
 
     def _common(self) -> dict[str, Any]:
         offset = self.now.strftime("%z")

@@ -16,9 +16,10 @@
     return hash.indexOf("=") < 0 ? new URLSearchParams() : new URLSearchParams(hash);
   }
 
-  function writeFilter(status, query) {
+  function writeFilter(status, query, pbx) {
     var params = new URLSearchParams();
     if (status) params.set("status", status);
+    if (pbx) params.set("pbx", pbx);
     if (query) params.set("q", query);
     var text = params.toString();
     if (!text && location.hash.indexOf("=") < 0) return;
@@ -48,16 +49,17 @@
       return cell.dataset.v !== undefined ? cell.dataset.v : cell.textContent.trim();
     });
     return {el: row, status: row.dataset.status, digits: row.dataset.digits,
-            name: row.dataset.name, values: values, anchor: row.id.slice(2)};
+            name: row.dataset.name, values: values, anchor: row.id.slice(2),
+            pbx: row.dataset.pbx || ""};
   }
 
   function fromData(data, words) {
     // [key, start, number, name, status, duration, talk, answered by, anchor, mp3,
-    //  recording problem, incident]: CallRow.to_data
+    //  recording problem, incident, pbx]: CallRow.to_data
     var status = data[4], number = data[2], index = words.statuses.indexOf(status);
     var digitsOf = digits(number);
     return {el: null, data: data, status: status, digits: digitsOf,
-            name: data[3].toLowerCase(), anchor: data[8],
+            name: data[3].toLowerCase(), anchor: data[8], pbx: data[12] || "",
             values: [String(Date.parse(data[1]) / 1000), digitsOf, String(index < 0 ? 9 : index),
                      String(data[5]), String(data[6]), data[7]]};
   }
@@ -82,6 +84,7 @@
     row.dataset.status = item.status;
     row.dataset.digits = item.digits;
     row.dataset.name = item.name;
+    row.dataset.pbx = item.pbx;
     function cell(value, className) {
       var made = element("td", className);
       if (value !== null) made.dataset.v = value;
@@ -126,6 +129,8 @@
     var link = element("a", "", words.record);
     link.href = encodeURIComponent(item.anchor) + ".json";
     cell(null).appendChild(link);
+    // the PBX column is there when the day's calls came through more than one
+    if (document.getElementById("pbx")) cell(null).textContent = item.pbx || words.unnamed_pbx;
     return row;
   }
 
@@ -140,6 +145,7 @@
     var pager = document.getElementById("pager");
     var view = pager ? Number(pager.dataset.view) : Infinity;
     var status = document.getElementById("status");
+    var pbx = document.getElementById("pbx");
     var query = document.getElementById("q");
     var shown = document.getElementById("shown");
     var none = document.getElementById("none");
@@ -148,6 +154,8 @@
 
     function matches(item, wanted, number, text) {
       if (wanted && item.status !== wanted) return false;
+      // "-" stands for a poller without a name (no source.name starts with it)
+      if (pbx && pbx.value && (item.pbx || "-") !== pbx.value) return false;
       if (number) return item.digits.indexOf(number) >= 0;
       return !text || item.name.indexOf(text) >= 0;
     }
@@ -184,7 +192,7 @@
       show();
       shown.textContent = fill(strings.shown, {shown: matched.length, total: items.length});
       none.hidden = matched.length > 0;
-      writeFilter(status.value, query.value.trim());
+      writeFilter(status.value, query.value.trim(), pbx ? pbx.value : "");
     }
 
     function sortBy(header, index) {
@@ -246,6 +254,11 @@
     if (filter.get("status") !== null) status.value = filter.get("status");
     if (filter.get("q") !== null) query.value = filter.get("q");
     if (status.selectedIndex < 0) status.value = "";
+    if (pbx) {
+      if (filter.get("pbx") !== null) pbx.value = filter.get("pbx");
+      if (pbx.selectedIndex < 0) pbx.value = "";
+      pbx.addEventListener("change", apply);
+    }
     status.addEventListener("change", apply);
     query.addEventListener("input", apply);
     document.getElementById("filters").addEventListener("submit", function (event) {
