@@ -87,6 +87,7 @@ class CdrSource:
         self._absent = {f.name: f.default for f in dataclasses.fields(Leg)
                         if f.name not in self._columns and f.name not in (
                             "calldate", "linkedid", "sequence")}
+        self._absent["pbx"] = config.name  # no column: the source's name keys its calls
         self._cursor_at = self._columns.index(self.cursor)
         self._sqlite = self.engine.dialect.name == "sqlite"
         self._statements: dict[tuple[str, bool], tuple[str, list[str] | None]] = {}
