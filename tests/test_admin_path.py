@@ -225,6 +225,23 @@ def test_status_says_when_its_list_is_cut_and_shows_the_oldest_waiting_call(tmp_
         (now - dt.datetime.fromisoformat(oldest["start"])).total_seconds(), abs=2)
 
 
+def test_the_run_line_counts_the_calls_an_outage_held_back_as_waiting(tmp_path, sample_rows):
+    """Found in a walk-through: while the archive refused writes the run line said `0
+    waiting` and status listed the calls under `waiting:`. Both now say they wait."""
+    starts = [local("2026-11-26 09:00:00") + dt.timedelta(minutes=i) for i in range(3)]
+    path = write_config(tmp_path, cdr_table(tmp_path, calls_at(sample_rows, *starts)))
+    (tmp_path / "monitor").mkdir()
+
+    def down(config: Any) -> Any:
+        raise TargetUnavailable("archive: the target does not answer")
+
+    report = run_once(load(path, env={}), RunOptions(now=msk("2026-11-26 12:00")),
+                      target_factory=down)
+    assert "3 waiting (3 held back by the outage), 0 failed" in report.summary()
+    text = run_cli("--config", str(path), "status").stdout
+    assert "waiting:\n" in text and "3 waiting (3 held back by the outage)" in text, text
+
+
 def test_status_shows_every_time_in_one_zone(tmp_path, sample_rows):
     """The watermark was local without an offset, the last run and retries in UTC."""
     path = _outage(tmp_path, sample_rows, 1)

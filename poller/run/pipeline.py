@@ -28,6 +28,7 @@ from poller.errors import ConfigError, LedgerUnavailable, ServiceUnavailable, Ta
 from poller.ledger.journal import Journal
 from poller.ledger.schema import utcnow
 from poller.ledger.store import Ledger
+from poller.model import PENDING
 from poller.recordings.transcode import Encoded, EncoderProcess
 from poller.run.delivery import Courier, deliver_due
 from poller.run.enrich import Enricher
@@ -328,6 +329,7 @@ def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger
                 text)
         report.unavailable.append(text)
         report.target_down_since = down.since.isoformat(timespec="seconds") + "Z"
+        _held_back(ledger, report)
         return
     try:
         deliver_due(courier, options)
@@ -349,16 +351,28 @@ def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger
             ledger.set_target_down(since, str(exc), until)
         except Exception as failure:  # the state database may be what is failing too
             log.warning("could not record the target's outage: %s", failure)
+        _held_back(ledger, report)
         return
     except ServiceUnavailable as exc:
         log.log(options.outage_level, "%s; the remaining calls wait for the next run", exc)
         report.unavailable.append(str(exc))
+        _held_back(ledger, report)
         return
     if down is not None and target.opened is not None:
         log.log(logging.DEBUG if options.follow else logging.INFO,
                 "the target answers again (down since %s UTC: %s)",
                  down.since.isoformat(sep=" ", timespec="seconds"), down.error)
         ledger.clear_target_down()
+
+
+def _held_back(ledger: Ledger, report: RunReport) -> None:
+    """The calls an outage kept this run from trying are waiting, as `status` lists them: the
+    run's line counts them so (it said `0 waiting` while status listed them)."""
+    try:
+        pending = sum(count for stage, count in ledger.counts().items() if stage in PENDING)
+    except Exception:  # noqa: BLE001 - the ledger may be the outage: the count is a nicety
+        return
+    report.held = max(pending - report.waiting - (report.failures - report.parked), 0)
 
 
 def _encode(files: list[Path], mp3: Path, call_seconds: int,

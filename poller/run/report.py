@@ -23,6 +23,7 @@ class RunReport:
     failures: int = 0
     parked: int = 0
     waiting: int = 0
+    held: int = 0  # pending calls an outage kept this run from trying (waiting all the same)
     settling: int = 0  # calls that ended less than source.settle ago: taken next run
     unavailable: list[str] = field(default_factory=list)
     target_down_since: str | None = None  # ISO UTC, while the target does not answer
@@ -89,7 +90,7 @@ class RunReport:
                 f"({statuses or 'none'}), {plural(self.recordings, 'recording')}, "
                 f"{self.new_calls} new{reconciled}, {self.skipped} skipped, "
                 f"{callers}{incidents}"
-                f"{waiting_phrase(self.waiting, self.failures - self.parked)}, "
+                f"{waiting_phrase(self.waiting, self.failures - self.parked, self.held)}, "
                 f"{self.parked} failed, "
                 f"{self.rows} rows read, {self.seconds:.2f}s")
 
@@ -106,7 +107,7 @@ class RunReport:
             "delivered": dict(self.delivered), "recordings": self.recordings,
             "recording_bytes": self.recording_bytes,
             "failures": self.failures, "parked": self.parked, "waiting": self.waiting,
-            "settling": self.settling,
+            "held": self.held, "settling": self.settling,
             "unavailable": self.unavailable, "target_down_since": self.target_down_since,
             "seconds": round(self.seconds, 3),
             "watermark": self.watermark, "newest_row": self.newest_row,
@@ -118,12 +119,15 @@ class RunReport:
         }
 
 
-def waiting_phrase(deferred: int, retrying: int) -> str:
+def waiting_phrase(deferred: int, retrying: int, held: int = 0) -> str:
     """`3 waiting (1 to retry after a failed attempt)`: the calls that go out at a later run,
     as `status` lists them under `waiting:`. A call that failed an attempt and backs off is
-    waiting, not failed: only a parked call is (`status`'s `failed:`)."""
-    after = f" ({retrying} to retry after a failed attempt)" if retrying else ""
-    return f"{deferred + retrying} waiting{after}"
+    waiting, not failed: only a parked call is (`status`'s `failed:`); so is a call an outage
+    kept the run from trying."""
+    why = ([f"{retrying} to retry after a failed attempt"] if retrying else []) + \
+        ([f"{held} held back by the outage"] if held else [])
+    after = f" ({', '.join(why)})" if why else ""
+    return f"{deferred + retrying + held} waiting{after}"
 
 
 def plural(count: int, noun: str) -> str:
