@@ -113,6 +113,7 @@ def test_mariadb_gives_the_same_calls(tmp_path, cdr_db, sample_rows, recordings_
     assert _run(tmp_path, cdr_db.url) == reference
 
 
+@pytest.mark.slow  # a whole run with real encodes, as below
 def test_postgresql_cdr_pgsql_gives_the_same_calls(tmp_path, pg_db, sample_rows,
                                                    recordings_dir, reference):
     """Asterisk's cdr_pgsql table: calldate a timestamp with time zone (an instant: each
@@ -127,6 +128,9 @@ def test_postgresql_cdr_pgsql_gives_the_same_calls(tmp_path, pg_db, sample_rows,
     assert calls == reference
 
 
+# each source's run delivers the 23 sample calls and encodes their 16 recordings for real
+# (2 to 6 s each): the fast lane keeps the reference run alone
+@pytest.mark.slow
 @pytest.mark.parametrize("written", [False, True], ids=["cdr_csv's own", "from the rows"])
 def test_master_csv_gives_the_same_calls(tmp_path, sample_rows, recordings_dir, reference,
                                          written):
@@ -141,6 +145,7 @@ def test_master_csv_gives_the_same_calls(tmp_path, sample_rows, recordings_dir, 
     assert calls == reference
 
 
+@pytest.mark.slow
 def test_the_sqlite_table_of_asterisks_own_schema_gives_the_same_calls(tmp_path, sample_rows,
                                                                        reference):
     """Without did and recordingfile (cdr_sqlite3_custom's usual columns) a SQLite table finds
