@@ -138,14 +138,12 @@ def cdr_db(mysql_server: str) -> Iterator[CdrDatabase]:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
-def cdr_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def cdr_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """An empty FreePBX cdr table, once in a SQLite file and once on the MariaDB server: the
     run's glue is tested without a server, and MariaDB still runs the same test (fill it with
     support.insert_rows)."""
-    if request.param == "sqlite":
-        folder = tmp_path / "pbx"
-        folder.mkdir()
-        return cdr_table(folder, [])
+    if request.param == "sqlite":  # beside the test's tmp_path, whose files a test may count
+        return cdr_table(tmp_path_factory.mktemp("pbx"), [])
     database: CdrDatabase = request.getfixturevalue("cdr_db")
     return database.url
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support import archived, clone_call, entry_of, key_of, legs_of, make_config, msk
+from support import archived, clone_call, entry_of, insert_rows, key_of, legs_of, make_config, msk
 
 from poller.errors import DeliveryError, ExitCode
 from poller.model import Stage
@@ -65,7 +65,7 @@ def test_no_key_gets_a_name_the_archive_gives_another_key(key):
 
 
 def test_a_key_ending_in_incident_keeps_its_record_and_the_incident_its_file(
-        tmp_path, cdr_db, sample_rows):
+        tmp_path, cdr_url, sample_rows):
     """K1 opens an incident; K1.incident is a call of its own: both records and the incident
     file survive, and the day page lists both calls."""
     template = legs_of(sample_rows, NO_ANSWER)
@@ -73,8 +73,8 @@ def test_a_key_ending_in_incident_keeps_its_record_and_the_incident_its_file(
     for minute, key in enumerate(["K1", "K1.incident"]):
         rows += clone_call(template, dt.datetime(2026, 11, 26, 10, minute), linkedid=key,
                            src="+79161234567", cnum="+79161234567")
-    cdr_db.insert(rows)
-    config = make_config(tmp_path, cdr_db.url, incidents={
+    insert_rows(cdr_url, rows)
+    config = make_config(tmp_path, cdr_url, incidents={
         "statuses": ["unanswered"], "callers": "any", "fold": "0s"})
     report = run_once(config, RunOptions(now=NOW))
     assert report.exit_code == ExitCode.OK and report.delivered_count == 2, report.summary()
@@ -87,14 +87,15 @@ def test_a_key_ending_in_incident_keeps_its_record_and_the_incident_its_file(
     assert "K1.incident" in page and page.count("K1") >= 2
 
 
-def test_keys_that_used_to_share_a_file_each_keep_their_record(tmp_path, cdr_db, sample_rows):
+def test_keys_that_used_to_share_a_file_each_keep_their_record(tmp_path, cdr_url, sample_rows):
     """linkedids `COL/1` and `COL_1` (and two Cyrillic ones) once mapped to one file name, the
     second record overwriting the first while both calls were marked done."""
     template = legs_of(sample_rows, NO_ANSWER)
     keys = ["COL/1", "COL_1", "звонок", "привет"]
     for minute, key in enumerate(keys):
-        cdr_db.insert(clone_call(template, dt.datetime(2026, 11, 26, 10, minute), linkedid=key))
-    config = make_config(tmp_path, cdr_db.url)
+        insert_rows(cdr_url, clone_call(template, dt.datetime(2026, 11, 26, 10, minute),
+                                        linkedid=key))
+    config = make_config(tmp_path, cdr_url)
     report = run_once(config, RunOptions(now=NOW))
     assert report.exit_code == ExitCode.OK and sum(report.delivered.values()) == 4
     assert sorted(archived(tmp_path)) == sorted(keys)
@@ -105,15 +106,15 @@ class DiesOnAttach(ArchiveTarget):
         raise DeliveryError("archive: the disk went away")
 
 
-def test_a_lost_pending_record_is_made_again_before_the_call_is_attached(tmp_path, cdr_db,
+def test_a_lost_pending_record_is_made_again_before_the_call_is_attached(tmp_path, cdr_url,
                                                                          sample_rows):
     """Stage `created`, its hidden record gone with a replaced file system: the next run
     uploads the MP3 and writes the record again — never `done` with an MP3 and no JSON."""
     rows = clone_call(legs_of(sample_rows, ANSWERED), dt.datetime(2026, 11, 26, 10, 0),
                       monitor=tmp_path / "monitor")
-    cdr_db.insert(rows)
+    insert_rows(cdr_url, rows)
     key = key_of(rows)
-    config = make_config(tmp_path, cdr_db.url)
+    config = make_config(tmp_path, cdr_url)
     run_once(config, RunOptions(now=NOW),
              target_factory=lambda c: DiesOnAttach(c.target.archive, c.source.timezone))
     entry = entry_of(config, key)

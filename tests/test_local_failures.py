@@ -20,6 +20,7 @@ from support import (
     clone_call,
     entry_of,
     give_to_nobody,
+    insert_rows,
     key_of,
     legs_of,
     make_config,
@@ -40,20 +41,20 @@ NOW = msk("2026-11-26 12:00")
 ANSWERED = "1795675107.1"  # P1-01: answered, recorded
 
 
-def _recorded_call(cdr_db, sample_rows, monitor: Path) -> str:
+def _recorded_call(cdr_url, sample_rows, monitor: Path) -> str:
     rows = clone_call(legs_of(sample_rows, ANSWERED), dt.datetime(2026, 11, 26, 10, 0),
                       monitor=monitor)
-    cdr_db.insert(rows)
+    insert_rows(cdr_url, rows)
     return key_of(rows)
 
 
 def test_state_dir_read_only_after_create_charges_nobody_and_keeps_the_id(
-        tmp_path, cdr_db, sample_rows, monkeypatch):
+        tmp_path, cdr_url, sample_rows, monkeypatch):
     """easla created the object, then state.dir turned read-only: the ledger refuses the id
     and the temporary MP3 cannot be removed either. The id goes to the journal and the run
     stops (exit 1) charging nobody -- the failed removal must not pass for the call's own
     failure, nor escape the run as an unexpected error. The next run attaches to that object."""
-    key = _recorded_call(cdr_db, sample_rows, tmp_path / "monitor")
+    key = _recorded_call(cdr_url, sample_rows, tmp_path / "monitor")
     monkeypatch.setattr("poller.ledger.journal.RETRIES", (0.0, 0.0))
     workdir = tmp_path / "state" / "tmp"
     real_advance, real_unlink = Ledger.advance, Path.unlink
@@ -74,7 +75,7 @@ def test_state_dir_read_only_after_create_charges_nobody_and_keeps_the_id(
         return real_unlink(self, missing_ok=missing_ok)
 
     with EaslaServer() as server:
-        config = make_config(tmp_path, cdr_db.url, target={"kind": "easla", "easla": {
+        config = make_config(tmp_path, cdr_url, target={"kind": "easla", "easla": {
             "url": server.url, "login": "poller", "password": "secret", "timeout": "2s"}})
         monkeypatch.setattr(Ledger, "advance", refusing)
         monkeypatch.setattr(Path, "unlink", unlink)
@@ -94,13 +95,13 @@ def test_state_dir_read_only_after_create_charges_nobody_and_keeps_the_id(
     assert list(workdir.iterdir()) == []  # the leftover went with the next run
 
 
-def test_a_full_archive_disk_charges_nobody_however_long(tmp_path, cdr_db, sample_rows,
+def test_a_full_archive_disk_charges_nobody_however_long(tmp_path, cdr_url, sample_rows,
                                                          monkeypatch):
     """The archive's file system is full (ENOSPC on every write) for more runs than
     max_attempts: each run stops with exit 1 saying the target is down, no call is charged or
     parked; the first run with space again delivers the call."""
-    key = _recorded_call(cdr_db, sample_rows, tmp_path / "monitor")
-    config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 2, "backoff": "1s",
+    key = _recorded_call(cdr_url, sample_rows, tmp_path / "monitor")
+    config = make_config(tmp_path, cdr_url, retry={"max_attempts": 2, "backoff": "1s",
                                                       "max_backoff": "2s"})
     real_open = os.open
 
