@@ -206,9 +206,12 @@ def demo_copy(demo: Demo, tmp_path: Path) -> Demo:
     the copy's own paths)."""
     folder = tmp_path.resolve() / "demo"
     shutil.copytree(demo.folder, folder, symlinks=True)
-    config = folder / "poller.toml"
-    config.write_text(config.read_text(encoding="utf-8").replace(str(demo.folder), str(folder)),
-                      encoding="utf-8")
+    # the config, and the claim state.dir keeps of its ledger, name the copy's own paths
+    for named in (folder / "poller.toml", folder / "state" / "owner.json"):
+        if named.is_file():
+            named.write_text(named.read_text(encoding="utf-8").replace(str(demo.folder),
+                                                                       str(folder)),
+                             encoding="utf-8")
     return Demo(folder, demo.output)
 
 
