@@ -338,7 +338,7 @@ def _last_run(status: Overview) -> list[str]:
     delivered = sum(run.get("delivered", {}).values())
     parked = run.get("parked", 0)
     waiting = waiting_phrase(run.get("waiting", 0), run.get("failures", 0) - parked,
-                             run.get("held", 0))
+                             run.get("held", 0), bool(run.get("unavailable")))
     lines = [f"last run:    {shown}: {delivered} delivered, {waiting}, {parked} failed, "
              f"{_count(run.get('rows', 0), 'row')} read, {run.get('seconds', 0)}s"]
     lines += [f"  stopped by: {problem}" for problem in run.get("unavailable", [])]

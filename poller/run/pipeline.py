@@ -241,6 +241,7 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
                 ledger.add_reconciled(report.reconciled)
             _deliver(config, options, moment, ledger, journal, target, report, encoder)
             if not options.backfill:
+                _held_back(ledger, report)
                 _upkeep(config, moment, ledger, oldest_read)
         except ConfigError as exc:  # found at run time (credentials, a column): not clean
             report.config_error = str(exc)
@@ -329,7 +330,6 @@ def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger
                 text)
         report.unavailable.append(text)
         report.target_down_since = down.since.isoformat(timespec="seconds") + "Z"
-        _held_back(ledger, report)
         return
     try:
         deliver_due(courier, options)
@@ -351,12 +351,10 @@ def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger
             ledger.set_target_down(since, str(exc), until)
         except Exception as failure:  # the state database may be what is failing too
             log.warning("could not record the target's outage: %s", failure)
-        _held_back(ledger, report)
         return
     except ServiceUnavailable as exc:
         log.log(options.outage_level, "%s; the remaining calls wait for the next run", exc)
         report.unavailable.append(str(exc))
-        _held_back(ledger, report)
         return
     if down is not None and target.opened is not None:
         log.log(logging.DEBUG if options.follow else logging.INFO,
@@ -366,8 +364,10 @@ def _deliver(config: Config, options: RunOptions, moment: Moment, ledger: Ledger
 
 
 def _held_back(ledger: Ledger, report: RunReport) -> None:
-    """The calls an outage kept this run from trying are waiting, as `status` lists them: the
-    run's line counts them so (it said `0 waiting` while status listed them)."""
+    """The pending calls this run did not try — not due yet (a recording an earlier run put
+    off, a back-off), or kept back by an outage — wait all the same, as `status` lists them:
+    the run's line counts them (it said `0 waiting` while status listed them). One count on
+    the ledger's stage index."""
     try:
         pending = sum(count for stage, count in ledger.counts().items() if stage in PENDING)
     except Exception:  # noqa: BLE001 - the ledger may be the outage: the count is a nicety

@@ -23,7 +23,7 @@ class RunReport:
     failures: int = 0
     parked: int = 0
     waiting: int = 0
-    held: int = 0  # pending calls an outage kept this run from trying (waiting all the same)
+    held: int = 0  # pending calls this run did not try: not due yet, or kept back by an outage
     settling: int = 0  # calls that ended less than source.settle ago: taken next run
     unavailable: list[str] = field(default_factory=list)
     target_down_since: str | None = None  # ISO UTC, while the target does not answer
@@ -90,7 +90,7 @@ class RunReport:
                 f"({statuses or 'none'}), {plural(self.recordings, 'recording')}, "
                 f"{self.new_calls} new{reconciled}, {self.skipped} skipped, "
                 f"{callers}{incidents}"
-                f"{waiting_phrase(self.waiting, self.failures - self.parked, self.held)}, "
+                f"{self.waiting_phrase()}, "
                 f"{self.parked} failed, "
                 f"{self.rows} rows read, {self.seconds:.2f}s")
 
@@ -100,6 +100,10 @@ class RunReport:
         waiting = f", {self.waiting} waiting" if self.waiting else ""
         return (f"{plural(self.new_calls, 'new call')}, {self.delivered_count} delivered"
                 f"{failed}{waiting} ({plural(self.rows, 'row')} read)")
+
+    def waiting_phrase(self) -> str:
+        return waiting_phrase(self.waiting, self.failures - self.parked, self.held,
+                              bool(self.unavailable))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,13 +123,14 @@ class RunReport:
         }
 
 
-def waiting_phrase(deferred: int, retrying: int, held: int = 0) -> str:
+def waiting_phrase(deferred: int, retrying: int, held: int = 0, outage: bool = False) -> str:
     """`3 waiting (1 to retry after a failed attempt)`: the calls that go out at a later run,
     as `status` lists them under `waiting:`. A call that failed an attempt and backs off is
-    waiting, not failed: only a parked call is (`status`'s `failed:`); so is a call an outage
-    kept the run from trying."""
+    waiting, not failed: only a parked call is (`status`'s `failed:`); so is a call the run
+    did not try (`held`: not due yet, or kept back by an `outage`)."""
+    untried = "held back by the outage" if outage else "not due yet"
     why = ([f"{retrying} to retry after a failed attempt"] if retrying else []) + \
-        ([f"{held} held back by the outage"] if held else [])
+        ([f"{held} {untried}"] if held else [])
     after = f" ({', '.join(why)})" if why else ""
     return f"{deferred + retrying + held} waiting{after}"
 
