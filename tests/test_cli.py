@@ -204,6 +204,8 @@ def test_global_options_work_after_the_command_too(demo_copy):
     assert "INFO run: delivered 0 calls" in loud.output
     both = CliRunner().invoke(main, ["-v", "run", "-q", "--config", config])
     assert both.exit_code == 2 and "-v and -q contradict" in both.output
+    grouped = CliRunner().invoke(main, ["archive", "--config", config, "build", "-q"])
+    assert grouped.exit_code == 0 and "index.html" in grouped.stdout, grouped.output
 
 
 def test_the_config_given_after_the_command_wins_over_the_environment(demo_copy):

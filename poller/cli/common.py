@@ -90,10 +90,16 @@ class PollerCommand(click.Command):
 
 
 class PollerGroup(click.Group):
-    """A group whose commands (and sub-groups' commands) take the global options."""
+    """A group whose commands (and sub-groups' commands) take the global options; a sub-group
+    takes them too (`poller archive -q build`)."""
 
     command_class = PollerCommand
     group_class = type  # sub-groups are PollerGroups too
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not any(isinstance(param, GlobalOption) for param in self.params):
+            self.params.extend(global_params(envvar=False))
 
     def get_short_help_str(self, limit: int = 45) -> str:
         return _first_paragraph(self)
