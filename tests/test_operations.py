@@ -575,6 +575,10 @@ def test_retry_key_brings_forward_a_call_backing_off(tmp_path, cdr_url, sample_r
     text = run_cli("--config", str(path), "status").stdout
     assert key in text.split("waiting:\n", 1)[1] and "failed (requeue" not in text
     assert "1 waiting (1 to retry after a failed attempt), 0 failed" in text
+    # a run before the back-off ends does not try it: waiting all the same, as status says
+    between = run_once(config, RunOptions(now=msk("2026-11-26 10:00:30")),
+                       target_factory=refusing())
+    assert "1 waiting (1 not due yet), 0 failed" in between.summary()
 
     result = run_cli("--config", str(path), "retry", key)
     assert result.exit_code == 0, result.output
