@@ -12,6 +12,7 @@ use the real clock, so their calls are placed relative to now.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -1275,3 +1276,24 @@ def test_follow_runs_a_full_poll_only_when_a_row_came_or_a_minute_passed(
     assert key_of(later[0]) in archived(tmp_path)
     with open_ledger(config) as ledger:
         assert ledger.counts() == {"done": 2}
+
+
+def test_a_quiet_poll_that_cannot_ask_makes_the_poll_a_full_one(tmp_path, cdr_db, sample_rows):
+    """The cdr table gone between polls: the question fails, the poll is a full one (which
+    says what is wrong), and the kept connections are let go."""
+    from poller.run.probe import Probe
+
+    config = make_config(tmp_path, cdr_db.url, source={"settle": "0s", "start": ""})
+    direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=3))
+    run_once(config)
+    probe = Probe(config)
+    assert Probe.applies(config)
+    probe.before_full(0.0)
+    assert probe.seen is not None and probe.seen.rows > 0
+    assert probe.quiet(15.0)  # nothing new, nothing due
+    cdr_db.execute("DROP TABLE cdr")
+    assert not probe.quiet(30.0)
+    assert probe.source is None and probe.ledger is None
+    probe.close()
+    assert not Probe.applies(dataclasses.replace(
+        config, source=dataclasses.replace(config.source, kind="csv")))
