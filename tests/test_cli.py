@@ -88,6 +88,10 @@ def test_demo_delivers_the_sample_pbx(demo):
     # the calls are Moscow's, the log's stamps this host's: both say their zone, so the quick
     # start does not seem to show the future
     assert "its calls in Europe/Moscow, +03:00" in demo.output
+    # a call nobody answered has nothing to record: not an "empty" recording
+    for line in demo.output.splitlines():
+        if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  \S+ +(unanswered|busy|impossible) ", line):
+            assert "(empty)" not in line, line
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d INFO ", demo.output, re.M)
     index = archive / "index.html"
     assert f"pages: {index}" in demo.output and index.is_file()

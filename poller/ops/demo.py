@@ -17,7 +17,7 @@ import shutil
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -295,7 +295,7 @@ def run_demo(directory: str | os.PathLike[str], program: str = "poller",
         record = json.loads(path.read_text())
         mp3 = path.with_suffix(".mp3")
         recording = (f"{mp3.name} ({mp3.stat().st_size // 1024} KiB)" if record["recording"]
-                     else f"none ({record['recording_problem'] or 'not recorded'})")
+                     else f"none ({_why_none(record)})")
         lines.append(f"{record['start'][:19].replace('T', ' '):<19}  {record['number']:<14} "
                      f"{record['status']:<10} {record['duration']:>4} {record['talk_time']:>4} "
                      f"{record['answered_by'] or '-':<4} {recording}")
@@ -328,6 +328,15 @@ def _to_webhook(config_path: Path, url: str, secret: str,
     return report, [f"webhook {parts.scheme}://{parts.netloc}: {report.summary()}",
                     f"config: {path} (with POLLER_WEBHOOK_SECRET set, try: {program} "
                     f"--config {path} status)"]
+
+
+def _why_none(record: dict[str, Any]) -> str:
+    """Why a call has no recording, as the archive pages say it: a call nobody answered has
+    nothing to record (its header-only file is no news)."""
+    problem = record["recording_problem"]
+    if record["status"] != "answered" and problem in (None, "empty"):
+        return "not answered"
+    return problem or "not recorded"
 
 
 def _incidents(archive: Path) -> list[str]:
