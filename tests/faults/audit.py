@@ -250,7 +250,8 @@ def table(result: Result) -> str:
               f"windows caused (target done, no local commit): {windows} "
               f"({', '.join(f'{n} {c}' for c, n in sorted(tally.window_causes.items()))})",
               f"attempts charged during outages: {tally.attempts_by_outage}",
-              f"attempts charged by a local failure: {tally.attempts_by_local}"]
+              f"attempts charged by a local failure: {tally.attempts_by_local}",
+              tally.standby]
     for site in result.sites:
         if site.name == "webhook":
             lines.append(f"webhook: {len(site.rejected)} requests failing verification, "

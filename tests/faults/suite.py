@@ -48,6 +48,7 @@ from .servers import (
     give_to_service_user,
 )
 from .sites import EASLA_ATTRIBUTES, Outcome, Site, children, command_line, kill_group
+from .standby import Standby
 from .workload import Workload
 
 OWN_FAULT = "Object rejected by a workflow rule"  # a fault about this call: charged to it
@@ -78,6 +79,7 @@ LABELS = {
     "journal_damaged": "journal damaged (garbage, a torn last line)",
     "directory_damaged": "caller directory gone, its copy damaged",
     "eacces": "EACCES as the service user (tmp/, a day folder)",
+    "standby": "standby host: both run, either SIGKILLed at random",
 }
 WEBHOOK_FAULTS = ("webhook_http500", "webhook_http429", "webhook_reset", "webhook_lost_reply",
                   "webhook_slow", "webhook_http400", "kill_after_webhook")
@@ -104,7 +106,7 @@ SHORT = Plan(calls=70, outage_runs=40, lock_seconds=(3.0,), faults={
     "state_locked": 1, "state_readonly": 1, "disk_full": 1,
     "webhook_http500": 1, "webhook_http429": 1, "webhook_reset": 1, "webhook_lost_reply": 1,
     "webhook_slow": 1, "webhook_http400": 1, "kill_after_webhook": 2, "journal_damaged": 1,
-    "directory_damaged": 1, "eacces": 2})
+    "directory_damaged": 1, "eacces": 2, "standby": 3})
 LONG = Plan(calls=400, outage_runs=300, lock_seconds=(3.0, 45.0), faults={
     "kill_reading": 10, "kill_after_create": 20, "kill_transcoding": 10, "kill_upload": 10,
     "soap_http500": 8, "soap_timeout": 6, "soap_reset": 8, "soap_fault": 8,
@@ -112,7 +114,7 @@ LONG = Plan(calls=400, outage_runs=300, lock_seconds=(3.0, 45.0), faults={
     "state_locked": 2, "state_readonly": 3, "disk_full": 3,
     "webhook_http500": 6, "webhook_http429": 4, "webhook_reset": 6, "webhook_lost_reply": 6,
     "webhook_slow": 4, "webhook_http400": 3, "kill_after_webhook": 10, "journal_damaged": 3,
-    "directory_damaged": 3, "eacces": 4})
+    "directory_damaged": 3, "eacces": 4, "standby": 9})
 
 
 @dataclass
@@ -137,6 +139,7 @@ class Tally:
     attempts_by_outage: int = 0  # attempts charged while the target was down
     attempts_by_local: int = 0  # ... while a file or folder of the poller's own failed it
     runs_raised: list[str] = field(default_factory=list)
+    standby: str = ""  # the standby pair's line for the table
 
 
 class Suite:
@@ -219,10 +222,23 @@ class Suite:
             "webhook", self.root / "webhook", self.cdr_url, source=source, retry=retry,
             target={"kind": "webhook", "webhook": {
                 "url": self.receiver.url, "secret": self.receiver.secret, "timeout": "1s"}})
+        # a standby pair: two hosts, one config, the MariaDB ledger beside the cdr table and an
+        # easla of their own (design §13)
+        self.standby_easla = EaslaServer(attributes=None)
+        self.standby_easla.start()
+        self.stack.callback(self.standby_easla.stop)
+        standby_monitor = self.root / "standby" / "monitor"
+        standby_monitor.mkdir(parents=True)
+        self.standby = Standby(self.root / "standby", self.cdr_url + "?charset=utf8mb4",
+                               self.cdr_url, self.standby_easla, standby_monitor, start)
+        self.stack.callback(self.standby.engine.dispose)
+        self.tally.detail["standby"] = ("cron runs together, or the lock's holder killed "
+                                        "mid-batch; a MariaDB ledger")
         self.workload = Workload(self.sample_rows, self.rng,
                                  {"easla": self.easla_site.monitor,
                                   "archive": self.archive_site.monitor,
-                                  "webhook": self.webhook_site.monitor}, now_local,
+                                  "webhook": self.webhook_site.monitor,
+                                  "standby": standby_monitor}, now_local,
                                  self.plan.calls)
         self.workload.databases.append(self.engine)
         self.private: PrivateMariaDB | None = None
@@ -287,6 +303,10 @@ class Suite:
         self.receiver.clear_failures()
         self.receiver.hook = None
         time.sleep(2.5)  # every back-off (max_backoff = 2s) and Retry-After (1s) has passed
+        self.standby.settle()
+        self.tally.standby, broken = self.standby.audit(
+            {call.key for call in self.workload.incoming_calls})
+        self.tally.problems += broken
         for site in (self.easla_site, self.archive_site, self.webhook_site):
             self.tally.parked[site.name] = site.requeue_parked()
             outcome = self._count(site, site.run())
@@ -437,6 +457,18 @@ class Suite:
         own = self.rng.random() < 0.5
         self._switched("soap_fault", ("createObjectref", "addFile"),
                        text=OWN_FAULT if own else None)
+
+    def _standby(self) -> None:
+        """Both hosts' cron runs at once (one may be SIGKILLed), or the lock's holder killed
+        mid-batch and the other started: the other must take over at once."""
+        takeovers = self.standby.takeovers
+        if self.rng.random() < 0.5:
+            self.standby.failover(self.rng)
+            self._note("standby", self.standby.takeovers > takeovers)
+        else:
+            kills = len(self.standby.kills)
+            self.standby.together(self.rng)
+            self._note("standby", len(self.standby.kills) > kills)
 
     def _lost_reply(self) -> None:
         self._switched("lost_reply", ("createObjectref", "addFile"))
