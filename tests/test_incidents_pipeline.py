@@ -539,3 +539,19 @@ def test_any_caller_without_a_country_says_why_a_national_number_opens_nothing(
     result = run_cli("--config", str(write_config(tmp_path, cdr_db.url, **sections)), "check")
     rule = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["incidents"]]
     assert rule and rule[0].startswith("warn") and "callers.country" in rule[0], result.stdout
+
+
+def test_a_backfill_says_why_no_incident_only_at_debug(tmp_path, cdr_db, sample_rows, caplog):
+    """A line per missed call of a backfill's range would bury its own lines: there the
+    reason is DEBUG (-v), a live run's INFO."""
+    import logging
+
+    evening = call_from(sample_rows, IVR_NOBODY, "2026-11-25 20:15:00", "89161234567")
+    cdr_db.insert(evening)
+    config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
+                         incidents=INCIDENTS, source={"start": "2026-11-26 09:00"})
+    with caplog.at_level(logging.DEBUG, logger="poller"):
+        run_once(config, RunOptions(since=local("2026-11-25 00:00"),
+                                    until=local("2026-11-26 00:00"), now=NOW))
+    said = [r for r in caplog.records if "no incident" in r.getMessage()]
+    assert said and all(r.levelno == logging.DEBUG for r in said), caplog.text

@@ -177,12 +177,17 @@ class Enricher:
     callers_config: CallersConfig
     rule: IncidentRule | None  # None: no incidents
     report: RunReport
+    # why a missed call opened no incident: INFO in a live run, DEBUG in a backfill (a
+    # line per call of a year would bury the backfill's own lines)
+    passed_over_level: int = logging.INFO
 
     @classmethod
     def build(cls, callers: CallersConfig, incidents: IncidentsConfig, state_dir: str,
-              zone: ZoneInfo, now: dt.datetime, report: RunReport) -> Enricher:
+              zone: ZoneInfo, now: dt.datetime, report: RunReport,
+              quiet: bool = False) -> Enricher:
         return cls(CallerLookup(callers, state_dir, now, report), callers,
-                   rule_of(incidents, zone, callers.country), report)
+                   rule_of(incidents, zone, callers.country), report,
+                   logging.DEBUG if quiet else logging.INFO)
 
     def __call__(self, calls: Sequence[Call], ledger: EnrichLedger
                  ) -> tuple[list[Call], IncidentChanges]:
@@ -231,8 +236,8 @@ class Enricher:
             if decision.incident is not None:
                 self._note(decision.action, decision.incident, call, open_now, changes)
             elif facts.status in rule.statuses:
-                log.info("call %s from %s (%s): %s", call.key, call.number or "unknown",
-                         facts.status, passed_over(rule, facts))
+                log.log(self.passed_over_level, "call %s from %s (%s): %s", call.key,
+                        call.number or "unknown", facts.status, passed_over(rule, facts))
             decided[call.key] = replace(call, incident=decision.incident)
         return [decided[call.key] for call in calls], changes
 

@@ -235,7 +235,7 @@ def _batch(config: Config, options: RunOptions, moment: Moment,
         try:
             journal.open(ledger)  # steps a killed or refused run could not record, first
             enrich = Enricher.build(config.callers, config.incidents, config.state.dir,
-                                    moment.zone, moment.now, report)
+                                    moment.zone, moment.now, report, quiet=options.backfill)
             oldest_read = _read(config, options, moment, ledger, report, enrich)
             if report.reconciled:
                 ledger.add_reconciled(report.reconciled)
