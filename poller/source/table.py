@@ -341,8 +341,8 @@ class CdrSource:
         if texts is None:
             encoding = self.config.legacy_encoding
             texts = [(name, decode_text(row[index], encoding)) for index, name in self._texts]
-        values: dict[str, Any] = {"calldate": calldate, "linkedid": "", "sequence": 0,
-                                  **self._absent}
+        values: dict[str, Any] = {**self._absent, "calldate": calldate, "linkedid": "",
+                                  "sequence": 0, "pbx": self.config.name}
         values.update(texts)
         for index, name in self._integers:
             values[name] = _to_int(row[index])
