@@ -94,7 +94,8 @@ def collect(config: Config, now: dt.datetime | None = None, own_source: bool = T
     PBX's config names its cdr table, so none is read)."""
     zone = ZoneInfo(config.source.timezone)
     status = Overview(None, None, None, {}, now=now or dt.datetime.now(dt.UTC), zone=zone,
-                      run_pid=held_by(config.state.dir), source=config.source.name)
+                      run_pid=held_by(config.state.dir) if own_source else None,
+                      source=config.source.name)
     if config.target.kind == "archive":
         status.pages = str(Path(config.target.archive.dir) / "index.html")
     if is_server(config.state.database_url):  # the lock that counts is the ledger's

@@ -79,8 +79,16 @@ def is_server(url: str) -> bool:
     return sa.engine.make_url(url).get_backend_name() in ("mysql", "postgresql")
 
 
+# a lock connection cut off from its server must not hang the run (it stops instead):
+# PyMySQL waits for an answer without end unless told, libpq notices a dead peer by keepalives
+CUT_OFF = {"mysql": {"read_timeout": 30, "write_timeout": 30},
+           "postgresql": {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                          "keepalives_count": 3}}
+
+
 def _engine(url: sa.engine.URL) -> sa.engine.Engine:
-    return sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+    return sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT",
+                            connect_args=CUT_OFF.get(url.get_backend_name(), {}))
 
 
 class LedgerLock:
