@@ -250,6 +250,20 @@ def encode_samples(folder: Path, count: int = 3) -> tuple[Path, ...]:
     return tuple(made)
 
 
+def two_pbx_day(root: Path, count: int = 3) -> list[dict[str, Any]]:
+    """`count` calls of one day from two PBXs (kiev, and every third one lviv), their keys
+    prefixed by the PBX's name as a shared archive holds them."""
+    opening = dt.datetime(2026, 11, 26, 9, 0, tzinfo=MSK)
+    records = []
+    for i in range(count):
+        pbx = "lviv" if i % 3 == 1 else "kiev"
+        data = {**record(f"{pbx}:{1795640000 + i}.{i}", opening + dt.timedelta(seconds=i * 7)),
+                "pbx": pbx}
+        write_record(root, data)
+        records.append(data)
+    return records
+
+
 # -- what a run left behind
 
 def archived(tmp_path: Path) -> dict[str, dict[str, Any]]:

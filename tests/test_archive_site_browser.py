@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import DAY, HOSTILE, encode_samples, synthetic_day
+import support
+from support import DAY, HOSTILE, encode_samples, synthetic_day, two_pbx_day
 
 from poller.recordings.formats import mp3_seconds
 from poller.targets.archive.pages import PAGE
@@ -257,19 +258,16 @@ def test_a_thousand_call_day_is_usable_and_kept_as_a_screenshot(site, page, tmp_
 def paged(tmp_path_factory: pytest.TempPathFactory) -> Site:
     """A day of 1,581 calls (one every 36 s from 8:00): its page holds the first thousand, a
     script beside it the rest; the last call, in that part, has a hostile name."""
-    from test_archive_site import HOSTILE as NAME
-    from test_archive_site import record, write_record
-
     archive = tmp_path_factory.mktemp("paged")
     day = DAY + dt.timedelta(days=1)
     records = synthetic_day(archive, day, 1580)
     last = dt.datetime.fromisoformat(str(records[-1]["start"])) + dt.timedelta(minutes=1)
-    hostile = record("zz.1", last, number="+79165550101", name=NAME, status="unanswered",
+    hostile = support.record("zz.1", last, number="+79165550101", name=HOSTILE, status="unanswered",
                      problem="empty")
     # it joined the incident the day's first call opened (keys begin with the start's epoch)
     first = dt.datetime.fromisoformat(str(records[0]["start"]))
     hostile["incident"] = f"{int(first.timestamp())}.1"
-    write_record(archive, hostile)
+    support.write_record(archive, hostile)
     report = build_site(archive, "en", "Europe/Moscow")
     assert not report.failed and report.calls == 1581
     return Site(archive, archive / f"{day:%Y/%m/%d}", [*records, hostile])
@@ -326,8 +324,6 @@ def test_a_day_in_parts_shows_a_screenful_and_finds_every_call(paged, page):
 def test_the_pbx_filter_of_a_day_of_two_pbxs_reaches_its_later_parts(tmp_path, page):
     """Two PBXs' calls in one archive: the PBX column and filter, on the calls of the page's
     HTML and of the parts its script shows."""
-    from test_pbx_names import two_pbx_day
-
     records = two_pbx_day(tmp_path, 1200)
     assert not build_site(tmp_path, "en", "Europe/Moscow").failed
     page.goto((tmp_path / "2026/11/26" / PAGE).as_uri())

@@ -20,6 +20,7 @@ from support import (
     make_config,
     msk,
     open_ledger,
+    two_pbx_day,
 )
 
 from poller.config.load import from_mapping
@@ -104,20 +105,6 @@ def test_an_unnamed_source_keeps_its_keys(tmp_path, sample_rows):
 
 
 # -- the archive's pages: which PBX, when it holds calls of more than one
-
-def two_pbx_day(root: Path, count: int = 3) -> list[dict[str, Any]]:
-    from support import record, write_record
-
-    opening = dt.datetime(2026, 11, 26, 9, 0, tzinfo=MSK)
-    records = []
-    for i in range(count):
-        pbx = "lviv" if i % 3 == 1 else "kiev"
-        data = {**record(f"{pbx}:{1795640000 + i}.{i}", opening + dt.timedelta(seconds=i * 7)),
-                "pbx": pbx}
-        write_record(root, data)
-        records.append(data)
-    return records
-
 
 def test_a_day_of_two_pbxs_has_a_pbx_column_and_filter_and_the_index_lists_them(tmp_path):
     from poller.targets.archive.site import build_site
