@@ -87,15 +87,15 @@ def test_a_key_ending_in_incident_keeps_its_record_and_the_incident_its_file(
     assert "K1.incident" in page and page.count("K1") >= 2
 
 
-def test_keys_that_used_to_share_a_file_each_keep_their_record(tmp_path, cdr_url, sample_rows):
+def test_keys_that_used_to_share_a_file_each_keep_their_record(tmp_path, cdr_db, sample_rows):
     """linkedids `COL/1` and `COL_1` (and two Cyrillic ones) once mapped to one file name, the
     second record overwriting the first while both calls were marked done."""
     template = legs_of(sample_rows, NO_ANSWER)
     keys = ["COL/1", "COL_1", "звонок", "привет"]
     for minute, key in enumerate(keys):
-        insert_rows(cdr_url, clone_call(template, dt.datetime(2026, 11, 26, 10, minute),
+        cdr_db.insert(clone_call(template, dt.datetime(2026, 11, 26, 10, minute),
                                         linkedid=key))
-    config = make_config(tmp_path, cdr_url)
+    config = make_config(tmp_path, cdr_db.url)
     report = run_once(config, RunOptions(now=NOW))
     assert report.exit_code == ExitCode.OK and sum(report.delivered.values()) == 4
     assert sorted(archived(tmp_path)) == sorted(keys)
@@ -106,15 +106,15 @@ class DiesOnAttach(ArchiveTarget):
         raise DeliveryError("archive: the disk went away")
 
 
-def test_a_lost_pending_record_is_made_again_before_the_call_is_attached(tmp_path, cdr_url,
+def test_a_lost_pending_record_is_made_again_before_the_call_is_attached(tmp_path, cdr_db,
                                                                          sample_rows):
     """Stage `created`, its hidden record gone with a replaced file system: the next run
     uploads the MP3 and writes the record again — never `done` with an MP3 and no JSON."""
     rows = clone_call(legs_of(sample_rows, ANSWERED), dt.datetime(2026, 11, 26, 10, 0),
                       monitor=tmp_path / "monitor")
-    insert_rows(cdr_url, rows)
+    cdr_db.insert(rows)
     key = key_of(rows)
-    config = make_config(tmp_path, cdr_url)
+    config = make_config(tmp_path, cdr_db.url)
     run_once(config, RunOptions(now=NOW),
              target_factory=lambda c: DiesOnAttach(c.target.archive, c.source.timezone))
     entry = entry_of(config, key)

@@ -13,8 +13,6 @@ from support import (
     archived,
     clone_call,
     entry_of,
-    execute_sql,
-    insert_rows,
     key_of,
     legs_of,
     make_config,
@@ -78,18 +76,18 @@ def test_cron_runs_deliver_live_calls_between_the_days_of_a_backfill(tmp_path, c
     assert sum(recorded[-1]["delivered"].values()) == 3, recorded[-1]
 
 
-def test_a_backfill_limit_counts_over_its_days(tmp_path, cdr_url, sample_rows):
+def test_a_backfill_limit_counts_over_its_days(tmp_path, cdr_db, sample_rows):
     template = legs_of(sample_rows, NO_ANSWER)
     calls = [clone_call(template, dt.datetime(2026, 11, day, hour, 0))
              for day in (22, 23) for hour in (10, 11)]
-    insert_rows(cdr_url, [row for call in calls for row in call])
-    config = make_config(tmp_path, cdr_url)
+    cdr_db.insert([row for call in calls for row in call])
+    config = make_config(tmp_path, cdr_db.url)
     report = run_once(config, RunOptions(since=dt.datetime(2026, 11, 22), now=NOW, limit=3))
     assert report.delivered_count == 3, report.summary()
     assert len(archived(tmp_path)) == 3
 
 
-def test_a_month_of_backfill_logs_a_short_line_per_day_with_calls(tmp_path, cdr_url,
+def test_a_month_of_backfill_logs_a_short_line_per_day_with_calls(tmp_path, cdr_db,
                                                                    sample_rows, caplog):
     """A month holding calls on two days: a line saying the plan, one short line for each of
     the two days, nothing for the 29 empty ones, which are read with the next day that has
@@ -97,8 +95,8 @@ def test_a_month_of_backfill_logs_a_short_line_per_day_with_calls(tmp_path, cdr_
     whole month by time, empty days included, and ends at 100 %."""
     template = legs_of(sample_rows, NO_ANSWER)
     calls = [clone_call(template, dt.datetime(2026, 10, day, 14, 0)) for day in (5, 20)]
-    insert_rows(cdr_url, [row for call in calls for row in call])
-    config = make_config(tmp_path, cdr_url)
+    cdr_db.insert([row for call in calls for row in call])
+    config = make_config(tmp_path, cdr_db.url)
     shown: list[Progress] = []
     with caplog.at_level(logging.DEBUG, logger="poller"):
         report = run_once(config, RunOptions(since=dt.datetime(2026, 10, 1),
@@ -162,7 +160,7 @@ def test_the_progress_bar_keeps_log_lines_above_it_and_never_goes_back():
     assert text.endswith("31 new calls\nINFO backfill done\n"), text
 
 
-def test_a_backfill_over_empty_months_works_only_the_days_with_rows(tmp_path, cdr_url,
+def test_a_backfill_over_empty_months_works_only_the_days_with_rows(tmp_path, cdr_db,
                                                                      sample_rows, monkeypatch,
                                                                      caplog):
     """Eleven months with calls on two days: one index probe finds each next row, the empty
@@ -173,8 +171,8 @@ def test_a_backfill_over_empty_months_works_only_the_days_with_rows(tmp_path, cd
     template = legs_of(sample_rows, NO_ANSWER)
     calls = [clone_call(template, dt.datetime(2026, 1, 10, 9, 0)),
              clone_call(template, dt.datetime(2026, 11, 24, 23, 59))]
-    insert_rows(cdr_url, [row for call in calls for row in call])
-    config = make_config(tmp_path, cdr_url)
+    cdr_db.insert([row for call in calls for row in call])
+    config = make_config(tmp_path, cdr_db.url)
     batches: list[tuple[dt.datetime | None, dt.datetime | None]] = []
     real = pipeline._batch
 
@@ -196,15 +194,15 @@ def test_a_backfill_over_empty_months_works_only_the_days_with_rows(tmp_path, cd
 
 
 def test_a_parked_call_on_a_day_without_rows_is_still_retried_by_a_backfill(
-        tmp_path, cdr_url, sample_rows):
+        tmp_path, cdr_db, sample_rows):
     """The ledger holds a parked call whose cdr rows the PBX has since purged: a backfill over
     its day has nothing to read there, and still puts the call back in line and delivers it,
     as it did when every day was a batch of its own."""
     template = legs_of(sample_rows, NO_ANSWER)
     purged = clone_call(template, dt.datetime(2026, 11, 20, 10, 0))
     later = clone_call(template, dt.datetime(2026, 11, 24, 10, 0))
-    insert_rows(cdr_url, [row for call in (purged, later) for row in call])
-    config = make_config(tmp_path, cdr_url)
+    cdr_db.insert([row for call in (purged, later) for row in call])
+    config = make_config(tmp_path, cdr_db.url)
     # read into the ledger, nothing delivered yet; then parked, as after max_attempts failures
     first = run_once(config, RunOptions(since=dt.datetime(2026, 11, 20), now=NOW, limit=0))
     assert first.new_calls == 2, first.summary()
@@ -213,7 +211,7 @@ def test_a_parked_call_on_a_day_without_rows_is_still_retried_by_a_backfill(
         assert entry is not None
         ledger.record_failure(entry, "the target refused it", None)
     assert entry_of(config, key_of(purged)).stage == "failed"
-    execute_sql(cdr_url, "DELETE FROM cdr WHERE calldate < '2026-11-21'")
+    cdr_db.execute("DELETE FROM cdr WHERE calldate < '2026-11-21'")
     report = run_once(config, RunOptions(since=dt.datetime(2026, 11, 18), now=NOW))
     assert report.exit_code == 0, report.summary()
     assert set(archived(tmp_path)) == {key_of(purged), key_of(later)}

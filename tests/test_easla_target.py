@@ -1,5 +1,5 @@
-"""The easla target end to end: cdr rows (SQLite, then MariaDB) → objects and MP3s in a real SOAP
-server."""
+"""The easla target end to end: cdr rows in MariaDB (for some tests a SQLite table first) →
+objects and MP3s in a real SOAP server."""
 
 from __future__ import annotations
 
@@ -72,12 +72,12 @@ def decodes(data: bytes, tmp_path: Path) -> float:
 
 
 @pytest.mark.parametrize("style", ["document", "rpc"])
-def test_calls_become_objects_with_attributes_and_recordings(tmp_path, cdr_url, sample_rows,
+def test_calls_become_objects_with_attributes_and_recordings(tmp_path, cdr_db, sample_rows,
                                                              style):
     """Each incoming call: one object, mapped attributes and statuses, one decodable MP3."""
-    calls = three_calls(cdr_url, sample_rows, tmp_path / "monitor")
+    calls = three_calls(cdr_db.url, sample_rows, tmp_path / "monitor")
     with EaslaServer(style=style) as server:
-        config = easla_config(tmp_path, cdr_url, server)
+        config = easla_config(tmp_path, cdr_db.url, server)
         report = run_once(config, RunOptions(now=NOW))
         assert report.exit_code == ExitCode.OK, report.summary()
         objects = by_key(server)
@@ -100,25 +100,25 @@ def test_calls_become_objects_with_attributes_and_recordings(tmp_path, cdr_url, 
             "getProcess", "getObjectdef"]
 
 
-def test_another_namespace_and_prefix_work(tmp_path, cdr_url, sample_rows):
+def test_another_namespace_and_prefix_work(tmp_path, cdr_db, sample_rows):
     """Nothing depends on easla's namespace or prefix: another server with the names works."""
-    three_calls(cdr_url, sample_rows, tmp_path / "monitor")
+    three_calls(cdr_db.url, sample_rows, tmp_path / "monitor")
     with EaslaServer(namespace="http://example.invalid/itsm/v2", prefix="itsm") as server:
-        report = run_once(easla_config(tmp_path, cdr_url, server), RunOptions(now=NOW))
+        report = run_once(easla_config(tmp_path, cdr_db.url, server), RunOptions(now=NOW))
         assert report.exit_code == ExitCode.OK, report.summary()
         assert len(server.objects) == 3
 
 
-def test_every_call_field_can_be_mapped(tmp_path, cdr_url, sample_rows):
+def test_every_call_field_can_be_mapped(tmp_path, cdr_db, sample_rows):
     """start, talk and wait time, who answered, the DID and the recording are mappable."""
-    calls = three_calls(cdr_url, sample_rows, tmp_path / "monitor")
+    calls = three_calls(cdr_db.url, sample_rows, tmp_path / "monitor")
     mapping = {"key": "incoming_call_key", "start": "incoming_call_start",
                "talk_time": "incoming_call_talk", "wait_time": "incoming_call_wait",
                "answered_by": "incoming_call_agent", "did": "incoming_call_did",
                "recording": "incoming_call_recording", "recording_problem": "incoming_call_problem",
                "status": "status"}
     with EaslaServer() as server:
-        config = easla_config(tmp_path, cdr_url, server, attributes=mapping,
+        config = easla_config(tmp_path, cdr_db.url, server, attributes=mapping,
                               start_format="%d.%m.%Y %H:%M")
         assert run_once(config, RunOptions(now=NOW)).exit_code == ExitCode.OK
         first = by_key(server)[key_of(calls[0])]["attributes"]
@@ -145,15 +145,15 @@ def test_session_expiry_mid_run_logs_in_again(tmp_path, cdr_url, sample_rows):
         assert sum(len(o["files"]) for o in server.objects.values()) == 2
 
 
-def test_500_on_add_file_then_success_next_run(tmp_path, cdr_url, sample_rows):
+def test_500_on_add_file_then_success_next_run(tmp_path, cdr_db, sample_rows):
     """An upload answered with HTTP 500: the target's fault, so the call is charged nothing;
     the object is kept, the next run attaches — one object, one file."""
     rows = clone_call(legs_of(sample_rows, ANSWERED), dt.datetime(2026, 11, 26, 10, 0),
                       monitor=tmp_path / "monitor")
-    insert_rows(cdr_url, rows)
+    cdr_db.insert(rows)
     key = key_of(rows)
     with EaslaServer() as server:
-        config = easla_config(tmp_path, cdr_url, server)
+        config = easla_config(tmp_path, cdr_db.url, server)
         server.fail_next("addFile", "http500")
         first = run_once(config, RunOptions(now=NOW))
         assert first.exit_code == ExitCode.PARTIAL
@@ -186,14 +186,14 @@ def test_transient_failures_keep_the_call_for_the_next_run(tmp_path, cdr_url, sa
         assert len(server.objects) == 1
 
 
-def test_a_fault_about_one_calls_value_sets_back_that_call_only(tmp_path, cdr_url, sample_rows):
+def test_a_fault_about_one_calls_value_sets_back_that_call_only(tmp_path, cdr_db, sample_rows):
     """"Value too long for attribute …" is this call's problem, not the mapping's: the call
     backs off, the run goes on with the next one and exits 1 — never 2 for every run after."""
     calls = [clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 10, n))
              for n in (0, 1)]
-    insert_rows(cdr_url, [row for call in calls for row in call])
+    cdr_db.insert([row for call in calls for row in call])
     with EaslaServer() as server:
-        config = easla_config(tmp_path, cdr_url, server)
+        config = easla_config(tmp_path, cdr_db.url, server)
         server.fail_next("createObjectref", "fault",
                          text="Value too long for attribute incoming_call_number")
         report = run_once(config, RunOptions(now=NOW))
@@ -204,13 +204,13 @@ def test_a_fault_about_one_calls_value_sets_back_that_call_only(tmp_path, cdr_ur
         assert "Value too long" in entry.last_error
 
 
-def test_http_413_on_one_upload_sets_back_that_call_only(tmp_path, cdr_url, sample_rows):
+def test_http_413_on_one_upload_sets_back_that_call_only(tmp_path, cdr_db, sample_rows):
     """A 413 (this MP3 too large for the server) is the call's own failure: the object is kept
     at `created`, the other calls are still delivered in the same run."""
     monitor = tmp_path / "monitor"
-    calls = three_calls(cdr_url, sample_rows, monitor)
+    calls = three_calls(cdr_db.url, sample_rows, monitor)
     with EaslaServer() as server:
-        config = easla_config(tmp_path, cdr_url, server)
+        config = easla_config(tmp_path, cdr_db.url, server)
         server.fail_next("addFile", "http500", status=413)
         report = run_once(config, RunOptions(now=NOW))
         assert report.exit_code == ExitCode.PARTIAL and report.failures == 1, report.summary()
@@ -219,13 +219,13 @@ def test_http_413_on_one_upload_sets_back_that_call_only(tmp_path, cdr_url, samp
         assert entry_of(config, key_of(calls[2])).stage == "done"
 
 
-def test_http_429_throttling_counts_as_unavailable(tmp_path, cdr_url, sample_rows):
+def test_http_429_throttling_counts_as_unavailable(tmp_path, cdr_db, sample_rows):
     """429 (or 408): the server asks to slow down — the run stops sending (exit 1), the call
     keeps its stage and goes out on a later run."""
     rows = clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 10, 0))
-    insert_rows(cdr_url, rows)
+    cdr_db.insert(rows)
     with EaslaServer() as server:
-        config = easla_config(tmp_path, cdr_url, server)
+        config = easla_config(tmp_path, cdr_db.url, server)
         server.fail_next("createObjectref", "http500", status=429)
         first = run_once(config, RunOptions(now=NOW))
         assert first.exit_code == ExitCode.PARTIAL and first.unavailable, first.summary()
@@ -235,26 +235,26 @@ def test_http_429_throttling_counts_as_unavailable(tmp_path, cdr_url, sample_row
         assert second.exit_code == ExitCode.OK and len(server.objects) == 1
 
 
-def test_http_404_is_a_wrong_url_exit_2(tmp_path, cdr_url, sample_rows):
+def test_http_404_is_a_wrong_url_exit_2(tmp_path, cdr_db, sample_rows):
     """A 404 from the SOAP address means the URL is wrong for every call: exit 2, nothing done."""
     rows = clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 10, 0))
-    insert_rows(cdr_url, rows)
+    cdr_db.insert(rows)
     with EaslaServer() as server:
-        path = _cli_config(tmp_path, cdr_url, server)
+        path = _cli_config(tmp_path, cdr_db.url, server)
         server.fail_next("createObjectref", "http500", status=404)
         result = run_cli("--config", str(path), "run")
         assert result.exit_code == ExitCode.CONFIG, result.output
         assert "HTTP 404" in result.output and "target.easla.url" in result.output
-    entry = entry_of(make_config(tmp_path, cdr_url), key_of(rows))
+    entry = entry_of(make_config(tmp_path, cdr_db.url), key_of(rows))
     assert (entry.stage, entry.attempts) == ("seen", 0)
 
 
-def test_lost_reply_makes_a_recognisable_duplicate_only(tmp_path, cdr_url, sample_rows):
+def test_lost_reply_makes_a_recognisable_duplicate_only(tmp_path, cdr_db, sample_rows):
     """A reply lost in flight is the one way to a duplicate; the call key makes it visible."""
     rows = clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 10, 0))
-    insert_rows(cdr_url, rows)
+    cdr_db.insert(rows)
     with EaslaServer() as server:
-        config = easla_config(tmp_path, cdr_url, server)
+        config = easla_config(tmp_path, cdr_db.url, server)
         server.fail_next("createObjectref", "lost_reply")
         assert run_once(config, RunOptions(now=NOW)).exit_code == ExitCode.PARTIAL
         assert run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=5))).exit_code == 0
@@ -291,12 +291,12 @@ def test_configuration_errors_stop_with_exit_2_and_mark_nothing(tmp_path, cdr_ur
     assert entry.stage == "seen" and entry.attempts == 0
 
 
-def test_password_never_logged_even_at_debug(tmp_path, cdr_url, sample_rows):
+def test_password_never_logged_even_at_debug(tmp_path, cdr_db, sample_rows):
     """-v shows debug lines, never the password (suds logs whole envelopes at debug)."""
-    insert_rows(cdr_url, clone_call(legs_of(sample_rows, ANSWERED),
+    cdr_db.insert(clone_call(legs_of(sample_rows, ANSWERED),
                                     dt.datetime(2026, 11, 26, 10, 0), monitor=tmp_path / "monitor"))
     with EaslaServer(password="Sup3r-S3cret") as server:
-        path = _cli_config(tmp_path, cdr_url, server, password="Sup3r-S3cret")
+        path = _cli_config(tmp_path, cdr_db.url, server, password="Sup3r-S3cret")
         result = run_cli("--config", str(path), "-vv", "run", "--since", "2026-11-26")
         assert result.exit_code == ExitCode.OK, result.output
         assert "DEBUG" in result.output
@@ -320,16 +320,16 @@ def _long_wav(path: Path, minutes: int) -> Path:
 
 
 @pytest.mark.slow
-def test_thirty_minute_recording(tmp_path, cdr_url, sample_rows):
+def test_thirty_minute_recording(tmp_path, cdr_db, sample_rows):
     """A 30-minute call arrives whole: the server decodes 30 minutes of MP3."""
     rows = clone_call(legs_of(sample_rows, ANSWERED), dt.datetime(2026, 11, 26, 10, 0),
                       keep_name=True, duration=1805, billsec=1800)
-    insert_rows(cdr_url, rows)
+    cdr_db.insert(rows)
     wav = _long_wav(tmp_path / "monitor/2026/11/26" / rows[0]["recordingfile"], 30)
     past = wav.stat().st_mtime - 3600
     os.utime(wav, (past, past))  # finished an hour ago: settled
     with EaslaServer() as server:
-        report = run_once(easla_config(tmp_path, cdr_url, server), RunOptions(now=NOW))
+        report = run_once(easla_config(tmp_path, cdr_db.url, server), RunOptions(now=NOW))
         assert report.exit_code == ExitCode.OK, report.summary()
         (obj,) = server.objects.values()
         (_, data), = obj["files"]

@@ -1,5 +1,6 @@
-"""Callers and incidents through whole runs: a cdr table (SQLite, then MariaDB), a directory
-(CSV, or a CRM query on a second MariaDB database), the archive and the loopback easla server."""
+"""Callers and incidents through whole runs: a MariaDB cdr table (for some tests a SQLite one
+first), a directory (CSV, or a CRM query on a second MariaDB database), the archive and the
+loopback easla server."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ INCIDENTS = {"statuses": ["unanswered", "busy"], "callers": "known",
 # -- who called
 
 
-def test_numbers_in_every_form_match_the_caller(tmp_path, cdr_url, sample_rows):
+def test_numbers_in_every_form_match_the_caller(tmp_path, cdr_db, sample_rows):
     """Every way a trunk writes the customer's number finds the same caller; an unknown,
     an anonymous and an unparsable caller keep their raw number and null caller fields."""
     known = [call_from(sample_rows, DIRECT_ANSWERED, f"2026-11-26 10:{10 * i:02d}", number)
@@ -103,8 +104,8 @@ def test_numbers_in_every_form_match_the_caller(tmp_path, cdr_url, sample_rows):
     others = {number: call_from(sample_rows, DIRECT_ANSWERED, f"2026-11-26 11:{10 * i:02d}",
                                 number)
               for i, number in enumerate(["+79990001122", "anonymous", "", "12-AB-34"])}
-    insert_rows(cdr_url, [row for rows in [*known, *others.values()] for row in rows])
-    config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path))
+    cdr_db.insert([row for rows in [*known, *others.values()] for row in rows])
+    config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path))
     report = run_once(config, RunOptions(now=NOW))
     assert report.exit_code == ExitCode.OK, report.summary()
     assert (report.callers_matched, report.callers_unmatched) == (5, 4)
@@ -122,7 +123,7 @@ def test_numbers_in_every_form_match_the_caller(tmp_path, cdr_url, sample_rows):
         record = records[key_of(others[raw])]
         assert record["number"] == raw and record["number_e164"] is None
         assert record["caller_id"] is record["caller_name"] is record["caller_inn"] is None
-    status = run_cli("--config", str(write_config(tmp_path, cdr_url,
+    status = run_cli("--config", str(write_config(tmp_path, cdr_db.url,
                                                   callers=callers_section(tmp_path))), "status")
     assert "callers:     5 matched, 4 unmatched in the last run" in status.output, status.output
 
@@ -230,19 +231,19 @@ KILLED_BEFORE_INCIDENT = textwrap.dedent("""
 """)
 
 
-def test_sigkill_between_the_call_and_its_incident(tmp_path, cdr_url, sample_rows):
+def test_sigkill_between_the_call_and_its_incident(tmp_path, cdr_db, sample_rows):
     """The process dies after easla made the call's object and before the incident: the next
     run makes the incident once, under that object, and never the call again."""
     rows = call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:00", "89161234567")
-    insert_rows(cdr_url, rows)
+    cdr_db.insert(rows)
     with EaslaServer(objectdefs=INCIDENT_DEFS) as server:
-        path = write_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
+        path = write_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
                             incidents=INCIDENTS, target=easla_section(server))
         killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_INCIDENT, str(path),
                                  NOW.isoformat()], capture_output=True, text=True, timeout=120)
         assert killed.returncode == 9, killed.stderr
         assert len(calls_of(server)) == 1 and not incidents_of(server)
-        config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
+        config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
                              incidents=INCIDENTS, target=easla_section(server))
         for minutes in (1, 2):
             report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=minutes)))
@@ -253,15 +254,15 @@ def test_sigkill_between_the_call_and_its_incident(tmp_path, cdr_url, sample_row
     assert entry_of(config, key_of(rows)).stage == "done"
 
 
-def test_lost_reply_of_the_call_makes_one_incident_under_the_kept_object(tmp_path, cdr_url,
+def test_lost_reply_of_the_call_makes_one_incident_under_the_kept_object(tmp_path, cdr_db,
                                                                         sample_rows):
     """easla made the call's object but its reply was lost: the call is made again (the one
     duplicate a lost reply can make, recognisable by its key); its incident is made once,
     under the object the ledger kept."""
     rows = call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:00", "89161234567")
-    insert_rows(cdr_url, rows)
+    cdr_db.insert(rows)
     with EaslaServer(objectdefs=INCIDENT_DEFS) as server:
-        config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
+        config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
                              incidents=INCIDENTS, target=easla_section(server),
                              retry={"backoff": "1s", "max_backoff": "1s"})
         server.fail_next("createObjectref", "lost_reply")
@@ -303,15 +304,15 @@ def test_a_failing_incident_is_charged_alone_and_retried(tmp_path, cdr_url, samp
         assert len(calls_of(server)) == 1 and len(incidents_of(server)) == 1
 
 
-def test_a_lost_reply_of_the_incident_itself_is_a_recognisable_duplicate(tmp_path, cdr_url,
+def test_a_lost_reply_of_the_incident_itself_is_a_recognisable_duplicate(tmp_path, cdr_db,
                                                                        sample_rows):
     """easla's operations hold no lookup, so an incident whose reply was lost is made again:
     the one way to a second incident, under the same call object, with the same opening key."""
     rows = call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:00", "89161234567")
-    insert_rows(cdr_url, rows)
+    cdr_db.insert(rows)
     with EaslaServer(objectdefs=INCIDENT_DEFS,
                      attributes=set(easla_section_attributes().values())) as server:
-        config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
+        config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
                              incidents=INCIDENTS, target=easla_section(server),
                              retry={"backoff": "1s", "max_backoff": "1s"})
         with pytest.raises(ConfigError):
@@ -331,7 +332,7 @@ def test_a_lost_reply_of_the_incident_itself_is_a_recognisable_duplicate(tmp_pat
 # -- the archive, the hours across midnight and a daylight-saving change
 
 
-def test_hours_across_midnight_and_the_autumn_change_with_folding(tmp_path, cdr_url,
+def test_hours_across_midnight_and_the_autumn_change_with_folding(tmp_path, cdr_db,
                                                                   sample_rows):
     """Berlin, the night of 24/25 October 2026, clocks back at 03:00: working hours
     "Sat 22:00-04:00" cover the repeated hour too; two calls of the repeated hour twenty real
@@ -348,8 +349,8 @@ def test_hours_across_midnight_and_the_autumn_change_with_folding(tmp_path, cdr_
     winter = night("2026-10-25 02:10", "+74955550102", cet_0210)  # 20 min later: joins
     over = night("2026-10-25 04:10", "89161234567")  # the hours ended
     calls = [before, late, summer, winter, over]
-    insert_rows(cdr_url, [row for rows in calls for row in rows])
-    config = make_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
+    cdr_db.insert([row for rows in calls for row in rows])
+    config = make_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
                          incidents=INCIDENTS | {"hours": "Sat 22:00-04:00"},
                          source={"timezone": "Europe/Berlin", "start": "2026-10-24 20:00"})
     report = run_once(config, RunOptions(now=dt.datetime(2026, 10, 25, 6, 0, tzinfo=dt.UTC)))
@@ -388,16 +389,16 @@ def test_a_call_joining_later_rewrites_the_incident_file(tmp_path, cdr_url, samp
     assert {p: p.read_bytes() for p in archive_files(tmp_path, ".json")} == before
 
 
-def test_backfill_applies_the_rules_as_the_live_run_would(tmp_path, cdr_url, sample_rows):
+def test_backfill_applies_the_rules_as_the_live_run_would(tmp_path, cdr_db, sample_rows):
     """History the ledger never saw (before its first run) is decided by a backfill exactly
     as one live run over all of it decides: same incidents, same joins, none twice."""
     times = ["09:10", "09:25", "09:50", "10:40", "11:05"]
     numbers = ["89161234567", "+79161234567", "+74955550102", "9161234567", "+74955550102"]
     calls = [call_from(sample_rows, IVR_NOBODY, f"2026-11-26 {when}", number)
              for when, number in zip(times, numbers, strict=True)]
-    insert_rows(cdr_url, [row for rows in calls for row in rows])
+    cdr_db.insert([row for rows in calls for row in rows])
     sections = {"callers": callers_section(tmp_path), "incidents": INCIDENTS}
-    live = make_config(tmp_path / "live", cdr_url, **sections,
+    live = make_config(tmp_path / "live", cdr_db.url, **sections,
                        source={"start": "2026-11-26 09:00"})
     assert run_once(live, RunOptions(now=NOW)).exit_code == ExitCode.OK
     expected = {key: record["incident"] for key, record in archived(tmp_path / "live").items()}
@@ -405,7 +406,7 @@ def test_backfill_applies_the_rules_as_the_live_run_would(tmp_path, cdr_url, sam
     # their folds ended and open their own
     assert len(set(expected.values()) - {None}) == 4
     # a second install starting at 10:00 sees the last two calls live, then backfills the rest
-    late = make_config(tmp_path / "late", cdr_url, **sections,
+    late = make_config(tmp_path / "late", cdr_db.url, **sections,
                        source={"start": "2026-11-26 10:00", "lookback": "10m"})
     assert run_once(late, RunOptions(now=NOW)).exit_code == ExitCode.OK
     for minutes in (1, 2):  # twice: the second decides nothing anew
@@ -418,9 +419,9 @@ def test_backfill_applies_the_rules_as_the_live_run_would(tmp_path, cdr_url, sam
     assert len(archive_files(tmp_path / "late", ".incident.json")) == 4
 
 
-def test_dry_run_with_a_directory_and_incidents_writes_nothing(tmp_path, cdr_url, sample_rows):
-    insert_rows(cdr_url, call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:00", "89161234567"))
-    path = write_config(tmp_path, cdr_url, callers=callers_section(tmp_path),
+def test_dry_run_with_a_directory_and_incidents_writes_nothing(tmp_path, cdr_db, sample_rows):
+    cdr_db.insert(call_from(sample_rows, IVR_NOBODY, "2026-11-26 10:00", "89161234567"))
+    path = write_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path),
                         incidents=INCIDENTS)
     result = run_cli("--config", str(path), "run", "--dry-run")
     assert result.exit_code == ExitCode.OK, result.output
@@ -476,10 +477,10 @@ def test_the_mysql_ledger_sql_matches_the_schema(tmp_path, cdr_db, empty_db, sam
     assert report.exit_code == ExitCode.OK and report.incidents_created == 1, report.summary()
 
 
-def test_check_reads_the_directory(tmp_path, cdr_url):
+def test_check_reads_the_directory(tmp_path, cdr_db):
     """`poller check` reads the directory once and says how many known callers it holds; one it
     cannot read is a failed check."""
-    path = write_config(tmp_path, cdr_url, callers=callers_section(tmp_path))
+    path = write_config(tmp_path, cdr_db.url, callers=callers_section(tmp_path))
     result = run_cli("--config", str(path), "check")
     assert f"callers.csv {tmp_path / 'callers.csv'}: 2 known callers" in result.output, \
         result.output

@@ -1,8 +1,8 @@
 """What an administrator touches every day: `poller status` (text and JSON), `poller check`,
 `poller retry`, the Prometheus metrics file, follow mode, upkeep of the ledger and the archive,
-the ledger's own schema version, backfill progress and the logs. Each runs on a cdr table in a
-SQLite file and again on MariaDB (the cdr_url fixture); what only a server shows (its grants)
-on MariaDB alone.
+the ledger's own schema version, backfill progress and the logs, on a MariaDB cdr table. The
+prune tests, and those that reach code no other test of the fast lane reaches, run on a SQLite
+table first (the cdr_url fixture).
 
 Calls are copies of the real sample calls (tests/data/samples) moved to new times by the
 helpers of support.py. Runs through the library pin the clock; runs through the command line
@@ -50,7 +50,6 @@ from support import (
     clone_call,
     direct_calls,
     entry_of,
-    execute_sql,
     insert_rows,
     key_of,
     legs_of,
@@ -227,9 +226,9 @@ def test_status_text_after_a_run(tmp_path, cdr_url, sample_rows, recordings_dir)
                      r"1 waiting, 1 failed, 4 rows read, [\d.]+s$", text, re.M), text
 
 
-def test_status_json_after_a_run(tmp_path, cdr_url, sample_rows, recordings_dir):
+def test_status_json_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
     """status --json after that run: every README key, lag_seconds, waiting reason, last_error."""
-    _, keys = _status_scene(tmp_path, cdr_url, sample_rows)
+    _, keys = _status_scene(tmp_path, cdr_db.url, sample_rows)
     result = run_cli("--config", str(tmp_path / "poller.toml"), "status", "--json")
     assert result.exit_code == 0, result.output
     status = json.loads(result.stdout)
@@ -297,10 +296,10 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-def test_status_json_lists_every_stage_even_at_zero(tmp_path, cdr_url, sample_rows,
+def test_status_json_lists_every_stage_even_at_zero(tmp_path, cdr_db, sample_rows,
                                                     recordings_dir):
     """A script reads calls.failed from status --json: all six documented stages, 0 if none."""
-    _status_scene(tmp_path, cdr_url, sample_rows)
+    _status_scene(tmp_path, cdr_db.url, sample_rows)
     status = json.loads(run_cli("--config", str(tmp_path / "poller.toml"), "status",
                             "--json").stdout)
     assert set(readme_status_schema()["calls"]) == {"seen", "created", "attached", "done",
@@ -309,10 +308,10 @@ def test_status_json_lists_every_stage_even_at_zero(tmp_path, cdr_url, sample_ro
                                "skipped": 0}
 
 
-def test_status_with_the_source_down_still_shows_the_ledger(tmp_path, cdr_url, sample_rows):
+def test_status_with_the_source_down_still_shows_the_ledger(tmp_path, cdr_db, sample_rows):
     """cdr database down: status still shows the ledger, says unreachable, hides the password."""
-    direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"))
-    report = run_once(make_config(tmp_path, cdr_url), RunOptions(now=msk("2026-11-26 10:00")))
+    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
+    report = run_once(make_config(tmp_path, cdr_db.url), RunOptions(now=msk("2026-11-26 10:00")))
     assert report.exit_code == 0, report.summary()
     path = write_config(tmp_path, UNREACHABLE)
 
@@ -334,9 +333,9 @@ def test_status_with_the_source_down_still_shows_the_ledger(tmp_path, cdr_url, s
     assert PASSWORD not in result.output
 
 
-def test_status_before_the_first_run(tmp_path, cdr_url):
+def test_status_before_the_first_run(tmp_path, cdr_db):
     """status on a fresh install (no ledger yet) says so, exits 0 and creates nothing."""
-    path = write_config(tmp_path, cdr_url)
+    path = write_config(tmp_path, cdr_db.url)
     result = run_cli("--config", str(path), "status")
     assert result.exit_code == 0, result.output
     assert "watermark:   none yet" in result.stdout
@@ -419,9 +418,9 @@ def test_check_unreachable_source_fails_that_line_only(tmp_path, recordings_dir)
     assert PASSWORD not in result.output
 
 
-def test_check_missing_recordings_folder_fails(tmp_path, cdr_url):
+def test_check_missing_recordings_folder_fails(tmp_path, cdr_db):
     """check with recordings.dir missing (spool not mounted): recordings FAIL, exit 1."""
-    result = run_cli("--config", str(write_config(tmp_path, cdr_url)), "check")
+    result = run_cli("--config", str(write_config(tmp_path, cdr_db.url)), "check")
     assert result.exit_code == 1, result.output
     lines = check_lines(result)
     assert [name for _, name, _ in lines] == CHECK_NAMES
@@ -430,9 +429,9 @@ def test_check_missing_recordings_folder_fails(tmp_path, cdr_url):
     assert [name for outcome, name, _ in lines if outcome == "FAIL"] == ["recordings"]
 
 
-def test_check_invalid_config_exits_2(tmp_path, cdr_url):
+def test_check_invalid_config_exits_2(tmp_path, cdr_db):
     """check on a config with a misspelt key: exit 2 naming it, no check runs."""
-    path = write_config(tmp_path, cdr_url, state={"retension": "90d"})
+    path = write_config(tmp_path, cdr_db.url, state={"retension": "90d"})
     result = run_cli("--config", str(path), "check")
     assert result.exit_code == 2, result.output
     assert "unknown key 'state.retension'" in result.output
@@ -473,9 +472,9 @@ def test_retry_one_key_then_the_next_run_delivers_it(tmp_path, cdr_url, sample_r
     assert entry_of(config, second).stage == "failed"
 
 
-def test_retry_failed_requeues_every_parked_call(tmp_path, cdr_url, sample_rows):
+def test_retry_failed_requeues_every_parked_call(tmp_path, cdr_db, sample_rows):
     """retry --failed requeues all three parked calls and the next run delivers them."""
-    config, keys = _parked(tmp_path, cdr_url, sample_rows, count=3)
+    config, keys = _parked(tmp_path, cdr_db.url, sample_rows, count=3)
     result = run_cli("--config", str(tmp_path / "poller.toml"), "retry", "--failed")
     assert result.exit_code == 0, result.output
     assert "3 calls put back in line" in result.stdout
@@ -486,10 +485,10 @@ def test_retry_failed_requeues_every_parked_call(tmp_path, cdr_url, sample_rows)
     assert set(archived(tmp_path)) == set(keys)
 
 
-def test_retry_of_a_call_parked_after_its_object_was_made(tmp_path, cdr_url, sample_rows,
+def test_retry_of_a_call_parked_after_its_object_was_made(tmp_path, cdr_db, sample_rows,
                                                           recordings_dir):
     """Parked after create (attach refused): retry puts it at created; next run only attaches."""
-    config, (key,) = _parked(tmp_path, cdr_url, sample_rows, count=1,
+    config, (key,) = _parked(tmp_path, cdr_db.url, sample_rows, count=1,
                              monitor=tmp_path / "monitor", at="attach")
     parked = entry_of(config, key)
     assert parked.stage == "failed" and parked.object_id == f"2026/11/26/{key}.json"
@@ -506,18 +505,18 @@ def test_retry_of_a_call_parked_after_its_object_was_made(tmp_path, cdr_url, sam
     assert entry_of(config, key).stage == "done"
 
 
-def test_retry_unknown_key_exits_2_naming_it(tmp_path, cdr_url, sample_rows):
+def test_retry_unknown_key_exits_2_naming_it(tmp_path, cdr_db, sample_rows):
     """retry with a mistyped key: exit 2 naming it, nothing requeued."""
-    config, (first, _) = _parked(tmp_path, cdr_url, sample_rows)
+    config, (first, _) = _parked(tmp_path, cdr_db.url, sample_rows)
     result = run_cli("--config", str(tmp_path / "poller.toml"), "retry", first, "1795675107.999")
     assert result.exit_code == 2, result.output
     assert "unknown call key(s): 1795675107.999" in result.output
     assert entry_of(config, first).stage == "failed"
 
 
-def test_retry_key_and_failed_together_or_neither_exit_2(tmp_path, cdr_url, sample_rows):
+def test_retry_key_and_failed_together_or_neither_exit_2(tmp_path, cdr_db, sample_rows):
     """retry KEY --failed, or a bare retry, is a usage error: exit 2."""
-    config, (first, _) = _parked(tmp_path, cdr_url, sample_rows)
+    config, (first, _) = _parked(tmp_path, cdr_db.url, sample_rows)
     path = str(tmp_path / "poller.toml")
     for args, said in ((["retry", first, "--failed"], "name calls by KEY or give --failed, not "
                         "both"), (["retry"], "name the parked calls by KEY (as `poller status` "
@@ -528,29 +527,29 @@ def test_retry_key_and_failed_together_or_neither_exit_2(tmp_path, cdr_url, samp
     assert entry_of(config, first).stage == "failed"
 
 
-def test_retry_before_the_first_run_exits_2(tmp_path, cdr_url):
+def test_retry_before_the_first_run_exits_2(tmp_path, cdr_db):
     """retry --failed on a fresh install: no ledger yet, exit 2, none created."""
-    result = run_cli("--config", str(write_config(tmp_path, cdr_url)), "retry", "--failed")
+    result = run_cli("--config", str(write_config(tmp_path, cdr_db.url)), "retry", "--failed")
     assert result.exit_code == 2, result.output
     assert "the ledger does not exist yet" in result.output
     assert not (tmp_path / "state" / "state.db").exists()
 
 
-def test_retry_works_while_a_run_holds_the_lock(tmp_path, cdr_url, sample_rows):
+def test_retry_works_while_a_run_holds_the_lock(tmp_path, cdr_db, sample_rows):
     """retry while a follow service holds the run lock: requeued without waiting."""
-    config, (first, _) = _parked(tmp_path, cdr_url, sample_rows)
+    config, (first, _) = _parked(tmp_path, cdr_db.url, sample_rows)
     with RunLock(tmp_path / "state"):
         result = run_cli("--config", str(tmp_path / "poller.toml"), "retry", first)
         assert result.exit_code == 0, result.output
         assert entry_of(config, first).stage == "seen"
 
 
-def test_retry_of_a_call_that_is_not_parked_leaves_it(tmp_path, cdr_url, sample_rows):
+def test_retry_of_a_call_that_is_not_parked_leaves_it(tmp_path, cdr_db, sample_rows):
     """retry KEY of a call already delivered: a warning, nothing changed, exit 0."""
-    calls = direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"))
-    config = make_config(tmp_path, cdr_url)
+    calls = direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
+    config = make_config(tmp_path, cdr_db.url)
     run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
-    result = run_cli("--config", str(write_config(tmp_path, cdr_url)), "retry", key_of(calls[0]))
+    result = run_cli("--config", str(write_config(tmp_path, cdr_db.url)), "retry", key_of(calls[0]))
     assert result.exit_code == 0, result.output
     assert "is not waiting nor parked (stage done)" in result.output
     assert "0 calls put back in line" in result.stdout
@@ -609,10 +608,10 @@ def _recent_morning(cdr_url: Any, sample_rows: list[dict[str, Any]], monitor: Pa
     return base - dt.timedelta(minutes=30), calls
 
 
-def test_metrics_file_after_a_run(tmp_path, cdr_url, sample_rows, recordings_dir):
+def test_metrics_file_after_a_run(tmp_path, cdr_db, sample_rows, recordings_dir):
     """run --metrics-file after a morning's calls: each README metric with this run's numbers."""
-    start, calls = _recent_morning(cdr_url, sample_rows, tmp_path / "monitor")
-    path = write_config(tmp_path, cdr_url, source={"start": stamp(start)})
+    start, calls = _recent_morning(cdr_db.url, sample_rows, tmp_path / "monitor")
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
     textfile = tmp_path / "textfile"
     textfile.mkdir()
     prom = textfile / "poller.prom"
@@ -640,49 +639,49 @@ def test_metrics_file_after_a_run(tmp_path, cdr_url, sample_rows, recordings_dir
     assert value(metrics, "poller_ledger_calls", stage="done") == 3
     assert value(metrics, "poller_ledger_calls", stage="skipped") == 1
     assert value(metrics, "poller_calls_parked") == 0
-    mark = watermark_of(make_config(tmp_path, cdr_url))
+    mark = watermark_of(make_config(tmp_path, cdr_db.url))
     assert mark == calls[-1][-1]["calldate"]
     # the run read up to the watermark's own row: nothing newer waits
     assert value(metrics, "poller_watermark_lag_seconds") == 0
     assert sorted(p.name for p in textfile.iterdir()) == ["poller.prom"]
 
 
-def test_metrics_leave_out_the_lag_while_the_source_is_down(tmp_path, cdr_url, sample_rows,
+def test_metrics_leave_out_the_lag_while_the_source_is_down(tmp_path, cdr_db, sample_rows,
                                                              recordings_dir):
     """A run that cannot read the cdr table writes no lag (a 0 would silence a lag alert); the
     next run that reads it, quiet or not, writes one again."""
-    start, _ = _recent_morning(cdr_url, sample_rows, tmp_path / "monitor")
+    start, _ = _recent_morning(cdr_db.url, sample_rows, tmp_path / "monitor")
     prom = tmp_path / "poller.prom"
-    path = write_config(tmp_path, cdr_url, source={"start": stamp(start)})
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
     assert run_cli("--config", str(path), "run", "--metrics-file", str(prom)).exit_code == 0
     down = write_config(tmp_path, UNREACHABLE, source={"start": stamp(start)})
     assert run_cli("--config", str(down), "run", "--metrics-file", str(prom)).exit_code == 1
     metrics = metrics_of(prom)
     assert "poller_watermark_lag_seconds" not in metrics
     assert value(metrics, "poller_last_run_service_unavailable") == 1
-    path = write_config(tmp_path, cdr_url, source={"start": stamp(start)})
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
     assert run_cli("--config", str(path), "run", "--metrics-file", str(prom)).exit_code == 0
     assert value(metrics_of(prom), "poller_watermark_lag_seconds") == 0
 
 
-def test_metrics_lag_when_no_row_was_read_is_zero(tmp_path, cdr_url, sample_rows, recordings_dir):
+def test_metrics_lag_when_no_row_was_read_is_zero(tmp_path, cdr_db, sample_rows, recordings_dir):
     """The run reads no row at all (here the site purged its cdr table overnight) yet read the
     table: nothing is newer than the watermark, the lag is 0 and present (an `absent()` alert
     is for an unreadable table only)."""
-    direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"))
-    config = make_config(tmp_path, cdr_url)
+    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
+    config = make_config(tmp_path, cdr_db.url)
     prom = tmp_path / "poller.prom"
     run_once(config, RunOptions(now=msk("2026-11-26 10:00"), metrics_file=str(prom)))
-    execute_sql(cdr_url, "DELETE FROM cdr")
+    cdr_db.execute("DELETE FROM cdr")
     night = run_once(config, RunOptions(now=msk("2026-11-26 23:00"), metrics_file=str(prom)))
     assert night.rows == 0 and night.newest_row is None, night.summary()
     assert value(metrics_of(prom), "poller_watermark_lag_seconds") == 0
 
 
-def test_metrics_file_is_replaced_atomically(tmp_path, cdr_url, sample_rows, recordings_dir):
+def test_metrics_file_is_replaced_atomically(tmp_path, cdr_db, sample_rows, recordings_dir):
     """Each run renames a new metrics file into place (new inode), no temporary file left."""
-    start, _ = _recent_morning(cdr_url, sample_rows, tmp_path / "monitor")
-    path = write_config(tmp_path, cdr_url, source={"start": stamp(start)})
+    start, _ = _recent_morning(cdr_db.url, sample_rows, tmp_path / "monitor")
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
     prom = tmp_path / "textfile" / "poller.prom"
     prom.parent.mkdir()
     prom.write_text("# a scrape in progress holds this inode\n")
@@ -704,11 +703,11 @@ def test_metrics_file_is_replaced_atomically(tmp_path, cdr_url, sample_rows, rec
     assert value(metrics, "poller_ledger_calls", stage="done") == 3
 
 
-def test_metrics_file_from_the_config(tmp_path, cdr_url, sample_rows, recordings_dir):
+def test_metrics_file_from_the_config(tmp_path, cdr_db, sample_rows, recordings_dir):
     """[metrics] file makes a plain run write it; --metrics-file wins over it."""
-    start, _ = _recent_morning(cdr_url, sample_rows, tmp_path / "monitor")
+    start, _ = _recent_morning(cdr_db.url, sample_rows, tmp_path / "monitor")
     configured = tmp_path / "poller.prom"
-    path = write_config(tmp_path, cdr_url, source={"start": stamp(start)},
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)},
                         metrics={"file": str(configured)})
     result = run_cli("--config", str(path), "run")
     assert result.exit_code == 0, result.output
@@ -723,12 +722,12 @@ def test_metrics_file_from_the_config(tmp_path, cdr_url, sample_rows, recordings
     assert other.is_file() and not configured.exists()
 
 
-def test_metrics_after_a_run_that_parked_calls(tmp_path, cdr_url, sample_rows):
+def test_metrics_after_a_run_that_parked_calls(tmp_path, cdr_db, sample_rows):
     """Metrics after a run whose target refused both calls: 2 failures, 2 parked."""
-    direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"),
+    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"),
                  local("2026-11-26 09:31:00"))
     prom = tmp_path / "poller.prom"
-    config = make_config(tmp_path, cdr_url, retry={"max_attempts": 1})
+    config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00"), metrics_file=str(prom)),
                       target_factory=refusing())
     assert report.exit_code == 1, report.summary()
@@ -740,15 +739,15 @@ def test_metrics_after_a_run_that_parked_calls(tmp_path, cdr_url, sample_rows):
     assert value(metrics, "poller_last_run_calls_new") == 2
 
 
-def test_last_success_survives_a_failing_run(tmp_path, cdr_url, sample_rows):
+def test_last_success_survives_a_failing_run(tmp_path, cdr_db, sample_rows):
     """After a good run then a failing one, last_success still holds the good run's time."""
-    direct_calls(cdr_url, sample_rows, local("2026-11-26 09:30:00"))
+    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 09:30:00"))
     prom = tmp_path / "poller.prom"
-    config = make_config(tmp_path, cdr_url, retry={"max_attempts": 1})
+    config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 1})
     run_once(config, RunOptions(now=msk("2026-11-26 10:00"), metrics_file=str(prom)))
     good = value(metrics_of(prom), "poller_last_success_timestamp_seconds")
 
-    direct_calls(cdr_url, sample_rows, local("2026-11-26 10:01:00"))
+    direct_calls(cdr_db.url, sample_rows, local("2026-11-26 10:01:00"))
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:05"), metrics_file=str(prom)),
                       target_factory=refusing())
     assert report.exit_code == 1, report.summary()
@@ -782,13 +781,13 @@ def following(config: Any, interval: float = 0.05) -> Iterator[tuple[threading.E
         assert not thread.is_alive(), "follow() did not stop within 10 s of the stop event"
 
 
-def test_follow_delivers_calls_inserted_while_it_runs(tmp_path, cdr_url, sample_rows):
+def test_follow_delivers_calls_inserted_while_it_runs(tmp_path, cdr_db, sample_rows):
     """follow(): calls written while it runs are delivered, lock freed between polls, stops."""
-    config = make_config(tmp_path, cdr_url, source={"settle": "0s", "start": ""})
+    config = make_config(tmp_path, cdr_db.url, source={"settle": "0s", "start": ""})
     state = tmp_path / "state"
     with following(config) as (stop, outcome):
         wait_for(lambda: (state / "state.db").is_file(), 10, "the first poll")
-        calls = direct_calls(cdr_url, sample_rows, now_local() - dt.timedelta(minutes=2),
+        calls = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=2),
                              now_local() - dt.timedelta(minutes=1))
         keys = {key_of(rows) for rows in calls}
         wait_for(lambda: set(archived(tmp_path)) == keys, 10, "the calls in the archive")
@@ -801,7 +800,7 @@ def test_follow_delivers_calls_inserted_while_it_runs(tmp_path, cdr_url, sample_
                 return False
 
         wait_for(lock_is_free, 10, "the run lock to be free between polls")
-        later = direct_calls(cdr_url, sample_rows, now_local() - dt.timedelta(seconds=30))
+        later = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(seconds=30))
         wait_for(lambda: key_of(later[0]) in archived(tmp_path), 10, "a third call")
         stop.set()
         wait_for(lambda: outcome, 10, "follow() to return")
@@ -867,9 +866,9 @@ def test_an_outage_is_said_again_every_hour_while_it_lasts():
 
 
 @pytest.mark.slow
-def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_url, sample_rows):
+def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_db, sample_rows):
     """run --follow as systemd runs it: delivers a new call, and SIGTERM ends it with exit 0."""
-    path = write_config(tmp_path, cdr_url, source={"settle": "0s", "start": ""})
+    path = write_config(tmp_path, cdr_db.url, source={"settle": "0s", "start": ""})
     log_path = tmp_path / "follow.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -878,7 +877,7 @@ def test_follow_cli_stops_cleanly_on_sigterm(tmp_path, cdr_url, sample_rows):
     try:
         wait_for(lambda: b"following the cdr table every 1s" in log_path.read_bytes(), 30,
                  "the follow service to start")
-        calls = direct_calls(cdr_url, sample_rows, now_local() - dt.timedelta(minutes=1))
+        calls = direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=1))
         wait_for(lambda: key_of(calls[0]) in archived(tmp_path), 15, "the call in the archive")
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=10)
@@ -1003,12 +1002,12 @@ def test_archive_keep_days_through_a_run(tmp_path, cdr_url, sample_rows):
 
 # -- the ledger's own schema
 
-def test_newer_ledger_schema_is_refused(tmp_path, cdr_url, sample_rows):
+def test_newer_ledger_schema_is_refused(tmp_path, cdr_db, sample_rows):
     """After a downgrade the ledger's schema is newer: run exits 2 saying to upgrade."""
-    direct_calls(cdr_url, sample_rows, now_local() - dt.timedelta(minutes=30))
-    path = write_config(tmp_path, cdr_url, source={"start": stamp(now_local()
+    direct_calls(cdr_db.url, sample_rows, now_local() - dt.timedelta(minutes=30))
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(now_local()
                                                                        - dt.timedelta(hours=1))})
-    config = make_config(tmp_path, cdr_url)
+    config = make_config(tmp_path, cdr_db.url)
     (tmp_path / "state").mkdir()
     ledger = Ledger(config.state.database_url)
     try:
@@ -1057,11 +1056,11 @@ def test_ledger_migration_runs_once_and_records_the_version(tmp_path, cdr_url, s
 
 # -- progress
 
-def test_backfill_reports_its_progress(tmp_path, cdr_url, sample_rows):
+def test_backfill_reports_its_progress(tmp_path, cdr_db, sample_rows):
     """A backfill's progress callback gets positions moving forward and a fraction in 0..1."""
     starts = [local("2026-11-26 09:00:00") + dt.timedelta(minutes=5 * i) for i in range(12)]
-    direct_calls(cdr_url, sample_rows, *starts)
-    config = make_config(tmp_path, cdr_url)
+    direct_calls(cdr_db.url, sample_rows, *starts)
+    config = make_config(tmp_path, cdr_db.url)
     seen: list[Progress] = []
     since, until = local("2026-11-26 09:00"), local("2026-11-26 10:00")
     report = run_once(config, RunOptions(since=since, until=until, now=msk("2026-11-26 10:30"),
@@ -1079,11 +1078,11 @@ def test_backfill_reports_its_progress(tmp_path, cdr_url, sample_rows):
     assert all(0 <= p.new_calls <= 12 for p in seen)
 
 
-def test_backfill_draws_no_progress_bar_without_a_terminal(tmp_path, cdr_url, sample_rows):
+def test_backfill_draws_no_progress_bar_without_a_terminal(tmp_path, cdr_db, sample_rows):
     """A backfill under cron (no terminal) draws no progress bar, only log lines."""
     base = now_local() - dt.timedelta(hours=1)
-    direct_calls(cdr_url, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(5)))
-    path = write_config(tmp_path, cdr_url)
+    direct_calls(cdr_db.url, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(5)))
+    path = write_config(tmp_path, cdr_db.url)
     result = run_cli("--config", str(path), "run", "--since", stamp(base - dt.timedelta(minutes=1)),
                  "--until", stamp(base + dt.timedelta(minutes=10)))
     assert result.exit_code == 0, result.output
@@ -1091,11 +1090,11 @@ def test_backfill_draws_no_progress_bar_without_a_terminal(tmp_path, cdr_url, sa
     assert "\r" not in result.output and "\r[" not in result.output
 
 
-def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path, cdr_url, sample_rows):
+def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path, cdr_db, sample_rows):
     """The same backfill on a terminal (a pty) draws the bar: the control for the test above."""
     base = now_local() - dt.timedelta(hours=1)
-    direct_calls(cdr_url, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(3)))
-    path = write_config(tmp_path, cdr_url)
+    direct_calls(cdr_db.url, sample_rows, *(base + dt.timedelta(minutes=i) for i in range(3)))
+    path = write_config(tmp_path, cdr_db.url)
     master, slave = pty.openpty()
     try:
         process = subprocess.Popen(
@@ -1138,10 +1137,10 @@ def test_backfill_draws_a_progress_bar_on_a_terminal(tmp_path, cdr_url, sample_r
 
 # -- logs
 
-def test_quiet_suppresses_info_lines(tmp_path, cdr_url, sample_rows):
+def test_quiet_suppresses_info_lines(tmp_path, cdr_db, sample_rows):
     """poller -q run (the crontab's form) prints no info line; without -q the summary is INFO."""
-    start, _ = _recent_morning(cdr_url, sample_rows, tmp_path / "monitor")
-    path = write_config(tmp_path, cdr_url, source={"start": stamp(start)})
+    start, _ = _recent_morning(cdr_db.url, sample_rows, tmp_path / "monitor")
+    path = write_config(tmp_path, cdr_db.url, source={"start": stamp(start)})
     quiet = run_cli("-q", "--config", str(path), "run")
     assert quiet.exit_code == 0, quiet.output
     assert quiet.output == ""
@@ -1155,9 +1154,9 @@ def test_quiet_suppresses_info_lines(tmp_path, cdr_url, sample_rows):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/log"), reason="no /dev/log (no syslog daemon here)")
-def test_syslog_option_with_dev_log(tmp_path, cdr_url):
+def test_syslog_option_with_dev_log(tmp_path, cdr_db):
     """poller --syslog status works where /dev/log exists."""
-    result = run_cli("--syslog", "--config", str(write_config(tmp_path, cdr_url)), "status")
+    result = run_cli("--syslog", "--config", str(write_config(tmp_path, cdr_db.url)), "status")
     assert result.exit_code == 0, result.output
     assert "watermark:" in result.stdout
 

@@ -15,7 +15,6 @@ from easla_server import EaslaServer
 from support import (
     clone_call,
     entry_of,
-    execute_sql,
     insert_rows,
     key_of,
     legs_of,
@@ -75,13 +74,13 @@ def count_encodes(monkeypatch) -> list[Path]:
 
 
 def test_a_long_outage_charges_no_call_and_one_run_after_it_delivers_all(
-        tmp_path, cdr_url, sample_rows, monkeypatch):
+        tmp_path, cdr_db, sample_rows, monkeypatch):
     """Thirty runs with easla unreachable (max_attempts = 2, a shortened schedule): every run
     exits 1 and says the target is down, no call is charged or parked, no recording is encoded
     for nothing; the first run once easla answers delivers every call, once."""
-    keys = recorded_calls(cdr_url, sample_rows, tmp_path / "monitor")
+    keys = recorded_calls(cdr_db.url, sample_rows, tmp_path / "monitor")
     encoded = count_encodes(monkeypatch)
-    down = easla_config(tmp_path, cdr_url, closed_url(), max_attempts=2)
+    down = easla_config(tmp_path, cdr_db.url, closed_url(), max_attempts=2)
     metrics = tmp_path / "poller.prom"
     for minute in range(30):
         report = run_once(down, RunOptions(now=NOW + dt.timedelta(minutes=minute),
@@ -102,7 +101,7 @@ def test_a_long_outage_charges_no_call_and_one_run_after_it_delivers_all(
     assert "3 calls waiting" in render(shown)
 
     with EaslaServer() as server:
-        up = easla_config(tmp_path, cdr_url, server.url, max_attempts=2)
+        up = easla_config(tmp_path, cdr_db.url, server.url, max_attempts=2)
         report = run_once(up, RunOptions(now=NOW + dt.timedelta(minutes=31),
                                          metrics_file=str(metrics)))
         assert report.exit_code == ExitCode.OK, report.summary()
@@ -115,12 +114,12 @@ def test_a_long_outage_charges_no_call_and_one_run_after_it_delivers_all(
 
 
 def test_a_reset_inside_one_calls_request_is_that_calls_when_easla_answers(
-        tmp_path, cdr_url, sample_rows):
+        tmp_path, cdr_db, sample_rows):
     """The connection drops while one call is being created, and the WSDL answers right after:
     the request failed, not easla. That call is charged; the others go out."""
-    keys = recorded_calls(cdr_url, sample_rows, tmp_path / "monitor")
+    keys = recorded_calls(cdr_db.url, sample_rows, tmp_path / "monitor")
     with EaslaServer() as server:
-        config = easla_config(tmp_path, cdr_url, server.url)
+        config = easla_config(tmp_path, cdr_db.url, server.url)
         server.fail_next("createObjectref", "reset")
         report = run_once(config, RunOptions(now=NOW))
         assert report.exit_code == ExitCode.PARTIAL and report.failures == 1, report.summary()
@@ -131,17 +130,17 @@ def test_a_reset_inside_one_calls_request_is_that_calls_when_easla_answers(
         assert "the target answers otherwise" in entry.last_error
 
 
-def test_a_reset_followed_by_silence_is_the_targets_fault(tmp_path, cdr_url, sample_rows):
+def test_a_reset_followed_by_silence_is_the_targets_fault(tmp_path, cdr_db, sample_rows):
     """The connection drops while a call is being created and easla does not answer the probe
     either: an outage. Nobody is charged, the run stops, the next run delivers."""
-    keys = recorded_calls(cdr_url, sample_rows, tmp_path / "monitor")
+    keys = recorded_calls(cdr_db.url, sample_rows, tmp_path / "monitor")
     first_call = keys[0]
-    execute_sql(cdr_url, "DELETE FROM cdr WHERE linkedid <> :key", key=first_call)
+    cdr_db.execute("DELETE FROM cdr WHERE linkedid <> :key", key=first_call)
     with EaslaServer() as server:
-        config = easla_config(tmp_path, cdr_url, server.url)
+        config = easla_config(tmp_path, cdr_db.url, server.url)
         assert run_once(config, RunOptions(now=NOW)).exit_code == ExitCode.OK  # WSDL cached
         late = clone_call(legs_of(sample_rows, NO_ANSWER), dt.datetime(2026, 11, 26, 11, 0))
-        insert_rows(cdr_url, late)
+        cdr_db.insert(late)
         server.fail_next("createObjectref", "reset")
         server.fail_next("wsdl", "reset")  # the probe
         report = run_once(config, RunOptions(now=NOW + dt.timedelta(minutes=1)))
@@ -155,13 +154,13 @@ def test_a_reset_followed_by_silence_is_the_targets_fault(tmp_path, cdr_url, sam
         assert collect(config).target_down is None
 
 
-def test_an_object_id_is_kept_when_the_ledger_refuses_it(tmp_path, cdr_url, sample_rows,
+def test_an_object_id_is_kept_when_the_ledger_refuses_it(tmp_path, cdr_db, sample_rows,
                                                          monkeypatch):
     """createObjectref answered, then the state database refuses the write (locked by another
     process, a read-only disk): the id goes to the journal, nobody is charged, and the next run
     attaches the recording to that object — never a second object."""
-    keys = recorded_calls(cdr_url, sample_rows, tmp_path / "monitor")
-    execute_sql(cdr_url, "DELETE FROM cdr WHERE linkedid <> :key", key=keys[0])
+    keys = recorded_calls(cdr_db.url, sample_rows, tmp_path / "monitor")
+    cdr_db.execute("DELETE FROM cdr WHERE linkedid <> :key", key=keys[0])
     monkeypatch.setattr("poller.ledger.journal.RETRIES", (0.0, 0.0))
     real = Ledger.advance
 
@@ -172,7 +171,7 @@ def test_an_object_id_is_kept_when_the_ledger_refuses_it(tmp_path, cdr_url, samp
         return real(self, key, stage, **values)
 
     with EaslaServer() as server:
-        config = easla_config(tmp_path, cdr_url, server.url)
+        config = easla_config(tmp_path, cdr_db.url, server.url)
         monkeypatch.setattr(Ledger, "advance", refusing)
         report = run_once(config, RunOptions(now=NOW))
         assert report.exit_code == ExitCode.PARTIAL and report.failures == 0, report.summary()

@@ -73,12 +73,12 @@ def _incoming(cdr_url: Any, sample_rows: list[dict[str, Any]], *times: str,
     return calls
 
 
-def test_second_concurrent_run_gives_way_to_the_lock(tmp_path, cdr_url, sample_rows):
+def test_second_concurrent_run_gives_way_to_the_lock(tmp_path, cdr_db, sample_rows):
     """Cron starts a run while the previous one is still delivering: the newcomer finds the
     lock held, says so and exits 0 at once, delivering nothing; once the lock is free the
     next run delivers."""
-    calls = _incoming(cdr_url, sample_rows, "09:30:00")
-    path = write_config(tmp_path, cdr_url)
+    calls = _incoming(cdr_db.url, sample_rows, "09:30:00")
+    path = write_config(tmp_path, cdr_db.url)
 
     with RunLock(tmp_path / "state"):
         result = run_cli("--config", str(path), "run")
@@ -93,12 +93,12 @@ def test_second_concurrent_run_gives_way_to_the_lock(tmp_path, cdr_url, sample_r
     assert set(archived(tmp_path)) == {key_of(calls[0])}
 
 
-def test_backfill_waits_for_the_lock_and_says_so(tmp_path, cdr_url, sample_rows, caplog):
+def test_backfill_waits_for_the_lock_and_says_so(tmp_path, cdr_db, sample_rows, caplog):
     """`run --since` while another run works: it logs that it waits, then does its range."""
     import threading
 
-    calls = _incoming(cdr_url, sample_rows, "09:30:00")
-    config = make_config(tmp_path, cdr_url)
+    calls = _incoming(cdr_db.url, sample_rows, "09:30:00")
+    config = make_config(tmp_path, cdr_db.url)
     held = RunLock(tmp_path / "state").__enter__()
     reports: list[Any] = []
     backfill = threading.Thread(target=lambda: reports.append(run_once(
@@ -147,18 +147,18 @@ def _killed_run(config_path: Path, now: dt.datetime) -> None:
     assert killed.returncode == 9, killed.stderr
 
 
-def test_process_killed_between_create_and_attach_resumes(tmp_path, cdr_url, sample_rows):
+def test_process_killed_between_create_and_attach_resumes(tmp_path, cdr_db, sample_rows):
     """The poller is killed after the target created the call's object but before the MP3
     was attached. The ledger holds the object id at stage `created`; the next run attaches
     the MP3 to that object without creating a second one. Until then the record waits hidden:
     no reader finds a record whose MP3 is not there."""
-    calls = _incoming(cdr_url, sample_rows, "09:30:00", monitor=tmp_path / "monitor")
+    calls = _incoming(cdr_db.url, sample_rows, "09:30:00", monitor=tmp_path / "monitor")
     key = key_of(calls[0])
-    path = write_config(tmp_path, cdr_url)
+    path = write_config(tmp_path, cdr_db.url)
     now = msk("2026-11-26 10:00")
 
     _killed_run(path, now)
-    config = make_config(tmp_path, cdr_url)
+    config = make_config(tmp_path, cdr_db.url)
     entry = entry_of(config, key)
     assert entry.stage == "created"
     assert entry.object_id == f"2026/11/26/{key}.json"
@@ -181,28 +181,28 @@ def test_process_killed_between_create_and_attach_resumes(tmp_path, cdr_url, sam
     assert archived(tmp_path)[key]["recording"] == f"{key}.mp3"
 
 
-def test_process_killed_mid_delivery_leaves_no_temporary_files(tmp_path, cdr_url, sample_rows):
+def test_process_killed_mid_delivery_leaves_no_temporary_files(tmp_path, cdr_db, sample_rows):
     """After a kill during delivery (OOM killer, reboot) and the run that resumes it,
     state.dir holds no leftover temporary MP3: a PBX that crashes now and then must not slowly
     fill its disk."""
-    _incoming(cdr_url, sample_rows, "09:30:00", monitor=tmp_path / "monitor")
-    path = write_config(tmp_path, cdr_url)
+    _incoming(cdr_db.url, sample_rows, "09:30:00", monitor=tmp_path / "monitor")
+    path = write_config(tmp_path, cdr_db.url)
     now = msk("2026-11-26 10:00")
     _killed_run(path, now)
-    report = run_once(make_config(tmp_path, cdr_url),
+    report = run_once(make_config(tmp_path, cdr_db.url),
                       RunOptions(now=now + dt.timedelta(minutes=1)))
     assert report.exit_code == 0 and report.recordings == 1, report.summary()
     assert list((tmp_path / "state" / "tmp").iterdir()) == []
 
 
-def test_failing_target_backs_off_then_parks_the_call(tmp_path, cdr_url, sample_rows):
+def test_failing_target_backs_off_then_parks_the_call(tmp_path, cdr_db, sample_rows):
     """The target refuses a call (e.g. the ITSM system rejects it). The run exits 1, the call
     stays pending with a back-off and the watermark still moves; after retry.max_attempts the
     call is parked as failed and `poller status` shows it with its error. A backfill over its
     range, once the target is fixed, delivers it."""
-    calls = _incoming(cdr_url, sample_rows, "09:30:00")
+    calls = _incoming(cdr_db.url, sample_rows, "09:30:00")
     key = key_of(calls[0])
-    config = make_config(tmp_path, cdr_url, retry={"max_attempts": 2, "backoff": "1m"})
+    config = make_config(tmp_path, cdr_db.url, retry={"max_attempts": 2, "backoff": "1m"})
     counts: Counter[str] = Counter()
 
     def refusing(c: Any) -> CountingTarget:
@@ -245,12 +245,12 @@ def test_failing_target_backs_off_then_parks_the_call(tmp_path, cdr_url, sample_
     assert set(archived(tmp_path)) == {key}
 
 
-def test_backfill_retries_a_call_still_backing_off(tmp_path, cdr_url, sample_rows):
+def test_backfill_retries_a_call_still_backing_off(tmp_path, cdr_db, sample_rows):
     """A call failed once and waits out an hour's back-off; a backfill over its range (the
     target fixed) retries it at once instead of leaving it to the back-off."""
-    calls = _incoming(cdr_url, sample_rows, "09:30:00")
+    calls = _incoming(cdr_db.url, sample_rows, "09:30:00")
     key = key_of(calls[0])
-    config = make_config(tmp_path, cdr_url, retry={"backoff": "1h"})
+    config = make_config(tmp_path, cdr_db.url, retry={"backoff": "1h"})
     counts: Counter[str] = Counter()
     now = msk("2026-11-26 10:00")
     failed = run_once(config, RunOptions(now=now),
@@ -264,11 +264,11 @@ def test_backfill_retries_a_call_still_backing_off(tmp_path, cdr_url, sample_row
     assert set(archived(tmp_path)) == {key}
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, cdr_url, sample_rows):
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, cdr_db, sample_rows):
     """`poller run --dry-run` on a new install: it lists the calls it would deliver and
     writes nothing, neither archive files nor a ledger; a real run afterwards delivers them."""
-    calls = _incoming(cdr_url, sample_rows, "09:30:00", "09:31:00", "09:32:00")
-    path = write_config(tmp_path, cdr_url)
+    calls = _incoming(cdr_db.url, sample_rows, "09:30:00", "09:31:00", "09:32:00")
+    path = write_config(tmp_path, cdr_db.url)
 
     result = run_cli("--config", str(path), "run", "--dry-run")
     assert result.exit_code == 0, result.output
@@ -283,12 +283,12 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, cdr_url, sample_ro
     assert set(archived(tmp_path)) == {key_of(rows) for rows in calls}
 
 
-def test_dry_run_in_process_plans_without_a_ledger(tmp_path, cdr_url, sample_rows):
+def test_dry_run_in_process_plans_without_a_ledger(tmp_path, cdr_db, sample_rows):
     """The same with a pinned clock through the library: the report plans the incoming calls
     (not the outgoing one); no file appears, not even the run lock."""
-    calls = _incoming(cdr_url, sample_rows, "09:30:00", "09:31:00")
-    insert_rows(cdr_url, clone_call(legs_of(sample_rows, OUTGOING), local("2026-11-26 09:32:00")))
-    config = make_config(tmp_path, cdr_url)
+    calls = _incoming(cdr_db.url, sample_rows, "09:30:00", "09:31:00")
+    cdr_db.insert(clone_call(legs_of(sample_rows, OUTGOING), local("2026-11-26 09:32:00")))
+    config = make_config(tmp_path, cdr_db.url)
 
     report = run_once(config, RunOptions(dry_run=True, now=msk("2026-11-26 10:00")))
     assert report.exit_code == 0
@@ -297,12 +297,12 @@ def test_dry_run_in_process_plans_without_a_ledger(tmp_path, cdr_url, sample_row
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
-def test_limit_delivers_part_now_and_the_rest_next_run(tmp_path, cdr_url, sample_rows):
+def test_limit_delivers_part_now_and_the_rest_next_run(tmp_path, cdr_db, sample_rows):
     """After an outage an administrator caps a run with --limit 2: two calls go out, the oldest
     first, and the following runs deliver the rest."""
-    calls = _incoming(cdr_url, sample_rows, *(f"09:3{i}:00" for i in range(5)))
+    calls = _incoming(cdr_db.url, sample_rows, *(f"09:3{i}:00" for i in range(5)))
     keys = [key_of(rows) for rows in calls]
-    config = make_config(tmp_path, cdr_url)
+    config = make_config(tmp_path, cdr_db.url)
 
     first = run_once(config, RunOptions(limit=2, now=msk("2026-11-26 10:00")))
     assert first.exit_code == 0 and sum(first.delivered.values()) == 2
@@ -317,13 +317,13 @@ def test_limit_delivers_part_now_and_the_rest_next_run(tmp_path, cdr_url, sample
     assert set(archived(tmp_path)) == set(keys)
 
 
-def test_missing_recording_is_waited_for_then_given_up(tmp_path, cdr_url, sample_rows):
+def test_missing_recording_is_waited_for_then_given_up(tmp_path, cdr_db, sample_rows):
     """recordingfile names a WAV that never appears (disk full on the PBX). Within
     recordings.wait the call waits, and status says so; once the wait is over it is delivered
     without audio and with recording_problem "missing"."""
-    calls = _incoming(cdr_url, sample_rows, "09:30:00", keep_name=True)  # ends 09:30:09
+    calls = _incoming(cdr_db.url, sample_rows, "09:30:00", keep_name=True)  # ends 09:30:09
     key = key_of(calls[0])
-    config = make_config(tmp_path, cdr_url, recordings={"wait": "5m"})
+    config = make_config(tmp_path, cdr_db.url, recordings={"wait": "5m"})
 
     first = run_once(config, RunOptions(now=msk("2026-11-26 09:32")))
     assert first.exit_code == 0 and first.waiting == 1, first.summary()
@@ -344,16 +344,16 @@ def test_missing_recording_is_waited_for_then_given_up(tmp_path, cdr_url, sample
     assert entry_of(config, key).stage == "done"
 
 
-def test_recordings_folder_not_mounted_makes_calls_wait(tmp_path, cdr_url, sample_rows):
+def test_recordings_folder_not_mounted_makes_calls_wait(tmp_path, cdr_db, sample_rows):
     """recordings.dir is gone (the spool not mounted): calls wait, no attempt counted, the run
     exits 1 saying why; once the folder is back the call goes out with its recording."""
     monitor = tmp_path / "monitor"
-    calls = _incoming(cdr_url, sample_rows, "09:30:00", monitor=monitor)
+    calls = _incoming(cdr_db.url, sample_rows, "09:30:00", monitor=monitor)
     key = key_of(calls[0])
     unrecorded = clone_call(legs_of(sample_rows, OUTGOING), local("2026-11-26 09:31:00"),
                             did="74951230001", dcontext="from-trunk", recordingfile="")
-    insert_rows(cdr_url, unrecorded)
-    config = make_config(tmp_path, cdr_url, recordings={"wait": "1m"})
+    cdr_db.insert(unrecorded)
+    config = make_config(tmp_path, cdr_db.url, recordings={"wait": "1m"})
     hidden = tmp_path / "unmounted"
     monitor.rename(hidden)
     report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")))
@@ -386,13 +386,13 @@ def test_more_than_a_page_of_held_calls_does_not_hide_the_rest(tmp_path, cdr_url
     assert set(archived(tmp_path)) == {key_of(unrecorded)}
 
 
-def test_missing_recording_given_up_on_time_when_the_wait_ends_soon(tmp_path, cdr_url,
+def test_missing_recording_given_up_on_time_when_the_wait_ends_soon(tmp_path, cdr_db,
                                                                      sample_rows):
     """The last look within recordings.wait happens less than 30 s before the wait ends; the
     call must be delivered by the first run after the wait, not hours later."""
-    calls = _incoming(cdr_url, sample_rows, "09:30:00", keep_name=True)  # ends 09:30:09
+    calls = _incoming(cdr_db.url, sample_rows, "09:30:00", keep_name=True)  # ends 09:30:09
     key = key_of(calls[0])
-    config = make_config(tmp_path, cdr_url, recordings={"wait": "5m"})  # until 09:35:09
+    config = make_config(tmp_path, cdr_db.url, recordings={"wait": "5m"})  # until 09:35:09
 
     first = run_once(config, RunOptions(now=msk("2026-11-26 09:34:50")))
     assert first.waiting == 1, first.summary()
@@ -409,13 +409,13 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("value", HOSTILE)
-def test_hostile_recordingfile_is_refused(tmp_path, cdr_url, sample_rows, value):
+def test_hostile_recordingfile_is_refused(tmp_path, cdr_db, sample_rows, value):
     """A recordingfile value that climbs out of the recordings directory (a tampered cdr row)
     is never read: the call is delivered at once with recording_problem "refused_path"."""
     (tmp_path / "monitor" / "etc").mkdir(parents=True)
     (tmp_path / "monitor" / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
-    calls = _incoming(cdr_url, sample_rows, "09:30:00", recordingfile=value)
-    config = make_config(tmp_path, cdr_url)
+    calls = _incoming(cdr_db.url, sample_rows, "09:30:00", recordingfile=value)
+    config = make_config(tmp_path, cdr_db.url)
 
     report = run_once(config, RunOptions(now=msk("2026-11-26 09:33")))  # within the wait
     assert report.exit_code == 0 and report.waiting == 0, report.summary()
