@@ -590,6 +590,11 @@ def test_the_first_run_and_status_say_what_was_not_read_and_the_backfill_for_it(
     config = load(path, env={})
     (tmp_path / "monitor").mkdir()
     with caplog.at_level(logging.INFO, logger="poller"):
+        run_once(config, RunOptions(now=msk("2026-11-26 12:00"), dry_run=True))
+    assert "first run of this ledger: it would read the calls from 2026-11-26 08:00" \
+        in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="poller"):
         report = run_once(config, RunOptions(now=msk("2026-11-26 12:00")))
     assert report.delivered_count == 1, report.summary()
     backfill = "poller run --since 2026-11-26 --until '2026-11-26 08:00'"

@@ -155,11 +155,13 @@ class ReadPhase:
         self.lookback = dt.timedelta(seconds=config.lookback)
         self.reach = Reach()
         self.unbuilt: dict[int, str] = {}  # id of a group → why its legs could not be built
+        self.dry_run = False  # set by execute: a dry run says what it would read
 
     def execute(self, options: RunOptions) -> dt.datetime | None:
         """Read, record and move the marks; returns the earliest calldate read (in cursor mode
         the next run re-reads the same tail, so retention must not forget its calls)."""
         self.say_once_a_day(self.source.warnings + self.clock_warnings())
+        self.dry_run = options.dry_run
         planned = self.plan(options)
         if planned is None:
             self.report.source_read = True
@@ -237,9 +239,10 @@ class ReadPhase:
             return
         history = UnreadHistory(origin, oldest, rows)
         self.ledger.set_unread_history(history.to_setting())
-        log.info("first run of this ledger: it reads the calls from %s on (source.start: by "
-                 "default the lookback before now); %s", f"{origin:%Y-%m-%d %H:%M}",
-                 history.said("then"))
+        log.info("first run of this ledger: it %s the calls from %s on (source.start: by "
+                 "default the lookback before now); %s",
+                 "would read" if self.dry_run else "reads",
+                 f"{origin:%Y-%m-%d %H:%M}", history.said("then"))
 
     def move_marks(self, axis: Axis) -> None:
         reach = self.reach
