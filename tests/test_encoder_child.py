@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -117,3 +119,29 @@ def test_a_child_that_served_long_or_grew_is_replaced(tmp_path, short, monkeypat
         assert second is not None
         encoder.encode([short], tmp_path / "4.mp3")
         assert encoder.pid is None and dead(second)
+
+
+def test_a_child_that_answers_nonsense_fails_that_call_and_is_replaced(tmp_path, short,
+                                                                        monkeypatch):
+    """Anything but one reply line on the child's stdout (a library printing, say) fails that
+    call with TranscodeError and ends the child: a stray line must never pass for the next
+    call's reply. The next call gets a real child."""
+    real = EncoderProcess._start
+    babbling = [sys.executable, "-c", "import sys\nfor line in sys.stdin:\n"
+                "    print('LAME says hello', flush=True)"]
+
+    def start_babbling(self):
+        monkeypatch.setattr(EncoderProcess, "_start", real)  # the next child is a real one
+        process = subprocess.Popen(babbling, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, start_new_session=True)
+        for stream in (process.stdout, process.stderr):
+            os.set_blocking(stream.fileno(), False)
+        return process
+
+    monkeypatch.setattr(EncoderProcess, "_start", start_babbling)
+    with EncoderProcess(CONFIG) as encoder:
+        with pytest.raises(TranscodeError, match="LAME says hello"):
+            encoder.encode([short], tmp_path / "a.mp3")
+        assert encoder.pid is None
+        encoded = encoder.encode([short], tmp_path / "b.mp3")
+        assert abs(encoded.seconds - 3.0) < 0.01

@@ -184,7 +184,16 @@ class EncoderProcess:
                     if not data:
                         return None
                     got += data
-        reply: dict[str, Any] = json.loads(got)
+        line, _, rest = got.partition(b"\n")
+        try:
+            reply = json.loads(line)
+            if rest.strip() or not isinstance(reply, dict) or "code" not in reply:
+                raise ValueError("not one reply")
+        except ValueError:
+            # something else wrote to the child's stdout: no later reply could be trusted
+            self._kill()
+            raise TranscodeError("the encoder child answered "
+                                 f"{got[:200].decode(errors='replace')!r}") from None
         return reply
 
     def _died(self, process: subprocess.Popen[bytes]) -> str:
