@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import importlib
 import itertools
 import json
 import logging
 import os
 import pickle
+import pkgutil
 import pwd
 import shutil
 import time
@@ -526,9 +528,24 @@ def add_cursor_column(url: str, name: str) -> None:
                          f"DEFAULT CURRENT_TIMESTAMP, ADD INDEX {name} ({name})")
 
 
+def _import_everything_a_run_may_import() -> None:
+    """Import, as the caller, every poller module and what the run imports late. The tests'
+    Python may live where another user cannot read it (pyenv under a 0700 /root), while a
+    service user's Python is readable by it: a module first imported in the child would
+    fail for a reason no installation has."""
+    importlib.import_module("importlib.readers")  # what importlib.resources loads on first use
+    import poller
+
+    for module in pkgutil.walk_packages(poller.__path__, "poller."):
+        if module.name.endswith("__main__"):
+            continue
+        importlib.import_module(module.name)
+
+
 def in_child(become: Callable[[], None], work: Callable[[], Any]) -> Any:
     """`work()` in a forked child that first calls `become()` (to take another user's
     identity); its result comes back, its exception fails the caller with its text."""
+    _import_everything_a_run_may_import()
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child

@@ -225,15 +225,19 @@ def test_a_state_dir_the_user_may_not_write_is_an_outage_said_with_its_place(sit
 
 
 @needs_root
-def test_an_archive_day_folder_a_root_backfill_left_roots_charges_nobody(site, sample_rows):
+@pytest.mark.parametrize("mode", [0o755, 0o750], ids=["readable", "unreadable"])
+def test_an_archive_day_folder_a_root_backfill_left_roots_charges_nobody(site, sample_rows,
+                                                                         mode):
     """A root backfill left the day folder root's: the call was `1 failed` and charged. The
     archive refusing writes is the target's outage: exit 1, nobody charged, the folder named;
-    once it is chowned, the next run delivers."""
+    once it is chowned, the next run delivers. A folder the user may not even look into (the
+    poller's own 0750) stops no run either: its page is left for a later run."""
     config, key = _site_as_nobody(site, sample_rows, recorded=False)
     day = site / "archive" / "2026" / "11" / "26"
     day.mkdir(parents=True)
     give_to_nobody(site / "archive" / "2026")
     os.chown(day, 0, 0)
+    day.chmod(mode)
     outcome = _run_as_nobody(config, key)
     _charged_nobody(outcome)
     (said,) = outcome["unavailable"]

@@ -9,6 +9,7 @@ without reading every record of every day.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -118,7 +119,7 @@ class ArchiveSite:
         report = SiteReport()
         on_disk = self.days_on_disk()
         due = {day for day in changed if day in on_disk}
-        due |= {day for day, folder in on_disk.items() if not (folder / SUMMARY).exists()}
+        due |= {day for day, folder in on_disk.items() if not _summary_there(folder)}
         for day in sorted(due):
             self._write_day(day, on_disk[day], report, (records or {}).get(day))
         if due or self._indexed_days() != set(on_disk) or not (self.root / PAGE).exists():
@@ -169,8 +170,10 @@ class ArchiveSite:
             if written is None:
                 written = self._rewrite(day, folder)
         except (OSError, ValueError, PollerError) as exc:
-            # no summary makes the next run try this day again
-            (folder / SUMMARY).unlink(missing_ok=True)
+            # no summary makes the next run try this day again; in a folder that refuses us
+            # the summary cannot go either, and the day's page stays as it was
+            with contextlib.suppress(OSError):
+                (folder / SUMMARY).unlink(missing_ok=True)
             log.error("archive pages: %s: %s", day, exc)
             report.failed.append(f"{day}: {exc}")
             return
@@ -278,3 +281,12 @@ def build_site(root: Path, locale: str, timezone: str) -> SiteReport:
     if not root.is_dir():
         raise ConfigError(f"archive folder {root} does not exist")
     return ArchiveSite(root, locale, timezone).build()
+
+
+def _summary_there(folder: Path) -> bool:
+    """Whether the day was rendered; a folder that refuses us (EACCES) counts as not, so the
+    day is tried, and its failure logged, rather than stopping the run."""
+    try:
+        return (folder / SUMMARY).exists()
+    except OSError:
+        return False
