@@ -39,13 +39,15 @@ class Host:
         self.config = write_config(folder, cdr_url, **sections)
         self.log = folder / "runs.log"
 
-    def start(self) -> subprocess.Popen[bytes]:
-        """`poller run` as cron starts it (three calls a run: a batch lasts several runs)."""
+    def start(self, limit: int | None = 3) -> subprocess.Popen[bytes]:
+        """`poller run` as cron starts it (three calls a run by default: a batch lasts several
+        runs, and a kill finds one under way)."""
         with open(self.log, "ab") as log:
             log.write(f"--- run at {time.monotonic():.3f}\n".encode())
+            more = ["--limit", str(limit)] if limit else []
             return subprocess.Popen(
                 [sys.executable, "-m", "poller.cli", "--config", str(self.config), "run",
-                 "--limit", "3"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                 *more], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
@@ -138,9 +140,10 @@ class Standby:
         self.takeovers += 1
 
     def settle(self) -> None:
-        """Runs without kills, each host in turn, until the ledger holds nothing due."""
+        """Runs without kills or limit, each host in turn, until the ledger holds nothing
+        due."""
         for number in range(30):
-            process = self.hosts[number % 2].start()
+            process = self.hosts[number % 2].start(limit=None)
             process.wait(timeout=RUN_TIMEOUT)
             with self.engine.connect() as conn:
                 left = conn.execute(sa.text(
