@@ -12,30 +12,23 @@ import datetime as dt
 from collections import defaultdict
 from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from cdrtable import load_table
-from support import BERLIN, MSK, SAMPLES, leg, local
+from support import BERLIN, MSK, SAMPLES, call_of, leg, local
 
-from poller.calls import build_call, caller, extension, is_incoming, recording_names, talk_seconds
+from poller.calls import caller, extension, is_incoming, recording_names, talk_seconds
 from poller.config.schema import IncomingRules
-from poller.model import Call, Leg
+from poller.model import Leg
 from poller.source.table import decode_text
 
 TEMPLATE = "{calldate:%Y/%m/%d}/{recordingfile}"
-RULES = IncomingRules()
 LEG_FIELDS = {f.name for f in dataclasses.fields(Leg)}
 
 
 def leg_from_row(row: dict[str, Any]) -> Leg:
     """A Leg from a cdr row dict, keeping only the columns Leg has."""
     return Leg(**{name: value for name, value in row.items() if name in LEG_FIELDS})
-
-
-def build(legs: list[Leg], rules: IncomingRules = RULES, zone: ZoneInfo = MSK,
-          template: str = TEMPLATE) -> Call:
-    return build_call(legs, rules, zone, template)
 
 
 @cache
@@ -81,7 +74,7 @@ def test_sample_rows_form_27_calls(sample_rows):
 def test_sample_call_outcome_matches_calls_csv(call_id):
     """Each real call gets the status, direction and answering extension it really had."""
     expected = expected_call(call_id)
-    call = build(sample_legs(call_id))
+    call = call_of(*sample_legs(call_id))
     assert call.status == expected["expected_outcome"]
     assert call.incoming is (expected["direction"] == "incoming")
     if expected["direction"] == "incoming":
@@ -96,7 +89,7 @@ def test_sample_call_times_are_consistent(call_id):
     """Every real call starts at its placing second (+03:00), and wait + talk fit in duration."""
     expected = expected_call(call_id)
     legs = sample_legs(call_id)
-    call = build(legs)
+    call = call_of(*legs)
     placed = dt.datetime.fromisoformat(expected["placed_at_msk"]).replace(microsecond=0)
     assert call.start == placed.replace(tzinfo=MSK)
     assert call.start.isoformat().endswith("+03:00")
@@ -131,7 +124,7 @@ DURATIONS = [
                          ids=[d[0] for d in DURATIONS])
 def test_sample_call_durations(call_id, duration, talk, wait):
     """Durations of the real calls are what their rows say (README scenario table)."""
-    call = build(sample_legs(call_id))
+    call = call_of(*sample_legs(call_id))
     assert (call.duration, call.talk_time, call.wait_time) == (duration, talk, wait)
 
 
@@ -139,7 +132,7 @@ def test_sample_call_durations(call_id, duration, talk, wait):
                                                              ("P2-07", "222", 4)])
 def test_queue_talk_time_is_an_upper_bound(call_id, agent, real_wait):
     """A queue answered before Queue(): billsec counts the agent's ringing, talk_time is 9 s."""
-    call = build(sample_legs(call_id))
+    call = call_of(*sample_legs(call_id))
     assert call.status == "answered"
     assert call.answered_by == agent
     assert call.duration == 9
@@ -150,7 +143,7 @@ def test_queue_talk_time_is_an_upper_bound(call_id, agent, real_wait):
 
 def test_ring_group_answered_by_the_member_who_picked_up():
     """Ring group P1-05: 211 no answer, 212 answered after 4 s, 213 busy → answered by 212."""
-    call = build(sample_legs("P1-05"))
+    call = call_of(*sample_legs("P1-05"))
     assert (call.status, call.answered_by, call.talk_time, call.wait_time) == (
         "answered", "212", 7, 4)
 
@@ -159,7 +152,7 @@ def test_announcement_call_is_unanswered_and_spans_its_last_leg():
     """P1-08: the PBX answered (ANSWERED, no dstchannel) but nobody did: unanswered, 13 s."""
     legs = sample_legs("P1-08")
     assert [leg.disposition for leg in legs] == ["NO ANSWER", "NO ANSWER", "ANSWERED"]
-    call = build(legs)
+    call = call_of(*legs)
     assert call.status == "unanswered"
     assert call.start == dt.datetime(2026, 11, 26, 9, 39, 36, tzinfo=MSK)
     assert call.end == dt.datetime(2026, 11, 26, 9, 39, 49, tzinfo=MSK)
@@ -171,8 +164,8 @@ def test_announcement_call_is_unanswered_and_spans_its_last_leg():
 def test_duplicate_legs_from_two_cdr_backends_are_ignored(call_id):
     """Two CDR back-ends writing one table double every row: the call comes out the same."""
     legs = sample_legs(call_id)
-    assert build(legs + legs) == build(legs)
-    assert build(list(reversed(legs)) + legs) == build(legs)
+    assert call_of(*legs + legs) == call_of(*legs)
+    assert call_of(*list(reversed(legs)) + legs) == call_of(*legs)
 
 
 def test_systemname_prefixed_ids_group_the_same():
@@ -182,7 +175,7 @@ def test_systemname_prefixed_ids_group_the_same():
                                     linkedid="pbx1-" + leg.linkedid) for leg in legs]
     assert len({leg.key for leg in prefixed}) == 1
     assert prefixed[0].key == "pbx1-" + legs[0].linkedid
-    plain, call = build(legs), build(prefixed)
+    plain, call = call_of(*legs), call_of(*prefixed)
     assert call.key == "pbx1-" + plain.key
     assert dataclasses.replace(call, key=plain.key) == plain
 
@@ -190,7 +183,7 @@ def test_systemname_prefixed_ids_group_the_same():
 def test_prefixed_uniqueid_looks_like_the_systemname_example():
     """Design's example id `pbx1-1795675107.1` with an empty linkedid: its own key."""
     leg = dataclasses.replace(sample_legs("P1-01")[0], uniqueid="pbx1-1795675107.1", linkedid="")
-    call = build([leg])
+    call = call_of(leg)
     assert call.key == "pbx1-1795675107.1"
     assert call.start == dt.datetime(2026, 11, 26, 9, 38, 27, tzinfo=MSK)
 
@@ -199,19 +192,19 @@ def test_empty_linkedid_falls_back_to_uniqueid():
     """Before Asterisk 1.8 (or a site without the column) linkedid is empty: uniqueid groups."""
     legs = [dataclasses.replace(leg, linkedid="  ") for leg in sample_legs("P1-05")]
     assert {leg.key for leg in legs} == {"1795675142.17"}
-    call = build(legs)
+    call = call_of(*legs)
     assert call.key == "1795675142.17"
     assert dataclasses.replace(call, key=legs[0].uniqueid) == dataclasses.replace(
-        build(sample_legs("P1-05")), key=legs[0].uniqueid)
+        call_of(*sample_legs("P1-05")), key=legs[0].uniqueid)
 
 
 def test_unknown_disposition_counts_as_unanswered_and_is_listed():
     """A disposition this version does not know (a future Asterisk) → unanswered, reported."""
     legs = [dataclasses.replace(leg, disposition="ON HOLD") for leg in sample_legs("P2-03")]
-    call = build(legs)
+    call = call_of(*legs)
     assert call.status == "unanswered"
     assert call.unknown_dispositions == ("ON HOLD",)
-    assert build(sample_legs("P2-03")).unknown_dispositions == ()
+    assert call_of(*sample_legs("P2-03")).unknown_dispositions == ()
 
 
 def test_unknown_disposition_beside_a_busy_member_is_still_unanswered():
@@ -219,7 +212,7 @@ def test_unknown_disposition_beside_a_busy_member_is_still_unanswered():
     busy, _ = sample_legs("P1-03")
     odd = dataclasses.replace(busy, disposition="WEIRD", sequence=busy.sequence + 1,
                               dstchannel="Local/203@sim-phone-00000099;1")
-    call = build([busy, odd])
+    call = call_of(busy, odd)
     assert call.status == "unanswered"
     assert call.unknown_dispositions == ("WEIRD",)
 
@@ -230,7 +223,7 @@ def test_transfer_sums_the_talk_of_both_answered_legs():
     second = dataclasses.replace(first, calldate=first.calldate + dt.timedelta(seconds=9),
                                  sequence=first.sequence + 5,
                                  dstchannel="PJSIP/202-0000002b", duration=20, billsec=18)
-    call = build([second, first])
+    call = call_of(second, first)
     assert call.status == "answered"
     assert call.talk_time == 6 + 18
     assert call.answered_by == "201"  # the first person who answered
@@ -240,9 +233,9 @@ def test_transfer_sums_the_talk_of_both_answered_legs():
 
 def test_outcome_busy_beats_nothing_and_failed_is_impossible():
     """Busy and callee-congestion calls: BUSY → busy; FAILED (P2-10) and CONGESTION → impossible."""
-    assert build(sample_legs("P2-04")).status == "busy"
-    assert build(sample_legs("P2-10")).status == "impossible"
-    assert build(sample_legs("P1-09")).status == "impossible"  # CONGESTION + Hangup row
+    assert call_of(*sample_legs("P2-04")).status == "busy"
+    assert call_of(*sample_legs("P2-10")).status == "impossible"
+    assert call_of(*sample_legs("P1-09")).status == "impossible"  # CONGESTION + Hangup row
 
 
 # --- extension, caller, incoming rules -------------------------------------------------------
@@ -312,7 +305,7 @@ def test_is_incoming_rules(rules, leg_values, incoming):
 def test_outgoing_and_internal_sample_calls_are_not_incoming_even_with_channel_rules():
     """Outgoing/internal calls (dcontext from-internal, no did) stay outgoing with the defaults."""
     for call_id in ("P1-10", "P1-11", "P2-11", "P2-12"):
-        assert build(sample_legs(call_id)).incoming is False, call_id
+        assert call_of(*sample_legs(call_id)).incoming is False, call_id
 
 
 # --- recordings named by the legs ------------------------------------------------------------
@@ -324,7 +317,7 @@ def test_queue_legs_naming_one_file_give_one_recording():
     assert len(legs) == 2 and legs[0].recordingfile == legs[1].recordingfile
     names = recording_names(legs, TEMPLATE)
     assert names == (f"2026/11/26/{legs[0].recordingfile}",)
-    assert build(legs).recordings == names
+    assert call_of(*legs).recordings == names
 
 
 def test_two_files_named_by_legs_are_joined_in_time_order():
@@ -333,7 +326,7 @@ def test_two_files_named_by_legs_are_joined_in_time_order():
     second = dataclasses.replace(first, calldate=first.calldate + dt.timedelta(seconds=9),
                                  sequence=first.sequence + 5, recordingfile="second.wav",
                                  dstchannel="PJSIP/202-0000002b")
-    call = build([second, first])
+    call = call_of(second, first)
     assert call.recordings == (f"2026/11/26/{first.recordingfile}", "2026/11/26/second.wav")
     assert call.expects_recording is True
 
@@ -343,7 +336,7 @@ def test_empty_recordingfile_names_no_recording():
     legs = sample_legs("P1-14")
     assert legs[0].recordingfile == ""
     assert recording_names(legs, TEMPLATE) == ()
-    call = build(legs)
+    call = call_of(*legs)
     assert call.recordings == ()
     assert call.expects_recording is False
 
@@ -354,7 +347,7 @@ def test_uniqueid_template_searches_every_leg_then_the_linkedid():
     answered or not, and nothing is waited for."""
     for call_id, answered in (("P1-02", False), ("P1-01", True)):
         legs = sample_legs(call_id)
-        call = build(legs, template="{uniqueid}.wav")
+        call = call_of(*legs, template="{uniqueid}.wav")
         assert call.expects_recording is False and call.recording_search is True
         expected = (f"{legs[0].uniqueid}.wav", f"{legs[0].linkedid}.wav")
         assert call.recordings == expected, call_id
@@ -367,7 +360,7 @@ def test_search_tries_each_legs_own_uniqueid_in_time_order():
     first = sample_legs("P1-01")[0]
     later = dataclasses.replace(first, uniqueid="1795675110.9", sequence=first.sequence + 3,
                                 calldate=first.calldate + dt.timedelta(seconds=3))
-    call = build([later, first], template="{uniqueid}.wav")
+    call = call_of(later, first, template="{uniqueid}.wav")
     assert call.recordings == ("1795675107.1.wav", "1795675110.9.wav", "1795675107.0.wav")
 
 
@@ -376,15 +369,15 @@ def test_a_pattern_is_kept_whole_and_a_value_with_a_star_names_nothing():
     a second wildcard, so that leg names no file rather than a wrong one."""
     template = "{calldate:%Y/%m/%d}/in-*-{src}-{uniqueid}.wav"
     legs = sample_legs("P1-01")
-    assert build(legs, template=template).recordings[0] == \
+    assert call_of(*legs, template=template).recordings[0] == \
         "2026/11/26/in-*-+79161002301-1795675107.1.wav"
     starred = [dataclasses.replace(leg, src="*97") for leg in legs]
-    assert build(starred, template=template).recordings == ()
+    assert call_of(*starred, template=template).recordings == ()
 
 
 def test_recordingfile_template_expects_the_named_file_even_when_unanswered():
     """With the FreePBX template an unanswered call naming a file still waits for it."""
-    call = build(sample_legs("P1-02"))
+    call = call_of(*sample_legs("P1-02"))
     assert call.status == "unanswered"
     assert call.expects_recording is True
     assert len(call.recordings) == 1
@@ -397,8 +390,8 @@ def test_recordingfile_template_expects_the_named_file_even_when_unanswered():
 def test_call_spanning_fall_back_ends_duration_seconds_after_it_started():
     """A 20-minute call from 02:50 CEST on the fall-back night ends at 02:10 CET (01:10 UTC)."""
     epoch = int(dt.datetime(2026, 10, 25, 0, 50, tzinfo=dt.UTC).timestamp())
-    call = build([leg("2026-10-25 02:50", uniqueid=f"{epoch}.7", linkedid=f"{epoch}.7",
-                      duration=1200, billsec=1100)], zone=BERLIN)
+    call = call_of(leg("2026-10-25 02:50", uniqueid=f"{epoch}.7", linkedid=f"{epoch}.7",
+                      duration=1200, billsec=1100), zone=BERLIN)
     assert call.start.astimezone(dt.UTC) == dt.datetime(2026, 10, 25, 0, 50, tzinfo=dt.UTC)
     assert call.duration == 1200
     assert call.end.astimezone(dt.UTC) == dt.datetime(2026, 10, 25, 1, 10, tzinfo=dt.UTC)
@@ -413,7 +406,7 @@ def test_legs_on_both_sides_of_fall_back_are_ordered_by_instant():
                disposition="NO ANSWER", duration=180, billsec=0, **ids)
     answered = leg("2026-10-25 02:01", sequence=2, dstchannel="PJSIP/202-00000003",
                    disposition="ANSWERED", duration=70, billsec=60, **ids)
-    call = build([answered, rang], zone=BERLIN)
+    call = call_of(answered, rang, zone=BERLIN)
     assert call.start.astimezone(dt.UTC) == dt.datetime(2026, 10, 25, 0, 58, tzinfo=dt.UTC)
     assert call.first_calldate == local("2026-10-25 02:58")
     assert (call.duration, call.wait_time, call.talk_time) == (250, 190, 60)
@@ -430,7 +423,7 @@ def test_local_channel_halves_count_one_conversation_once():
                                 dstchannel="PJSIP/221-0000002d", sequence=first.sequence + 1,
                                 calldate=first.calldate + dt.timedelta(seconds=1), duration=39,
                                 billsec=30)
-    call = build([outer, inner])
+    call = call_of(outer, inner)
     assert (call.status, call.answered_by) == ("answered", "221")
     assert call.talk_time == 30
     assert call.talk_time + call.wait_time == call.duration == 40

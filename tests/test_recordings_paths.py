@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import leg
+from support import call_of, leg
 
 from poller.model import Leg
 from poller.recordings.files import RefusedPath, resolve_inside, siblings
@@ -200,13 +200,10 @@ SAMPLE_DAY = Path(__file__).resolve().parent / "data" / "samples" / "recordings"
 
 
 def _plan(monitor: Path, legs: list[Leg], template: str) -> Any:
-    from zoneinfo import ZoneInfo
-
-    from poller.calls import build_call
-    from poller.config.schema import IncomingRules, RecordingsConfig
+    from poller.config.schema import RecordingsConfig
     from poller.recordings.files import plan_recording
 
-    call = build_call(legs, IncomingRules(), ZoneInfo("Europe/Moscow"), template)
+    call = call_of(*legs, template=template)
     config = RecordingsConfig(dir=str(monitor), name=template)
     return plan_recording(call, config, dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC))
 
