@@ -47,6 +47,7 @@ from support import (
     ROOT,
     archive_files,
     archived,
+    cdr_table,
     clone_call,
     direct_calls,
     entry_of,
@@ -440,6 +441,32 @@ def test_check_invalid_config_exits_2(tmp_path, cdr_db):
 
 
 # -- retry
+
+def test_a_check_that_breaks_is_its_own_failed_line_and_the_others_still_run(tmp_path,
+                                                                              monkeypatch):
+    """A folder this user may not touch names the file and the user; a bug in one check is
+    that check's FAIL line, never a crash that hides what the later checks would say."""
+    from poller.ops import check
+
+    def refused(config: Any) -> Any:
+        raise PermissionError(13, "Permission denied", "/var/lib/poller/state.db")
+        yield  # a generator, as the checks are
+
+    def broken(config: Any) -> Any:
+        raise KeyError("a bug")
+        yield
+
+    checks = dict(check.CHECKS)
+    checks["state"], checks["target"] = refused, broken
+    monkeypatch.setattr(check, "CHECKS", list(checks.items()))
+    config = make_config(tmp_path, cdr_table(tmp_path, []))
+    by_name = {result.name: result for result in check.run_checks(config)}
+    assert by_name["state"].outcome == check.FAIL
+    assert by_name["state"].detail.startswith("Permission denied /var/lib/poller/state.db (as ")
+    assert (by_name["target"].outcome, by_name["target"].detail) == (check.FAIL,
+                                                                     "KeyError: 'a bug'")
+    assert by_name["source"].outcome == check.OK and "recordings" in by_name
+
 
 def _parked(tmp_path: Path, cdr_url: Any, sample_rows: list[dict[str, Any]], count: int = 2,
             **options: Any) -> tuple[Any, list[str]]:
