@@ -5,6 +5,7 @@ that cannot be reached or refuses the login; and the planning options --dry-run 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import subprocess
 import sys
 import textwrap
@@ -243,6 +244,40 @@ def test_failing_target_backs_off_then_parks_the_call(tmp_path, cdr_db, sample_r
     assert backfill.exit_code == 0 and sum(backfill.delivered.values()) == 1
     assert entry_of(config, key).stage == "done"
     assert set(archived(tmp_path)) == {key}
+
+
+class BreaksOn(ArchiveTarget):
+    """The real archive target, raising a chosen exception for some calls at create."""
+
+    def __init__(self, config: Any, errors: dict[str, BaseException]):
+        super().__init__(config.target.archive, config.source.timezone)
+        self.errors = errors
+
+    def create(self, call: Call, record: dict[str, Any], mp3: Path | None = None) -> str:
+        if call.key in self.errors:
+            raise self.errors[call.key]
+        return super().create(call, record, mp3)
+
+
+def test_an_unforeseen_error_charges_its_call_alone_and_the_run_goes_on(tmp_path, cdr_url,
+                                                                         sample_rows, caplog):
+    """A bug (any exception) or an OS error while one call is delivered counts an attempt for
+    that call, with what went wrong; the calls after it are delivered in the same run."""
+    calls = _incoming(cdr_url, sample_rows, "09:30:00", "09:31:00", "09:32:00")
+    buggy, denied, fine = (key_of(rows) for rows in calls)
+    config = make_config(tmp_path, cdr_url)
+    errors = {buggy: ZeroDivisionError("division by zero"),
+              denied: PermissionError(13, "Permission denied")}
+    with caplog.at_level(logging.ERROR, logger="poller"):
+        report = run_once(config, RunOptions(now=msk("2026-11-26 10:00")),
+                          target_factory=lambda c: BreaksOn(c, errors))
+    assert report.exit_code == 1 and report.failures == 2, report.summary()
+    assert set(archived(tmp_path)) == {fine}
+    assert entry_of(config, buggy).last_error == "ZeroDivisionError: division by zero"
+    assert entry_of(config, denied).last_error == "PermissionError: [Errno 13] Permission denied"
+    assert (entry_of(config, buggy).attempts, entry_of(config, denied).attempts) == (1, 1)
+    # the bug's traceback is in the log, for a report
+    assert f"call {buggy}: unexpected failure" in caplog.text and "Traceback" in caplog.text
 
 
 def test_backfill_retries_a_call_still_backing_off(tmp_path, cdr_db, sample_rows):
