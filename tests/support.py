@@ -381,7 +381,7 @@ def write_config(tmp_path: Path, source_url: str, **sections: dict[str, Any]) ->
     return path
 
 
-def run_cli(*args: str) -> Result:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
     """`poller ARGS` through click's runner. The root logger is put back afterwards (the CLI
     points it at the runner's captured stderr) and the handlers the CLI added (a syslog socket
     among them) are closed, so no socket leaks."""
@@ -390,7 +390,7 @@ def run_cli(*args: str) -> Result:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
     finally:
         for handler in root.handlers:
             if handler not in handlers:

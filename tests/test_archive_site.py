@@ -14,7 +14,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from support import (
     ATTRIBUTE_BREAKER,
     DAY,
@@ -22,11 +21,11 @@ from support import (
     MSK,
     ROOT,
     record,
+    run_cli,
     synthetic_day,
     write_record,
 )
 
-from poller.cli.main import main
 from poller.config.load import from_mapping
 from poller.config.schema import ARCHIVE_LOCALES, ArchiveConfig
 from poller.errors import ConfigError
@@ -367,7 +366,7 @@ def test_poller_archive_build_writes_the_whole_archive(tmp_path):
     config.write_text(f'[source]\nurl = "sqlite://"\ntimezone = "Europe/Moscow"\n'
                       f'[target]\nkind = "archive"\n[target.archive]\ndir = "{archive}"\n'
                       f'locale = "ru"\n')
-    result = CliRunner().invoke(main, ["--config", str(config), "archive", "build"])
+    result = run_cli("--config", str(config), "archive", "build")
     assert result.exit_code == 0, result.output
     assert f"{archive / PAGE}: 2 day page(s) with 13 call(s) written, index written" in (
         result.output)
@@ -375,13 +374,13 @@ def test_poller_archive_build_writes_the_whole_archive(tmp_path):
     elsewhere = tmp_path / "copy"
     shutil.copytree(archive, elsewhere)
     shutil.rmtree(elsewhere / "2026/11/27")
-    result = CliRunner().invoke(main, ["--config", str(config), "archive", "build", "--dir",
-                                       str(elsewhere)])
+    result = run_cli("--config", str(config), "archive", "build", "--dir",
+                     str(elsewhere))
     assert result.exit_code == 0 and "1 day page(s)" in result.output
-    result = CliRunner().invoke(main, ["--config", str(config), "archive", "build", "--dir",
-                                       str(tmp_path / "none")])
+    result = run_cli("--config", str(config), "archive", "build", "--dir",
+                     str(tmp_path / "none"))
     assert result.exit_code == 2
-    help_text = CliRunner().invoke(main, ["archive", "build", "--help"]).output
+    help_text = run_cli("archive", "build", "--help").output
     assert "index.html" in help_text and "--dir" in help_text
 
 

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from support import ROOT, config_keys
+from support import ROOT, config_keys, run_cli
 
 from poller.cli.main import main
 from poller.config.schema import Config
@@ -28,7 +27,7 @@ def test_exit_codes_are_the_documented_ones():
 @pytest.mark.parametrize("command", [[], ["run"], ["status"], ["demo"]])
 def test_every_command_explains_itself(command):
     """`--help` on each command describes it; an administrator should not need the source."""
-    result = CliRunner().invoke(main, [*command, "--help"])
+    result = run_cli(*command, "--help")
     assert result.exit_code == 0
     assert "Usage:" in result.output
     assert len(result.output.splitlines()) > 4
@@ -99,20 +98,20 @@ def test_demo_delivers_the_sample_pbx(demo):
 
 def test_demo_runs_again_in_its_own_folder_but_not_in_a_foreign_one(demo_copy, tmp_path):
     """Re-running the demo rebuilds its folder; it never wipes a folder it did not make."""
-    again = CliRunner().invoke(main, ["demo", str(demo_copy.folder)])
+    again = run_cli("demo", str(demo_copy.folder))
     assert again.exit_code == 0
     assert len(list((demo_copy.folder / "archive").rglob("*.json"))) == 13  # 12 + 1 incident
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    result = CliRunner().invoke(main, ["demo", str(foreign)])
+    result = run_cli("demo", str(foreign))
     assert result.exit_code == ExitCode.CONFIG
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
 def test_status_after_the_demo(demo):
     """`poller status` shows the watermark, the calls by stage and the last run."""
-    result = CliRunner().invoke(main, ["--config", str(demo.config), "status"])
+    result = run_cli("--config", str(demo.config), "status")
     assert result.exit_code == 0, result.output
     assert "watermark:" in result.output and "none yet" not in result.output
     assert "done 12" in result.output and "skipped 2" in result.output
@@ -164,8 +163,8 @@ def test_the_run_imports_the_phone_number_library_only_where_callers_need_it():
 
 def test_bad_date_on_the_command_line_is_a_usage_error(tmp_path):
     """A mistyped --since is refused before anything runs (exit 2)."""
-    result = CliRunner().invoke(main, ["--config", str(tmp_path / "x.toml"), "run",
-                                       "--since", "last tuesday"])
+    result = run_cli("--config", str(tmp_path / "x.toml"), "run",
+                     "--since", "last tuesday")
     assert result.exit_code == 2
     assert "not a date" in result.output
 
@@ -173,21 +172,21 @@ def test_bad_date_on_the_command_line_is_a_usage_error(tmp_path):
 def test_until_before_since_is_refused(tmp_path):
     """--until must be later than --since: refused before the config is even read (there is
     none here, and the message is about the dates)."""
-    result = CliRunner().invoke(main, ["--config", str(tmp_path / "x.toml"), "run",
-                                       "--since", "2026-02-01", "--until", "2026-01-01"])
+    result = run_cli("--config", str(tmp_path / "x.toml"), "run",
+                     "--since", "2026-02-01", "--until", "2026-01-01")
     assert result.exit_code == ExitCode.CONFIG
     assert "--until must be later than --since" in result.output
 
 
 def test_verbose_and_quiet_together_are_refused():
     """-v and -q contradict each other: exit 2 saying so, rather than one silently winning."""
-    result = CliRunner().invoke(main, ["-v", "-q", "status"])
+    result = run_cli("-v", "-q", "status")
     assert result.exit_code == 2 and "-v and -q" in result.output
 
 
 def test_force_without_a_backfill_is_refused(tmp_path):
     """--force only means something for --since: alone it is a mistake worth saying."""
-    result = CliRunner().invoke(main, ["--config", str(tmp_path / "x.toml"), "run", "--force"])
+    result = run_cli("--config", str(tmp_path / "x.toml"), "run", "--force")
     assert result.exit_code == ExitCode.CONFIG
     assert "--force only applies to a backfill" in result.output
 
@@ -198,36 +197,36 @@ def test_global_options_work_after_the_command_too(demo_copy):
     """`poller status --config X` and `poller run -q` (as a cron line may be written) mean
     what `poller --config X status` and `poller -q run` mean."""
     config = str(demo_copy.folder / "poller.toml")
-    after = CliRunner().invoke(main, ["status", "--config", config])
+    after = run_cli("status", "--config", config)
     assert after.exit_code == 0, after.output
-    before = CliRunner().invoke(main, ["--config", config, "status"])
+    before = run_cli("--config", config, "status")
     assert after.stdout.splitlines()[1:] == before.stdout.splitlines()[1:]  # bar `now:`
-    quiet = CliRunner().invoke(main, ["run", "-q", "--config", config])
+    quiet = run_cli("run", "-q", "--config", config)
     assert quiet.exit_code == 0 and quiet.output == "", quiet.output
-    loud = CliRunner().invoke(main, ["run", "--config", config])
+    loud = run_cli("run", "--config", config)
     assert "INFO run: delivered 0 calls" in loud.output
-    both = CliRunner().invoke(main, ["-v", "run", "-q", "--config", config])
+    both = run_cli("-v", "run", "-q", "--config", config)
     assert both.exit_code == 2 and "-v and -q contradict" in both.output
-    grouped = CliRunner().invoke(main, ["archive", "--config", config, "build", "-q"])
+    grouped = run_cli("archive", "--config", config, "build", "-q")
     assert grouped.exit_code == 0 and "index.html" in grouped.stdout, grouped.output
 
 
 def test_the_config_given_after_the_command_wins_over_the_environment(demo_copy):
     config = str(demo_copy.folder / "poller.toml")
-    result = CliRunner().invoke(main, ["status", "--config", config],
-                                env={"POLLER_CONFIG": "/nonexistent/poller.toml"})
+    result = run_cli("status", "--config", config,
+                     env={"POLLER_CONFIG": "/nonexistent/poller.toml"})
     assert result.exit_code == 0, result.output
 
 
 def test_version_has_a_short_option():
     for flag in ("-V", "--version"):
-        result = CliRunner().invoke(main, [flag])
+        result = run_cli(flag)
         assert result.exit_code == 0 and re.match(r"poller, version \d", result.output), flag
 
 
 def test_the_command_list_does_not_cut_descriptions():
     """`poller --help` lists each command with its help's whole first paragraph."""
-    text = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    text = " ".join(run_cli("--help").output.split())
     assert "..." not in text.split("Commands:")[1]
     for command in main.commands.values():
         first = " ".join((command.help or "").split("\n\n")[0].split())
