@@ -39,7 +39,8 @@ def receiver(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     folder = tmp_path / "calls"
     server = _receiver_module().serve(0, folder, secret)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/hooks", secret, folder
