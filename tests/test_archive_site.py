@@ -9,6 +9,7 @@ import fnmatch
 import json
 import os
 import shutil
+import threading
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -33,6 +34,7 @@ from poller.model import STATUSES, Call
 from poller.targets.archive.pages import (
     PAGE,
     SUMMARY,
+    CallRow,
     DaySummary,
     callback_key,
     follow_ups,
@@ -495,6 +497,39 @@ def test_new_calls_are_appended_to_the_last_part_not_the_day_read_again(tmp_path
     page = (folder / PAGE).read_text()
     assert "10 calls" in page and 'src="calls-0004.js?n=1"' in page
     assert "+79160000009" in (tmp_path / PAGE).read_text()  # a missed caller to call back
+
+
+def test_two_pollers_sharing_an_archive_never_drop_each_others_calls_from_a_day(
+        tmp_path, small_parts, monkeypatch):
+    """Two PBXs' pollers (each its own lock) append to one archive: the second's pages wait
+    for the first's, or the call appended first vanishes from the day for good."""
+    from poller.targets.archive import site as site_module
+
+    day_records(tmp_path, range(4))
+    site(tmp_path).build()
+    (mine,) = day_records(tmp_path, range(10, 11))
+    (theirs,) = day_records(tmp_path, range(20, 21))
+    reading = site_module.read_part
+    other: list[threading.Thread] = []
+
+    def read_then_let_the_other_poller_write(path: Path) -> list[CallRow]:
+        rows = reading(path)
+        if not other:  # the other poller's pass, between this one's read and its write
+            other.append(threading.Thread(
+                target=lambda: site(tmp_path).update({DAY}, {DAY: {theirs}})))
+            other[0].start()
+            other[0].join(timeout=1.0)
+        return rows
+
+    monkeypatch.setattr(site_module, "read_part", read_then_let_the_other_poller_write)
+    report = site(tmp_path).update({DAY}, {DAY: {mine}})
+    other[0].join()
+    assert report.failed == []
+    monkeypatch.setattr(site_module, "read_part", reading)
+    (later,) = day_records(tmp_path, range(30, 31))
+    site(tmp_path).update({DAY}, {DAY: {later}})
+    assert sum(part_keys(tmp_path / "2026/11/26"), []) == [
+        "k000", "k001", "k002", "k003", "k010", "k020", "k030"]
 
 
 def test_a_call_among_the_others_or_a_part_that_disagrees_makes_the_day_written_whole(

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
+import logging
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from poller.errors import DeliveryError, TargetUnavailable
-from poller.localfiles import SHARED, reason, refuses_writes, write_whole
+from poller.localfiles import SHARED, reason, refuses_writes, set_mode, write_whole
+
+log = logging.getLogger("poller")
 
 DAY_GLOB = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]"
+# the pages are read, then written again, by every poller that delivers to the archive: the
+# pollers of several PBXs share it, each under a run lock of its own
+PAGES_LOCK = ".pages.lock"
 
 
 class ArchiveUnavailable(DeliveryError, TargetUnavailable):
@@ -60,3 +69,23 @@ def prune_archive(root: Path, before: dt.date) -> int:
                 with contextlib.suppress(OSError):
                     parent.rmdir()  # only when empty
     return removed
+
+
+@contextlib.contextmanager
+def pages_lock(root: Path) -> Iterator[None]:
+    """Hold the archive's pages for one pass. Two pollers appending to a day's last part at
+    once would each write it with its own call alone: the other's would be gone from the day
+    for good (a later run appends after it). An archive that takes no lock file gets none:
+    its pages fail to be written anyway, and say why."""
+    try:
+        fd = os.open(root / PAGES_LOCK, os.O_RDWR | os.O_CREAT, SHARED)
+    except OSError as exc:
+        log.debug("archive pages: no lock in %s: %s", root, reason(exc))
+        yield
+        return
+    try:
+        set_mode(fd, SHARED)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed
+        yield
+    finally:
+        os.close(fd)

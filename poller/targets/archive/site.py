@@ -25,7 +25,12 @@ import jinja2
 from markupsafe import Markup
 
 from poller.errors import ConfigError, PollerError
-from poller.targets.archive.files import DAY_GLOB, day_of_folder, write_atomically
+from poller.targets.archive.files import (
+    DAY_GLOB,
+    day_of_folder,
+    pages_lock,
+    write_atomically,
+)
 from poller.targets.archive.pages import (
     FOLLOW_UP_DAYS,
     FOLLOW_UP_SHOWN,
@@ -117,15 +122,20 @@ class ArchiveSite:
         day's last call, they are appended to its last part, and the day is not read again."""
         started = time.monotonic()
         report = SiteReport()
+        with pages_lock(self.root):
+            self._update(changed, records or {}, report)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _update(self, changed: Iterable[dt.date], records: Mapping[dt.date, Collection[Path]],
+                report: SiteReport) -> None:
         on_disk = self.days_on_disk()
         due = {day for day in changed if day in on_disk}
         due |= {day for day, folder in on_disk.items() if not _summary_there(folder)}
         for day in sorted(due):
-            self._write_day(day, on_disk[day], report, (records or {}).get(day))
+            self._write_day(day, on_disk[day], report, records.get(day))
         if due or self._indexed_days() != set(on_disk) or not (self.root / PAGE).exists():
             self._write_index(on_disk, due, report)
-        report.seconds = time.monotonic() - started
-        return report
 
     def build(self) -> SiteReport:
         """Write every day page and the index."""
