@@ -499,6 +499,22 @@ def test_new_calls_are_appended_to_the_last_part_not_the_day_read_again(tmp_path
     assert "+79160000009" in (tmp_path / PAGE).read_text()  # a missed caller to call back
 
 
+def test_calls_a_killed_run_wrote_before_its_pages_are_on_the_day_after_the_next_append(
+        tmp_path, small_parts):
+    """A run killed between its records and its pages leaves calls the ledger holds as done
+    (never written again): the next run's pages must show them, not only its own calls."""
+    day_records(tmp_path, range(4))
+    site(tmp_path).build()
+    day_records(tmp_path, range(5, 7))  # delivered; the run died before its pages
+    (late,) = day_records(tmp_path, range(9, 10))
+    report = site(tmp_path).update({DAY}, {DAY: {late}})
+    assert report.failed == []
+    assert sum(part_keys(tmp_path / "2026/11/26"), []) == [
+        "k000", "k001", "k002", "k003", "k005", "k006", "k009"]
+    summary = DaySummary.from_json(json.loads((tmp_path / "2026/11/26" / SUMMARY).read_text()))
+    assert summary.total == 7
+
+
 def test_two_pollers_sharing_an_archive_never_drop_each_others_calls_from_a_day(
         tmp_path, small_parts, monkeypatch):
     """Two PBXs' pollers (each its own lock) append to one archive: the second's pages wait
@@ -508,13 +524,13 @@ def test_two_pollers_sharing_an_archive_never_drop_each_others_calls_from_a_day(
     day_records(tmp_path, range(4))
     site(tmp_path).build()
     (mine,) = day_records(tmp_path, range(10, 11))
-    (theirs,) = day_records(tmp_path, range(20, 21))
     reading = site_module.read_part
     other: list[threading.Thread] = []
 
     def read_then_let_the_other_poller_write(path: Path) -> list[CallRow]:
         rows = reading(path)
-        if not other:  # the other poller's pass, between this one's read and its write
+        if not other:  # the other poller's call and pages, between this one's read and write
+            (theirs,) = day_records(tmp_path, range(20, 21))
             other.append(threading.Thread(
                 target=lambda: site(tmp_path).update({DAY}, {DAY: {theirs}})))
             other[0].start()
@@ -525,6 +541,8 @@ def test_two_pollers_sharing_an_archive_never_drop_each_others_calls_from_a_day(
     report = site(tmp_path).update({DAY}, {DAY: {mine}})
     other[0].join()
     assert report.failed == []
+    assert sum(part_keys(tmp_path / "2026/11/26"), []) == [
+        "k000", "k001", "k002", "k003", "k010", "k020"]
     monkeypatch.setattr(site_module, "read_part", reading)
     (later,) = day_records(tmp_path, range(30, 31))
     site(tmp_path).update({DAY}, {DAY: {later}})

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -298,14 +299,26 @@ def read_day(folder: Path) -> list[CallRow]:
     return read_records(folder.glob("*.json"))
 
 
+def is_record(name: str) -> bool:
+    """Whether a day folder's file `name` is a call record: not one waiting for its MP3, a
+    write in progress, or an incident."""
+    return not name.startswith(".") and name.endswith(".json") and \
+        not name.endswith(".incident.json")
+
+
+def records_in(folder: Path) -> int:
+    """How many call records a day folder holds (their names only: none is read)."""
+    with os.scandir(folder) as entries:
+        return sum(1 for entry in entries if is_record(entry.name))
+
+
 def read_records(paths: Iterable[Path]) -> list[CallRow]:
     """The call records among `paths` in time order; one that cannot be read, or is gone,
     is skipped."""
     rows = []
     for path in paths:
-        if path.name.startswith(".") or not path.name.endswith(".json") or \
-                path.name.endswith(".incident.json"):
-            continue  # a record waiting for its MP3, a write in progress, or an incident
+        if not is_record(path.name):
+            continue
         try:
             rows.append(CallRow.from_record(json.loads(path.read_bytes()), path))
         except FileNotFoundError:

@@ -49,6 +49,7 @@ from poller.targets.archive.pages import (
     read_part,
     read_records,
     read_summary,
+    records_in,
 )
 from poller.targets.archive.text import STRINGS, clock, long_date, month_title, short_date
 
@@ -207,6 +208,11 @@ class ArchiveSite:
         summary = read_summary(folder)
         rows = read_records(added)
         if summary is None or not summary.parts or not rows or not summary.follows(rows[0]):
+            return None
+        if records_in(folder) != summary.total + len(rows):
+            # records no pass has shown: a run killed between its records and its pages (the
+            # ledger holds those calls done, so no run writes them again), or a poller sharing
+            # the archive that has not reached its pages yet
             return None
         name, count = summary.parts[-1]
         number = len(summary.parts)
