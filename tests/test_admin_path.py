@@ -625,3 +625,27 @@ def test_the_first_run_and_status_say_what_was_not_read_and_the_backfill_for_it(
     assert "history:" not in run_cli("--config", str(path), "status").stdout
     assert json.loads(run_cli("--config", str(path), "status", "--json").stdout)[
         "unread_history"] is None
+
+
+def test_a_reconcile_over_the_unread_rows_keeps_their_note(tmp_path, sample_rows):
+    """`poller reconcile --since` reads only Master.csv's calls the table lacks: the table's
+    rows before the origin are still unread, and their note (with its backfill) stays."""
+    rows = calls_at(sample_rows, local("2026-11-26 02:30:00"), local("2026-11-26 05:10:00"),
+                    local("2026-11-26 10:15:00"))
+    url = cdr_table(tmp_path, rows)
+    master = tmp_path / "Master.csv"
+    master.write_bytes(b"")
+    path = write_config(tmp_path, url, source={"start": "", "reconcile": {"csv": str(master)}},
+                        recordings={"name": "{calldate:%Y/%m/%d}/*-{uniqueid}.wav"})
+    config = load(path, env={})
+    (tmp_path / "monitor").mkdir()
+    run_once(config, RunOptions(now=msk("2026-11-26 12:00")))
+    note = json.loads(run_cli("--config", str(path), "status", "--json").stdout)[
+        "unread_history"]
+    assert note is not None and note["rows"] == 2
+    report = run_once(config, RunOptions(since=local("2026-11-26 00:00"), reconcile=True,
+                                         until=local("2026-11-26 08:00"),
+                                         now=msk("2026-11-26 12:10")))
+    assert report.exit_code == 0 and report.delivered_count == 0, report.summary()
+    assert json.loads(run_cli("--config", str(path), "status", "--json").stdout)[
+        "unread_history"] == note

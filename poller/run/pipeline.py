@@ -78,8 +78,10 @@ def run_once(config: Config, options: RunOptions | None = None,
     with EncoderProcess(config.transcode) as encoder:
         if options.backfill:
             report = _backfill(config, options, moment, target_factory, encoder)
-            if options.since is not None and not report.unavailable and \
-                    not options.should_stop():
+            # a reconcile reads only Master.csv's calls the table lacks: the table's rows
+            # before the origin are as unread as before
+            if options.since is not None and not options.reconcile and \
+                    not report.unavailable and not options.should_stop():
                 _backfilled(config, options.since, options.until)
             return report
         return _batch(config, options, moment, target_factory, encoder)
