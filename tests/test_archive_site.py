@@ -499,6 +499,21 @@ def test_new_calls_are_appended_to_the_last_part_not_the_day_read_again(tmp_path
     assert "+79160000009" in (tmp_path / PAGE).read_text()  # a missed caller to call back
 
 
+def test_an_archive_on_a_file_system_without_locks_still_gets_its_pages(tmp_path, monkeypatch):
+    import errno
+
+    from poller.targets.archive import files
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(files.fcntl, "flock", no_locks)
+    day_records(tmp_path, range(3))
+    report = site(tmp_path).build()
+    assert (report.days, report.calls, report.failed) == (1, 3, [])
+    assert (tmp_path / PAGE).is_file()
+
+
 def test_calls_a_killed_run_wrote_before_its_pages_are_on_the_day_after_the_next_append(
         tmp_path, small_parts):
     """A run killed between its records and its pages leaves calls the ledger holds as done

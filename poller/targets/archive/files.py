@@ -85,7 +85,10 @@ def pages_lock(root: Path) -> Iterator[None]:
         return
     try:
         set_mode(fd, SHARED)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when closed
+        except OSError as exc:  # a file system without locks (ENOLCK): the pages go on
+            log.debug("archive pages: %s not locked: %s", root / PAGES_LOCK, reason(exc))
         yield
     finally:
         os.close(fd)
