@@ -17,7 +17,7 @@ from support import (
 
 from poller.errors import ConfigError, ExitCode
 from poller.run.options import RunOptions
-from poller.run.owner import OWNER_FILE, owner_of
+from poller.run.owner import OWNER_FILE, claim, conflict, owner_of, recorded
 from poller.run.pipeline import run_once
 
 NOW = msk("2026-11-26 12:00")
@@ -60,3 +60,17 @@ def test_a_damaged_owner_file_is_claimed_again(tmp_path, sample_rows):
     (tmp_path / "state" / OWNER_FILE).write_text("{torn")
     assert run_once(config, RunOptions(now=NOW)).exit_code == ExitCode.OK
     assert '"source": ""' in (tmp_path / "state" / OWNER_FILE).read_text()
+
+
+def test_the_same_ledger_at_a_new_address_is_told_how_to_be_claimed_again(tmp_path):
+    """A ledger moved to another server (or its host written `127.0.0.1` for `localhost`) is
+    another owner to state.dir: every run stops with exit 2 until someone acts, so the
+    refusal says what to do for that case, not only to give each config its own folder."""
+    claim(tmp_path, owner_of("mysql+pymysql://poller:secret@localhost/poller", "kiev"))
+    moved = owner_of("mysql+pymysql://poller:secret@db2.example.net:3306/poller", "kiev")
+    text = conflict(tmp_path, moved) or ""
+    assert f"remove {tmp_path / OWNER_FILE}" in text and "new address" in text
+    assert "secret" not in text and "secret" not in (tmp_path / OWNER_FILE).read_text()
+    (tmp_path / OWNER_FILE).unlink()
+    claim(tmp_path, moved)
+    assert recorded(tmp_path) == moved

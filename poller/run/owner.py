@@ -63,7 +63,9 @@ def conflict(state_dir: str | Path, owner: Owner) -> str | None:
     return (f"state.dir {state_dir} belongs to another config ({found}, said in "
             f"{Path(state_dir) / OWNER_FILE}); this config is {owner}: give each config a "
             "state.dir of its own (its journal, lock and temporary files are that ledger's "
-            "and that source's)")
+            "and that source's); if it is the same ledger under a new address (moved to "
+            f"another server, its host or port written otherwise), remove "
+            f"{Path(state_dir) / OWNER_FILE} and the next run claims the folder again")
 
 
 def claim(state_dir: str | Path, owner: Owner) -> None:
