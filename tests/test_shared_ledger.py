@@ -103,6 +103,21 @@ def test_two_pbxs_with_the_same_uniqueids_share_one_ledger_and_one_target(
     assert '"source": "lviv"' in shown.output and '"done": 3' in shown.output
     refused = run_cli("--config", str(path), "retry", "--failed", "--source", "no pe")
     assert refused.exit_code == ExitCode.CONFIG and "--source" in refused.output
+    # a parked call of lviv named from a config without a name: its source is said, not
+    # "0 calls put back"
+    parked = f"lviv:{sorted(keys)[0]}"
+    with _ledger(url, "lviv") as ledger, ledger.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE poller_calls SET stage = 'failed' WHERE call_key = :k"),
+                     {"k": parked})
+    (tmp_path / "plain").mkdir()
+    plain = write_config(tmp_path / "plain", kiev.source.url, state={"url": url})
+    wrong = run_cli("--config", str(plain), "retry", parked)
+    assert wrong.exit_code == ExitCode.CONFIG, wrong.output
+    assert "source lviv" in wrong.output and "--source lviv" in wrong.output
+    with _ledger(url, "lviv") as ledger:
+        assert ledger.counts() == {"done": 2, "failed": 1}
+    put_back = run_cli("--config", str(plain), "retry", parked, "--source", "lviv")
+    assert put_back.exit_code == 0 and "1 call put back" in put_back.output, put_back.output
 
 
 class _ledger:

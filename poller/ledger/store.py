@@ -267,6 +267,17 @@ class Ledger(Settings, Incidents):
                               for row in conn.execute(query)})
         return found
 
+    def sources_of(self, keys: Iterable[str]) -> dict[str, str]:
+        """The source (source.name, "" unnamed) each key the ledger holds belongs to."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                query = sa.select(calls_table.c.call_key, calls_table.c.source).where(
+                    calls_table.c.call_key.in_(wanted[i:i + 500]))
+                found.update({row.call_key: row.source for row in conn.execute(query)})
+        return found
+
     def held_calls(self, key: str) -> dict[str, Call]:
         """The calls held under a key and under its dated keys (model.reused_key): what a
         read of that key's legs may belong to."""

@@ -38,8 +38,14 @@ def requeue(config: Config, keys: Sequence[str] | None) -> Requeued:
         if keys:
             # a named source's key may be given as the PBX wrote it
             name = config.source.name
+            given = list(keys)
             keys = [key if not name or key.startswith(f"{name}:") else source_key(name, key)
                     for key in keys]
+            # keys are unique across a shared ledger's sources: another source's key is found
+            # here, and the requeue below (bound to this source) would skip it without a word
+            foreign = others_keys(ledger.sources_of([*keys, *given]), given, keys, name)
+            if foreign:
+                raise ConfigError(foreign_keys(foreign, name))
             known = ledger.known(keys)
             unknown = [key for key in keys if key not in known]
             if unknown:
@@ -57,3 +63,27 @@ def requeue(config: Config, keys: Sequence[str] | None) -> Requeued:
         return done
     finally:
         ledger.close()
+
+
+def others_keys(owners: dict[str, str], given: Sequence[str], keys: Sequence[str],
+                name: str) -> dict[str, str]:
+    """The keys (as the ledger holds them) that belong to another source than `name`, with
+    that source: a key as given counts only when its form with this source's prefix is not
+    held (`lviv:KEY` from the config of kiev)."""
+    foreign: dict[str, str] = {}
+    for as_given, key in zip(given, keys, strict=True):
+        held = key if key in owners else as_given if as_given in owners else None
+        if held is not None and owners[held] != name:
+            foreign[held] = owners[held]
+    return foreign
+
+
+def foreign_keys(foreign: dict[str, str], name: str) -> str:
+    """The refusal of another source's keys, with the command that works on each."""
+    parts = []
+    for key, source in foreign.items():
+        option = source or '""'
+        parts.append(f"call {key} belongs to source {source or '(unnamed)'} of the shared "
+                     f"ledger, not to this config's ({name or 'unnamed'}): "
+                     f"`poller retry --source {option} {key}`")
+    return "; ".join(parts)
