@@ -65,3 +65,7 @@ class LockHeld(PollerError):
     """Another run holds the lock."""
 
     exit_code = ExitCode.OK
+
+    def __init__(self, message: str, host: str | None = None):
+        super().__init__(message)
+        self.host = host  # the holder's host, when the lock is a server ledger's and it said

@@ -4,7 +4,10 @@ who works; a run that lost its lock stops before its next side effect."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+import signal
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from poller.errors import ExitCode, LockHeld
 from poller.ledger.store import Ledger
 from poller.model import Stage
 from poller.ops import status as status_view
+from poller.run.follow import LockWait, follow
 from poller.run.ledgerlock import PG_NAMESPACE, LedgerLock, lock_name, pg_key
 from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
@@ -144,3 +148,62 @@ def test_a_run_that_lost_its_lock_stops_before_the_next_side_effect(
     report = run_once(config, RunOptions(now=NOW))
     assert report.exit_code == ExitCode.OK, report.summary()
     assert len(archived(tmp_path)) == 3
+
+
+class Polls(threading.Event):
+    """follow()'s stop event: ends the loop after `count` polls and frees the active host's
+    lock while it waits after poll `release_after`."""
+
+    def __init__(self, count: int, release_after: int, held: LedgerLock):
+        super().__init__()
+        self.count, self.release_after, self.held, self.done = count, release_after, held, 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.done += 1
+        if self.done == self.release_after:
+            self.held.__exit__(None, None, None)  # the active host's run ends
+        if self.done >= self.count:
+            self.set()
+        return self.is_set()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_a_following_standby_says_once_that_it_waits_and_when_it_takes_over(
+        tmp_path, sample_rows, request, kind, caplog):
+    """A standby's `run --follow` meets the active host's lock at every full poll: INFO when it
+    starts waiting, DEBUG for the polls in between, INFO naming the host it took over from."""
+    url = server_url(request, kind)
+    standby = host_config(tmp_path, "standby", cdr_table(tmp_path, three_calls(sample_rows)),
+                          url)
+    ledger = Ledger(url, source="kiev")
+    held = LedgerLock(url, "kiev").__enter__()  # the active host, in the middle of its batch
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        held.announce(ledger)
+        polls = Polls(6, release_after=4, held=held)
+        with caplog.at_level(logging.DEBUG, logger="poller"):
+            assert follow(standby, 0.0, stop=polls) == ExitCode.OK
+    finally:
+        held.__exit__(None, None, None)
+        ledger.close()
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    waits = [r for r in caplog.records if "another run holds the ledger's lock" in r.message]
+    assert [r.levelno for r in waits] == [logging.INFO] + [logging.DEBUG] * 3, \
+        [(r.levelname, r.message) for r in waits]
+    assert f"host {socket.gethostname()}, pid " in waits[0].message
+    took = [r for r in caplog.records if "took over the run lock" in r.message]
+    assert [(r.levelno, r.message) for r in took] == [
+        (logging.INFO, f"took over the run lock from host {socket.gethostname()}")]
+    assert took[0].created > waits[-1].created
+    assert len(archived(tmp_path)) == 3  # the poll that took over delivered
+
+
+def test_a_new_holder_of_the_lock_is_said_again_and_a_file_lock_names_no_host():
+    wait = LockWait()
+    assert wait.got() is None  # no wait, nothing to say
+    assert [wait.held("pbx-a"), wait.held("pbx-a"), wait.held("pbx-c"), wait.held("pbx-c")] == \
+        [logging.INFO, logging.DEBUG, logging.INFO, logging.DEBUG]
+    assert wait.got() == "took over the run lock from host pbx-c" and wait.got() is None
+    assert [wait.held(None), wait.held(None)] == [logging.INFO, logging.DEBUG]
+    assert wait.got() == "the run lock is free again: polling on"

@@ -57,6 +57,32 @@ class OutageLog:
         return logging.WARNING, f"outage over after {span(lasted)} (it began with: {began})"
 
 
+@dataclass
+class LockWait:
+    """What follow mode says while another run holds the lock, decided per poll (pure): a
+    standby host finds the active one's lock at every full poll, at least once a minute, so
+    the wait is said when it starts (or another holder takes the lock) and when it ends; the
+    polls in between say it at DEBUG."""
+
+    waiting: bool = False
+    host: str | None = None  # the holder's, when the lock said it
+
+    def held(self, host: str | None) -> int:
+        """The level of the line for a poll that found the lock held by `host`."""
+        level = logging.DEBUG if self.waiting and host == self.host else logging.INFO
+        self.waiting, self.host = True, host
+        return level
+
+    def got(self) -> str | None:
+        """The line for a poll that took the lock, or None when it did not wait for it."""
+        if not self.waiting:
+            return None
+        self.waiting = False
+        if self.host is None:
+            return "the run lock is free again: polling on"
+        return f"took over the run lock from host {self.host}"
+
+
 def span(seconds: float) -> str:
     """`45s`, `12m05s`, `3h07m`."""
     seconds = int(seconds)
@@ -80,7 +106,7 @@ def follow(config: Config, interval: float, metrics_file: str | None = None,
         signal.signal(signal.SIGINT, request_stop)
     log.info("following the cdr table every %gs", interval)
     code = ExitCode.OK
-    outage = OutageLog()
+    outage, lock = OutageLog(), LockWait()
     probe = Probe(config) if Probe.applies(config) else None
     try:
         while not stop.is_set():
@@ -89,7 +115,7 @@ def follow(config: Config, interval: float, metrics_file: str | None = None,
                 continue
             if probe is not None:
                 probe.before_full(clock())
-            code = _poll(config, interval, metrics_file, stop, clock, outage, code)
+            code = _poll(config, interval, metrics_file, stop, clock, (outage, lock), code)
     finally:
         if probe is not None:
             probe.close()
@@ -97,20 +123,25 @@ def follow(config: Config, interval: float, metrics_file: str | None = None,
 
 
 def _poll(config: Config, interval: float, metrics_file: str | None, stop: threading.Event,
-          clock: Callable[[], float], outage: OutageLog, code: ExitCode) -> ExitCode:
+          clock: Callable[[], float], said_by: tuple[OutageLog, LockWait],
+          code: ExitCode) -> ExitCode:
     """One full poll, then the wait for the next; the exit code it leaves."""
+    outage, lock = said_by
     problems: Sequence[str]
     try:
         report = run_once(config, RunOptions(should_stop=stop.is_set,
                                              metrics_file=metrics_file, follow=True))
     except LockHeld as exc:
-        log.info("%s; polling again later", exc)
+        log.log(lock.held(exc.host), "%s; polling again later", exc)
         stop.wait(interval)  # that poll learnt nothing of an outage
         return code
     except ServiceUnavailable as exc:  # a local outage (ledger, state.dir): poll on
         code, problems = ExitCode.PARTIAL, [str(exc)]
     else:
         code, problems = report.exit_code, report.unavailable
+        took = lock.got()
+        if took is not None:
+            log.info("%s", took)
         if report.new_calls or report.delivered_count or report.failures:
             log.info("run: %s", report.summary())
         else:

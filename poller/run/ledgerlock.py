@@ -119,8 +119,9 @@ class LedgerLock:
             said = False
             while not self._try():
                 if not self.wait:
+                    holder = self.holder()
                     raise LockHeld(f"another run holds the ledger's lock {self.name}"
-                                   f"{_by(self.holder())}")
+                                   f"{_by(holder)}", holder.host if holder else None)
                 if not said:  # a backfill waits its turn: say so, or it looks hung
                     log.info("another run holds the ledger's lock %s%s; waiting for it",
                              self.name, _by(self.holder()))
