@@ -35,6 +35,13 @@ class TargetOutage:
 LEDGER_WIDE = frozenset({"schema_version"})
 
 
+def setting_name(source: str, name: str) -> str:
+    """The row a setting of `source` is kept in: `<source>/<name>` when the source is named
+    ("/" is in no setting's own name), the name alone when not (as ledgers made before names
+    existed hold it)."""
+    return f"{source}/{name}" if source and name not in LEDGER_WIDE else name
+
+
 class Settings:
     """Watermark, marks and what the runs leave for `status`, kept in `poller_meta`: a named
     source's under its name, so several sources share one ledger without meeting."""
@@ -43,10 +50,7 @@ class Settings:
     source: str = ""
 
     def setting(self, name: str) -> str:
-        """The row a setting of this source is kept in: `<source>/<name>` when the source is
-        named ("/" is in no setting's own name), the name alone when not (as ledgers made
-        before names existed hold it)."""
-        return f"{self.source}/{name}" if self.source and name not in LEDGER_WIDE else name
+        return setting_name(self.source, name)
 
     def get(self, name: str) -> str | None:
         with self.engine.connect() as conn:

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from poller.databases import database_error
 from poller.errors import LedgerUnavailable, LockHeld
+from poller.ledger.settings import read_setting, setting_name
 
 log = logging.getLogger("poller")
 
@@ -268,10 +269,8 @@ def read_holder(conn: sa.Connection | None, source: str) -> Holder | None:
     """The holder the ledger names for `source` (the lock itself says whether one holds it)."""
     if conn is None:
         return None
-    name = f"{source}/{HOLDER}" if source else HOLDER
     try:
-        text = conn.execute(sa.text("SELECT value FROM poller_meta WHERE name = :name"),
-                            {"name": name}).scalar()
+        text = read_setting(conn, setting_name(source, HOLDER))
     except sa.exc.SQLAlchemyError:  # a first run: no ledger yet
         return None
     return holder_of(text)
