@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 import sqlalchemy as sa
 from support import (
@@ -28,7 +29,7 @@ from support import (
 
 from poller.errors import ExitCode
 from poller.ledger.schema import SCHEMA_VERSION
-from poller.ledger.store import Ledger
+from poller.ledger.store import Ledger, made_meanwhile
 from poller.run.options import RunOptions
 from poller.run.pipeline import run_once
 
@@ -166,6 +167,21 @@ def test_first_runs_at_once_all_make_the_ledger(request, kind):
 
 
 @pytest.mark.mariadb
+def test_a_deadlock_between_two_creators_is_looked_at_again_other_errors_are_not():
+    """Two first runs creating the tables at once on MariaDB: the server broke a deadlock
+    between them (`1213 Deadlock found`), and the losing run stopped as `state database
+    unreachable` instead of finding the ledger made a moment later."""
+    def refused(code: int, text: str) -> sa.exc.OperationalError:
+        return sa.exc.OperationalError("CREATE TABLE poller_calls", {},
+                                       pymysql.err.OperationalError(code, text))
+
+    assert made_meanwhile(refused(1213, "Deadlock found when trying to get lock; try "
+                                        "restarting transaction"))
+    assert made_meanwhile(refused(1050, "Table 'poller_meta' already exists"))
+    assert not made_meanwhile(refused(1045, "Access denied for user 'poller'@'localhost'"))
+    assert not made_meanwhile(refused(2003, "Can't connect to MySQL server on '127.0.0.1'"))
+
+
 def test_a_version_3_mysql_ledger_is_upgraded_and_keeps_its_keys(tmp_path, sample_rows,
                                                                  empty_db):
     """A ledger made by the version-3 SQL, holding a delivered call: upgraded at start, its

@@ -51,13 +51,14 @@ CREATOR_WAITS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 def made_meanwhile(exc: sa.exc.DBAPIError) -> bool:
-    """Whether the database refused a create because another creator just made it: a table,
-    index or column that already exists, or the schema_version row inserted twice (PostgreSQL
-    also says so as a duplicate in its own catalogue)."""
+    """Whether the database refused a create because another creator was making it too: a
+    table, index or column that already exists, the schema_version row inserted twice
+    (PostgreSQL also says so as a duplicate in its own catalogue), or a deadlock the server
+    broke between two creators (MariaDB, creating the same tables at once)."""
     if isinstance(exc, sa.exc.IntegrityError):
         return True
     text = str(getattr(exc, "orig", exc)).lower()
-    return any(words in text for words in ("already exists", "duplicate"))
+    return any(words in text for words in ("already exists", "duplicate", "deadlock"))
 
 
 def _pool_for(url: sa.engine.URL) -> type[sa.pool.Pool]:
